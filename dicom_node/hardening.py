@@ -1,0 +1,192 @@
+"""Bounds pynetdicom does not enforce by itself.
+
+pynetdicom 3.0 reads whatever PDU length a peer declares before any check, spawns a thread for
+every TCP connection before the association limit is looked at, and logs identifiers by default
+(see ../shared/FACTS.md). This module bounds all three:
+
+* :func:`bounded_read_pdu` replaces the DUL's PDU reader on each acceptor association: a PDU
+  longer than allowed aborts the association before its body is read, and the body is read with
+  ``recv_into`` into one pre-sized buffer (pynetdicom reads 4 KiB at a time into a growing array).
+* :class:`BoundedAssociationServer` refuses TCP connections beyond a fixed number of live
+  associations *before* creating a thread, and accepts without a helper thread per connection.
+* :func:`quiet_identifiers` turns off pynetdicom's logging of request/response identifiers.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pynetdicom import _config
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.dul import DULServiceProvider
+
+LOGGER = logging.getLogger(__name__)
+
+P_DATA_TF = 0x04
+#: Association request/accept PDUs carry presentation contexts; 1 MiB holds thousands of them.
+MAX_ASSOCIATE_PDU = 1024 * 1024
+#: Release and abort PDUs have a 4-byte body.
+MAX_SMALL_PDU = 64
+_VALID_PDU_TYPES = frozenset({0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07})
+
+
+def quiet_identifiers() -> None:
+    """Stop pynetdicom from logging patient identifiers and dataset dumps."""
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+
+
+def pdu_limit(pdu_type: int, max_pdata: int) -> int:
+    """Largest body length accepted for a PDU of ``pdu_type``."""
+    if pdu_type == P_DATA_TF:
+        return max_pdata
+    if pdu_type in (0x01, 0x02, 0x03):
+        return MAX_ASSOCIATE_PDU
+    return MAX_SMALL_PDU
+
+
+def _recv_into(sock: socket.socket, view: memoryview) -> int:
+    """Fill ``view`` from ``sock``; returns the byte count read (short only at end of stream)."""
+    total = 0
+    size = len(view)
+    while total < size:
+        n = sock.recv_into(view[total:], min(size - total, 1 << 20))
+        if n == 0:
+            break
+        total += n
+    return total
+
+
+def bounded_read_pdu(dul: DULServiceProvider, max_pdata: int) -> None:
+    """Drop-in replacement for ``DULServiceProvider._read_pdu_data`` with a length bound.
+
+    Emits the same state-machine events as the original: Evt17 (connection closed), Evt19
+    (invalid PDU, which makes the state machine abort the association), or the decoded PDU's event.
+    """
+    assert dul.socket is not None and dul.socket.socket is not None
+    raw: socket.socket = dul.socket.socket
+    header = bytearray(6)
+    try:
+        got = _recv_into(raw, memoryview(header))
+    except (OSError, TimeoutError):
+        dul.event_queue.put("Evt17")
+        return
+    if got != 6:
+        dul.event_queue.put("Evt17")
+        return
+    pdu_type, _, length = struct.unpack(">BBL", header)
+    if pdu_type not in _VALID_PDU_TYPES:
+        LOGGER.warning("aborting association: unknown PDU type 0x%02X", pdu_type)
+        dul.event_queue.put("Evt19")
+        return
+    limit = pdu_limit(pdu_type, max_pdata)
+    if length > limit:
+        LOGGER.warning(
+            "aborting association: PDU type 0x%02X declares %d bytes, limit %d",
+            pdu_type,
+            length,
+            limit,
+        )
+        dul.event_queue.put("Evt19")
+        return
+    buf = bytearray(6 + length)
+    buf[:6] = header
+    try:
+        got = _recv_into(raw, memoryview(buf)[6:])
+    except (OSError, TimeoutError):
+        dul.event_queue.put("Evt17")
+        return
+    if got != length:
+        LOGGER.info("connection closed mid-PDU (%d of %d bytes)", got, length)
+        dul.event_queue.put("Evt17")
+        return
+    try:
+        pdu, event = dul._decode_pdu(buf)
+    except Exception:  # any malformed PDU: pynetdicom's own reader treats it the same way
+        LOGGER.warning("aborting association: undecodable PDU type 0x%02X", pdu_type)
+        dul.event_queue.put("Evt19")
+        return
+    dul.event_queue.put(event)
+    dul._recv_pdu.put(pdu)
+
+
+AcceptHook = Callable[["Association"], bool]
+"""Called once the A-ASSOCIATE-RQ arrived; returns True when it rejected the association."""
+
+
+class BoundedRequestHandler(RequestHandler):
+    """Creates each acceptor with the bounded PDU reader and the server's accept hook."""
+
+    server: BoundedAssociationServer
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        server = self.server
+        max_pdata = server.max_pdata
+        dul = assoc.dul
+        dul._read_pdu_data = lambda: bounded_read_pdu(dul, max_pdata)  # type: ignore[method-assign]
+        hook = server.accept_hook
+        if hook is not None:
+            acse = assoc.acse
+            original = acse._negotiate_as_acceptor
+
+            def negotiate() -> None:
+                if not hook(assoc):
+                    original()
+
+            acse._negotiate_as_acceptor = negotiate  # type: ignore[method-assign]
+        server.track(assoc)
+        return assoc
+
+
+class BoundedAssociationServer(ThreadedAssociationServer):
+    """An association server with a hard cap on live connections and no thread per accept.
+
+    Connections beyond ``max_connections`` are closed at once, before any thread exists;
+    connections within it become associations whose own negotiation applies the finer limits.
+    """
+
+    max_pdata: int = 16384
+    max_connections: int = 32
+    accept_hook: AcceptHook | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("request_handler", BoundedRequestHandler)
+        self._live: weakref.WeakSet[Association] = weakref.WeakSet()
+        self._live_lock = threading.Lock()
+        self.refused_connections = 0
+        super().__init__(*args, **kwargs)
+
+    def track(self, assoc: Association) -> None:
+        with self._live_lock:
+            self._live.add(assoc)
+
+    def live_connections(self) -> int:
+        with self._live_lock:
+            return sum(1 for a in list(self._live) if a.is_alive())
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Handle the connection in the accepting thread; it only starts the association thread."""
+        if self.live_connections() >= self.max_connections:
+            self.refused_connections += 1
+            LOGGER.warning(
+                "refusing TCP connection: live connection limit %d reached",
+                self.max_connections,
+            )
+            self.shutdown_request(request)
+            return
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            LOGGER.exception("could not start an association")
+            self.shutdown_request(request)

@@ -1,0 +1,58 @@
+"""What the listener hands to the rest of xrayd: plain data, no pynetdicom objects."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from dicom_node.statuses import RejectReason, StoreStatus
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The remote end of an association."""
+
+    association_id: int
+    calling_ae_title: str
+    called_ae_title: str
+    host: str
+
+
+@dataclass(frozen=True, repr=False)
+class ReceivedInstance:
+    """One C-STORE'd instance in DICOM file format (preamble, meta, data set as received)."""
+
+    file_bytes: bytes
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    modality: str
+    body_part_examined: str | None
+    peer: Peer
+
+    def __repr__(self) -> str:  # never print UIDs or bytes by accident
+        return f"ReceivedInstance(sop={uid_hash(self.sop_instance_uid)}, {len(self.file_bytes)} B)"
+
+
+def uid_hash(uid: str) -> str:
+    """A short, stable, non-reversible handle for a UID in log lines."""
+    return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()[:12]
+
+
+class InstanceSink(Protocol):
+    """Where the listener puts what it receives (implemented by the composition root).
+
+    ``store`` must return only after the instance is durable (file and directory fsynced, row
+    committed); the listener acknowledges with whatever status it returns.
+    """
+
+    def store(self, instance: ReceivedInstance) -> StoreStatus: ...
+
+    def is_caller_allowed(self, calling_ae_title: str, host: str) -> bool: ...
+
+    def association_rejected(self, peer: Peer, reason: RejectReason) -> None: ...
+
+    def association_released(self, peer: Peer, study_instance_uids: frozenset[str]) -> None: ...

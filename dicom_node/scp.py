@@ -1,0 +1,318 @@
+"""The DICOM listener: C-ECHO and C-STORE, thin handlers, bounded resources.
+
+The C-STORE handler parses only the header, checks the UIDs against the request, and hands the
+bytes to an :class:`~dicom_node.received.InstanceSink`, which makes them durable. No decoding of
+pixels and no analysis happens on the network thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from typing import TYPE_CHECKING, Any, cast
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+from pynetdicom import AE, evt
+from pynetdicom.dsutils import encode_file_meta
+
+from dicom_node.errors import ListenerStartError
+from dicom_node.hardening import BoundedAssociationServer, quiet_identifiers
+from dicom_node.received import InstanceSink, Peer, ReceivedInstance, uid_hash
+from dicom_node.sop_classes import ACCEPTED_TRANSFER_SYNTAXES, storage_sop_classes
+from dicom_node.statuses import RejectReason, StoreStatus
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.events import Event
+
+LOGGER = logging.getLogger(__name__)
+
+VERIFICATION = UID("1.2.840.10008.1.1")
+
+_HEADER_TAGS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "BodyPartExamined",
+)
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """Everything the listener needs, as plain values (built from settings by ``xrayd``)."""
+
+    ae_title: str
+    host: str
+    port: int
+    accept_any_caller: bool = False
+    max_associations: int = 16
+    max_pdu_bytes: int = 4 * 1024 * 1024
+    idle_timeout_seconds: float = 30.0
+    extra_sop_classes: Sequence[str] = ()
+    #: connections beyond max_associations that still get a proper A-ASSOCIATE-RJ
+    reject_headroom: int = 4
+
+
+class HeaderError(ValueError):
+    """The data set's identifying attributes are missing, invalid or disagree with the request."""
+
+    def __init__(self, status: StoreStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _valid_uid(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and UID(value).is_valid
+
+
+def read_header(
+    file_bytes: bytes, sop_class_uid: str, sop_instance_uid: str
+) -> tuple[str, str, str, str | None]:
+    """Return (study UID, series UID, modality, body part) after checking the data set's UIDs.
+
+    Raises :class:`HeaderError` with the status to answer.
+    """
+    try:
+        ds = dcmread(BytesIO(file_bytes), stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
+        values = {tag: ds.get(tag) for tag in _HEADER_TAGS}
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
+        raise HeaderError(
+            StoreStatus.CANNOT_UNDERSTAND, f"unparseable data set ({type(exc).__name__})"
+        ) from None
+    if not _valid_uid(sop_instance_uid) or not _valid_uid(sop_class_uid):
+        raise HeaderError(StoreStatus.DATASET_MISMATCH, "request carries an invalid UID")
+    for tag in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not _valid_uid(values[tag]):
+            raise HeaderError(StoreStatus.DATASET_MISMATCH, f"{tag} missing or not a valid UID")
+    if values["SOPInstanceUID"] != sop_instance_uid:
+        raise HeaderError(StoreStatus.DATASET_MISMATCH, "SOPInstanceUID differs from the request")
+    if values["SOPClassUID"] != sop_class_uid:
+        raise HeaderError(StoreStatus.DATASET_MISMATCH, "SOPClassUID differs from the request")
+    modality = str(values["Modality"] or "")[:16]
+    body_part = values["BodyPartExamined"]
+    return (
+        str(values["StudyInstanceUID"]),
+        str(values["SeriesInstanceUID"]),
+        modality,
+        str(body_part)[:64] if body_part else None,
+    )
+
+
+class StoreSCP:
+    """A running (or ready to run) DICOM listener."""
+
+    def __init__(self, config: ListenerConfig, sink: InstanceSink) -> None:
+        self.config = config
+        self.sink = sink
+        self._server: BoundedAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._peers: dict[int, Peer] = {}
+        self._studies: dict[int, set[str]] = {}
+
+    # -- construction -------------------------------------------------------------------------
+    def _make_ae(self) -> AE:
+        quiet_identifiers()
+        cfg = self.config
+        ae = AE(ae_title=cfg.ae_title)
+        ae.maximum_associations = cfg.max_associations
+        ae.maximum_pdu_size = cfg.max_pdu_bytes
+        ae.acse_timeout = cfg.idle_timeout_seconds
+        ae.dimse_timeout = cfg.idle_timeout_seconds
+        ae.network_timeout = cfg.idle_timeout_seconds
+        ae.require_called_aet = True
+        ae.add_supported_context(VERIFICATION)
+        for sop_class in storage_sop_classes(cfg.extra_sop_classes):
+            ae.add_supported_context(sop_class, list(ACCEPTED_TRANSFER_SYNTAXES))
+        return ae
+
+    def start(self) -> tuple[str, int]:
+        """Bind and serve in a background thread; returns the bound (host, port)."""
+        ae = self._make_ae()
+        handlers: list[Any] = [
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
+        ]
+        try:
+            server = cast(
+                BoundedAssociationServer,
+                ae.make_server(
+                    (self.config.host, self.config.port),
+                    evt_handlers=handlers,
+                    server_class=BoundedAssociationServer,
+                ),
+            )
+        except OSError as exc:
+            raise ListenerStartError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
+            ) from None
+        server.max_pdata = self.config.max_pdu_bytes
+        server.max_connections = self.config.max_associations + self.config.reject_headroom
+        server.accept_hook = self._accept_hook
+        ae._servers.append(server)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dicom-listener"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        host, port = server.server_address[:2]
+        LOGGER.info("DICOM listener %s on %s:%d", self.config.ae_title, host, port)
+        return str(host), int(port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "listener not started"
+        return int(self._server.server_address[1])
+
+    @property
+    def refused_connections(self) -> int:
+        return self._server.refused_connections if self._server is not None else 0
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; running associations continue."""
+        if self._server is not None:
+            self._server.shutdown()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+
+    def active_associations(self) -> list[Association]:
+        return [] if self._server is None else list(self._server.active_associations)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let running associations finish for ``timeout`` s, then abort them."""
+        self.stop_accepting()
+        for assoc in self.active_associations():
+            assoc.join(timeout=timeout)
+        for assoc in self.active_associations():
+            assoc.abort()
+
+    # -- association policy ---------------------------------------------------------------------
+    def _peer_of(self, assoc: Association) -> Peer:
+        rq = assoc.requestor
+        primitive = rq.primitive
+        assert primitive is not None
+        return Peer(
+            association_id=next(self._ids),
+            calling_ae_title=str(primitive.calling_ae_title).strip(),
+            called_ae_title=str(primitive.called_ae_title).strip(),
+            host=str(rq.address),
+        )
+
+    def _accept_hook(self, assoc: Association) -> bool:
+        """Apply the AE title and host policy; returns True when the association was rejected."""
+        peer = self._peer_of(assoc)
+        reason: RejectReason | None = None
+        if peer.called_ae_title != self.config.ae_title:
+            reason = RejectReason.CALLED_AE_NOT_RECOGNISED
+        elif not self.config.accept_any_caller and not self._caller_allowed(peer):
+            reason = RejectReason.CALLING_AE_NOT_RECOGNISED
+        elif self._busy(assoc):
+            reason = RejectReason.TOO_MANY_ASSOCIATIONS
+        if reason is None:
+            with self._lock:
+                self._peers[id(assoc)] = peer
+            return False
+        LOGGER.warning(
+            "association rejected (%s): calling AE %r from %s to %r",
+            reason.slug,
+            peer.calling_ae_title,
+            peer.host,
+            peer.called_ae_title,
+        )
+        assoc.acse.send_reject(*reason.wire)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
+        try:
+            self.sink.association_rejected(peer, reason)
+        except Exception:
+            LOGGER.exception("could not record an association rejection")
+        return True
+
+    def _caller_allowed(self, peer: Peer) -> bool:
+        try:
+            return self.sink.is_caller_allowed(peer.calling_ae_title, peer.host)
+        except Exception:
+            LOGGER.exception("caller lookup failed; rejecting")
+            return False
+
+    def _busy(self, assoc: Association) -> bool:
+        acceptors = [a for a in assoc.ae.active_associations if a.is_acceptor]
+        return len(acceptors) > self.config.max_associations
+
+    # -- handlers ---------------------------------------------------------------------------------
+    def _on_echo(self, event: Event) -> int:
+        return int(StoreStatus.SUCCESS)
+
+    def _on_store(self, event: Event) -> int:
+        assoc = event.assoc
+        with self._lock:
+            peer = self._peers.get(id(assoc))
+        if peer is None:  # cannot happen after our accept hook; refuse rather than guess
+            return int(StoreStatus.PROCESSING_FAILURE)
+        request = cast("C_STORE", event.request)
+        sop_class = str(request.AffectedSOPClassUID)
+        sop_instance = str(request.AffectedSOPInstanceUID)
+        try:
+            file_meta = event.file_meta
+            file_meta.SourceApplicationEntityTitle = peer.calling_ae_title
+            file_bytes = event.encoded_dataset(include_meta=False)
+            file_bytes = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(file_meta), file_bytes))
+            study, series, modality, body_part = read_header(file_bytes, sop_class, sop_instance)
+        except HeaderError as exc:
+            LOGGER.warning(
+                "C-STORE refused (0x%04X %s) from %r: %s",
+                exc.status,
+                exc.status.name,
+                peer.calling_ae_title,
+                exc.reason,
+            )
+            return int(exc.status)
+        instance = ReceivedInstance(
+            file_bytes=file_bytes,
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            study_instance_uid=study,
+            series_instance_uid=series,
+            transfer_syntax_uid=str(file_meta.TransferSyntaxUID),
+            modality=modality,
+            body_part_examined=body_part,
+            peer=peer,
+        )
+        try:
+            status = self.sink.store(instance)
+        except Exception:
+            LOGGER.exception("C-STORE of %s failed unexpectedly", uid_hash(sop_instance))
+            return int(StoreStatus.PROCESSING_FAILURE)
+        if status == StoreStatus.SUCCESS:
+            with self._lock:
+                self._studies.setdefault(id(assoc), set()).add(study)
+        return int(status)
+
+    def _on_released(self, event: Event) -> None:
+        with self._lock:
+            peer = self._peers.get(id(event.assoc))
+            studies = frozenset(self._studies.pop(id(event.assoc), set()))
+        if peer is not None and studies:
+            try:
+                self.sink.association_released(peer, studies)
+            except Exception:
+                LOGGER.exception("could not mark studies complete on release")
+
+    def _on_closed(self, event: Event) -> None:
+        with self._lock:
+            self._peers.pop(id(event.assoc), None)
+            self._studies.pop(id(event.assoc), None)

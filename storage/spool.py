@@ -1,0 +1,249 @@
+"""The file spool: received DICOM files, written durably, named by hashes.
+
+Layout under ``root``::
+
+    objects/<aa>/<bb>/<sha256(study uid)>/<sha256(sop instance uid)>.dcm
+    tmp/<random>.part
+
+``aa``/``bb`` are the first two and next two hex digits of the study hash. No raw UID or AE
+title ever becomes a path part, so a hostile UID cannot traverse out of the spool.
+
+Durability: a file is written to ``tmp/`` (same filesystem), fsynced, renamed into place with
+``os.replace`` and the destination directory (and each directory that had to be created, via
+its parent) is fsynced. Any ``OSError`` removes the temporary file and raises
+:class:`SpoolWriteError`; no partial or destination file is left behind.
+
+Receiving a C-STORE without races (see :func:`storage.ingest.ingest_instance`): first
+:meth:`Spool.stage` (or :meth:`Spool.stage_file` for a file the network layer streamed into
+:meth:`Spool.tmp_dir`) to learn size and SHA-256, then, inside the DB transaction that records
+the instance, :meth:`Spool.install` only for a NEW instance (:meth:`Spool.discard` otherwise),
+then commit, then acknowledge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from storage.errors import SpoolWriteError, StorageError
+
+logger = logging.getLogger(__name__)
+
+OBJECTS_DIR = "objects"
+TMP_DIR = "tmp"
+PART_SUFFIX = ".part"
+_FILE_MODE = 0o640
+_READ_CHUNK = 1024 * 1024
+
+
+def uid_hash(value: str) -> str:
+    """Hex SHA-256 of a UID (or any identifier) as used for spool path parts."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A fully written and fsynced file in ``tmp/``, not yet in its place."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+class Spool:
+    """Durable, traversal-proof file storage under ``root``.
+
+    ``fsync`` is the function used to flush file and directory descriptors (``os.fsync``);
+    tests may pass a recorder or a failing one.
+    """
+
+    def __init__(self, root: Path, *, fsync: Callable[[int], None] = os.fsync) -> None:
+        self._root = root.resolve()
+        self._fsync = fsync
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    # -- naming ----------------------------------------------------------------------------
+
+    def relative_path_for(self, study_uid: str, sop_instance_uid: str) -> str:
+        """The POSIX path, relative to ``root``, where an instance is stored."""
+        study = uid_hash(study_uid)
+        sop = uid_hash(sop_instance_uid)
+        return f"{OBJECTS_DIR}/{study[:2]}/{study[2:4]}/{study}/{sop}.dcm"
+
+    def absolute(self, rel: str) -> Path:
+        """Resolve a relative spool path; raise :class:`StorageError` if it leaves ``root``."""
+        if not rel or "\x00" in rel or "\\" in rel:
+            raise StorageError("invalid spool path")
+        if PurePosixPath(rel).is_absolute():
+            raise StorageError("spool paths must be relative")
+        candidate = (self._root / rel).resolve()
+        if candidate == self._root or not candidate.is_relative_to(self._root):
+            raise StorageError("spool path points outside the spool")
+        return candidate
+
+    def tmp_dir(self) -> Path:
+        """``root/tmp``, created if missing (same filesystem as the objects)."""
+        path = self._root / TMP_DIR
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolWriteError(f"cannot create the spool tmp directory: {exc.strerror}") from exc
+        return path
+
+    def new_tmp_path(self) -> Path:
+        """A fresh, unused ``tmp/<random>.part`` path for a caller that streams to disk."""
+        return self.tmp_dir() / f"{secrets.token_hex(16)}{PART_SUFFIX}"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def stage(self, chunks: Iterable[bytes] | bytes) -> StagedFile:
+        """Write ``chunks`` to a new ``.part`` file, fsync it and return its size and hash."""
+        if isinstance(chunks, bytes | bytearray | memoryview):
+            chunks = [bytes(chunks)]
+        tmp = self.new_tmp_path()
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                fh.flush()
+                self._fsync(fh.fileno())
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise SpoolWriteError(f"cannot write to the spool: {_reason(exc)}") from exc
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return StagedFile(path=tmp, size=size, sha256=digest.hexdigest())
+
+    def stage_file(self, tmp_path: Path) -> StagedFile:
+        """Hash and fsync a file already written inside ``tmp/`` (e.g. streamed by the network
+        layer). On error the file is removed and :class:`SpoolWriteError` raised."""
+        tmp = self._checked_tmp(tmp_path)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with tmp.open("rb") as fh:
+                while block := fh.read(_READ_CHUNK):
+                    digest.update(block)
+                    size += len(block)
+                self._fsync(fh.fileno())
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise SpoolWriteError(f"cannot read back a spooled file: {_reason(exc)}") from exc
+        return StagedFile(path=tmp, size=size, sha256=digest.hexdigest())
+
+    def install(self, staged: StagedFile, rel: str) -> tuple[int, str]:
+        """Rename a staged file to ``rel`` (replacing any file there) and fsync directories.
+
+        Returns ``(size, sha256)``. On error neither the staged nor the destination file is
+        left behind.
+        """
+        tmp = self._checked_tmp(staged.path)
+        dest = self.absolute(rel)
+        replaced = False
+        try:
+            self._make_dirs(dest.parent)
+            os.replace(tmp, dest)
+            replaced = True
+            self._fsync_dir(dest.parent)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            if replaced:
+                _unlink_quietly(dest)
+            raise SpoolWriteError(f"cannot move a file into the spool: {_reason(exc)}") from exc
+        return staged.size, staged.sha256
+
+    def discard(self, staged: StagedFile) -> None:
+        """Remove a staged file that will not be installed (duplicate, conflict, rollback)."""
+        _unlink_quietly(self._checked_tmp(staged.path))
+
+    def write_atomic(self, rel: str, chunks: Iterable[bytes] | bytes) -> tuple[int, str]:
+        """Durably write ``chunks`` to ``rel``; returns ``(size, sha256 hex)``."""
+        self.absolute(rel)  # refuse a bad path before writing anything
+        return self.install(self.stage(chunks), rel)
+
+    def adopt_file(self, tmp_path: Path, rel: str) -> tuple[int, str]:
+        """Hash, fsync and rename a file from ``tmp/`` to ``rel``; returns ``(size, sha256)``."""
+        self.absolute(rel)
+        return self.install(self.stage_file(tmp_path), rel)
+
+    # -- maintenance and reading -----------------------------------------------------------
+
+    def cleanup_tmp(self, older_than_seconds: float = 0) -> int:
+        """Delete ``tmp/*.part`` files last modified at least ``older_than_seconds`` ago
+        (left by crashes or aborted transfers); return how many were deleted."""
+        tmp = self._root / TMP_DIR
+        if not tmp.is_dir():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for part in tmp.glob(f"*{PART_SUFFIX}"):
+            try:
+                if part.is_file() and part.stat().st_mtime <= cutoff:
+                    part.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            logger.info("removed leftover temporary spool files", extra={"count": removed})
+        return removed
+
+    def exists(self, rel: str) -> bool:
+        return self.absolute(rel).is_file()
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.absolute(rel).read_bytes()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _checked_tmp(self, tmp_path: Path) -> Path:
+        tmp_root = (self._root / TMP_DIR).resolve()
+        resolved = tmp_path.resolve()
+        if resolved.parent != tmp_root:
+            raise StorageError("temporary file is not inside the spool's tmp directory")
+        return resolved
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create ``directory`` and missing parents, fsyncing each new entry's parent."""
+        missing: list[Path] = []
+        current = directory
+        while not current.is_dir():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
+        for path in reversed(missing):
+            path.mkdir(exist_ok=True)
+            self._fsync_dir(path.parent)
+
+    def _fsync_dir(self, directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        logger.warning("could not remove a temporary spool file")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__

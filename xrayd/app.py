@@ -1,0 +1,204 @@
+"""The composition root: builds storage, listener, timers and workers from the settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from types import FrameType
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.errors import ConfigError
+from config.settings import Settings
+from dicom_node.scp import ListenerConfig, StoreSCP
+from storage import jobs, registry
+from storage.db import check_connection, make_engine, make_sessionmaker
+from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
+from storage.migrate import current_revision, head_revision, schema_state, upgrade
+from storage.spool import Spool
+from xrayd.pipeline import Analyser, SeenOnlyAnalyser
+from xrayd.receiver import SpoolingSink, utcnow
+from xrayd.worker import CompletionTimer, Wakeup, Worker
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The opened database and spool."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    spool: Spool
+
+
+def open_storage(settings: Settings, *, create_if_empty: bool, require_current: bool) -> Storage:
+    """Open the database and spool, failing with messages that name the settings keys."""
+    data_dir = settings.storage.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        Spool(settings.spool_dir).tmp_dir()
+    except OSError as exc:
+        raise ConfigError(f"storage.data_dir: cannot use {data_dir}: {exc.strerror}") from None
+    engine = make_engine(settings.database_url)
+    try:
+        check_connection(engine)
+    except DatabaseUnavailableError as exc:
+        raise DatabaseUnavailableError(f"storage.database_url: {exc}") from None
+    state = schema_state(engine)
+    if state == "empty" and create_if_empty:
+        LOGGER.info("empty database: creating the schema")
+        upgrade(engine)
+    elif require_current and state != "current":
+        have = current_revision(engine) or "none"
+        raise SchemaOutdatedError(
+            f"the database schema is at revision {have}, this xrayd needs {head_revision()}: "
+            "run `xrayd db upgrade` first"
+        )
+    return Storage(engine, make_sessionmaker(engine), Spool(settings.spool_dir))
+
+
+def seed_registry(settings: Settings, sessions: sessionmaker[Session]) -> None:
+    """Make the TOML's callers and destinations the config-sourced rows of the database."""
+    registry.seed_callers(sessions, [(c.ae_title, c.host) for c in settings.node.callers])
+    registry.seed_destinations(
+        sessions,
+        [
+            registry.DestinationRow(
+                name=d.name,
+                ae_title=d.ae_title,
+                host=d.host,
+                port=d.port,
+                send=tuple(d.send),
+                source="config",
+            )
+            for d in settings.destinations
+        ],
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_orphaned_jobs(sessions: sessionmaker[Session]) -> int:
+    """Queue again the running jobs of workers on this host whose process is gone."""
+    host = socket.gethostname()
+    orphaned = []
+    for job in jobs.list_jobs(sessions, "running"):
+        parts = (job.worker_id or "").rsplit(":", 2)
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+            if not _pid_alive(int(parts[1])) or int(parts[1]) == os.getpid():
+                orphaned.append(job.job_id)
+    for job_id in orphaned:
+        jobs.release_job(sessions, job_id, utcnow())
+    if orphaned:
+        LOGGER.warning("%d job(s) left running by a stopped xrayd were queued again", len(orphaned))
+    return len(orphaned)
+
+
+class Node:
+    """A running xrayd: listener, completion timer and workers sharing one database."""
+
+    def __init__(
+        self, settings: Settings, storage: Storage, analyser: Analyser | None = None
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.analyser = analyser or SeenOnlyAnalyser(storage.sessions)
+        self.stop_event = threading.Event()
+        self.wakeup = Wakeup()
+        node = settings.node
+        self.sink = SpoolingSink(
+            storage.spool,
+            storage.sessions,
+            min_free_bytes=node.min_free_mb * 1024 * 1024,
+            release_ends_wait=settings.study.release_ends_wait,
+            on_stored=None,
+        )
+        self.scp = StoreSCP(
+            ListenerConfig(
+                ae_title=node.ae_title,
+                host=node.host,
+                port=node.port,
+                accept_any_caller=node.accept_any_caller,
+                max_associations=node.max_associations,
+                max_pdu_bytes=node.max_pdu_bytes,
+                idle_timeout_seconds=node.idle_timeout_seconds,
+                extra_sop_classes=tuple(node.extra_sop_classes),
+            ),
+            self.sink,
+        )
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        sessions = self.storage.sessions
+        seed_registry(self.settings, sessions)
+        removed = self.storage.spool.cleanup_tmp()
+        if removed:
+            LOGGER.info("removed %d partial file(s) left by interrupted transfers", removed)
+        recover_orphaned_jobs(sessions)
+        self.sink.on_stored = None
+        self.threads.append(
+            CompletionTimer(
+                sessions,
+                self.settings.study,
+                self.settings.jobs,
+                utcnow,
+                self.stop_event,
+                self.wakeup,
+            )
+        )
+        for i in range(self.settings.jobs.workers):
+            self.threads.append(
+                Worker(
+                    i, sessions, self.analyser, self.settings.jobs, utcnow, self.stop_event,
+                    self.wakeup,
+                )
+            )
+        for thread in self.threads:
+            thread.start()
+        self.scp.start()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop accepting, let associations and the job in hand finish, then return."""
+        LOGGER.info("stopping: no new associations")
+        self.scp.stop(timeout=timeout / 2)
+        self.stop_event.set()
+        self.wakeup.set()
+        for thread in self.threads:
+            thread.join(timeout=timeout / 2)
+        self.storage.engine.dispose()
+        LOGGER.info("stopped")
+
+
+def serve(settings: Settings, ready: threading.Event | None = None) -> int:
+    """Run until SIGTERM or SIGINT; returns the exit code."""
+    storage = open_storage(settings, create_if_empty=True, require_current=True)
+    node = Node(settings, storage)
+    node.start()
+    done = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        LOGGER.info("signal %d received", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(f"xrayd: listening as {settings.node.ae_title} on port {node.scp.port}", flush=True)
+    if ready is not None:
+        ready.set()
+    done.wait()
+    node.stop()
+    return 0

@@ -1,0 +1,244 @@
+"""The ``xrayd`` command line. Every subcommand takes ``--config FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from config.errors import ConfigError, XraydError
+from config.loader import load_settings
+from config.settings import Settings, _check_ae_title
+from xrayd.logging_setup import configure_logging
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _ae(value: str) -> str:
+    try:
+        return _check_ae_title(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from xrayd.app import serve
+
+    return serve(settings)
+
+
+def cmd_echo(args: argparse.Namespace, settings: Settings) -> int:
+    from dicom_node.scu import echo, parse_remote
+
+    try:
+        remote = parse_remote(args.remote)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    status = echo(remote, args.calling_ae or settings.node.ae_title, timeout=args.timeout)
+    print(f"C-ECHO {remote}: status 0x{status:04X} ({'success' if status == 0 else 'failure'})")
+    return 0 if status == 0 else 1
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.migrate import current_revision, head_revision, upgrade
+    from xrayd.app import open_storage
+
+    storage = open_storage(settings, create_if_empty=False, require_current=False)
+    before = current_revision(storage.engine)
+    upgrade(storage.engine)
+    print(f"database at revision {head_revision()} (was {before or 'empty'})")
+    return 0
+
+
+def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
+    from xrayd.app import open_storage
+
+    return open_storage(settings, create_if_empty=True, require_current=True).sessions
+
+
+def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import registry
+
+    sessions = _sessions(settings)
+    if args.action == "add":
+        registry.add_caller(sessions, args.ae_title, args.host, "cli")
+        registry.record_audit(
+            sessions, actor="cli", action="caller.added", object_type="caller",
+            object_id=args.ae_title, detail={"host": args.host},
+        )
+        print(f"caller {args.ae_title} added" + (f" (host {args.host})" if args.host else ""))
+        return 0
+    if args.action == "remove":
+        n = registry.remove_caller(sessions, args.ae_title, args.host)
+        registry.record_audit(
+            sessions, actor="cli", action="caller.removed", object_type="caller",
+            object_id=args.ae_title, detail={"host": args.host, "rows": n},
+        )
+        print(f"{n} caller row(s) removed")
+        return 0 if n else 1
+    rows = registry.list_callers(sessions)
+    if settings.node.accept_any_caller:
+        print("note: node.accept_any_caller = true: every calling AE title is accepted")
+    print(f"{'AE TITLE':<17} {'HOST':<40} SOURCE")
+    for row in rows:
+        print(f"{row.ae_title:<17} {row.host or '(any)':<40} {row.source}")
+    return 0
+
+
+def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
+    from dicom_node.scu import RemoteAE, echo, parse_remote
+    from storage import registry
+
+    sessions = _sessions(settings)
+    if args.action == "add":
+        try:
+            remote = parse_remote(args.remote)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        kinds = tuple(k.strip() for k in args.send.split(",") if k.strip())
+        bad = [k for k in kinds if k not in ("sr", "sc", "pdf")]
+        if bad or not kinds:
+            raise ConfigError(f"--send: unknown object kind(s) {bad}; use sr, sc, pdf")
+        registry.add_destination(
+            sessions,
+            registry.DestinationRow(
+                name=args.name, ae_title=remote.ae_title, host=remote.host,
+                port=remote.port, send=kinds, source="cli",
+            ),
+        )
+        registry.record_audit(
+            sessions, actor="cli", action="destination.added", object_type="destination",
+            object_id=args.name, detail={"remote": str(remote), "send": list(kinds)},
+        )
+        print(f"destination {args.name} -> {remote} ({','.join(kinds)}) added")
+        return 0
+    if args.action == "remove":
+        n = registry.remove_destination(sessions, args.name)
+        registry.record_audit(
+            sessions, actor="cli", action="destination.removed", object_type="destination",
+            object_id=args.name, detail={"rows": n},
+        )
+        print(f"{n} destination(s) removed")
+        return 0 if n else 1
+    rows = registry.list_destinations(sessions)
+    if args.action == "echo":
+        matches = [r for r in rows if r.name == args.name]
+        if not matches:
+            raise ConfigError(f"no destination named {args.name!r}")
+        row = matches[0]
+        remote = RemoteAE(row.ae_title, row.host, row.port)
+        status = echo(remote, settings.node.ae_title, timeout=args.timeout)
+        print(f"C-ECHO {row.name} ({remote}): status 0x{status:04X}")
+        return 0 if status == 0 else 1
+    print(f"{'NAME':<16} {'AE TITLE':<17} {'HOST:PORT':<30} {'SEND':<10} SOURCE")
+    for row in rows:
+        print(
+            f"{row.name:<16} {row.ae_title:<17} {f'{row.host}:{row.port}':<30} "
+            f"{','.join(row.send):<10} {row.source}"
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.status import status_counts
+
+    counts = status_counts(_sessions(settings))
+    print(f"instances: {counts.instances}")
+    print("studies:   " + _fmt(counts.studies_by_state))
+    print("jobs:      " + _fmt(counts.jobs_by_state))
+    print(f"dead letters: {counts.dead_letters}")
+    return 0
+
+
+def _fmt(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from xrayd.demo import run_demo
+
+    return run_demo(Path(args.data_dir), images=args.images)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", type=Path, default=None,
+        help="TOML settings file (default /etc/xrayd/xrayd.toml if present, else built-ins)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="xrayd", description="DICOM node that triages radiographs for fractures.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", parents=[common], help="run the DICOM node")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("echo", parents=[common], help="C-ECHO a remote AE")
+    p.add_argument("remote", metavar="AE@HOST:PORT")
+    p.add_argument("--calling-ae", type=_ae, default=None)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=cmd_echo)
+
+    p = sub.add_parser("db", parents=[common], help="database maintenance")
+    dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    q = dbsub.add_parser("upgrade", parents=[common], help="migrate the schema to this version")
+    q.set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("callers", parents=[common], help="AE titles allowed to send to us")
+    csub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = csub.add_parser("list", parents=[common])
+    q.set_defaults(func=cmd_callers)
+    for name in ("add", "remove"):
+        q = csub.add_parser(name, parents=[common])
+        q.add_argument("ae_title", type=_ae)
+        q.add_argument("--host", default=None, help="also require this source address")
+        q.set_defaults(func=cmd_callers)
+
+    p = sub.add_parser("destinations", parents=[common], help="where results are sent")
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = dsub.add_parser("list", parents=[common])
+    q.set_defaults(func=cmd_destinations)
+    q = dsub.add_parser("add", parents=[common])
+    q.add_argument("name")
+    q.add_argument("remote", metavar="AE@HOST:PORT")
+    q.add_argument("--send", default="sr,sc", help="object kinds: sr,sc,pdf (default sr,sc)")
+    q.set_defaults(func=cmd_destinations)
+    for name in ("remove", "echo"):
+        q = dsub.add_parser(name, parents=[common])
+        q.add_argument("name")
+        q.add_argument("--timeout", type=float, default=10.0)
+        q.set_defaults(func=cmd_destinations)
+
+    p = sub.add_parser("status", parents=[common], help="counts of studies, jobs, dead letters")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("demo", parents=[common], help="run the end-to-end demo locally")
+    p.add_argument("--data-dir", default="demo-data")
+    p.add_argument("--images", type=int, default=6)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        configure_logging(settings.logging.level, settings.logging.format)
+        func: Command = args.func
+        return func(args, settings)
+    except ConfigError as exc:
+        print(f"xrayd: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except XraydError as exc:
+        print(f"xrayd: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""In-process workers and the study-completion timer, both driven from the database."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import JobSettings, StudySettings
+from storage import jobs
+from xrayd.pipeline import Analyser
+
+LOGGER = logging.getLogger(__name__)
+
+
+class Wakeup:
+    """A level-triggered nudge: set by producers, waited on (with a timeout) by loops."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float) -> None:
+        self._event.wait(timeout)
+        self._event.clear()
+
+
+class Worker(threading.Thread):
+    """Claims queued jobs and runs the analyser until stopped; finishes the job in hand first."""
+
+    def __init__(
+        self,
+        index: int,
+        sessions: sessionmaker[Session],
+        analyser: Analyser,
+        settings: JobSettings,
+        clock: Callable[[], datetime],
+        stop: threading.Event,
+        wakeup: Wakeup,
+    ) -> None:
+        super().__init__(name=f"xrayd-worker-{index}", daemon=True)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}"
+        self.sessions = sessions
+        self.analyser = analyser
+        self.settings = settings
+        self.clock = clock
+        self.stop_event = stop
+        self.wakeup = wakeup
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                LOGGER.exception("worker loop error; continuing")
+                worked = False
+            if not worked:
+                self.wakeup.wait(self.settings.poll_seconds)
+
+    def run_once(self) -> bool:
+        """Claim and run at most one job; returns whether there was one."""
+        job = jobs.claim_job(
+            self.sessions, self.worker_id, self.clock(), self.settings.lease_seconds
+        )
+        if job is None:
+            return False
+        LOGGER.info("job %d claimed (attempt %d)", job.job_id, job.attempts)
+        try:
+            self.analyser.analyse(job)
+        except Exception as exc:
+            LOGGER.exception("job %d failed", job.job_id)
+            outcome = jobs.fail_job(
+                self.sessions,
+                job.job_id,
+                self.clock(),
+                f"{type(exc).__name__}: {exc}",
+                base_delay_seconds=self.settings.retry_base_seconds,
+                max_delay_seconds=self.settings.retry_max_seconds,
+            )
+            if outcome == "dead":
+                LOGGER.error("job %d moved to dead letter after %d attempts", job.job_id, job.attempts)
+            return True
+        jobs.complete_job(self.sessions, job.job_id, self.clock())
+        LOGGER.info("job %d done", job.job_id)
+        return True
+
+
+class CompletionTimer(threading.Thread):
+    """Turns quiet or capped studies into jobs and recovers jobs whose worker died."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        study: StudySettings,
+        job_settings: JobSettings,
+        clock: Callable[[], datetime],
+        stop: threading.Event,
+        wakeup_workers: Wakeup,
+        interval: float = 0.5,
+    ) -> None:
+        super().__init__(name="xrayd-completion", daemon=True)
+        self.sessions = sessions
+        self.study = study
+        self.job_settings = job_settings
+        self.clock = clock
+        self.stop_event = stop
+        self.wakeup_workers = wakeup_workers
+        self.interval = interval
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:
+                LOGGER.exception("completion timer error; continuing")
+
+    def tick(self) -> int:
+        now = self.clock()
+        created = jobs.promote_ready_studies(
+            self.sessions,
+            now,
+            self.study.quiet_seconds,
+            self.study.max_wait_seconds,
+            max_attempts=self.job_settings.max_attempts,
+        )
+        recovered = jobs.requeue_expired(self.sessions, now)
+        if created or recovered:
+            if recovered:
+                LOGGER.warning("%d job(s) whose worker stopped were queued again", recovered)
+            self.wakeup_workers.set()
+        return len(created) + recovered
