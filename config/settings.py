@@ -53,7 +53,7 @@ class NodeSettings(_Section):
 
     ae_title: AETitle = "XRAYD"
     host: str = "0.0.0.0"  # noqa: S104 - a DICOM node listens on the hospital network
-    port: int = Field(default=11112, ge=1, le=65535)
+    port: int = Field(default=11112, ge=0, le=65535)  # 0: any free port (tests, demo)
     accept_any_caller: bool = False
     max_associations: int = Field(default=16, ge=1, le=1024)
     callers: list[CallerSettings] = Field(default_factory=list)

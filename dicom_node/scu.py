@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE
 
 from dicom_node.errors import PeerUnreachableError
@@ -64,3 +66,37 @@ def echo(remote: RemoteAE, calling_ae_title: str, timeout: float = 10.0) -> int:
     if "Status" not in status:
         raise PeerUnreachableError(f"no C-ECHO response from {remote}")
     return int(status.Status)
+
+
+def store_datasets(
+    remote: RemoteAE,
+    calling_ae_title: str,
+    datasets: Sequence[Dataset],
+    timeout: float = 30.0,
+) -> list[int]:
+    """C-STORE ``datasets`` over one association; returns each DIMSE status (-1: no response).
+
+    Proposes one context per SOP class with each data set's own transfer syntax.
+    """
+    quiet_identifiers()
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    contexts: dict[str, set[str]] = {}
+    for ds in datasets:
+        contexts.setdefault(str(ds.SOPClassUID), set()).add(str(ds.file_meta.TransferSyntaxUID))
+    for sop_class, syntaxes in contexts.items():
+        ae.add_requested_context(sop_class, sorted(syntaxes))
+    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title)
+    if not assoc.is_established:
+        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "refused"
+        raise PeerUnreachableError(f"no association with {remote}: {why}")
+    statuses: list[int] = []
+    try:
+        for ds in datasets:
+            rsp = assoc.send_c_store(ds)
+            statuses.append(int(rsp.Status) if "Status" in rsp else -1)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return statuses

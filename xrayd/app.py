@@ -98,9 +98,9 @@ def recover_orphaned_jobs(sessions: sessionmaker[Session]) -> int:
     orphaned = []
     for job in jobs.list_jobs(sessions, "running"):
         parts = (job.worker_id or "").rsplit(":", 2)
-        if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
-            if not _pid_alive(int(parts[1])) or int(parts[1]) == os.getpid():
-                orphaned.append(job.job_id)
+        mine = len(parts) == 3 and parts[0] == host and parts[1].isdigit()
+        if mine and (int(parts[1]) == os.getpid() or not _pid_alive(int(parts[1]))):
+            orphaned.append(job.job_id)
     for job_id in orphaned:
         jobs.release_job(sessions, job_id, utcnow())
     if orphaned:

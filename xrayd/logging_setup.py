@@ -1,4 +1,4 @@
-"""Logging configuration: only ``xrayd`` installs handlers (text for terminals, JSON for journald)."""
+"""Logging set-up: only ``xrayd`` installs handlers (text for terminals, JSON for journald)."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ class Worker(threading.Thread):
                 max_delay_seconds=self.settings.retry_max_seconds,
             )
             if outcome == "dead":
-                LOGGER.error("job %d moved to dead letter after %d attempts", job.job_id, job.attempts)
+                LOGGER.error("job %d dead-lettered after %d attempts", job.job_id, job.attempts)
             return True
         jobs.complete_job(self.sessions, job.job_id, self.clock())
         LOGGER.info("job %d done", job.job_id)

@@ -1,0 +1,437 @@
+"""Analysis jobs: promotion of complete studies, claiming, completion, retries, dead letters.
+
+Transactions: :func:`promote_ready_studies` and :func:`promote_studies_now` work in the
+caller's session (the caller commits, e.g. together with other bookkeeping). Every other
+function takes a ``sessionmaker`` and owns one short transaction (begin ... commit), so a claim
+is atomic and its locks are held only for milliseconds.
+
+Concurrency: on PostgreSQL rows are taken with ``SELECT ... FOR UPDATE SKIP LOCKED`` (two
+workers never get the same job; two promoters never queue the same study twice) and states are
+checked again after locking. On SQLite every transaction starts with ``BEGIN IMMEDIATE`` (see
+:mod:`storage.db`), so there is one writer, hence one claimer, at a time.
+
+Lock order is always job row, then study row (or the study row alone), so these functions do
+not deadlock with each other or with :func:`storage.instances.record_instance`.
+
+Study states: a job's study is ``queued`` while a job waits, ``processing`` while one runs,
+``analysed``/``failed`` when the last one finished; a late instance sets it back to
+``receiving`` (see :mod:`storage.instances`), which these functions never overwrite.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import exists, or_, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from storage.errors import JobNotFoundError
+from storage.schema import Job, JobState, Study, StudyState
+
+logger = logging.getLogger(__name__)
+
+ANALYSE = "analyse"
+DEFAULT_MAX_ATTEMPTS = 5
+MAX_ERROR_CHARS = 2000
+LEASE_EXPIRED_ERROR = "lease expired: the worker stopped without reporting"
+_IN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    job_id: int
+    study_id: int
+    study_instance_uid: str
+    kind: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: int
+    study_id: int
+    study_instance_uid: str
+    kind: str
+    state: str
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime
+    lease_expires_at: datetime | None
+    worker_id: str | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+# -- promotion (caller's session) ------------------------------------------------------------
+
+
+def promote_ready_studies(
+    session: Session,
+    now: datetime,
+    quiet_seconds: float,
+    max_wait_seconds: float,
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    kind: str = ANALYSE,
+) -> list[int]:
+    """Queue a job for every ``receiving`` study that is quiet or has waited long enough.
+
+    Ready means ``last_received_at <= now - quiet_seconds`` (no image for a while) or
+    ``batch_started_at <= now - max_wait_seconds`` (a steady trickle must not postpone
+    analysis forever). Returns the ids of the jobs queued for these studies: normally new
+    ones; an already queued job of the study (a retry waiting for its backoff) is reused
+    instead of adding a second one. The caller commits.
+    """
+    quiet_cutoff = now - timedelta(seconds=quiet_seconds)
+    wait_cutoff = now - timedelta(seconds=max_wait_seconds)
+    studies = session.scalars(
+        select(Study)
+        .where(
+            Study.state == StudyState.RECEIVING,
+            or_(Study.last_received_at <= quiet_cutoff, Study.batch_started_at <= wait_cutoff),
+        )
+        .order_by(Study.id)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).all()
+    return _queue_studies(session, studies, now, kind=kind, max_attempts=max_attempts)
+
+
+def promote_studies_now(
+    session: Session,
+    study_uids: Collection[str],
+    now: datetime,
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    kind: str = ANALYSE,
+) -> list[int]:
+    """Queue the given studies at once if they are ``receiving`` (their association was
+    released). Studies locked by a concurrent writer are skipped: the quiet timer of
+    :func:`promote_ready_studies` picks them up. The caller commits."""
+    uids = sorted(set(study_uids))
+    job_ids: list[int] = []
+    for start in range(0, len(uids), _IN_CHUNK):
+        studies = session.scalars(
+            select(Study)
+            .where(
+                Study.study_instance_uid.in_(uids[start : start + _IN_CHUNK]),
+                Study.state == StudyState.RECEIVING,
+            )
+            .order_by(Study.id)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        ).all()
+        job_ids += _queue_studies(session, studies, now, kind=kind, max_attempts=max_attempts)
+    return job_ids
+
+
+def _queue_studies(
+    session: Session, studies: Sequence[Study], now: datetime, *, kind: str, max_attempts: int
+) -> list[int]:
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    job_ids: list[int] = []
+    for study in studies:
+        if study.state != StudyState.RECEIVING:  # re-checked under the row lock
+            continue
+        job_id = session.scalar(
+            select(Job.id)
+            .where(Job.study_id == study.id, Job.kind == kind, Job.state == JobState.QUEUED)
+            .order_by(Job.id)
+            .limit(1)
+        )
+        if job_id is None:
+            job = Job(
+                study_id=study.id,
+                kind=kind,
+                state=JobState.QUEUED.value,
+                attempts=0,
+                max_attempts=max_attempts,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(job)
+            session.flush()
+            job_id = job.id
+        study.state = StudyState.QUEUED.value
+        study.batch_started_at = None
+        study.updated_at = now
+        logger.info("study queued for analysis", extra={"study_id": study.id, "job_id": job_id})
+        job_ids.append(job_id)
+    session.flush()
+    return job_ids
+
+
+# -- claiming and finishing (own transaction) --------------------------------------------------
+
+
+def claim_job(
+    sm: sessionmaker[Session],
+    worker_id: str,
+    now: datetime,
+    lease_seconds: float,
+    *,
+    kinds: Collection[str] | None = None,
+) -> ClaimedJob | None:
+    """Claim the oldest due job and commit; None if nothing is due.
+
+    The job becomes ``running`` (``attempts`` + 1, ``worker_id``, ``lease_expires_at = now +
+    lease_seconds``) and its study ``processing``. A job whose study already has a running job
+    waits, so one study is analysed by one worker at a time. Commits before returning.
+    """
+    other = aliased(Job)
+    busy_study = exists().where(other.study_id == Job.study_id, other.state == JobState.RUNNING)
+    stmt = select(Job).where(
+        Job.state == JobState.QUEUED, Job.next_attempt_at <= now, ~busy_study
+    )
+    if kinds is not None:
+        stmt = stmt.where(Job.kind.in_(list(kinds)))
+    stmt = (
+        stmt.order_by(Job.next_attempt_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=Job)
+        .execution_options(populate_existing=True)
+    )
+    with sm.begin() as session:
+        job = session.scalars(stmt).first()
+        if job is None:
+            return None
+        job.state = JobState.RUNNING.value
+        job.attempts += 1
+        job.worker_id = worker_id
+        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        job.updated_at = now
+        # Every instance committed so far will be seen by this job, so even a study that was
+        # ``receiving`` again (late image, retry waiting) is now ``processing``; a later image
+        # sets it back to ``receiving``.
+        study = _lock_study(session, job.study_id)
+        study.state = StudyState.PROCESSING.value
+        study.batch_started_at = None
+        study.updated_at = now
+        claimed = ClaimedJob(
+            job_id=job.id,
+            study_id=study.id,
+            study_instance_uid=study.study_instance_uid,
+            kind=job.kind,
+            attempts=job.attempts,
+        )
+    logger.info(
+        "job claimed",
+        extra={"job_id": claimed.job_id, "study_id": claimed.study_id, "attempt": claimed.attempts},
+    )
+    return claimed
+
+
+def complete_job(
+    sm: sessionmaker[Session], job_id: int, now: datetime, *, worker_id: str | None = None
+) -> bool:
+    """Mark a running job ``done`` and commit; its study becomes ``analysed`` unless a late
+    instance set it back to ``receiving`` (or another job of it is queued/running).
+
+    Returns False and changes nothing if the job is no longer running (its lease expired and
+    it was requeued) or, when ``worker_id`` is given, is now held by another worker.
+    """
+    with sm.begin() as session:
+        job = _lock_job(session, job_id)
+        if not _is_ours(job, worker_id):
+            logger.warning("stale completion ignored", extra={"job_id": job_id})
+            return False
+        job.state = JobState.DONE.value
+        job.finished_at = now
+        job.lease_expires_at = None
+        job.updated_at = now
+        _settle_study(session, job, now)
+    logger.info("job done", extra={"job_id": job_id})
+    return True
+
+
+def fail_job(
+    sm: sessionmaker[Session],
+    job_id: int,
+    now: datetime,
+    error: str,
+    base_delay_seconds: float = 10,
+    max_delay_seconds: float = 600,
+    *,
+    worker_id: str | None = None,
+) -> Literal["retry", "dead", "stale"]:
+    """Record a failed attempt and commit.
+
+    With attempts left the job is queued again at ``now + min(max, base * 2**(attempts-1))``
+    times a jitter factor in [0.8, 1.2] and ``"retry"`` is returned. When ``attempts >=
+    max_attempts`` it becomes ``dead`` (a dead letter, see :func:`retry_dead`), its study
+    ``failed``, and ``"dead"`` is returned. ``"stale"``: the job was no longer running (or
+    not ours); nothing changed. ``error`` is stored truncated to 2000 characters; it must
+    not contain patient data.
+    """
+    with sm.begin() as session:
+        job = _lock_job(session, job_id)
+        if not _is_ours(job, worker_id):
+            logger.warning("stale failure report ignored", extra={"job_id": job_id})
+            return "stale"
+        job.last_error = error[:MAX_ERROR_CHARS]
+        job.lease_expires_at = None
+        job.updated_at = now
+        if job.attempts >= job.max_attempts:
+            job.state = JobState.DEAD.value
+            job.finished_at = now
+            outcome: Literal["retry", "dead"] = "dead"
+        else:
+            delay = min(max_delay_seconds, base_delay_seconds * 2 ** (job.attempts - 1))
+            job.next_attempt_at = now + timedelta(seconds=delay * random.uniform(0.8, 1.2))
+            job.state = JobState.QUEUED.value
+            outcome = "retry"
+        _settle_study(session, job, now)
+    logger.warning(
+        "job failed", extra={"job_id": job_id, "attempts": job.attempts, "outcome": outcome}
+    )
+    return outcome
+
+
+def requeue_expired(sm: sessionmaker[Session], now: datetime) -> int:
+    """Recover ``running`` jobs whose lease expired before ``now`` (their worker died).
+
+    They go back to ``queued`` for an immediate retry; the lost attempt already counted, so a
+    job that has used all its attempts (e.g. one that keeps crashing the worker) becomes
+    ``dead`` instead. Returns the number of expired jobs handled. Commits.
+    """
+    with sm.begin() as session:
+        jobs = session.scalars(
+            select(Job)
+            .where(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
+            .order_by(Job.id)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        ).all()
+        for job in jobs:
+            job.last_error = LEASE_EXPIRED_ERROR
+            job.lease_expires_at = None
+            job.updated_at = now
+            if job.attempts >= job.max_attempts:
+                job.state = JobState.DEAD.value
+                job.finished_at = now
+            else:
+                job.state = JobState.QUEUED.value
+                job.next_attempt_at = now
+            _settle_study(session, job, now)
+        count = len(jobs)
+    if count:
+        logger.warning("requeued jobs with expired leases", extra={"count": count})
+    return count
+
+
+def retry_dead(sm: sessionmaker[Session], job_id: int | None, now: datetime) -> int:
+    """Queue dead jobs again (one by id, or all when ``job_id`` is None) with fresh attempts;
+    their ``failed`` studies become ``queued``. Returns how many were requeued. Commits."""
+    with sm.begin() as session:
+        stmt = select(Job).where(Job.state == JobState.DEAD)
+        if job_id is not None:
+            if session.get(Job, job_id) is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+            stmt = stmt.where(Job.id == job_id)
+        jobs = session.scalars(
+            stmt.order_by(Job.id).with_for_update().execution_options(populate_existing=True)
+        ).all()
+        for job in jobs:
+            job.state = JobState.QUEUED.value
+            job.attempts = 0
+            job.next_attempt_at = now
+            job.finished_at = None
+            job.lease_expires_at = None
+            job.worker_id = None
+            job.updated_at = now
+            study = _lock_study(session, job.study_id)
+            if study.state in (StudyState.FAILED, StudyState.ANALYSED):
+                study.state = StudyState.QUEUED.value
+                study.updated_at = now
+        count = len(jobs)
+    return count
+
+
+def list_jobs(
+    sm: sessionmaker[Session], state: str | None = None, *, limit: int = 1000
+) -> list[JobRow]:
+    """Jobs (optionally only those in ``state``), oldest first."""
+    stmt = select(Job, Study.study_instance_uid).join(Study, Study.id == Job.study_id)
+    if state is not None:
+        stmt = stmt.where(Job.state == state)
+    with sm() as session:
+        rows = session.execute(stmt.order_by(Job.id).limit(limit)).all()
+        return [
+            JobRow(
+                job_id=job.id,
+                study_id=job.study_id,
+                study_instance_uid=uid,
+                kind=job.kind,
+                state=job.state,
+                attempts=job.attempts,
+                max_attempts=job.max_attempts,
+                next_attempt_at=job.next_attempt_at,
+                lease_expires_at=job.lease_expires_at,
+                worker_id=job.worker_id,
+                last_error=job.last_error,
+                created_at=job.created_at,
+                updated_at=job.updated_at,
+                finished_at=job.finished_at,
+            )
+            for job, uid in rows
+        ]
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _lock_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None:
+        raise JobNotFoundError(f"no job with id {job_id}")
+    return job
+
+
+def _lock_study(session: Session, study_id: int) -> Study:
+    study = session.get(Study, study_id, with_for_update=True, populate_existing=True)
+    if study is None:  # pragma: no cover - guarded by the foreign key
+        raise JobNotFoundError(f"job refers to a missing study {study_id}")
+    return study
+
+
+def _is_ours(job: Job, worker_id: str | None) -> bool:
+    if job.state != JobState.RUNNING:
+        return False
+    return worker_id is None or job.worker_id == worker_id
+
+
+def _settle_study(session: Session, job: Job, now: datetime) -> None:
+    """Derive the study's state after ``job`` left ``running``.
+
+    Only a ``processing`` study changes: ``receiving`` (late image) and ``queued`` (a newer
+    job waits) are left alone.
+    """
+    study = _lock_study(session, job.study_id)
+    if study.state != StudyState.PROCESSING:
+        return
+    states = set(
+        session.scalars(
+            select(Job.state).where(
+                Job.study_id == study.id,
+                Job.state.in_([JobState.QUEUED, JobState.RUNNING]),
+            )
+        ).all()
+    )
+    if JobState.RUNNING in states:
+        return
+    if JobState.QUEUED in states:
+        study.state = StudyState.QUEUED.value
+    elif job.state == JobState.DONE:
+        study.state = StudyState.ANALYSED.value
+    else:
+        study.state = StudyState.FAILED.value
+    study.updated_at = now
