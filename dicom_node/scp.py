@@ -233,13 +233,13 @@ class StoreSCP:
             peer.host,
             peer.called_ae_title,
         )
-        assoc.acse.send_reject(*reason.wire)
-        evt.trigger(assoc, evt.EVT_REJECTED, {})
-        assoc.kill()
-        try:
+        try:  # recorded before the peer hears of it
             self.sink.association_rejected(peer, reason)
         except Exception:
             LOGGER.exception("could not record an association rejection")
+        assoc.acse.send_reject(*reason.wire)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
         return True
 
     def _caller_allowed(self, peer: Peer) -> bool:

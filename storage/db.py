@@ -3,8 +3,10 @@
 The composition root (``xrayd``) calls these with values from the settings; nothing here reads
 configuration or runs at import time.
 
-SQLite transactions
--------------------
+SQLite
+------
+The directory of the database file is created on the first connection if it is missing.
+
 A C-STORE is acknowledged only after the commit, so SQLite runs in WAL mode with
 ``synchronous=FULL`` (every commit is fsynced), ``foreign_keys=ON`` and a 30 s ``busy_timeout``.
 
@@ -62,9 +64,15 @@ def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> E
 
 
 def _make_sqlite_engine(url: str, *, echo: bool) -> Engine:
-    engine = create_engine(
-        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, echo=echo
-    )
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, echo=echo)
+
+    database = engine.url.database
+
+    @event.listens_for(engine, "do_connect")
+    def _sqlite_make_parent(_dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:
+        # Create the database file's directory on first use (not at engine creation).
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
 
     @event.listens_for(engine, "connect")
     def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -162,7 +162,9 @@ def _existing_outcome(session: Session, rec: InstanceRecord) -> StoreOutcome | N
         .where(Instance.id == instance_id)
         .values(conflict_count=Instance.conflict_count + 1)
     )
-    logger.warning("instance received again with different content", extra={"instance_id": instance_id})
+    logger.warning(
+        "instance received again with different content", extra={"instance_id": instance_id}
+    )
     return StoreOutcome.CONFLICT
 
 
@@ -209,9 +211,7 @@ def _series_id(session: Session, rec: InstanceRecord, study_id: int) -> int:
         )
     ).one()
     if row[1] != study_id:
-        logger.warning(
-            "series already belongs to another study", extra={"series_id": row[0]}
-        )
+        logger.warning("series already belongs to another study", extra={"series_id": row[0]})
     return int(row[0])
 
 
@@ -228,12 +228,13 @@ def _insert_ignore(
 ) -> int | None:
     """INSERT ... ON CONFLICT (conflict_column) DO NOTHING RETURNING id; None on conflict."""
     dialect = session.get_bind().dialect.name
+    stmt: postgresql.Insert | sqlite.Insert
     if dialect == "postgresql":
-        pg_stmt = postgresql.insert(model).values(**values)
-        stmt = pg_stmt.on_conflict_do_nothing(index_elements=[conflict_column])
+        stmt = postgresql.insert(model).values(**values)
+        stmt = stmt.on_conflict_do_nothing(index_elements=[conflict_column])
     elif dialect == "sqlite":
-        lite_stmt = sqlite.insert(model).values(**values)
-        stmt = lite_stmt.on_conflict_do_nothing(index_elements=[conflict_column])
+        stmt = sqlite.insert(model).values(**values)
+        stmt = stmt.on_conflict_do_nothing(index_elements=[conflict_column])
     else:
         raise StorageError(f"unsupported database dialect {dialect!r}")
     new_id = session.execute(stmt.returning(model.id)).scalar_one_or_none()

@@ -1,9 +1,10 @@
 """Analysis jobs: promotion of complete studies, claiming, completion, retries, dead letters.
 
-Transactions: :func:`promote_ready_studies` and :func:`promote_studies_now` work in the
-caller's session (the caller commits, e.g. together with other bookkeeping). Every other
-function takes a ``sessionmaker`` and owns one short transaction (begin ... commit), so a claim
-is atomic and its locks are held only for milliseconds.
+Transactions: :func:`promote_ready_studies` and :func:`promote_studies_now` accept either a
+``Session`` (they work in the caller's transaction; the caller commits) or a ``sessionmaker``
+(they run and commit their own transaction). Every other function takes a ``sessionmaker`` and
+owns one short transaction (begin ... commit), so a claim is atomic and its locks are held only
+for milliseconds.
 
 Concurrency: on PostgreSQL rows are taken with ``SELECT ... FOR UPDATE SKIP LOCKED`` (two
 workers never get the same job; two promoters never queue the same study twice) and states are
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -39,6 +40,7 @@ ANALYSE = "analyse"
 DEFAULT_MAX_ATTEMPTS = 5
 MAX_ERROR_CHARS = 2000
 LEASE_EXPIRED_ERROR = "lease expired: the worker stopped without reporting"
+RELEASED_ERROR = "released: the worker's process is gone"
 _IN_CHUNK = 500
 
 
@@ -69,11 +71,11 @@ class JobRow:
     finished_at: datetime | None
 
 
-# -- promotion (caller's session) ------------------------------------------------------------
+# -- promotion (caller's session, or own transaction) --------------------------------------
 
 
 def promote_ready_studies(
-    session: Session,
+    target: Session | sessionmaker[Session],
     now: datetime,
     quiet_seconds: float,
     max_wait_seconds: float,
@@ -87,11 +89,11 @@ def promote_ready_studies(
     ``batch_started_at <= now - max_wait_seconds`` (a steady trickle must not postpone
     analysis forever). Returns the ids of the jobs queued for these studies: normally new
     ones; an already queued job of the study (a retry waiting for its backoff) is reused
-    instead of adding a second one. The caller commits.
+    instead of adding a second one. Commits only when given a ``sessionmaker``.
     """
     quiet_cutoff = now - timedelta(seconds=quiet_seconds)
     wait_cutoff = now - timedelta(seconds=max_wait_seconds)
-    studies = session.scalars(
+    stmt = (
         select(Study)
         .where(
             Study.state == StudyState.RECEIVING,
@@ -100,12 +102,17 @@ def promote_ready_studies(
         .order_by(Study.id)
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
-    ).all()
-    return _queue_studies(session, studies, now, kind=kind, max_attempts=max_attempts)
+    )
+
+    def run(session: Session) -> list[int]:
+        studies = session.scalars(stmt).all()
+        return _queue_studies(session, studies, now, kind=kind, max_attempts=max_attempts)
+
+    return _in_transaction(target, run)
 
 
 def promote_studies_now(
-    session: Session,
+    target: Session | sessionmaker[Session],
     study_uids: Collection[str],
     now: datetime,
     *,
@@ -114,22 +121,37 @@ def promote_studies_now(
 ) -> list[int]:
     """Queue the given studies at once if they are ``receiving`` (their association was
     released). Studies locked by a concurrent writer are skipped: the quiet timer of
-    :func:`promote_ready_studies` picks them up. The caller commits."""
+    :func:`promote_ready_studies` picks them up. Commits only when given a ``sessionmaker``."""
     uids = sorted(set(study_uids))
-    job_ids: list[int] = []
-    for start in range(0, len(uids), _IN_CHUNK):
-        studies = session.scalars(
-            select(Study)
-            .where(
-                Study.study_instance_uid.in_(uids[start : start + _IN_CHUNK]),
-                Study.state == StudyState.RECEIVING,
-            )
-            .order_by(Study.id)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        ).all()
-        job_ids += _queue_studies(session, studies, now, kind=kind, max_attempts=max_attempts)
-    return job_ids
+
+    def run(session: Session) -> list[int]:
+        job_ids: list[int] = []
+        for start in range(0, len(uids), _IN_CHUNK):
+            studies = session.scalars(
+                select(Study)
+                .where(
+                    Study.study_instance_uid.in_(uids[start : start + _IN_CHUNK]),
+                    Study.state == StudyState.RECEIVING,
+                )
+                .order_by(Study.id)
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            ).all()
+            job_ids += _queue_studies(session, studies, now, kind=kind, max_attempts=max_attempts)
+        return job_ids
+
+    if not uids:
+        return []
+    return _in_transaction(target, run)
+
+
+def _in_transaction(
+    target: Session | sessionmaker[Session], work: Callable[[Session], list[int]]
+) -> list[int]:
+    if isinstance(target, Session):
+        return work(target)
+    with target.begin() as session:
+        return work(session)
 
 
 def _queue_studies(
@@ -189,9 +211,7 @@ def claim_job(
     """
     other = aliased(Job)
     busy_study = exists().where(other.study_id == Job.study_id, other.state == JobState.RUNNING)
-    stmt = select(Job).where(
-        Job.state == JobState.QUEUED, Job.next_attempt_at <= now, ~busy_study
-    )
+    stmt = select(Job).where(Job.state == JobState.QUEUED, Job.next_attempt_at <= now, ~busy_study)
     if kinds is not None:
         stmt = stmt.where(Job.kind.in_(list(kinds)))
     stmt = (
@@ -312,20 +332,38 @@ def requeue_expired(sm: sessionmaker[Session], now: datetime) -> int:
             .execution_options(populate_existing=True)
         ).all()
         for job in jobs:
-            job.last_error = LEASE_EXPIRED_ERROR
-            job.lease_expires_at = None
-            job.updated_at = now
-            if job.attempts >= job.max_attempts:
-                job.state = JobState.DEAD.value
-                job.finished_at = now
-            else:
-                job.state = JobState.QUEUED.value
-                job.next_attempt_at = now
-            _settle_study(session, job, now)
+            _requeue_lost(session, job, now, LEASE_EXPIRED_ERROR)
         count = len(jobs)
     if count:
         logger.warning("requeued jobs with expired leases", extra={"count": count})
     return count
+
+
+def release_job(sm: sessionmaker[Session], job_id: int, now: datetime) -> bool:
+    """Give a ``running`` job back (its worker's process is known to be gone) without waiting
+    for the lease to expire; same rules as :func:`requeue_expired`: queued for an immediate
+    retry, or ``dead`` if that was its last attempt. Returns False if it was not running.
+    Commits."""
+    with sm.begin() as session:
+        job = _lock_job(session, job_id)
+        if job.state != JobState.RUNNING:
+            return False
+        _requeue_lost(session, job, now, RELEASED_ERROR)
+    logger.warning("released a job whose worker is gone", extra={"job_id": job_id})
+    return True
+
+
+def _requeue_lost(session: Session, job: Job, now: datetime, reason: str) -> None:
+    job.last_error = reason
+    job.lease_expires_at = None
+    job.updated_at = now
+    if job.attempts >= job.max_attempts:
+        job.state = JobState.DEAD.value
+        job.finished_at = now
+    else:
+        job.state = JobState.QUEUED.value
+        job.next_attempt_at = now
+    _settle_study(session, job, now)
 
 
 def retry_dead(sm: sessionmaker[Session], job_id: int | None, now: datetime) -> int:

@@ -63,9 +63,7 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(
-    engine: Engine, revision: str = "head", *, script_location: Path | None = None
-) -> None:
+def upgrade(engine: Engine, revision: str = "head", *, script_location: Path | None = None) -> None:
     """Migrate the database up to ``revision`` in one transaction.
 
     On PostgreSQL an advisory lock serialises processes that start at the same time; on SQLite

@@ -13,11 +13,13 @@ Durability: a file is written to ``tmp/`` (same filesystem), fsynced, renamed in
 its parent) is fsynced. Any ``OSError`` removes the temporary file and raises
 :class:`SpoolWriteError`; no partial or destination file is left behind.
 
-Receiving a C-STORE without races (see :func:`storage.ingest.ingest_instance`): first
-:meth:`Spool.stage` (or :meth:`Spool.stage_file` for a file the network layer streamed into
-:meth:`Spool.tmp_dir`) to learn size and SHA-256, then, inside the DB transaction that records
-the instance, :meth:`Spool.install` only for a NEW instance (:meth:`Spool.discard` otherwise),
-then commit, then acknowledge.
+Receiving a C-STORE: compute the SHA-256 of the bytes, name the file with
+``relative_path_for(study_uid, sop_uid, sha256)`` (content-addressed), ``write_atomic`` it, then
+record the instance in the database and commit, then acknowledge. Because the name includes the
+content digest, a *different* copy of an already stored SOP instance (a CONFLICT) lands in its
+own file and can never replace the original, and a retransmission of the same bytes rewrites an
+identical file. Without the digest, writing before the database has classified the instance
+would let a conflicting copy overwrite the original.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ TMP_DIR = "tmp"
 PART_SUFFIX = ".part"
 _FILE_MODE = 0o640
 _READ_CHUNK = 1024 * 1024
+_HEX = frozenset("0123456789abcdef")
 
 
 def uid_hash(value: str) -> str:
@@ -59,13 +62,13 @@ class StagedFile:
 class Spool:
     """Durable, traversal-proof file storage under ``root``.
 
-    ``fsync`` is the function used to flush file and directory descriptors (``os.fsync``);
-    tests may pass a recorder or a failing one.
+    ``fsync`` is the function used to flush file and directory descriptors; by default
+    ``os.fsync``, looked up at each call. Tests may pass a recorder or a failing one.
     """
 
-    def __init__(self, root: Path, *, fsync: Callable[[int], None] = os.fsync) -> None:
+    def __init__(self, root: Path, *, fsync: Callable[[int], None] | None = None) -> None:
         self._root = root.resolve()
-        self._fsync = fsync
+        self._fsync_hook = fsync
 
     @property
     def root(self) -> Path:
@@ -73,11 +76,21 @@ class Spool:
 
     # -- naming ----------------------------------------------------------------------------
 
-    def relative_path_for(self, study_uid: str, sop_instance_uid: str) -> str:
-        """The POSIX path, relative to ``root``, where an instance is stored."""
+    def relative_path_for(
+        self, study_uid: str, sop_instance_uid: str, sha256: str | None = None
+    ) -> str:
+        """The POSIX path, relative to ``root``, where an instance is stored.
+
+        ``objects/<aa>/<bb>/<sha256(study uid)>/<sha256(sop uid)>.dcm``; with the content
+        digest ``sha256`` the file name is ``<first 40 hex of sha256(sop uid)>-<first 16 hex
+        of the content digest>.dcm`` instead, so that differing copies of one SOP instance get
+        different files (every path part stays at most 64 characters).
+        """
         study = uid_hash(study_uid)
         sop = uid_hash(sop_instance_uid)
-        return f"{OBJECTS_DIR}/{study[:2]}/{study[2:4]}/{study}/{sop}.dcm"
+        suffix = "" if sha256 is None else f"-{_checked_digest(sha256)[:16]}"
+        name = f"{sop}.dcm" if sha256 is None else f"{sop[:40]}{suffix}.dcm"
+        return f"{OBJECTS_DIR}/{study[:2]}/{study[2:4]}/{study}/{name}"
 
     def absolute(self, rel: str) -> Path:
         """Resolve a relative spool path; raise :class:`StorageError` if it leaves ``root``."""
@@ -120,7 +133,7 @@ class Spool:
                     digest.update(chunk)
                     size += len(chunk)
                 fh.flush()
-                self._fsync(fh.fileno())
+                self._fsync_fd(fh.fileno())
         except OSError as exc:
             _unlink_quietly(tmp)
             raise SpoolWriteError(f"cannot write to the spool: {_reason(exc)}") from exc
@@ -140,7 +153,7 @@ class Spool:
                 while block := fh.read(_READ_CHUNK):
                     digest.update(block)
                     size += len(block)
-                self._fsync(fh.fileno())
+                self._fsync_fd(fh.fileno())
         except OSError as exc:
             _unlink_quietly(tmp)
             raise SpoolWriteError(f"cannot read back a spooled file: {_reason(exc)}") from exc
@@ -157,7 +170,7 @@ class Spool:
         replaced = False
         try:
             self._make_dirs(dest.parent)
-            os.replace(tmp, dest)
+            tmp.replace(dest)  # os.replace: atomic on one filesystem
             replaced = True
             self._fsync_dir(dest.parent)
         except OSError as exc:
@@ -171,10 +184,21 @@ class Spool:
         """Remove a staged file that will not be installed (duplicate, conflict, rollback)."""
         _unlink_quietly(self._checked_tmp(staged.path))
 
-    def write_atomic(self, rel: str, chunks: Iterable[bytes] | bytes) -> tuple[int, str]:
-        """Durably write ``chunks`` to ``rel``; returns ``(size, sha256 hex)``."""
+    def write_atomic(
+        self, rel: str, chunks: Iterable[bytes] | bytes, *, sha256: str | None = None
+    ) -> tuple[int, str]:
+        """Durably write ``chunks`` to ``rel``; returns ``(size, sha256 hex)``.
+
+        If ``sha256`` is given the written bytes must have that digest, else nothing is
+        installed and :class:`StorageError` is raised.
+        """
         self.absolute(rel)  # refuse a bad path before writing anything
-        return self.install(self.stage(chunks), rel)
+        expected = None if sha256 is None else _checked_digest(sha256)
+        staged = self.stage(chunks)
+        if expected is not None and staged.sha256 != expected:
+            self.discard(staged)
+            raise StorageError("the written bytes do not match the expected SHA-256")
+        return self.install(staged, rel)
 
     def adopt_file(self, tmp_path: Path, rel: str) -> tuple[int, str]:
         """Hash, fsync and rename a file from ``tmp/`` to ``rel``; returns ``(size, sha256)``."""
@@ -230,10 +254,13 @@ class Spool:
             path.mkdir(exist_ok=True)
             self._fsync_dir(path.parent)
 
+    def _fsync_fd(self, fd: int) -> None:
+        (self._fsync_hook or os.fsync)(fd)
+
     def _fsync_dir(self, directory: Path) -> None:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            self._fsync(fd)
+            self._fsync_fd(fd)
         finally:
             os.close(fd)
 
@@ -243,6 +270,13 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError:
         logger.warning("could not remove a temporary spool file")
+
+
+def _checked_digest(value: str) -> str:
+    digest = value.lower()
+    if len(digest) != 64 or not set(digest) <= _HEX:
+        raise StorageError("a SHA-256 digest must be 64 hex digits")
+    return digest
 
 
 def _reason(exc: OSError) -> str:

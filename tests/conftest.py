@@ -1,49 +1,17 @@
-"""Shared fixtures: real SQLite and PostgreSQL databases, settings, a running node."""
+"""Shared fixtures: real SQLite and PostgreSQL databases."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-PG_ADMIN_URL = os.environ.get("XRAYD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI") == "true"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip with ``reason`` when a real peer or server is missing; in CI that is a failure."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
-
-
-def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    need(path is not None, f"{name} is not installed (apt-get install dcmtk dicom3tools)")
-    assert path is not None
-    return path
-
-
-def _pg_reachable() -> str | None:
-    try:
-        import psycopg
-
-        dsn = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(dsn, connect_timeout=3):
-            return None
-    except Exception as exc:  # any failure means: not usable here
-        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
-
+from helpers import PG_ADMIN_URL, _pg_reachable, need  # noqa: E402
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
@@ -73,27 +41,3 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def make_settings(data_dir: Path, database_url: str = "", **sections: Any) -> Any:
-    """Settings for a test node: free port, the given overrides per section."""
-    from config.settings import Settings
-
-    (data_dir).mkdir(parents=True, exist_ok=True)
-    node: dict[str, Any] = {
-        "ae_title": "XRAYD",
-        "host": "127.0.0.1",
-        "port": 0,
-        "callers": [{"ae_title": "MODALITY"}],
-        "min_free_mb": 0,
-        "idle_timeout_seconds": 20,
-    }
-    node.update(sections.pop("node", {}))
-    data: dict[str, Any] = {
-        "node": node,
-        "storage": {"data_dir": str(data_dir), "database_url": database_url},
-        "study": {"quiet_seconds": 3600, "max_wait_seconds": 7200},
-    }
-    for key, value in sections.items():
-        data.setdefault(key, {}).update(value) if isinstance(value, dict) else data.update(
-            {key: value}
-        )
-    return Settings.model_validate(data)

@@ -104,3 +104,11 @@ def compress_jpegls(src: Path, dst: Path) -> Path:
         raise FileNotFoundError("dcmcjpls (DCMTK) is not installed")
     subprocess.run([tool, str(src), str(dst)], check=True, capture_output=True)
     return dst
+
+
+def save_as_is(ds: Dataset, path: Path) -> Path:
+    """Save keeping the file meta exactly as set (even when it contradicts the data set)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.preamble = b"\x00" * 128
+    ds.save_as(path, enforce_file_format=False, implicit_vr=False, little_endian=True)
+    return path

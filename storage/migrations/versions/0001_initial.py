@@ -33,14 +33,14 @@ def upgrade() -> None:
         sa.Column("calling_ae_title", sa.String(64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_studies"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_studies")),
         sa.CheckConstraint(
             "state IN ('receiving', 'queued', 'processing', 'analysed', 'failed')",
-            name="ck_studies_state",
+            name=op.f("ck_studies_state"),
         ),
-        sa.UniqueConstraint("study_instance_uid", name="uq_studies_study_instance_uid"),
+        sa.UniqueConstraint("study_instance_uid", name=op.f("uq_studies_study_instance_uid")),
     )
-    op.create_index("ix_studies_state", "studies", ["state"])
+    op.create_index(op.f("ix_studies_state"), "studies", ["state"])
 
     op.create_table(
         "series",
@@ -49,13 +49,16 @@ def upgrade() -> None:
         sa.Column("series_instance_uid", sa.String(64), nullable=False),
         sa.Column("modality", sa.String(16), nullable=False),
         sa.Column("body_part_examined", sa.String(64), nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_series"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_series")),
         sa.ForeignKeyConstraint(
-            ["study_id"], ["studies.id"], name="fk_series_study_id_studies", ondelete="CASCADE"
+            ["study_id"],
+            ["studies.id"],
+            name=op.f("fk_series_study_id_studies"),
+            ondelete="CASCADE",
         ),
-        sa.UniqueConstraint("series_instance_uid", name="uq_series_series_instance_uid"),
+        sa.UniqueConstraint("series_instance_uid", name=op.f("uq_series_series_instance_uid")),
     )
-    op.create_index("ix_series_study_id", "series", ["study_id"])
+    op.create_index(op.f("ix_series_study_id"), "series", ["study_id"])
 
     op.create_table(
         "instances",
@@ -72,17 +75,23 @@ def upgrade() -> None:
         sa.Column("calling_ae_title", sa.String(64), nullable=False),
         sa.Column("duplicate_count", sa.Integer(), nullable=False),
         sa.Column("conflict_count", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_instances"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_instances")),
         sa.ForeignKeyConstraint(
-            ["series_id"], ["series.id"], name="fk_instances_series_id_series", ondelete="CASCADE"
+            ["series_id"],
+            ["series.id"],
+            name=op.f("fk_instances_series_id_series"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["study_id"], ["studies.id"], name="fk_instances_study_id_studies", ondelete="CASCADE"
+            ["study_id"],
+            ["studies.id"],
+            name=op.f("fk_instances_study_id_studies"),
+            ondelete="CASCADE",
         ),
-        sa.UniqueConstraint("sop_instance_uid", name="uq_instances_sop_instance_uid"),
+        sa.UniqueConstraint("sop_instance_uid", name=op.f("uq_instances_sop_instance_uid")),
     )
-    op.create_index("ix_instances_series_id", "instances", ["series_id"])
-    op.create_index("ix_instances_study_id", "instances", ["study_id"])
+    op.create_index(op.f("ix_instances_series_id"), "instances", ["series_id"])
+    op.create_index(op.f("ix_instances_study_id"), "instances", ["study_id"])
 
     op.create_table(
         "jobs",
@@ -99,17 +108,17 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_jobs"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
         sa.CheckConstraint(
-            "state IN ('queued', 'running', 'done', 'dead')", name="ck_jobs_state"
+            "state IN ('queued', 'running', 'done', 'dead')", name=op.f("ck_jobs_state")
         ),
-        sa.CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="ck_jobs_attempts"),
+        sa.CheckConstraint("attempts >= 0 AND max_attempts >= 1", name=op.f("ck_jobs_attempts")),
         sa.ForeignKeyConstraint(
-            ["study_id"], ["studies.id"], name="fk_jobs_study_id_studies", ondelete="CASCADE"
+            ["study_id"], ["studies.id"], name=op.f("fk_jobs_study_id_studies"), ondelete="CASCADE"
         ),
     )
-    op.create_index("ix_jobs_state_next_attempt_at", "jobs", ["state", "next_attempt_at"])
-    op.create_index("ix_jobs_study_id", "jobs", ["study_id"])
+    op.create_index(op.f("ix_jobs_state_next_attempt_at"), "jobs", ["state", "next_attempt_at"])
+    op.create_index(op.f("ix_jobs_study_id"), "jobs", ["study_id"])
 
     op.create_table(
         "results",
@@ -122,23 +131,26 @@ def upgrade() -> None:
         sa.Column("file_path", sa.String(255), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("detail", sa.JSON(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_results"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_results")),
         sa.ForeignKeyConstraint(
-            ["study_id"], ["studies.id"], name="fk_results_study_id_studies", ondelete="CASCADE"
+            ["study_id"],
+            ["studies.id"],
+            name=op.f("fk_results_study_id_studies"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name="fk_results_job_id_jobs", ondelete="SET NULL"
+            ["job_id"], ["jobs.id"], name=op.f("fk_results_job_id_jobs"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
             ["predecessor_result_id"],
             ["results.id"],
-            name="fk_results_predecessor_result_id_results",
+            name=op.f("fk_results_predecessor_result_id_results"),
             ondelete="SET NULL",
         ),
-        sa.UniqueConstraint("sop_instance_uid", name="uq_results_sop_instance_uid"),
+        sa.UniqueConstraint("sop_instance_uid", name=op.f("uq_results_sop_instance_uid")),
     )
-    op.create_index("ix_results_job_id", "results", ["job_id"])
-    op.create_index("ix_results_study_id", "results", ["study_id"])
+    op.create_index(op.f("ix_results_job_id"), "results", ["job_id"])
+    op.create_index(op.f("ix_results_study_id"), "results", ["study_id"])
 
     op.create_table(
         "deliveries",
@@ -152,22 +164,22 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_deliveries"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
         sa.CheckConstraint(
-            "state IN ('pending', 'sent', 'dead')", name="ck_deliveries_state"
+            "state IN ('pending', 'sent', 'dead')", name=op.f("ck_deliveries_state")
         ),
         sa.ForeignKeyConstraint(
             ["result_id"],
             ["results.id"],
-            name="fk_deliveries_result_id_results",
+            name=op.f("fk_deliveries_result_id_results"),
             ondelete="CASCADE",
         ),
         sa.UniqueConstraint(
-            "result_id", "destination_name", name="uq_deliveries_result_id_destination_name"
+            "result_id", "destination_name", name=op.f("uq_deliveries_result_id_destination_name")
         ),
     )
     op.create_index(
-        "ix_deliveries_state_next_attempt_at", "deliveries", ["state", "next_attempt_at"]
+        op.f("ix_deliveries_state_next_attempt_at"), "deliveries", ["state", "next_attempt_at"]
     )
 
     op.create_table(
@@ -180,18 +192,18 @@ def upgrade() -> None:
         sa.Column("radiologist_label", sa.JSON(), nullable=False),
         sa.Column("comment", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_overrides"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_overrides")),
         sa.ForeignKeyConstraint(
-            ["study_id"], ["studies.id"], name="fk_overrides_study_id_studies"
+            ["study_id"], ["studies.id"], name=op.f("fk_overrides_study_id_studies")
         ),
         sa.ForeignKeyConstraint(
             ["instance_id"],
             ["instances.id"],
-            name="fk_overrides_instance_id_instances",
+            name=op.f("fk_overrides_instance_id_instances"),
             ondelete="SET NULL",
         ),
     )
-    op.create_index("ix_overrides_study_id", "overrides", ["study_id"])
+    op.create_index(op.f("ix_overrides_study_id"), "overrides", ["study_id"])
 
     op.create_table(
         "model_versions",
@@ -204,11 +216,11 @@ def upgrade() -> None:
         sa.Column("metrics", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_model_versions"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_model_versions")),
         sa.CheckConstraint(
-            "state IN ('candidate', 'active', 'retired')", name="ck_model_versions_state"
+            "state IN ('candidate', 'active', 'retired')", name=op.f("ck_model_versions_state")
         ),
-        sa.UniqueConstraint("name", "version", name="uq_model_versions_name_version"),
+        sa.UniqueConstraint("name", "version", name=op.f("uq_model_versions_name_version")),
     )
 
     op.create_table(
@@ -218,12 +230,12 @@ def upgrade() -> None:
         sa.Column("host", sa.String(255), nullable=True),
         sa.Column("source", sa.String(8), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_callers"),
-        sa.CheckConstraint("source IN ('config', 'cli')", name="ck_callers_source"),
-        sa.UniqueConstraint("ae_title", "host", name="uq_callers_ae_title_host"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_callers")),
+        sa.CheckConstraint("source IN ('config', 'cli')", name=op.f("ck_callers_source")),
+        sa.UniqueConstraint("ae_title", "host", name=op.f("uq_callers_ae_title_host")),
     )
     op.create_index(
-        "uq_callers_ae_title_any_host",
+        op.f("uq_callers_ae_title_any_host"),
         "callers",
         ["ae_title"],
         unique=True,
@@ -242,10 +254,10 @@ def upgrade() -> None:
         sa.Column("tls", sa.JSON(), nullable=True),
         sa.Column("source", sa.String(8), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_destinations"),
-        sa.CheckConstraint("source IN ('config', 'cli')", name="ck_destinations_source"),
-        sa.CheckConstraint("port >= 1 AND port <= 65535", name="ck_destinations_port"),
-        sa.UniqueConstraint("name", name="uq_destinations_name"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_destinations")),
+        sa.CheckConstraint("source IN ('config', 'cli')", name=op.f("ck_destinations_source")),
+        sa.CheckConstraint("port >= 1 AND port <= 65535", name=op.f("ck_destinations_port")),
+        sa.UniqueConstraint("name", name=op.f("uq_destinations_name")),
     )
 
     op.create_table(
@@ -257,9 +269,9 @@ def upgrade() -> None:
         sa.Column("object_type", sa.String(64), nullable=False),
         sa.Column("object_id", sa.String(128), nullable=True),
         sa.Column("detail", sa.JSON(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_audit_events"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_events")),
     )
-    op.create_index("ix_audit_events_at", "audit_events", ["at"])
+    op.create_index(op.f("ix_audit_events_at"), "audit_events", ["at"])
 
 
 def downgrade() -> None:

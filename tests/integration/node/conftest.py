@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import make_settings
+from helpers import make_settings
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import socket
@@ -18,7 +19,7 @@ from pydicom.data import get_testdata_file
 from pynetdicom import AE
 from sqlalchemy import func, select
 
-from conftest import need_tool
+from helpers import need_tool
 from dicom_factory import (
     CR,
     DX,
@@ -28,6 +29,7 @@ from dicom_factory import (
     compress_rle,
     make_radiograph,
     save,
+    save_as_is,
 )
 from dicom_node.scu import RemoteAE, echo, store_datasets
 from dicom_node.statuses import StoreStatus
@@ -90,7 +92,7 @@ def test_c_store_dx_is_durable_and_indexed(
     assert (back.pixel_array == ds.pixel_array).all()
     [study] = rows(node, Study)
     assert study.study_instance_uid == ds.StudyInstanceUID
-    assert study.state == "receiving"
+    assert study.state == "queued"  # the association was released: complete at once
     assert study.instance_count == 1
 
 
@@ -115,12 +117,14 @@ def test_storescu_sends_dx_cr_and_compressed(start_node: StartNode, tmp_path: Pa
     files.append(compress_jpegls(files[0], tmp_path / "jls.dcm"))
     os.remove(files[0])  # same SOP instance as jls: send only the JPEG-LS copy
     files = files[1:]
-    out = subprocess.run(
-        [tool, "-aet", "MODALITY", "-aec", "XRAYD", "+r", "-xs",  # propose what each file has
-         "127.0.0.1", str(node.scp.port), *map(str, files)],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
+    # storescu proposes one transfer syntax family per run: -xv JPEG 2000, -xt JPEG-LS lossless
+    for option, path in (("-xe", files[0]), ("-xv", files[1]), ("-xt", files[2])):
+        out = subprocess.run(
+            [tool, "-aet", "MODALITY", "-aec", "XRAYD", option, "127.0.0.1",
+             str(node.scp.port), str(path)],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
     for f in files:
         sent = pydicom.dcmread(f)
         back = pydicom.dcmread(stored_file(node, sent.SOPInstanceUID))
@@ -134,10 +138,9 @@ def test_mammography_is_not_negotiated(start_node: StartNode) -> None:
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(MG, str(ds.file_meta.TransferSyntaxUID))
     assoc = ae.associate("127.0.0.1", node.scp.port, ae_title="XRAYD")
-    try:
-        assert assoc.is_established
-        assert not assoc.accepted_contexts
-    finally:
+    # pynetdicom aborts an association in which no context was accepted
+    assert not assoc.is_established or not assoc.accepted_contexts
+    if assoc.is_established:
         assoc.release()
     assert rows(node, Instance) == []
 
@@ -191,7 +194,7 @@ def test_duplicate_is_stored_once_and_conflict_kept(start_node: StartNode) -> No
     node = start_node()
     ds = make_radiograph(seed=5)
     assert store_datasets(remote(node), "MODALITY", [ds, ds]) == [0, 0]
-    changed = ds.copy()
+    changed = copy.deepcopy(ds)
     changed.PixelData = bytes(len(ds.PixelData))
     assert store_datasets(remote(node), "MODALITY", [changed]) == [0]
     [inst] = rows(node, Instance)
@@ -206,16 +209,21 @@ def test_duplicate_is_stored_once_and_conflict_kept(start_node: StartNode) -> No
 
 
 def _send_file(port: int, path: Path) -> int:
-    """Send a file as-is: pynetdicom takes the request's UIDs from its file meta."""
+    """Send a file's bytes as-is; the request's UIDs come from its file meta."""
+    from pynetdicom import _config
+
     ds = pydicom.dcmread(path)
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", port, ae_title="XRAYD")
     assert assoc.is_established
+    chunked = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True
     try:
         rsp = assoc.send_c_store(path)
         return int(rsp.Status)
     finally:
+        _config.STORE_SEND_CHUNKED_DATASET = chunked
         assoc.release()
 
 
@@ -223,7 +231,7 @@ def test_dataset_request_uid_mismatch_is_refused(start_node: StartNode, tmp_path
     node = start_node()
     ds = make_radiograph()
     ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.7"
-    status = _send_file(node.scp.port, save(ds, tmp_path / "mismatch.dcm"))
+    status = _send_file(node.scp.port, save_as_is(ds, tmp_path / "mismatch.dcm"))
     assert status == StoreStatus.DATASET_MISMATCH
     assert rows(node, Instance) == []
 
@@ -237,13 +245,15 @@ def test_dataset_request_uid_mismatch_is_refused(start_node: StartNode, tmp_path
 def test_hostile_uids_store_nothing(
     start_node: StartNode, tmp_path: Path, field: str, bad_uid: str
 ) -> None:
+    if field == "SOPInstanceUID" and len(bad_uid) > 64:
+        pytest.skip("pynetdicom refuses to send it; read_header's unit test covers it")
     node = start_node()
     ds = make_radiograph()
     setattr(ds, field, bad_uid)
     if field == "SOPInstanceUID":
         ds.file_meta.MediaStorageSOPInstanceUID = bad_uid
     before = {p for p in tmp_path.parent.rglob("*")}
-    status = _send_file(node.scp.port, save(ds, tmp_path / "in" / "evil.dcm"))
+    status = _send_file(node.scp.port, save_as_is(ds, tmp_path / "in" / "evil.dcm"))
     assert status == StoreStatus.DATASET_MISMATCH
     assert rows(node, Instance) == []
     spool_files = [p for p in node.storage.spool.root.rglob("*") if p.is_file()]
@@ -302,7 +312,7 @@ def test_disk_full_answers_a700_and_leaves_no_partial_file(
 
 
 def test_small_real_filesystem_fills_up(tmp_path: Path) -> None:
-    from conftest import make_settings
+    from helpers import make_settings
     from xrayd.app import Node, open_storage
 
     mnt = tmp_path / "small"

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Receive throughput: xrayd against DCMTK's storescp, same images, same run.
+
+Sends N (default 200) ~10 MB DX images with DCMTK ``storescu`` — over 1 association, then over 4
+concurrent associations — to ``storescp`` and to ``xrayd serve`` (SQLite, fsync of every file
+and directory, a committed row per instance before each acknowledgement; storescp does not
+fsync). DCMTK tools run with TCP_NODELAY=1 (see ../shared/FACTS.md). Prints images/s and the
+ratio xrayd / storescp for each mode. Needs DCMTK (apt-get install dcmtk).
+
+    .venv/bin/python bench/receive.py [--count 200] [--megabytes 10] [--rounds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+ROOT = Path(__file__).resolve().parent
+OUT = ROOT / "out"
+DX = "1.2.840.10008.5.1.4.1.1.1.1"
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_images(count: int, megabytes: float) -> list[Path]:
+    folder = OUT / f"images-{count}-{megabytes:g}"
+    files = sorted(folder.glob("*.dcm"))
+    if len(files) == count:
+        return files
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    side = int((megabytes * 1024 * 1024 / 2) ** 0.5)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4096, size=(side, side), dtype=np.uint16).tobytes()
+    study = generate_uid()
+    for i in range(count):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = DX
+        ds.SOPClassUID = DX
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = study + ".1"
+        ds.Modality = "DX"
+        ds.PatientID = "BENCH"
+        ds.Rows = ds.Columns = side
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.InstanceNumber = i + 1
+        ds.PixelData = pixels
+        ds.save_as(folder / f"{i:04d}.dcm", enforce_file_format=True)
+    return sorted(folder.glob("*.dcm"))
+
+
+def wait_ready(port: int, aec: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise SystemExit(f"receiver exited early with {proc.returncode}")
+        ok = subprocess.run(
+            ["echoscu", "-aet", "BENCH", "-aec", aec, "127.0.0.1", str(port)],
+            capture_output=True, env=ENV,
+        )
+        if ok.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise SystemExit("receiver did not answer C-ECHO")
+
+
+def send(files: list[Path], port: int, aec: str, associations: int) -> float:
+    chunks = [files[i::associations] for i in range(associations)]
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            ["storescu", "-aet", "BENCH", "-aec", aec, "127.0.0.1", str(port), *map(str, chunk)],
+            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        for chunk in chunks
+    ]
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"storescu failed: {err.decode()[-500:]}")
+    return time.perf_counter() - start
+
+
+def run_storescp(files: list[Path], associations: int) -> float:
+    port = free_port()
+    target = OUT / "storescp"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    proc = subprocess.Popen(
+        ["storescp", "--fork", "-aet", "STORESCP", "-od", str(target), str(port)],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(port, "STORESCP", proc)
+        elapsed = send(files, port, "STORESCP", associations)
+        received = len(list(target.iterdir()))
+        assert received == len(files), f"storescp stored {received} of {len(files)}"
+        return elapsed
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def run_xrayd(files: list[Path], associations: int) -> float:
+    port = free_port()
+    data = OUT / "xrayd"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    config = data / "xrayd.toml"
+    config.write_text(
+        f'[node]\nae_title = "XRAYD"\nhost = "127.0.0.1"\nport = {port}\n'
+        f'max_associations = 8\nmin_free_mb = 64\n[[node.callers]]\nae_title = "BENCH"\n'
+        f'[storage]\ndata_dir = "{data}"\n[logging]\nlevel = "WARNING"\n'
+    )
+    xrayd = Path(sys.executable).parent / "xrayd"
+    proc = subprocess.Popen(
+        [str(xrayd), "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_ready(port, "XRAYD", proc)
+        elapsed = send(files, port, "XRAYD", associations)
+        with sqlite3.connect(data / "xrayd.sqlite3") as db:
+            (indexed,) = db.execute("select count(*) from instances").fetchone()
+        assert indexed == len(files), f"xrayd indexed {indexed} of {len(files)}"
+        return elapsed
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--megabytes", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    for tool in ("storescu", "storescp", "echoscu"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found: apt-get install dcmtk")
+    files = make_images(args.count, args.megabytes)
+    size = sum(f.stat().st_size for f in files) / len(files) / 1e6
+    print(f"{len(files)} DX images of {size:.1f} MB each; {os.cpu_count()} CPUs")
+    print(f"{'associations':>12} {'storescp img/s':>15} {'xrayd img/s':>12} {'ratio':>6}")
+    for associations in (1, 4):
+        ref, ours = [], []
+        for _ in range(args.rounds):
+            ref.append(len(files) / run_storescp(files, associations))
+            ours.append(len(files) / run_xrayd(files, associations))
+        r, o = statistics.median(ref), statistics.median(ours)
+        print(f"{associations:>12} {r:>15.1f} {o:>12.1f} {o / r:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Check that a dataset is an analysable radiograph, decode it, apply the Modality LUT."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.processing import apply_modality_lut
+
+from models.errors import NotAnalysable, RefusalReason
+
+logger = logging.getLogger(__name__)
+
+#: Modalities accepted for fracture triage: Computed Radiography, Digital Radiography and
+#: "RG" (radiographic imaging, e.g. digitised film). Not accepted: MG (mammography), PX
+#: (panoramic dental), IO (intra-oral), XA/RF (fluoroscopy), OT and SC (unknown content).
+RADIOGRAPH_MODALITIES: frozenset[str] = frozenset({"CR", "DX", "RG"})
+
+_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+
+
+def check_analysable(ds: Dataset, *, modalities: Collection[str], min_size: int) -> None:
+    """Raise :class:`NotAnalysable` unless ``ds`` is a single-frame greyscale radiograph."""
+    modality = str(ds.get("Modality") or "").strip().upper()
+    if modality not in modalities:
+        raise NotAnalysable(
+            RefusalReason.MODALITY,
+            f"modality {modality or '(none)'!r} is not one of {sorted(modalities)}",
+        )
+    if "PixelData" not in ds or not ds["PixelData"].value:
+        raise NotAnalysable(RefusalReason.NO_PIXELS, "the object has no pixel data")
+    photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
+    samples = ds.get("SamplesPerPixel", 1)
+    if samples != 1 or photometric not in _MONOCHROME:
+        raise NotAnalysable(
+            RefusalReason.COLOUR,
+            f"not a greyscale image ({samples} samples per pixel, "
+            f"photometric interpretation {photometric or '(none)'!r})",
+        )
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        int(ds.BitsAllocated), int(ds.BitsStored), int(ds.PixelRepresentation)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise NotAnalysable(
+            RefusalReason.CORRUPT_PIXELS, f"the image pixel description is invalid: {exc}"
+        ) from exc
+    if frames != 1:
+        raise NotAnalysable(RefusalReason.MULTIFRAME, f"{frames} frames; only 1 is supported")
+    if min(rows, cols) < min_size:
+        raise NotAnalysable(
+            RefusalReason.TOO_SMALL, f"{rows}x{cols} pixels is smaller than {min_size} on a side"
+        )
+
+
+def decode_pixels(ds: Dataset) -> npt.NDArray[np.integer]:
+    """Decode the single frame of ``ds`` with pydicom's pixel plugins, without caching it.
+
+    Uses the same decoders as ``ds.pixel_array`` (native, RLE, JPEG baseline/extended/lossless,
+    JPEG-LS, JPEG 2000, HTJ2K through pylibjpeg), but leaves ``ds`` untouched.
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None:
+        raise NotAnalysable(
+            RefusalReason.UNSUPPORTED_TRANSFER_SYNTAX, "the transfer syntax is unknown"
+        )
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as exc:
+        raise NotAnalysable(
+            RefusalReason.UNSUPPORTED_TRANSFER_SYNTAX, f"no decoder for {syntax.name}"
+        ) from exc
+    if not decoder.is_available:
+        raise NotAnalysable(
+            RefusalReason.UNSUPPORTED_TRANSFER_SYNTAX,
+            f"the decoder plugins for {syntax.name} are not installed",
+        )
+    try:
+        array, _ = decoder.as_array(ds, index=0)
+    except Exception as exc:  # decoders raise anything from ValueError to RuntimeError
+        logger.info("pixel data could not be decoded: %s", type(exc).__name__)
+        raise NotAnalysable(
+            RefusalReason.CORRUPT_PIXELS, f"the {syntax.name} pixel data cannot be decoded"
+        ) from exc
+    expected = (int(ds.Rows), int(ds.Columns))
+    if array.shape != expected or not np.issubdtype(array.dtype, np.integer):
+        raise NotAnalysable(
+            RefusalReason.CORRUPT_PIXELS,
+            f"decoded {array.shape} {array.dtype} pixels, expected {expected} integers",
+        )
+    return array
+
+
+def modality_values(ds: Dataset, stored: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
+    """Apply the Modality LUT or rescale slope/intercept; float64 output values."""
+    return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+
+
+def padding_mask(ds: Dataset, stored: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_] | None:
+    """``True`` where pixels are real image, ``False`` for Pixel Padding Value pixels."""
+    pad = ds.get("PixelPaddingValue")
+    if pad is None:
+        return None
+    limit = ds.get("PixelPaddingRangeLimit", pad)
+    low, high = sorted((int(pad), int(limit)))
+    mask = (stored < low) | (stored > high)
+    return mask if mask.any() else None

@@ -1,0 +1,156 @@
+"""A radiograph ``Dataset`` -> the model input (float32, [0, 1]) and the geometry back.
+
+Pipeline: refuse what cannot be analysed -> decode (pydicom pixel plugins) -> Modality LUT ->
+find uniform collimation borders -> VOI LUT / first window / percentile window -> invert
+MONOCHROME1 -> crop -> area-resize keeping the aspect ratio -> zero padding to a square.
+
+No torch here: the caller turns :attr:`PreparedImage.pixels` into a tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+
+from models.borders import find_uniform_borders
+from models.geometry import Geometry
+from models.pixels import (
+    RADIOGRAPH_MODALITIES,
+    check_analysable,
+    decode_pixels,
+    modality_values,
+    padding_mask,
+)
+from models.resample import letterbox
+from models.voi import VoiSource, linear_unit, percentile_window, voi_unit
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RADIOGRAPH_MODALITIES",
+    "DisplayImage",
+    "PreparedImage",
+    "PreprocessParams",
+    "prepare",
+    "window_to_display",
+]
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """How to turn a radiograph into the model input.
+
+    ``input_size``: side of the square input. ``crop_borders``: remove nearly constant
+    collimation rows/columns at the edges (``border_tolerance`` = largest 2-98 % spread of a
+    "constant" line, as a fraction of the image's robust range). Without VOI information the
+    window is the ``percentile_low``..``percentile_high`` percentiles of the pixels inside the
+    borders. Output values are in [0, 1] (0 = black); the padding is 0.
+    """
+
+    input_size: int = 320
+    crop_borders: bool = True
+    border_tolerance: float = 0.02
+    percentile_low: float = 0.5
+    percentile_high: float = 99.5
+    min_size: int = 64
+    modalities: frozenset[str] = field(default=RADIOGRAPH_MODALITIES)
+
+    def __post_init__(self) -> None:
+        if self.input_size < 8:
+            raise ValueError("input_size must be at least 8")
+        if self.min_size < 1:
+            raise ValueError("min_size must be positive")
+        if not 0.0 <= self.border_tolerance < 1.0:
+            raise ValueError("border_tolerance must be in [0, 1)")
+        if not 0.0 <= self.percentile_low < self.percentile_high <= 100.0:
+            raise ValueError("need 0 <= percentile_low < percentile_high <= 100")
+
+
+@dataclass(frozen=True, eq=False)
+class DisplayImage:
+    """The full-resolution windowed source image, MONOCHROME2 (0 black), in [0, 1]."""
+
+    unit: npt.NDArray[np.float32]
+    crop: tuple[int, int, int, int]
+    voi_source: VoiSource
+    inverted: bool
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedImage:
+    """Model input (``pixels``: float32, ``input_size`` square, [0, 1]) and its provenance.
+
+    ``display`` is the whole source image as uint8 (MONOCHROME2, full resolution), for
+    burned-in secondary captures. Arrays are read-only.
+    """
+
+    pixels: npt.NDArray[np.float32]
+    geometry: Geometry
+    display: npt.NDArray[np.uint8]
+    voi_source: VoiSource
+
+
+def window_to_display(ds: Dataset, params: PreprocessParams) -> DisplayImage:
+    """Refuse, decode, apply Modality LUT and VOI, invert MONOCHROME1; find the borders.
+
+    Raises :class:`models.errors.NotAnalysable` for objects that are not analysable.
+    """
+    check_analysable(ds, modalities=params.modalities, min_size=params.min_size)
+    stored = decode_pixels(ds)
+    values = modality_values(ds, stored)
+    rows, cols = values.shape
+    crop = (0, 0, rows, cols)
+    if params.crop_borders:
+        crop = find_uniform_borders(
+            values, tolerance=params.border_tolerance, min_extent=params.min_size
+        )
+    applied = voi_unit(values, ds)
+    if applied is not None:
+        unit, source = applied
+    else:
+        row0, col0, row1, col1 = crop
+        valid = padding_mask(ds, stored)
+        low, high = percentile_window(
+            values[row0:row1, col0:col1],
+            params.percentile_low,
+            params.percentile_high,
+            None if valid is None else valid[row0:row1, col0:col1],
+        )
+        unit, source = linear_unit(values, low, high), "percentile"
+    inverted = str(ds.PhotometricInterpretation).strip().upper() == "MONOCHROME1"
+    if inverted:
+        unit = 1.0 - unit
+    logger.debug("windowed %dx%d image (%s), crop %s", rows, cols, source, crop)
+    return DisplayImage(unit.astype(np.float32), crop, source, inverted)
+
+
+def prepare(ds: Dataset, params: PreprocessParams) -> PreparedImage:
+    """Turn a radiograph into the model input; see the module docstring for the steps.
+
+    Raises :class:`models.errors.NotAnalysable` (with a ``reason`` code) for colour,
+    multi-frame, non-radiograph, too small or undecodable objects.
+    """
+    shown = window_to_display(ds, params)
+    row0, col0, row1, col1 = shown.crop
+    boxed = letterbox(shown.unit[row0:row1, col0:col1], params.input_size)
+    rows, cols = shown.unit.shape
+    geometry = Geometry(
+        source_rows=rows,
+        source_cols=cols,
+        crop=shown.crop,
+        scale=boxed.scale,
+        pad_top=boxed.pad_top,
+        pad_left=boxed.pad_left,
+        input_size=params.input_size,
+        content_rows=boxed.content_rows,
+        content_cols=boxed.content_cols,
+    )
+    pixels = np.clip(boxed.pixels, 0.0, 1.0).astype(np.float32)
+    display = np.rint(shown.unit * 255.0).astype(np.uint8)
+    pixels.setflags(write=False)
+    display.setflags(write=False)
+    return PreparedImage(pixels, geometry, display, shown.voi_source)

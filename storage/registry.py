@@ -1,0 +1,331 @@
+"""Allowed callers, result destinations and the audit trail.
+
+Callers and destinations come from two sources: the settings file (``source="config"``, synced
+at start-up by :func:`seed_callers` / :func:`seed_destinations`) and the CLI
+(``source="cli"``, kept across restarts). Every function takes a ``sessionmaker`` and commits,
+except :func:`record_audit`, which may also join the caller's session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, exists, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.errors import StorageError
+from storage.schema import AuditEvent, Caller, Destination, Source, utcnow
+
+logger = logging.getLogger(__name__)
+
+MAX_AE_TITLE = 16
+
+
+class InvalidEntryError(StorageError, ValueError):
+    """A caller, destination or audit entry has an invalid field (the message names it)."""
+
+
+@dataclass(frozen=True)
+class CallerRow:
+    ae_title: str
+    host: str | None  # None: from any host
+    source: str
+
+
+@dataclass(frozen=True)
+class DestinationRow:
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    send: tuple[str, ...]
+    source: str = Source.CONFIG.value
+    tls: Mapping[str, Any] | None = field(default=None, hash=False)
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    added: int
+    updated: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    object_type: str
+    object_id: str | None
+    detail: dict[str, Any]
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def _ae(value: str) -> str:
+    title = value.strip()
+    if not title or len(title) > MAX_AE_TITLE or "\\" in title or not title.isprintable():
+        raise InvalidEntryError(f"AE title must be 1 to {MAX_AE_TITLE} printable characters")
+    return title
+
+
+def _host(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    host = value.strip().lower()
+    if len(host) > 255 or not host.isprintable():
+        raise InvalidEntryError("host must be at most 255 printable characters")
+    return host
+
+
+def _source(value: str) -> str:
+    if value not in {s.value for s in Source}:
+        raise InvalidEntryError("source must be 'config' or 'cli'")
+    return value
+
+
+def _host_is(column: Any, host: str | None) -> ColumnElement[bool]:
+    return column.is_(None) if host is None else column == host  # type: ignore[no-any-return]
+
+
+# -- callers -----------------------------------------------------------------------------------
+
+
+def list_callers(sm: sessionmaker[Session]) -> list[CallerRow]:
+    with sm() as session:
+        rows = session.scalars(select(Caller).order_by(Caller.ae_title, Caller.host)).all()
+        return [CallerRow(ae_title=r.ae_title, host=r.host, source=r.source) for r in rows]
+
+
+def add_caller(
+    sm: sessionmaker[Session], ae_title: str, host: str | None = None, source: str = "cli"
+) -> bool:
+    """Allow ``ae_title`` (from ``host``, or any host if None). False if already allowed."""
+    title, host_ = _ae(ae_title), _host(host)
+    source = _source(source)
+    try:
+        with sm.begin() as session:
+            if session.scalar(
+                select(exists().where(Caller.ae_title == title, _host_is(Caller.host, host_)))
+            ):
+                return False
+            session.add(Caller(ae_title=title, host=host_, source=source, created_at=utcnow()))
+    except IntegrityError:  # added concurrently
+        return False
+    return True
+
+
+def remove_caller(sm: sessionmaker[Session], ae_title: str, host: str | None = None) -> int:
+    """Remove the exact (AE title, host) entry; returns the number of rows removed.
+
+    A config-sourced entry comes back at the next :func:`seed_callers`.
+    """
+    title, host_ = _ae(ae_title), _host(host)
+    with sm.begin() as session:
+        result = session.execute(
+            delete(Caller).where(Caller.ae_title == title, _host_is(Caller.host, host_))
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def seed_callers(
+    sm: sessionmaker[Session], entries: Sequence[tuple[str, str | None]]
+) -> SeedResult:
+    """Make the config-sourced callers equal to ``entries``; CLI-sourced rows are kept."""
+    wanted = {(_ae(ae), _host(host)) for ae, host in entries}
+    added = removed = 0
+    with sm.begin() as session:
+        rows = session.scalars(select(Caller).with_for_update()).all()
+        present = {(r.ae_title, r.host) for r in rows}
+        for row in rows:
+            if row.source == Source.CONFIG and (row.ae_title, row.host) not in wanted:
+                session.delete(row)
+                removed += 1
+        now = utcnow()
+        for title, host in sorted(wanted - present, key=lambda e: (e[0], e[1] or "")):
+            session.add(
+                Caller(ae_title=title, host=host, source=Source.CONFIG.value, created_at=now)
+            )
+            added += 1
+    if added or removed:
+        logger.info("callers synced from config", extra={"added": added, "removed": removed})
+    return SeedResult(added=added, updated=0, removed=removed)
+
+
+def caller_allowed(sm: sessionmaker[Session], ae_title: str, host: str | None) -> bool:
+    """True if a row allows this AE title from this host (a row with no host allows any)."""
+    try:
+        title, host_ = _ae(ae_title), _host(host)
+    except InvalidEntryError:
+        return False
+    condition = (
+        Caller.host.is_(None) if host_ is None else or_(Caller.host.is_(None), Caller.host == host_)
+    )
+    with sm() as session:
+        return bool(session.scalar(select(exists().where(Caller.ae_title == title, condition))))
+
+
+# -- destinations ------------------------------------------------------------------------------
+
+
+def _checked_destination(row: DestinationRow, source: str) -> dict[str, Any]:
+    name = row.name.strip()
+    if not name or len(name) > 64:
+        raise InvalidEntryError("destination name must be 1 to 64 characters")
+    host = _host(row.host)
+    if host is None:
+        raise InvalidEntryError("destination host must not be empty")
+    if not 1 <= row.port <= 65535:
+        raise InvalidEntryError("destination port must be between 1 and 65535")
+    if any(not isinstance(s, str) or not s for s in row.send):
+        raise InvalidEntryError("destination 'send' must be a list of non-empty strings")
+    return {
+        "name": name,
+        "ae_title": _ae(row.ae_title),
+        "host": host,
+        "port": row.port,
+        "send": list(row.send),
+        "tls": dict(row.tls) if row.tls is not None else None,
+        "source": _source(source),
+    }
+
+
+def _destination_row(d: Destination) -> DestinationRow:
+    return DestinationRow(
+        name=d.name,
+        ae_title=d.ae_title,
+        host=d.host,
+        port=d.port,
+        send=tuple(d.send),
+        source=d.source,
+        tls=d.tls,
+    )
+
+
+def list_destinations(sm: sessionmaker[Session]) -> list[DestinationRow]:
+    with sm() as session:
+        rows = session.scalars(select(Destination).order_by(Destination.name)).all()
+        return [_destination_row(r) for r in rows]
+
+
+def get_destination(sm: sessionmaker[Session], name: str) -> DestinationRow | None:
+    with sm() as session:
+        row = session.scalar(select(Destination).where(Destination.name == name.strip()))
+        return None if row is None else _destination_row(row)
+
+
+def add_destination(sm: sessionmaker[Session], row: DestinationRow) -> bool:
+    """Add a destination with ``row.source``; False if the name is already taken."""
+    values = _checked_destination(row, row.source)
+    try:
+        with sm.begin() as session:
+            if session.scalar(select(exists().where(Destination.name == values["name"]))):
+                return False
+            session.add(Destination(**values, created_at=utcnow()))
+    except IntegrityError:
+        return False
+    return True
+
+
+def remove_destination(sm: sessionmaker[Session], name: str) -> int:
+    with sm.begin() as session:
+        result = session.execute(delete(Destination).where(Destination.name == name.strip()))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def seed_destinations(sm: sessionmaker[Session], entries: Sequence[DestinationRow]) -> SeedResult:
+    """Make the config-sourced destinations equal to ``entries`` (matched by name).
+
+    Missing ones are added, changed ones updated, config-sourced ones no longer listed removed.
+    CLI-sourced rows are kept; if the settings name one, the settings win and it becomes
+    config-sourced (the settings file is the operator's declared truth).
+    """
+    wanted = {v["name"]: v for v in (_checked_destination(e, Source.CONFIG) for e in entries)}
+    added = updated = removed = 0
+    with sm.begin() as session:
+        rows = {r.name: r for r in session.scalars(select(Destination).with_for_update()).all()}
+        for name, row in rows.items():
+            if row.source == Source.CONFIG and name not in wanted:
+                session.delete(row)
+                removed += 1
+        for name, values in wanted.items():
+            existing = rows.get(name)
+            if existing is None:
+                session.add(Destination(**values, created_at=utcnow()))
+                added += 1
+                continue
+            changed = False
+            for key, value in values.items():
+                if getattr(existing, key) != value:
+                    setattr(existing, key, value)
+                    changed = True
+            updated += int(changed)
+    if added or updated or removed:
+        logger.info(
+            "destinations synced from config",
+            extra={"added": added, "updated": updated, "removed": removed},
+        )
+    return SeedResult(added=added, updated=updated, removed=removed)
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+def record_audit(
+    target: Session | sessionmaker[Session],
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str | None,
+    detail: Mapping[str, Any],
+    *,
+    at: datetime | None = None,
+) -> None:
+    """Append an audit event (``detail`` must be JSON-serialisable and free of patient data).
+
+    Given a ``Session`` the event joins that transaction (the caller commits); given a
+    ``sessionmaker`` it is committed at once.
+    """
+    if not actor or not action or not object_type:
+        raise InvalidEntryError("actor, action and object_type must not be empty")
+    event = AuditEvent(
+        at=at or utcnow(),
+        actor=actor[:128],
+        action=action[:64],
+        object_type=object_type[:64],
+        object_id=None if object_id is None else object_id[:128],
+        detail=dict(detail),
+    )
+    if isinstance(target, Session):
+        target.add(event)
+        target.flush()
+        return
+    with target.begin() as session:
+        session.add(event)
+
+
+def list_audit(sm: sessionmaker[Session], limit: int = 100) -> list[AuditRow]:
+    """The newest ``limit`` audit events, newest first."""
+    with sm() as session:
+        rows = session.scalars(
+            select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
+        ).all()
+        return [
+            AuditRow(
+                id=r.id,
+                at=r.at,
+                actor=r.actor,
+                action=r.action,
+                object_type=r.object_type,
+                object_id=r.object_id,
+                detail=dict(r.detail),
+            )
+            for r in rows
+        ]
