@@ -1,38 +1,26 @@
-"""Results of an analysis (``results`` rows): what xrayd produced for a study.
-
-For now only the placeholder "seen" result exists; SR/SC/PDF results and their deliveries
-come with later issues.
-"""
+"""Result rows: what analysing a study produced (today only the placeholder ``seen`` record)."""
 
 from __future__ import annotations
-
-from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.schema import Instance, Result, utcnow
+from storage.schema import Instance, Result
 
 SEEN = "seen"
 
 
-def record_seen(
-    sm: sessionmaker[Session], study_id: int, job_id: int, *, now: datetime | None = None
-) -> int:
-    """Record that ``job_id`` saw study ``study_id`` and return its instance count.
+def record_seen(sm: sessionmaker[Session], study_id: int, job_id: int) -> int:
+    """Record that job ``job_id`` saw study ``study_id``; returns the study's instance count.
 
-    Idempotent per job: a retried attempt updates the job's one "seen" row. Commits.
+    Idempotent per job: running the same job again (after a crash) adds no second row.
     """
     with sm.begin() as session:
-        count = int(
-            session.scalar(
-                select(func.count()).select_from(Instance).where(Instance.study_id == study_id)
-            )
-            or 0
-        )
-        detail = {"instance_count": count}
+        count = session.scalar(
+            select(func.count()).select_from(Instance).where(Instance.study_id == study_id)
+        ) or 0
         existing = session.scalar(
-            select(Result).where(Result.job_id == job_id, Result.kind == SEEN).limit(1)
+            select(Result).where(Result.job_id == job_id, Result.kind == SEEN)
         )
         if existing is None:
             session.add(
@@ -40,10 +28,18 @@ def record_seen(
                     study_id=study_id,
                     job_id=job_id,
                     kind=SEEN,
-                    detail=detail,
-                    created_at=now or utcnow(),
+                    detail={"instances": int(count), "placeholder": True},
                 )
             )
-        else:
-            existing.detail = detail
-    return count
+        return int(count)
+
+
+def seen_results(sm: sessionmaker[Session], study_id: int) -> list[dict[str, object]]:
+    """The placeholder records of a study, oldest first (for status output and tests)."""
+    with sm() as session:
+        rows = session.scalars(
+            select(Result)
+            .where(Result.study_id == study_id, Result.kind == SEEN)
+            .order_by(Result.id)
+        )
+        return [dict(r.detail, job_id=r.job_id) for r in rows]
