@@ -159,7 +159,7 @@ def smooth_field(rng: np.random.Generator, size: int, cells: int) -> F64:
     field = np.stack([np.interp(pos, index, rows[i]) for i in range(size)], axis=0)
     field = box_blur(field, max(1, size // (4 * cells)), passes=2)
     std = float(field.std())
-    return (field - field.mean()) / (std if std > 0 else 1.0)
+    return np.asarray((field - field.mean()) / (std if std > 0 else 1.0), dtype=np.float64)
 
 
 def fine_texture(rng: np.random.Generator, size: int) -> F64:
@@ -173,7 +173,8 @@ def fine_texture(rng: np.random.Generator, size: int) -> F64:
 
 
 def _chord(radius: F64 | float, dist: F64) -> F64:
-    return np.asarray(2.0 * np.sqrt(np.maximum(np.square(radius) - np.square(dist), 0.0)))
+    inside = np.maximum(np.square(radius) - np.square(dist), 0.0)
+    return np.asarray(2.0 * np.sqrt(inside), dtype=np.float64)
 
 
 def _ends(t: F64) -> F64:

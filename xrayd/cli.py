@@ -6,11 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config.errors import ConfigError, XraydError
 from config.loader import load_settings
 from config.settings import Settings, _check_ae_title
 from xrayd.logging_setup import configure_logging
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -51,10 +55,13 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
-    from xrayd.app import open_storage
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    """Open the database (creating an empty one) with the TOML's callers/destinations seeded."""
+    from xrayd.app import open_storage, seed_registry
 
-    return open_storage(settings, create_if_empty=True, require_current=True).sessions
+    sessions = open_storage(settings, create_if_empty=True, require_current=True).sessions
+    seed_registry(settings, sessions)
+    return sessions
 
 
 def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
