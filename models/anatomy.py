@@ -190,8 +190,10 @@ def hip(rng: np.random.Generator) -> Anatomy:
 def other(rng: np.random.Generator) -> Anatomy:
     """An ankle-like region: the distal tibia and fibula over talus and calcaneus."""
     bones = [
-        Bone((-0.4, 0.42), (0.47, 0.45), 0.09, flare=0.4),
-        Bone((-0.4, 0.70), (0.56, 0.68), 0.033, flare=0.7),
+        Bone((-0.25, 0.42), (0.47, 0.45), 0.09, flare=0.4),  # tibia
+        Bone((-0.25, 0.70), (0.56, 0.68), 0.033, flare=0.7),  # fibula
+        Bone((0.78, 0.56), (1.25, 0.62), 0.03, flare=0.4),  # metatarsals
+        Bone((0.80, 0.70), (1.25, 0.80), 0.028, flare=0.4),
     ]
     ovoids = (Ovoid((0.6, 0.49), 0.15, 0.1), Ovoid((0.8, 0.45), 0.19, 0.11, 0.2))
     tissue = [Tissue((-0.4, 0.52), (0.75, 0.52), float(rng.uniform(0.28, 0.32))),

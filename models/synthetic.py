@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -70,21 +71,21 @@ def _plan_fractures(
     candidates = [i for i, b in enumerate(bones) if b.fracturable]
     weights = np.array([math.dist(bones[i].p0, bones[i].p1) for i in candidates])
     out: list[lesions.Lucency] = []
-    for _ in range(200):
+    for attempt in range(400):
         if len(out) == count:
             break
         index = int(rng.choice(candidates, p=weights / weights.sum()))
         lucency = lesions.random_fracture(rng, index, bones[index])
         if not _inside(lesions.centre(lucency, bones[index]), field, size, 0.04):
             continue
-        if any(o.bone == index and abs(o.t - lucency.t) < 0.25 for o in out):
+        apart = 0.25 if attempt < 200 else 0.1
+        if any(o.bone == index and abs(o.t - lucency.t) < apart for o in out):
             continue
         if any(o.bone == index and o.shift != (0.0, 0.0) for o in out):
-            lucency = lesions.Lucency(index, lucency.t, lucency.angle, (0.0, 0.0),
-                                      lucency.width, lucency.depth, lucency.extent, lucency.jag)
+            lucency = replace(lucency, shift=(0.0, 0.0))  # one displaced fragment per bone
         out.append(lucency)
-    if len(out) < count:  # pragma: no cover - every layout has fracturable bones in the field
-        raise RuntimeError("could not place the fractures inside the field")
+    if not out:  # pragma: no cover - every layout has fracturable bones in the field
+        raise RuntimeError("could not place a fracture inside the field")
     return out
 
 

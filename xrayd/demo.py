@@ -21,6 +21,7 @@ from dicom_node.errors import PeerUnreachableError
 from dicom_node.scu import RemoteAE, echo, store_datasets
 from storage import registry
 from xrayd.app import Node, open_storage
+from xrayd.logging_setup import configure_logging
 
 MODALITY_AE = "DEMO-CR"
 
@@ -45,6 +46,7 @@ def _settings(data_dir: Path) -> Settings:
 
 def run_demo(data_dir: Path, images: int = 6, timeout: float = 60.0) -> int:
     """Run the demo in ``data_dir/run`` (recreated); returns the exit code."""
+    configure_logging("WARNING")
     run_dir = data_dir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     settings = _settings(run_dir)
