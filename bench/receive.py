@@ -49,7 +49,7 @@ def make_images(count: int, megabytes: float) -> list[Path]:
     side = int((megabytes * 1024 * 1024 / 2) ** 0.5)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 4096, size=(side, side), dtype=np.uint16).tobytes()
-    study = generate_uid()
+    study, series = generate_uid(), generate_uid()
     for i in range(count):
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
@@ -58,7 +58,7 @@ def make_images(count: int, megabytes: float) -> list[Path]:
         ds.SOPClassUID = DX
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = study + ".1"
+        ds.SeriesInstanceUID = series
         ds.Modality = "DX"
         ds.PatientID = "BENCH"
         ds.Rows = ds.Columns = side

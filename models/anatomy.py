@@ -172,9 +172,9 @@ def hip(rng: np.random.Generator) -> Anatomy:
     bones = [
         Bone((0.37, 0.44), (0.53, 0.62), 0.055, flare=0.25),  # femoral neck
         Bone((0.48, 0.66), (1.35, 0.6), 0.08, flare=0.2),  # femoral shaft
-        Bone((0.52, 0.36), (0.62, 0.05), 0.035, flare=0.3),  # superior pubic ramus
-        Bone((0.80, 0.36), (0.76, 0.05), 0.035, flare=0.3),  # inferior ramus
-        Bone((0.52, 0.35), (0.82, 0.36), 0.045, flare=0.3, fracturable=False),  # ischium
+        Bone((0.50, 0.34), (0.60, -0.05), 0.032, flare=0.1),  # superior pubic ramus
+        Bone((0.80, 0.34), (0.76, -0.05), 0.03, flare=0.1),  # inferior ramus
+        Bone((0.50, 0.33), (0.82, 0.35), 0.045, flare=0.1, fracturable=False),  # ischium
     ]
     ovoids = (
         Ovoid((0.34, 0.41), 0.1, 0.1),  # femoral head

@@ -21,7 +21,7 @@ Point = tuple[float, float]
 #: of a shaft, cancellous bone of the ends, soft tissue.
 MU_CORTEX = 26.0
 MU_MEDULLA = 6.0
-MU_CANCELLOUS = 13.0
+MU_CANCELLOUS = 9.5
 MU_TISSUE = 3.4
 
 
@@ -163,10 +163,10 @@ def smooth_field(rng: np.random.Generator, size: int, cells: int) -> F64:
 
 
 def fine_texture(rng: np.random.Generator, size: int) -> F64:
-    """Trabecular-looking texture: blurred white noise, mean 1, std about 0.18."""
-    noise = box_blur(rng.standard_normal((size, size)), max(1, size // 256), passes=2)
+    """Trabecular-looking texture: blurred white noise, mean 1, std about 0.1."""
+    noise = box_blur(rng.standard_normal((size, size)), max(1, size // 400), passes=2)
     std = float(noise.std())
-    return 1.0 + 0.18 * noise / (std if std > 0 else 1.0)
+    return np.asarray(1.0 + 0.1 * noise / (std if std > 0 else 1.0), dtype=np.float64)
 
 
 # --- projected shapes ---------------------------------------------------------------------
@@ -187,8 +187,11 @@ def bone_attenuation(bone: Bone, y: F64, x: F64, texture: F64 | float = 1.0) -> 
     ay, ax = bone.p1[0] - bone.p0[0], bone.p1[1] - bone.p0[1]
     length2 = ay * ay + ax * ax
     dy, dx = y - bone.p0[0], x - bone.p0[1]
-    t = np.clip((dy * ay + dx * ax) / length2, 0.0, 1.0)
-    dist = np.hypot(dy - t * ay, dx - t * ax)
+    raw = (dy * ay + dx * ax) / length2
+    t = np.clip(raw, 0.0, 1.0)
+    # blunt ends: beyond the end points the distance grows faster along the axis
+    beyond = (raw - t) * math.sqrt(length2) * 1.8
+    dist = np.hypot(np.hypot(dy - raw * ay, dx - raw * ax), beyond)
     ends = _ends(t)
     outer = bone.radius * (1.0 + bone.flare * ends)
     inner = outer * (1.0 - bone.cortex * (1.0 - 0.65 * ends))
@@ -208,8 +211,8 @@ def ovoid_attenuation(ovoid: Ovoid, y: F64, x: F64, texture: F64 | float = 1.0) 
     inner = 1.0 - ovoid.cortex
     outer_chord = _chord(1.0, rho) * depth
     inner_chord = _chord(inner, rho) * depth
-    shell = MU_CORTEX * 0.8 * (outer_chord - inner_chord)
-    core = MU_CANCELLOUS * texture * inner_chord
+    shell = MU_CORTEX * 0.45 * (outer_chord - inner_chord)
+    core = MU_CANCELLOUS * 0.7 * texture * inner_chord
     return np.asarray(ovoid.density * (shell + core))
 
 

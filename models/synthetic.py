@@ -107,7 +107,7 @@ def _attenuation(
             tissue[where] = np.maximum(
                 tissue[where], tissue_thickness(part, y, x, wobble[where])
             )
-    image = MU_TISSUE * tissue * (1.0 + 0.06 * smooth_field(rng, size, 9))
+    image = MU_TISSUE * tissue * (1.0 + 0.03 * smooth_field(rng, size, 6))
     for index, bone in enumerate(anatomy.bones):
         mine = [(lu, bone) for lu in lines if lu.bone == index]
         shift = max((math.hypot(*lu.shift) for lu, _ in mine), default=0.0)
@@ -127,7 +127,9 @@ def _attenuation(
     return image
 
 
-def _expose(attenuation: F64, field: Box, rng: np.random.Generator, white: bool) -> F64:
+def _expose(
+    attenuation: F64, metal: F64, field: Box, rng: np.random.Generator, white: bool
+) -> F64:
     """Quantum noise, heel effect, detector blur, edge enhancement, display scaling."""
     size = attenuation.shape[0]
     inner = attenuation[field[0] : field[2], field[1] : field[3]]
@@ -143,7 +145,7 @@ def _expose(attenuation: F64, field: Box, rng: np.random.Generator, white: bool)
     background = box_blur(measured, max(2, size // 40), passes=3)
     processed = measured + float(rng.uniform(0.3, 0.8)) * (measured - background)
     window = processed[field[0] : field[2], field[1] : field[3]]
-    anatomy_only = window[attenuation[field[0] : field[2], field[1] : field[3]] < 5.0]
+    anatomy_only = window[metal[field[0] : field[2], field[1] : field[3]] <= 0.0]
     low = float(np.percentile(window, 0.3))
     high = float(np.percentile(anatomy_only if anatomy_only.size else window, 99.8))
     stored = 60.0 + (processed - low) / max(high - low, 1e-6) * (_MAX - 260.0)
@@ -198,17 +200,18 @@ def generate_case(
     )
     lookalikes = lesions.random_lookalikes(mimic, anatomy.bones, paediatric=paediatric)
     attenuation = _attenuation(anatomy, size, shape, fractures + lookalikes)
-    if has_hardware:
-        fracturable = [b for b in anatomy.bones if b.fracturable]
-        host = max(fracturable, key=lambda b: math.dist(b.p0, b.p1) * b.radius)
-        attenuation += draw_hardware(metal, host, size)
     corner = (
         (field[0] + 0.03 * size) / size,
         (field[3] - 0.09 * size) / size if laterality == "R" else (field[1] + 0.04 * size) / size,
     )
-    attenuation += draw_marker(laterality, corner, 0.05, size)
+    lead = draw_marker(laterality, corner, 0.05, size)
+    if has_hardware:
+        fracturable = [b for b in anatomy.bones if b.fracturable]
+        host = max(fracturable, key=lambda b: math.dist(b.p0, b.p1) * b.radius)
+        lead += draw_hardware(metal, host, size)
     white = bool(frame.random() < 0.7)
-    image = np.rint(_expose(attenuation, field, noise, white)).astype(np.uint16)
+    exposed = _expose(attenuation + lead, lead, field, noise, white)
+    image = np.rint(exposed).astype(np.uint16)
     image.setflags(write=False)
     boxes = tuple(
         _clip_box(lesions.box(f, anatomy.bones[f.bone], size), field) for f in fractures

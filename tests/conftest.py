@@ -11,7 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import PG_ADMIN_URL, _pg_reachable, need  # noqa: E402
+from helpers import PG_ADMIN_URL, _pg_reachable, need
+
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
-    UID,
     generate_uid,
 )
 
@@ -36,7 +36,7 @@ def make_radiograph(
 ) -> Dataset:
     """A 12-bit MONOCHROME2 image with a smooth 'bone' band and noise."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:rows, 0:cols]
+    _, x = np.mgrid[0:rows, 0:cols]
     bone = np.exp(-(((x - cols / 2) / (cols / 8)) ** 2)) * 2500
     pixels = (800 + bone + rng.normal(0, 30, (rows, cols))).clip(0, 4095).astype(np.uint16)
     ds = Dataset()

@@ -12,14 +12,14 @@ import threading
 import time
 from pathlib import Path
 
-from models.synthetic import generate_case, to_dicom
 from pydicom.uid import generate_uid
-from storage.status import status_counts
 
 from config.settings import Settings
 from dicom_node.errors import PeerUnreachableError
 from dicom_node.scu import RemoteAE, echo, store_datasets
+from models.synthetic import generate_case, to_dicom
 from storage import registry
+from storage.status import status_counts
 from xrayd.app import Node, open_storage
 from xrayd.logging_setup import configure_logging
 

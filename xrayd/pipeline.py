@@ -10,9 +10,9 @@ import logging
 from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
-from storage.results import record_seen
 
 from storage.jobs import ClaimedJob
+from storage.results import record_seen
 
 LOGGER = logging.getLogger(__name__)
 

@@ -167,9 +167,9 @@ def test_kill_9_while_streaming_loses_no_acknowledged_instance(
     # Restart: every acknowledged instance is on disk, readable and indexed.
     again = Served(cfg)
     served.append(again)
-    from xrayd.app import open_storage
     from config.loader import load_settings
     from storage.schema import Instance
+    from xrayd.app import open_storage
 
     storage = open_storage(load_settings(cfg), create_if_empty=False, require_current=True)
     with storage.sessions() as session:

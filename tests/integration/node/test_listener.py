@@ -19,7 +19,10 @@ from pydicom.data import get_testdata_file
 from pynetdicom import AE
 from sqlalchemy import func, select
 
-from helpers import need_tool
+from dicom_node.scu import RemoteAE, echo, store_datasets
+from dicom_node.statuses import StoreStatus
+from storage.schema import AuditEvent, Instance, Study
+
 from dicom_factory import (
     CR,
     DX,
@@ -31,9 +34,7 @@ from dicom_factory import (
     save,
     save_as_is,
 )
-from dicom_node.scu import RemoteAE, echo, store_datasets
-from dicom_node.statuses import StoreStatus
-from storage.schema import AuditEvent, Instance, Study
+from helpers import need_tool
 
 StartNode = Callable[..., Any]
 
@@ -312,8 +313,9 @@ def test_disk_full_answers_a700_and_leaves_no_partial_file(
 
 
 def test_small_real_filesystem_fills_up(tmp_path: Path) -> None:
-    from helpers import make_settings
     from xrayd.app import Node, open_storage
+
+    from helpers import make_settings
 
     mnt = tmp_path / "small"
     mnt.mkdir()

@@ -13,15 +13,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dicom_factory import make_radiograph
 from dicom_node.scu import RemoteAE, store_datasets
-from helpers import make_settings
 from storage import jobs
 from storage.results import seen_results
 from storage.schema import Job, Study
 from xrayd.app import Node, open_storage, recover_orphaned_jobs, seed_registry
 from xrayd.pipeline import SeenOnlyAnalyser
 from xrayd.worker import CompletionTimer, Wakeup, Worker
+
+from dicom_factory import make_radiograph
+from helpers import make_settings
 
 
 class Clock:
@@ -177,7 +178,7 @@ def test_job_that_keeps_failing_ends_in_dead_letter(node: Any) -> None:
     clock.advance(3600)
     assert not worker.run_once()
     assert jobs.retry_dead(n.storage.sessions, dead.job_id, clock()) == 1
-    ok_timer, ok_worker = parts(n, clock)
+    _, ok_worker = parts(n, clock)
     assert ok_worker.run_once()
     assert study_state(n, ds.StudyInstanceUID) == "analysed"
 

@@ -87,7 +87,7 @@ def test_duplicate_destination_names(tmp_path: Path) -> None:
 
 
 def test_port_range(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="node.port"):
+    with pytest.raises(ConfigError, match=r"node\.port"):
         load_settings(write(tmp_path, "[node]\nport = 70000\n"))
 
 
@@ -102,7 +102,7 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_bad_environment_value_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XRAYD_NODE__MAX_ASSOCIATIONS", "many")
-    with pytest.raises(ConfigError, match="node.max_associations"):
+    with pytest.raises(ConfigError, match=r"node\.max_associations"):
         load_settings(write(tmp_path, ""))
 
 

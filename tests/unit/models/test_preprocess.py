@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from models_helpers import data_file, make_ds, phantom
 from pydicom.dataset import Dataset
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.pixels.processing import apply_windowing
@@ -27,6 +26,8 @@ from models.pixels import decode_pixels
 from models.preprocess import PreprocessParams, prepare, window_to_display
 from models.resample import area_resize, letterbox
 from models.voi import window_unit
+
+from models_helpers import data_file, make_ds, phantom
 
 P = PreprocessParams()
 
