@@ -138,9 +138,9 @@ def random_fracture(rng: np.random.Generator, index: int, bone: Bone) -> Lucency
         depth = float(rng.uniform(0.45, 0.75))
     width = float(rng.uniform(1.0, 2.6)) / 512.0  # about 1-2.6 pixels at 512 px
     jag = tuple(
-        (float(rng.uniform(0.3, 1.4)) / 512.0, float(rng.uniform(60, 260)),
+        (float(rng.uniform(0.2, 0.8)) / 512.0 / k, float(rng.uniform(80, 200)) * k,
          float(rng.uniform(0, 2 * math.pi)))
-        for _ in range(2)
+        for k in (1, 2, 3)
     )
     return Lucency(index, t, angle, shift, width, depth, extent, jag)
 

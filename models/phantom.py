@@ -211,8 +211,8 @@ def ovoid_attenuation(ovoid: Ovoid, y: F64, x: F64, texture: F64 | float = 1.0) 
     inner = 1.0 - ovoid.cortex
     outer_chord = _chord(1.0, rho) * depth
     inner_chord = _chord(inner, rho) * depth
-    shell = MU_CORTEX * 0.45 * (outer_chord - inner_chord)
-    core = MU_CANCELLOUS * 0.7 * texture * inner_chord
+    shell = MU_CORTEX * 0.6 * (outer_chord - inner_chord)
+    core = MU_CANCELLOUS * 0.85 * texture * inner_chord
     return np.asarray(ovoid.density * (shell + core))
 
 

@@ -133,7 +133,7 @@ def _expose(
     """Quantum noise, heel effect, detector blur, edge enhancement, display scaling."""
     size = attenuation.shape[0]
     inner = attenuation[field[0] : field[2], field[1] : field[3]]
-    photons = float(rng.uniform(1500, 4000)) * math.exp(
+    photons = float(rng.uniform(250, 900)) * math.exp(
         max(0.0, float(np.percentile(inner, 90)) - 2.5)
     )
     heel_dir = float(rng.uniform(0, 2 * math.pi))
@@ -141,7 +141,7 @@ def _expose(
     heel = 1.0 + float(rng.uniform(0.08, 0.2)) * (np.cos(heel_dir) * y + np.sin(heel_dir) * x)
     counts = rng.poisson(photons * heel * np.exp(-attenuation))
     measured = -np.log(np.maximum(counts, 0.5) / photons)
-    measured = box_blur(measured, max(1, size // 512))
+    measured = 0.5 * measured + 0.5 * box_blur(measured, max(1, size // 512))
     background = box_blur(measured, max(2, size // 40), passes=3)
     processed = measured + float(rng.uniform(0.3, 0.8)) * (measured - background)
     window = processed[field[0] : field[2], field[1] : field[3]]

@@ -5,7 +5,6 @@ Runs on the association's thread; does only what must happen before the acknowle
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -60,12 +59,15 @@ class SpoolingSink:
         if free_bytes(self.spool.root) - len(instance.file_bytes) < self.min_free_bytes:
             LOGGER.error("refusing C-STORE %s: spool below its free-space low-water mark", sop)
             return StoreStatus.OUT_OF_RESOURCES
-        digest = hashlib.sha256(instance.file_bytes).hexdigest()
-        rel = self.spool.relative_path_for(
-            instance.study_instance_uid, instance.sop_instance_uid, digest
-        )
         try:
-            size, _ = self.spool.write_atomic(rel, instance.file_bytes, sha256=digest)
+            # Staging hashes while writing; the content digest then names the file, so a
+            # conflicting copy can never overwrite the original.
+            staged = self.spool.stage(instance.file_bytes)
+            digest = staged.sha256
+            rel = self.spool.relative_path_for(
+                instance.study_instance_uid, instance.sop_instance_uid, digest
+            )
+            size, _ = self.spool.install(staged, rel)
         except SpoolWriteError as exc:
             LOGGER.error("refusing C-STORE %s: spool write failed: %s", sop, exc)
             return StoreStatus.OUT_OF_RESOURCES

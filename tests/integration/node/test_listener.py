@@ -16,6 +16,7 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from sqlalchemy import func, select
 
@@ -69,7 +70,7 @@ def test_c_echo_from_dcmtk(start_node: StartNode) -> None:
     assert out.returncode == 0, out.stderr
 
 
-@pytest.mark.parametrize("kind", ["uncompressed", "j2k", "rle", "jpegls"])
+@pytest.mark.parametrize("kind", ["uncompressed", "j2k", "rle", "jpegls", "deflated", "implicit"])
 def test_c_store_dx_is_durable_and_indexed(
     start_node: StartNode, tmp_path: Path, kind: str
 ) -> None:
@@ -79,6 +80,10 @@ def test_c_store_dx_is_durable_and_indexed(
         ds = compress_j2k(ds)
     elif kind == "rle":
         ds = compress_rle(ds)
+    elif kind == "deflated":
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    elif kind == "implicit":
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     elif kind == "jpegls":
         need_tool("dcmcjpls")
         ds = pydicom.dcmread(compress_jpegls(save(ds, tmp_path / "a.dcm"), tmp_path / "b.dcm"))
