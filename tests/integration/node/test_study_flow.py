@@ -119,10 +119,19 @@ def test_release_ends_the_wait(database_url: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "d", database_url, study={"release_ends_wait": True})
     n = Node(settings, open_storage(settings, create_if_empty=True, require_current=True))
     seed_registry(settings, n.storage.sessions)
+    released = threading.Event()
+    original = n.sink.association_released
+
+    def on_released(peer: Any, studies: frozenset[str]) -> None:
+        original(peer, studies)
+        released.set()
+
+    n.sink.association_released = on_released  # type: ignore[method-assign]
     n.scp.start()
     try:
         ds = make_radiograph()
         send(n, ds)  # quiet_seconds is an hour here: only the release can queue it
+        assert released.wait(timeout=30)  # the server handles the release after the peer
         assert study_state(n, ds.StudyInstanceUID) == "queued"
     finally:
         n.scp.stop(timeout=5)
