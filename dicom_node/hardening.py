@@ -20,10 +20,13 @@ import struct
 import threading
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pynetdicom import _config
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from dicom_node.streaming import stream_into
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -135,6 +138,8 @@ class BoundedRequestHandler(RequestHandler):
         max_pdata = server.max_pdata
         dul = assoc.dul
         dul._read_pdu_data = lambda: bounded_read_pdu(dul, max_pdata)  # type: ignore[method-assign]
+        if server.stream_dir is not None:
+            stream_into(dul, server.stream_dir)
         hook = server.accept_hook
         if hook is not None:
             acse = assoc.acse
@@ -159,6 +164,7 @@ class BoundedAssociationServer(ThreadedAssociationServer):
     max_pdata: int = 16384
     max_connections: int = 32
     accept_hook: AcceptHook | None = None
+    stream_dir: Path | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", BoundedRequestHandler)

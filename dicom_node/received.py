@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from dicom_node.statuses import RejectReason, StoreStatus
@@ -21,9 +22,16 @@ class Peer:
 
 @dataclass(frozen=True, repr=False)
 class ReceivedInstance:
-    """One C-STORE'd instance in DICOM file format (preamble, meta, data set as received)."""
+    """One C-STORE'd instance, already durable in a file of DICOM file format.
 
-    file_bytes: bytes
+    ``path`` lies in the listener's stream directory; its bytes (preamble, file meta, data set
+    exactly as received) have been ``fdatasync``ed. The sink moves it into place or lets the
+    listener remove it.
+    """
+
+    path: Path
+    size: int
+    sha256: str
     sop_class_uid: str
     sop_instance_uid: str
     study_instance_uid: str
@@ -34,7 +42,7 @@ class ReceivedInstance:
     peer: Peer
 
     def __repr__(self) -> str:  # never print UIDs or bytes by accident
-        return f"ReceivedInstance(sop={uid_hash(self.sop_instance_uid)}, {len(self.file_bytes)} B)"
+        return f"ReceivedInstance(sop={uid_hash(self.sop_instance_uid)}, {self.size} B)"
 
 
 def uid_hash(uid: str) -> str:
@@ -45,8 +53,9 @@ def uid_hash(uid: str) -> str:
 class InstanceSink(Protocol):
     """Where the listener puts what it receives (implemented by the composition root).
 
-    ``store`` must return only after the instance is durable (file and directory fsynced, row
-    committed); the listener acknowledges with whatever status it returns.
+    ``store`` must return only after the instance is durable (file renamed into place, its
+    directory fsynced, row committed); the listener acknowledges with whatever status it
+    returns, and removes the received file if it is still where it was.
     """
 
     def store(self, instance: ReceivedInstance) -> StoreStatus: ...

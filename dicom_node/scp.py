@@ -13,19 +13,20 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from pynetdicom import AE, evt
-from pynetdicom.dsutils import encode_file_meta
 
 from dicom_node.errors import ListenerStartError
 from dicom_node.hardening import BoundedAssociationServer, quiet_identifiers
 from dicom_node.received import InstanceSink, Peer, ReceivedInstance, uid_hash
 from dicom_node.sop_classes import ACCEPTED_TRANSFER_SYNTAXES, storage_sop_classes
 from dicom_node.statuses import RejectReason, StoreStatus
+from dicom_node.streaming import StreamingFile, install_streaming
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -53,6 +54,8 @@ class ListenerConfig:
     ae_title: str
     host: str
     port: int
+    #: where received data sets are streamed (same filesystem as their final place)
+    stream_dir: Path
     accept_any_caller: bool = False
     max_associations: int = 16
     max_pdu_bytes: int = 4 * 1024 * 1024
@@ -76,14 +79,15 @@ def _valid_uid(value: object) -> bool:
 
 
 def read_header(
-    file_bytes: bytes, sop_class_uid: str, sop_instance_uid: str
+    source: Path | bytes, sop_class_uid: str, sop_instance_uid: str
 ) -> tuple[str, str, str, str | None]:
     """Return (study UID, series UID, modality, body part) after checking the data set's UIDs.
 
     Raises :class:`HeaderError` with the status to answer.
     """
     try:
-        ds = dcmread(BytesIO(file_bytes), stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
+        fp = BytesIO(source) if isinstance(source, bytes) else source
+        ds = dcmread(fp, stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
         values = {tag: ds.get(tag) for tag in _HEADER_TAGS}
     except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
         raise HeaderError(
@@ -124,6 +128,7 @@ class StoreSCP:
     # -- construction -------------------------------------------------------------------------
     def _make_ae(self) -> AE:
         quiet_identifiers()
+        install_streaming()
         cfg = self.config
         ae = AE(ae_title=cfg.ae_title)
         ae.maximum_associations = cfg.max_associations
@@ -162,6 +167,7 @@ class StoreSCP:
         server.max_pdata = self.config.max_pdu_bytes
         server.max_connections = self.config.max_associations + self.config.reject_headroom
         server.accept_hook = self._accept_hook
+        server.stream_dir = self.config.stream_dir
         ae._servers.append(server)
         self._server = server
         self._thread = threading.Thread(
@@ -261,17 +267,32 @@ class StoreSCP:
         assoc = event.assoc
         with self._lock:
             peer = self._peers.get(id(assoc))
-        if peer is None:  # cannot happen after our accept hook; refuse rather than guess
-            return int(StoreStatus.PROCESSING_FAILURE)
         request = cast("C_STORE", event.request)
+        stream = request._dataset_file
+        if peer is None or not isinstance(stream, StreamingFile):
+            # cannot happen after our accept hook and streaming set-up; refuse rather than guess
+            return int(StoreStatus.PROCESSING_FAILURE)
+        try:
+            return int(self._store(event, peer, request, stream))
+        finally:
+            stream.discard()  # a no-op once the sink has moved the file into place
+
+    def _store(
+        self, event: Event, peer: Peer, request: C_STORE, stream: StreamingFile
+    ) -> StoreStatus:
         sop_class = str(request.AffectedSOPClassUID)
         sop_instance = str(request.AffectedSOPInstanceUID)
         try:
-            file_meta = event.file_meta
-            file_meta.SourceApplicationEntityTitle = peer.calling_ae_title
-            file_bytes = event.encoded_dataset(include_meta=False)
-            file_bytes = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(file_meta), file_bytes))
-            study, series, modality, body_part = read_header(file_bytes, sop_class, sop_instance)
+            size, digest = stream.finish()
+        except OSError as exc:
+            LOGGER.error(
+                "C-STORE %s refused: writing it failed (%s)",
+                uid_hash(sop_instance),
+                exc.strerror or type(exc).__name__,
+            )
+            return StoreStatus.OUT_OF_RESOURCES
+        try:
+            study, series, modality, body_part = read_header(stream.path, sop_class, sop_instance)
         except HeaderError as exc:
             LOGGER.warning(
                 "C-STORE refused (0x%04X %s) from %r: %s",
@@ -280,14 +301,16 @@ class StoreSCP:
                 peer.calling_ae_title,
                 exc.reason,
             )
-            return int(exc.status)
+            return exc.status
         instance = ReceivedInstance(
-            file_bytes=file_bytes,
+            path=stream.path,
+            size=size,
+            sha256=digest,
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
             study_instance_uid=study,
             series_instance_uid=series,
-            transfer_syntax_uid=str(file_meta.TransferSyntaxUID),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
             modality=modality,
             body_part_examined=body_part,
             peer=peer,
@@ -296,11 +319,11 @@ class StoreSCP:
             status = self.sink.store(instance)
         except Exception:
             LOGGER.exception("C-STORE of %s failed unexpectedly", uid_hash(sop_instance))
-            return int(StoreStatus.PROCESSING_FAILURE)
+            return StoreStatus.PROCESSING_FAILURE
         if status == StoreStatus.SUCCESS:
             with self._lock:
-                self._studies.setdefault(id(assoc), set()).add(study)
-        return int(status)
+                self._studies.setdefault(id(event.assoc), set()).add(study)
+        return status
 
     def _on_released(self, event: Event) -> None:
         with self._lock:

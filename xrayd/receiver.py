@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.received import Peer, ReceivedInstance, uid_hash
 from dicom_node.statuses import RejectReason, StoreStatus
 from storage import jobs, registry
-from storage.errors import SpoolWriteError, StorageError
+from storage.errors import StorageError
 from storage.instances import InstanceRecord, StoreOutcome, record_instance
-from storage.spool import Spool
+from storage.spool import Spool, StagedFile
 
 LOGGER = logging.getLogger(__name__)
 
@@ -56,19 +56,18 @@ class SpoolingSink:
 
     def store(self, instance: ReceivedInstance) -> StoreStatus:
         sop = uid_hash(instance.sop_instance_uid)
-        if free_bytes(self.spool.root) - len(instance.file_bytes) < self.min_free_bytes:
+        if free_bytes(self.spool.root) < self.min_free_bytes:
             LOGGER.error("refusing C-STORE %s: spool below its free-space low-water mark", sop)
             return StoreStatus.OUT_OF_RESOURCES
+        # The content digest names the file, so a conflicting copy never overwrites the original.
+        rel = self.spool.relative_path_for(
+            instance.study_instance_uid, instance.sop_instance_uid, instance.sha256
+        )
         try:
-            # Staging hashes while writing; the content digest then names the file, so a
-            # conflicting copy can never overwrite the original.
-            staged = self.spool.stage(instance.file_bytes)
-            digest = staged.sha256
-            rel = self.spool.relative_path_for(
-                instance.study_instance_uid, instance.sop_instance_uid, digest
+            size, digest = self.spool.install(
+                StagedFile(path=instance.path, size=instance.size, sha256=instance.sha256), rel
             )
-            size, _ = self.spool.install(staged, rel)
-        except SpoolWriteError as exc:
+        except StorageError as exc:  # SpoolWriteError included
             LOGGER.error("refusing C-STORE %s: spool write failed: %s", sop, exc)
             return StoreStatus.OUT_OF_RESOURCES
         record = InstanceRecord(

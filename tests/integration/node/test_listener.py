@@ -93,9 +93,12 @@ def test_c_store_dx_is_durable_and_indexed(
     assert ds.SOPInstanceUID not in str(path) and ds.StudyInstanceUID not in str(path)
     back = pydicom.dcmread(path)
     assert back.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
-    assert back.file_meta.SourceApplicationEntityTitle == "MODALITY"
     assert back.SOPInstanceUID == ds.SOPInstanceUID
     assert (back.pixel_array == ds.pixel_array).all()
+    [inst] = rows(node, Instance)
+    assert inst.calling_ae_title == "MODALITY"
+    assert inst.transfer_syntax_uid == ds.file_meta.TransferSyntaxUID
+    assert inst.size_bytes == path.stat().st_size
     [study] = rows(node, Study)
     assert study.study_instance_uid == ds.StudyInstanceUID
     assert study.instance_count == 1
@@ -298,17 +301,17 @@ def test_disk_full_answers_a700_and_leaves_no_partial_file(
     start_node: StartNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = start_node()
-    real_fsync = os.fsync
     calls = {"n": 0}
 
-    def failing_fsync(fd: int) -> None:
+    def failing_sync(fd: int) -> None:
         calls["n"] += 1
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", failing_fsync)
     ds = make_radiograph(seed=9)
-    assert store_datasets(remote(node), "MODALITY", [ds]) == [StoreStatus.OUT_OF_RESOURCES]
-    monkeypatch.setattr(os, "fsync", real_fsync)
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fsync", failing_sync)
+        patched.setattr(os, "fdatasync", failing_sync)
+        assert store_datasets(remote(node), "MODALITY", [ds]) == [StoreStatus.OUT_OF_RESOURCES]
     assert calls["n"] >= 1
     assert [p for p in node.storage.spool.root.rglob("*") if p.is_file()] == []
     assert rows(node, Instance) == []

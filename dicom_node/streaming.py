@@ -1,0 +1,146 @@
+"""Stream each C-STORE data set to disk as its fragments arrive, with early writeback.
+
+pynetdicom can write a received data set to a temporary file fragment by fragment
+(``_config.STORE_RECV_CHUNKED_DATASET``) instead of collecting it in memory. We give it our own
+file object, created in a directory of the sink's choosing (the spool's ``tmp/``, on the spool's
+filesystem), that hashes the bytes as they pass and asks the kernel to start writing them to the
+device every few MiB (``sync_file_range``). The disk then works while the network still
+delivers, and the ``fdatasync`` before the acknowledgement only waits for the last stretch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import logging
+import os
+import secrets
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import _config, dimse_messages
+
+LOGGER = logging.getLogger(__name__)
+
+PART_SUFFIX = ".part"
+WRITEBACK_BYTES = 2 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+_STREAM_DIR_ATTR = "_xrayd_stream_dir"
+
+
+def _load_sync_file_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+class StreamingFile:
+    """The file pynetdicom writes one data set into (meta header first, then fragments).
+
+    A write error (disk full, I/O error) is remembered, the partial file removed, and later
+    writes are ignored so that the DIMSE message still completes; the handler then sees
+    :attr:`error` and refuses the instance.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.name = str(directory / f"{secrets.token_hex(16)}{PART_SUFFIX}")
+        self.path = Path(self.name)
+        self.size = 0
+        self.error: OSError | None = None
+        self.file = self  # pynetdicom calls ``.file.flush()``
+        self._hash = hashlib.sha256()
+        self._started_to = 0
+        self._fd = os.open(
+            self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
+        )
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        length = len(data)
+        if self.error is not None or self._fd < 0:
+            return length
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.error = exc
+            self.discard()
+            return length
+        self._hash.update(data)
+        self.size += length
+        if _sync_file_range is not None and self.size - self._started_to >= WRITEBACK_BYTES:
+            _sync_file_range(
+                self._fd, self._started_to, self.size - self._started_to, _SYNC_FILE_RANGE_WRITE
+            )
+            self._started_to = self.size
+        return length
+
+    def flush(self) -> None:
+        """Nothing is buffered in user space."""
+
+    def finish(self) -> tuple[int, str]:
+        """Make the bytes durable (``fdatasync``) and return (size, sha256 hex).
+
+        Raises the write error, if any, or the sync's ``OSError``; the file is then removed.
+        """
+        if self.error is not None:
+            raise self.error
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self.error = exc
+            self.discard()
+            raise
+        return self.size, self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def discard(self) -> None:
+        """Close and remove the file (it may already have been moved away: that is fine)."""
+        self.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            LOGGER.warning("could not remove a partial received file")
+
+
+_original_factory = getattr(dimse_messages, "NamedTemporaryFile")  # noqa: B009
+_install_lock = threading.Lock()
+
+
+def _factory(*args: Any, **kwargs: Any) -> Any:
+    directory = getattr(threading.current_thread(), _STREAM_DIR_ATTR, None)
+    if directory is None:  # not one of our associations: pynetdicom's own behaviour
+        return _original_factory(*args, **kwargs)
+    return StreamingFile(directory)
+
+
+def install_streaming() -> None:
+    """Make pynetdicom stream C-STORE data sets through :class:`StreamingFile` (idempotent)."""
+    with _install_lock:
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        setattr(dimse_messages, "NamedTemporaryFile", _factory)  # noqa: B010
+
+
+def stream_into(thread: threading.Thread, directory: Path) -> None:
+    """Data sets decoded on ``thread`` (an association's DUL thread) go to ``directory``."""
+    setattr(thread, _STREAM_DIR_ATTR, directory)
