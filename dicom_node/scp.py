@@ -336,6 +336,12 @@ class StoreSCP:
                 LOGGER.exception("could not mark studies complete on release")
 
     def _on_closed(self, event: Event) -> None:
+        # A transfer cut off mid-data-set leaves its stream behind: remove it now.
+        message = getattr(event.assoc.dimse, "message", None)
+        stream = getattr(message, "_data_set_file", None)
+        if isinstance(stream, StreamingFile):
+            LOGGER.info("association closed mid-transfer: partial data set discarded")
+            stream.discard()
         with self._lock:
             self._peers.pop(id(event.assoc), None)
             self._studies.pop(id(event.assoc), None)

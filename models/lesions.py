@@ -121,22 +121,25 @@ def centre(lucency: Lucency, bone: Bone) -> Point:
 
 def random_fracture(rng: np.random.Generator, index: int, bone: Bone) -> Lucency:
     """A fracture of ``bone``: complete and displaced, or incomplete (hairline)."""
-    complete = rng.random() < 0.7
+    complete = rng.random() < 0.75
     t = float(rng.uniform(0.18, 0.82))
     angle = float(rng.uniform(-0.6, 0.6))
     if complete:
-        magnitude = float(rng.uniform(0.3, 1.0)) * bone.radius * 0.45
-        direction = float(rng.uniform(0, 2 * math.pi))
-        shift = (magnitude * math.sin(direction), magnitude * math.cos(direction))
+        # mostly sideways translation of the distal fragment, some overlap or gap
+        ay, ax = bone.p1[0] - bone.p0[0], bone.p1[1] - bone.p0[1]
+        length = math.hypot(ay, ax)
+        side = float(rng.uniform(0.3, 1.0)) * bone.radius * 0.7 * float(rng.choice([-1, 1]))
+        axial = float(rng.uniform(-0.25, 0.25)) * bone.radius
+        shift = ((-ax * side + ay * axial) / length, (ay * side + ax * axial) / length)
         extent = (-1.4, 1.4)
-        depth = float(rng.uniform(0.55, 0.9))
+        depth = float(rng.uniform(0.65, 0.95))
     else:
         shift = (0.0, 0.0)
-        side = float(rng.choice([-1.0, 1.0]))
+        side_sign = float(rng.choice([-1.0, 1.0]))
         reach = float(rng.uniform(-0.2, 0.5))
-        extent = (-1.4, reach) if side < 0 else (-reach, 1.4)
-        depth = float(rng.uniform(0.45, 0.75))
-    width = float(rng.uniform(1.0, 2.6)) / 512.0  # about 1-2.6 pixels at 512 px
+        extent = (-1.4, reach) if side_sign < 0 else (-reach, 1.4)
+        depth = float(rng.uniform(0.5, 0.8))
+    width = float(rng.uniform(1.5, 3.2)) / 512.0  # about 1.5-3 pixels at 512 px
     jag = tuple(
         (float(rng.uniform(0.2, 0.8)) / 512.0 / k, float(rng.uniform(80, 200)) * k,
          float(rng.uniform(0, 2 * math.pi)))

@@ -108,6 +108,17 @@ def _attenuation(
                 tissue[where], tissue_thickness(part, y, x, wobble[where])
             )
     image = MU_TISSUE * tissue * (1.0 + 0.03 * smooth_field(rng, size, 6))
+    for lucency in lines:  # soft-tissue swelling around displaced fractures
+        if lucency.shift == (0.0, 0.0):
+            continue
+        bone = anatomy.bones[lucency.bone]
+        cy, cx = lesions.centre(lucency, bone)
+        reach = 3.0 * bone.radius
+        where = region([(cy, cx)], 2 * reach, size)
+        if where is not None:
+            y, x = grid(size, where)
+            bump = np.exp(-(np.square(y - cy) + np.square(x - cx)) / reach**2)
+            image[where] += MU_TISSUE * 0.5 * bone.radius * bump * (tissue[where] > 0)
     for index, bone in enumerate(anatomy.bones):
         mine = [(lu, bone) for lu in lines if lu.bone == index]
         shift = max((math.hypot(*lu.shift) for lu, _ in mine), default=0.0)

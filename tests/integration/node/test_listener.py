@@ -409,3 +409,51 @@ def test_instance_counts_after_many(start_node: StartNode) -> None:
     assert store_datasets(remote(node), "MODALITY", datasets) == [0] * 10
     with node.storage.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Instance)) == 10
+
+
+def test_transfer_cut_off_midway_leaves_no_partial_file(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pynetdicom import evt
+
+    from dicom_node.scp import StoreSCP
+    from helpers import make_settings
+    from xrayd.app import Node, open_storage, seed_registry
+
+    closed = threading.Event()
+    original = StoreSCP._on_closed
+
+    def on_closed(self: StoreSCP, event: Any) -> None:
+        original(self, event)
+        closed.set()
+
+    monkeypatch.setattr(StoreSCP, "_on_closed", on_closed)
+    settings = make_settings(tmp_path / "d", database_url, node={"max_pdu_bytes": 4096})
+    node = Node(settings, open_storage(settings, create_if_empty=True, require_current=True))
+    seed_registry(settings, node.storage.sessions)
+    node.scp.start()
+    try:
+        sent = {"pdata": 0}
+
+        def cut(event: Any) -> None:  # runs on the sender's DUL thread
+            if type(event.pdu).__name__ == "P_DATA_TF":
+                sent["pdata"] += 1
+                if sent["pdata"] == 40:  # well into the 2 MB data set
+                    event.assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(DX, "1.2.840.10008.1.2.1")
+        assoc = ae.associate(
+            "127.0.0.1", node.scp.port, ae_title="XRAYD", evt_handlers=[(evt.EVT_PDU_SENT, cut)]
+        )
+        assert assoc.is_established
+        try:
+            assoc.send_c_store(make_radiograph(rows=1024, cols=1024))
+        except Exception:  # the sender sees its own connection die
+            pass
+        assert closed.wait(timeout=60)
+        assert sent["pdata"] >= 40
+        assert list(node.storage.spool.tmp_dir().iterdir()) == []
+        assert rows(node, Instance) == []
+    finally:
+        node.scp.stop(timeout=5)
