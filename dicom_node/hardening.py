@@ -166,8 +166,9 @@ class BoundedAssociationServer(ThreadedAssociationServer):
     accept_hook: AcceptHook | None = None
     stream_dir: Path | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", BoundedRequestHandler)
+        self._reuse_port = reuse_port
         self._live: weakref.WeakSet[Association] = weakref.WeakSet()
         self._live_lock = threading.Lock()
         self.refused_connections = 0
@@ -180,6 +181,12 @@ class BoundedAssociationServer(ThreadedAssociationServer):
     def live_connections(self) -> int:
         with self._live_lock:
             return sum(1 for a in list(self._live) if a.is_alive())
+
+    def server_bind(self) -> None:
+        if self._reuse_port:
+            assert self.socket is not None
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Handle the connection in the accepting thread; it only starts the association thread."""

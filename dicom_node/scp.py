@@ -63,6 +63,8 @@ class ListenerConfig:
     extra_sop_classes: Sequence[str] = ()
     #: connections beyond max_associations that still get a proper A-ASSOCIATE-RJ
     reject_headroom: int = 4
+    #: share the port with other processes (SO_REUSEPORT)
+    reuse_port: bool = False
 
 
 class HeaderError(ValueError):
@@ -158,6 +160,7 @@ class StoreSCP:
                     (self.config.host, self.config.port),
                     evt_handlers=handlers,
                     server_class=BoundedAssociationServer,
+                    reuse_port=self.config.reuse_port,
                 ),
             )
         except OSError as exc:

@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass
-from types import FrameType
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +21,7 @@ from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
 from storage.migrate import current_revision, head_revision, schema_state, upgrade
 from storage.spool import Spool
+from xrayd.listeners import ListenerProcesses, exit_with_parent
 from xrayd.pipeline import Analyser, SeenOnlyAnalyser
 from xrayd.receiver import SpoolingSink, utcnow
 from xrayd.worker import CompletionTimer, Wakeup, Worker
@@ -138,6 +139,7 @@ class Node:
                 idle_timeout_seconds=node.idle_timeout_seconds,
                 extra_sop_classes=tuple(node.extra_sop_classes),
                 stream_dir=storage.spool.tmp_dir(),
+                reuse_port=node.listener_processes > 1,
             ),
             self.sink,
         )
@@ -184,22 +186,42 @@ class Node:
         LOGGER.info("stopped")
 
 
-def serve(settings: Settings, ready: threading.Event | None = None) -> int:
-    """Run until SIGTERM or SIGINT; returns the exit code."""
-    storage = open_storage(settings, create_if_empty=True, require_current=True)
+def serve(
+    settings: Settings, config_path: Path | None = None, *, listener_only: bool = False
+) -> int:
+    """Run until SIGTERM or SIGINT; returns the exit code.
+
+    ``listener_only`` runs just the DICOM listener: the extra processes of
+    ``node.listener_processes`` (see :mod:`xrayd.listeners`).
+    """
+    # Block the stop signals before any thread exists, so that every thread inherits the mask
+    # and the main thread alone takes them with sigwait() (a handler can miss a signal that the
+    # kernel hands to another thread while the main thread sleeps on a lock).
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    if listener_only:
+        exit_with_parent()
+    storage = open_storage(settings, create_if_empty=not listener_only, require_current=True)
     node = Node(settings, storage)
-    node.start()
-    done = threading.Event()
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        LOGGER.info("signal %d received", signum)
-        done.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    print(f"xrayd: listening as {settings.node.ae_title} on port {node.scp.port}", flush=True)
-    if ready is not None:
-        ready.set()
-    done.wait()
-    node.stop()
+    extra: ListenerProcesses | None = None
+    if listener_only:
+        node.scp.start()
+    else:
+        node.start()
+        if settings.node.listener_processes > 1:
+            extra = ListenerProcesses(
+                settings.node.listener_processes - 1, node.scp.port, config_path
+            )
+            extra.start()
+    role = "listener process" if listener_only else "xrayd"
+    print(f"{role}: listening as {settings.node.ae_title} on port {node.scp.port}", flush=True)
+    signum = signal.sigwait(stop_signals)
+    LOGGER.info("signal %d received: stopping", signum)
+    if extra is not None:
+        extra.stop()
+    if listener_only:
+        node.scp.stop(timeout=10)
+        storage.engine.dispose()
+    else:
+        node.stop()
     return 0

@@ -29,7 +29,7 @@ def _ae(value: str) -> str:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.app import serve
 
-    return serve(settings)
+    return serve(settings, args.config, listener_only=args.listener_only)
 
 
 def cmd_echo(args: argparse.Namespace, settings: Settings) -> int:
@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", parents=[common], help="run the DICOM node")
+    p.add_argument("--listener-only", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("echo", parents=[common], help="C-ECHO a remote AE")

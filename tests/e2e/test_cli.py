@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select as io_select
 import signal
 import subprocess
 import sys
@@ -183,3 +184,53 @@ def test_kill_9_while_streaming_loses_no_acknowledged_instance(
     assert not list(storage.spool.tmp_dir().iterdir()), "partial files were not cleaned up"
     again.proc.send_signal(signal.SIGTERM)
     assert again.proc.wait(timeout=60) == 0
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def test_listener_processes_share_the_port(tmp_path: Path, served: list[Served]) -> None:
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("port = 0\n", "port = 0\nlistener_processes = 3\n"))
+    s = Served(cfg)
+    served.append(s)
+    children = _children(s.proc.pid)
+    assert len(children) == 2
+    from dicom_node.scu import RemoteAE, store_datasets
+
+    remote = RemoteAE("XRAYD", "127.0.0.1", s.port)
+    sent = [make_radiograph(seed=i) for i in range(12)]
+    for ds in sent:  # one association each: the kernel spreads them over the processes
+        assert store_datasets(remote, "MODALITY", [ds]) == [0]
+    from config.loader import load_settings
+    from storage.schema import Instance
+    from xrayd.app import open_storage
+
+    storage = open_storage(load_settings(cfg), create_if_empty=False, require_current=True)
+    with storage.sessions() as session:
+        indexed = set(session.scalars(select(Instance.sop_instance_uid)))
+    storage.engine.dispose()
+    assert indexed == {ds.SOPInstanceUID for ds in sent}
+    # Killing the main process takes its listener processes with it.
+    s.proc.kill()
+    s.proc.wait()
+    for child in children:
+        try:
+            fd = os.pidfd_open(child)
+        except ProcessLookupError:
+            continue  # already gone
+        try:
+            readable, _, _ = io_select.select([fd], [], [], 60)  # readable once it has exited
+            assert readable, "a listener process outlived the killed main process"
+        finally:
+            os.close(fd)
