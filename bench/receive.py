@@ -71,6 +71,16 @@ def make_images(count: int, megabytes: float) -> list[Path]:
     return sorted(folder.glob("*.dcm"))
 
 
+def _listeners(port: int) -> int:
+    """Sockets listening on ``port`` (from /proc/net/tcp: state 0A)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
 def wait_ready(port: int, aec: str, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(300):
         if proc.poll() is not None:
@@ -113,6 +123,7 @@ def run_storescp(files: list[Path], associations: int) -> float:
     )
     try:
         wait_ready(port, "STORESCP", proc)
+        os.sync()
         elapsed = send(files, port, "STORESCP", associations)
         received = len(list(target.iterdir()))
         assert received == len(files), f"storescp stored {received} of {len(files)}"
@@ -123,7 +134,25 @@ def run_storescp(files: list[Path], associations: int) -> float:
         shutil.rmtree(target, ignore_errors=True)
 
 
-def run_xrayd(files: list[Path], associations: int) -> float:
+def disk_ceiling(megabytes: float, count: int = 20) -> float:
+    """Images/s a durable receiver could reach at best: write + fdatasync of files this size."""
+    folder = OUT / "disk"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    payload = os.urandom(int(megabytes * 1024 * 1024))
+    os.sync()
+    start = time.perf_counter()
+    for i in range(count):
+        fd = os.open(folder / f"{i}.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.write(fd, payload)
+        os.fdatasync(fd)
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(folder, ignore_errors=True)
+    return count / elapsed
+
+
+def run_xrayd(files: list[Path], associations: int, processes: int = 1) -> float:
     port = free_port()
     data = OUT / "xrayd"
     shutil.rmtree(data, ignore_errors=True)
@@ -131,7 +160,8 @@ def run_xrayd(files: list[Path], associations: int) -> float:
     config = data / "xrayd.toml"
     config.write_text(
         f'[node]\nae_title = "XRAYD"\nhost = "127.0.0.1"\nport = {port}\n'
-        f'max_associations = 8\nmin_free_mb = 64\n[[node.callers]]\nae_title = "BENCH"\n'
+        f'max_associations = 8\nmin_free_mb = 64\nlistener_processes = {processes}\n'
+        f'[[node.callers]]\nae_title = "BENCH"\n'
         f'[storage]\ndata_dir = "{data}"\n[logging]\nlevel = "WARNING"\n'
     )
     xrayd = Path(sys.executable).parent / "xrayd"
@@ -141,6 +171,10 @@ def run_xrayd(files: list[Path], associations: int) -> float:
     )
     try:
         wait_ready(port, "XRAYD", proc)
+        # the extra listener processes start in parallel; count their bound sockets
+        while processes > 1 and _listeners(port) < processes:
+            time.sleep(0.1)
+        os.sync()
         elapsed = send(files, port, "XRAYD", associations)
         with sqlite3.connect(data / "xrayd.sqlite3") as db:
             (indexed,) = db.execute("select count(*) from instances").fetchone()
@@ -163,15 +197,23 @@ def main() -> None:
             raise SystemExit(f"{tool} not found: apt-get install dcmtk")
     files = make_images(args.count, args.megabytes)
     size = sum(f.stat().st_size for f in files) / len(files) / 1e6
-    print(f"{len(files)} DX images of {size:.1f} MB each; {os.cpu_count()} CPUs")
-    print(f"{'associations':>12} {'storescp img/s':>15} {'xrayd img/s':>12} {'ratio':>6}")
+    cores = os.cpu_count() or 1
+    ceiling = disk_ceiling(size / 1.048576)
+    print(f"{len(files)} DX images of {size:.1f} MB each; {cores} CPUs")
+    print(f"durable-write ceiling of this disk: {ceiling:.1f} images/s (write + fdatasync)")
+    print(
+        f"{'associations':>12} {'storescp img/s':>15} {'xrayd x1 img/s':>15} {'ratio':>6}"
+        f" {f'xrayd x{cores} img/s':>15} {'ratio':>6}"
+    )
     for associations in (1, 4):
-        ref, ours = [], []
+        ref, one, many = [], [], []
         for _ in range(args.rounds):
             ref.append(len(files) / run_storescp(files, associations))
-            ours.append(len(files) / run_xrayd(files, associations))
-        r, o = statistics.median(ref), statistics.median(ours)
-        print(f"{associations:>12} {r:>15.1f} {o:>12.1f} {o / r:>6.2f}")
+            one.append(len(files) / run_xrayd(files, associations, 1))
+            many.append(len(files) / run_xrayd(files, associations, cores))
+        r, o, m = (statistics.median(x) for x in (ref, one, many))
+        print(f"{associations:>12} {r:>15.1f} {o:>15.1f} {o / r:>6.2f} {m:>15.1f} {m / r:>6.2f}")
+    print("xrayd xN: node.listener_processes = N (processes sharing the port)")
 
 
 if __name__ == "__main__":

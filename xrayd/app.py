@@ -126,7 +126,7 @@ class Node:
             storage.sessions,
             min_free_bytes=node.min_free_mb * 1024 * 1024,
             release_ends_wait=settings.study.release_ends_wait,
-            on_stored=None,
+            on_jobs_created=self.wakeup.set,
         )
         self.scp = StoreSCP(
             ListenerConfig(
@@ -152,7 +152,6 @@ class Node:
         if removed:
             LOGGER.info("removed %d partial file(s) left by interrupted transfers", removed)
         recover_orphaned_jobs(sessions)
-        self.sink.on_stored = None
         self.threads.append(
             CompletionTimer(
                 sessions,

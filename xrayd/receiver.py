@@ -45,14 +45,14 @@ class SpoolingSink:
         min_free_bytes: int,
         release_ends_wait: bool = True,
         clock: Clock = utcnow,
-        on_stored: Callable[[], None] | None = None,
+        on_jobs_created: Callable[[], None] | None = None,
     ) -> None:
         self.spool = spool
         self.sessions = sessions
         self.min_free_bytes = min_free_bytes
         self.release_ends_wait = release_ends_wait
         self.clock = clock
-        self.on_stored = on_stored
+        self.on_jobs_created = on_jobs_created
 
     def store(self, instance: ReceivedInstance) -> StoreStatus:
         sop = uid_hash(instance.sop_instance_uid)
@@ -111,8 +111,6 @@ class SpoolingSink:
             size,
             extra={"sop": sop, "outcome": outcome.name.lower()},
         )
-        if self.on_stored is not None:
-            self.on_stored()
         return StoreStatus.SUCCESS
 
     def is_caller_allowed(self, calling_ae_title: str, host: str) -> bool:
@@ -137,5 +135,5 @@ class SpoolingSink:
         if not self.release_ends_wait:
             return
         created = jobs.promote_studies_now(self.sessions, study_instance_uids, self.clock())
-        if created and self.on_stored is not None:
-            self.on_stored()
+        if created and self.on_jobs_created is not None:
+            self.on_jobs_created()
