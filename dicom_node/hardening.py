@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pynetdicom import _config
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_node.reactor import use_select_reactor
 from dicom_node.streaming import stream_into
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ class BoundedRequestHandler(RequestHandler):
         max_pdata = server.max_pdata
         dul = assoc.dul
         dul._read_pdu_data = lambda: bounded_read_pdu(dul, max_pdata)  # type: ignore[method-assign]
+        use_select_reactor(dul)
         if server.stream_dir is not None:
             stream_into(dul, server.stream_dir)
         hook = server.accept_hook

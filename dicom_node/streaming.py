@@ -15,6 +15,7 @@ import ctypes.util
 import hashlib
 import logging
 import os
+import queue
 import secrets
 import sys
 import threading
@@ -27,6 +28,8 @@ LOGGER = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
 WRITEBACK_BYTES = 2 * 1024 * 1024
+#: fragments (at most one PDU each) queued between the network thread and the writer
+QUEUED_FRAGMENTS = 8
 _SYNC_FILE_RANGE_WRITE = 2
 _STREAM_DIR_ATTR = "_xrayd_stream_dir"
 
@@ -50,9 +53,12 @@ _sync_file_range = _load_sync_file_range()
 class StreamingFile:
     """The file pynetdicom writes one data set into (meta header first, then fragments).
 
-    A write error (disk full, I/O error) is remembered, the partial file removed, and later
-    writes are ignored so that the DIMSE message still completes; the handler then sees
-    :attr:`error` and refuses the instance.
+    ``write`` only queues the fragment: a writer thread of this file puts it on disk, hashes it
+    and starts its writeback, so that the network thread goes on receiving meanwhile. The queue
+    is bounded (back-pressure on the sender when the disk is slower than the network).
+
+    A write error (disk full, I/O error) is remembered and later fragments are dropped, so that
+    the DIMSE message still completes; :meth:`finish` then raises it and removes the file.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -63,64 +69,100 @@ class StreamingFile:
         self.file = self  # pynetdicom calls ``.file.flush()``
         self._hash = hashlib.sha256()
         self._started_to = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_FRAGMENTS)
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
         self._fd = os.open(
             self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
         )
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         length = len(data)
-        if self.error is not None or self._fd < 0:
+        if self._closed or self.error is not None:
             return length
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-        except OSError as exc:
-            self.error = exc
-            self.discard()
-            return length
-        self._hash.update(data)
-        self.size += length
-        if _sync_file_range is not None and self.size - self._started_to >= WRITEBACK_BYTES:
-            _sync_file_range(
-                self._fd, self._started_to, self.size - self._started_to, _SYNC_FILE_RANGE_WRITE
-            )
-            self._started_to = self.size
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._run, name="stream-writer", daemon=True)
+            self._writer.start()
+        self._queue.put(data if isinstance(data, bytes) else bytes(data))
         return length
 
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # drop what is left after a failure
+            try:
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+            except OSError as exc:
+                self.error = exc
+                continue
+            self._hash.update(chunk)
+            self.size += len(chunk)
+            if _sync_file_range is not None and self.size - self._started_to >= WRITEBACK_BYTES:
+                _sync_file_range(
+                    self._fd,
+                    self._started_to,
+                    self.size - self._started_to,
+                    _SYNC_FILE_RANGE_WRITE,
+                )
+                self._started_to = self.size
+
+    def _drain(self) -> None:
+        """Wait until every queued fragment is written (or dropped) and the writer is gone."""
+        writer = self._writer
+        if writer is not None:
+            self._queue.put(None)
+            writer.join()
+            self._writer = None
+
     def flush(self) -> None:
-        """Nothing is buffered in user space."""
+        """Nothing to do: :meth:`finish` drains and syncs."""
 
     def finish(self) -> tuple[int, str]:
         """Make the bytes durable (``fdatasync``) and return (size, sha256 hex).
 
         Raises the write error, if any, or the sync's ``OSError``; the file is then removed.
         """
-        if self.error is not None:
-            raise self.error
-        try:
-            os.fdatasync(self._fd)
-        except OSError as exc:
-            self.error = exc
-            self.discard()
-            raise
+        with self._lock:
+            self._drain()
+            try:
+                if self.error is not None:
+                    raise self.error
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self.error = exc
+                self._close_locked()
+                _unlink(self.path)
+                raise
         return self.size, self._hash.hexdigest()
 
-    def close(self) -> None:
+    def _close_locked(self) -> None:
+        self._drain()
+        self._closed = True
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
     def discard(self) -> None:
         """Close and remove the file (it may already have been moved away: that is fine)."""
         self.close()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            LOGGER.warning("could not remove a partial received file")
+        _unlink(self.path)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        LOGGER.warning("could not remove a partial received file")
 
 
 _original_factory = getattr(dimse_messages, "NamedTemporaryFile")  # noqa: B009

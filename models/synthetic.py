@@ -150,7 +150,10 @@ def _expose(
     heel_dir = float(rng.uniform(0, 2 * math.pi))
     y, x = np.mgrid[0:size, 0:size] / size - 0.5
     heel = 1.0 + float(rng.uniform(0.08, 0.2)) * (np.cos(heel_dir) * y + np.sin(heel_dir) * x)
-    counts = rng.poisson(photons * heel * np.exp(-attenuation))
+    expected = photons * heel * np.exp(-attenuation)
+    # Poisson-like quantum noise, drawn independently of the content: the same seed gives the
+    # same noise field whatever the fracture or metal labels are.
+    counts = expected + np.sqrt(expected) * rng.standard_normal((size, size))
     measured = -np.log(np.maximum(counts, 0.5) / photons)
     measured = 0.5 * measured + 0.5 * box_blur(measured, max(1, size // 512))
     background = box_blur(measured, max(2, size // 40), passes=3)
