@@ -21,7 +21,7 @@ class Lucency:
     """A lucent line across bone ``bone`` at fraction ``t`` of its length.
 
     ``angle``: tilt from the bone's cross-section (radians). ``shift``: displacement of the
-    distal fragment (normalised). ``width``: half-width of the line and ``depth``: how dark
+    distal fragment (normalised) and ``rotation`` its angulation about the line's centre. ``width``: half-width of the line and ``depth``: how dark
     (0..1). ``extent``: the part of the line drawn, in radii from the axis (-1..1 = across).
     ``jag``: (amplitude, frequency, phase) triples making the line irregular.
     """
@@ -34,6 +34,11 @@ class Lucency:
     depth: float
     extent: tuple[float, float] = (-1.3, 1.3)
     jag: tuple[tuple[float, float, float], ...] = ()
+    rotation: float = 0.0
+
+    @property
+    def displaced(self) -> bool:
+        return self.shift != (0.0, 0.0) or self.rotation != 0.0
 
 
 @dataclass(frozen=True)
@@ -66,20 +71,25 @@ def _coordinates(lucency: Lucency, frame: _Frame, y: F64, x: F64) -> tuple[F64, 
     return np.asarray(u, dtype=np.float64), np.asarray(w, dtype=np.float64)
 
 
-def displacement(
+def fragment_coordinates(
     lucencies: list[tuple[Lucency, Bone]], y: F64, x: F64
-) -> tuple[F64 | float, F64 | float]:
-    """Per-pixel shift ``(dy, dx)`` of the bone image: each distal fragment moves."""
-    oy: F64 | float = 0.0
-    ox: F64 | float = 0.0
+) -> tuple[F64, F64]:
+    """Where to sample the intact bone for each pixel: distal fragments move and tilt."""
+    sy = np.broadcast_to(y, np.broadcast_shapes(y.shape, x.shape)).astype(np.float64)
+    sx = np.broadcast_to(x, sy.shape).astype(np.float64)
     for lucency, bone in lucencies:
-        if lucency.shift == (0.0, 0.0):
+        if not lucency.displaced:
             continue
-        _, w = _coordinates(lucency, _frame(lucency, bone), y, x)
-        distal = (w > 0).astype(np.float64)
-        oy = oy + lucency.shift[0] * distal
-        ox = ox + lucency.shift[1] * distal
-    return oy, ox
+        frame = _frame(lucency, bone)
+        _, w = _coordinates(lucency, frame, y, x)
+        distal = np.broadcast_to(w > 0, sy.shape)
+        cy, cx = frame.centre
+        c, s = math.cos(lucency.rotation), math.sin(lucency.rotation)
+        dy = sy - cy - lucency.shift[0]
+        dx = sx - cx - lucency.shift[1]
+        sy = np.where(distal, cy + c * dy + s * dx, sy)
+        sx = np.where(distal, cx - s * dy + c * dx, sx)
+    return sy, sx
 
 
 def transmission(lucencies: list[tuple[Lucency, Bone]], y: F64, x: F64) -> F64 | float:
@@ -101,10 +111,13 @@ def box(lucency: Lucency, bone: Bone, size: int) -> Box:
     frame = _frame(lucency, bone)
     lo, hi = (max(-1.0, min(1.0, e)) * frame.half for e in lucency.extent)
     pad = 2.5 * lucency.width + sum(a for a, _, _ in lucency.jag) + 3.0 / size
+    c, s = math.cos(lucency.rotation), math.sin(lucency.rotation)
     points = []
     for u in (lo, hi):
-        p = (frame.centre[0] + u * frame.along[0], frame.centre[1] + u * frame.along[1])
-        points += [p, (p[0] + lucency.shift[0], p[1] + lucency.shift[1])]
+        dy, dx = u * frame.along[0], u * frame.along[1]
+        moved = (c * dy - s * dx + lucency.shift[0], s * dy + c * dx + lucency.shift[1])
+        points += [(frame.centre[0] + dy, frame.centre[1] + dx),
+                   (frame.centre[0] + moved[0], frame.centre[1] + moved[1])]
     ys = [p[0] for p in points]
     xs = [p[1] for p in points]
     return (
@@ -121,20 +134,22 @@ def centre(lucency: Lucency, bone: Bone) -> Point:
 
 def random_fracture(rng: np.random.Generator, index: int, bone: Bone) -> Lucency:
     """A fracture of ``bone``: complete and displaced, or incomplete (hairline)."""
-    complete = rng.random() < 0.75
+    kind = rng.random()
     t = float(rng.uniform(0.18, 0.82))
     angle = float(rng.uniform(-0.6, 0.6))
-    if complete:
-        # mostly sideways translation of the distal fragment, some overlap or gap
+    shift, rotation = (0.0, 0.0), 0.0
+    extent = (-1.4, 1.4)
+    if kind < 0.6:  # displaced: sideways shift, some overlap or gap, angulation
         ay, ax = bone.p1[0] - bone.p0[0], bone.p1[1] - bone.p0[1]
         length = math.hypot(ay, ax)
         side = float(rng.uniform(0.3, 1.0)) * bone.radius * 0.7 * float(rng.choice([-1, 1]))
         axial = float(rng.uniform(-0.25, 0.25)) * bone.radius
         shift = ((-ax * side + ay * axial) / length, (ay * side + ax * axial) / length)
-        extent = (-1.4, 1.4)
+        rotation = math.radians(float(rng.uniform(2.0, 12.0))) * float(rng.choice([-1, 1]))
         depth = float(rng.uniform(0.65, 0.95))
-    else:
-        shift = (0.0, 0.0)
+    elif kind < 0.75:  # complete, not displaced
+        depth = float(rng.uniform(0.6, 0.9))
+    else:  # incomplete (hairline through one cortex and part of the medulla)
         side_sign = float(rng.choice([-1.0, 1.0]))
         reach = float(rng.uniform(-0.2, 0.5))
         extent = (-1.4, reach) if side_sign < 0 else (-reach, 1.4)
@@ -145,7 +160,7 @@ def random_fracture(rng: np.random.Generator, index: int, bone: Bone) -> Lucency
          float(rng.uniform(0, 2 * math.pi)))
         for k in (1, 2, 3)
     )
-    return Lucency(index, t, angle, shift, width, depth, extent, jag)
+    return Lucency(index, t, angle, shift, width, depth, extent, jag, rotation)
 
 
 def random_lookalikes(

@@ -4,6 +4,11 @@ Pipeline: refuse what cannot be analysed -> decode (pydicom pixel plugins) -> Mo
 find uniform collimation borders -> VOI LUT / first window / percentile window -> invert
 MONOCHROME1 -> crop -> area-resize keeping the aspect ratio -> zero padding to a square.
 
+The inversion follows the Photometric Interpretation only: in the CR and DX objects this
+accepts, Presentation LUT Shape (INVERSE for MONOCHROME1, IDENTITY for MONOCHROME2) restates it.
+Uniform borders are found on the Modality LUT output, before any window, so a window that
+saturates the anatomy cannot make it look like a border; uniform air at an edge is cropped too.
+
 No torch here: the caller turns :attr:`PreparedImage.pixels` into a tensor.
 """
 

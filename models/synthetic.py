@@ -81,8 +81,8 @@ def _plan_fractures(
         apart = 0.25 if attempt < 200 else 0.1
         if any(o.bone == index and abs(o.t - lucency.t) < apart for o in out):
             continue
-        if any(o.bone == index and o.shift != (0.0, 0.0) for o in out):
-            lucency = replace(lucency, shift=(0.0, 0.0))  # one displaced fragment per bone
+        if any(o.bone == index and o.displaced for o in out):
+            lucency = replace(lucency, shift=(0.0, 0.0), rotation=0.0)  # one moved fragment
         out.append(lucency)
     if not out:  # pragma: no cover - every layout has fracturable bones in the field
         raise RuntimeError("could not place a fracture inside the field")
@@ -109,7 +109,7 @@ def _attenuation(
             )
     image = MU_TISSUE * tissue * (1.0 + 0.03 * smooth_field(rng, size, 6))
     for lucency in lines:  # soft-tissue swelling around displaced fractures
-        if lucency.shift == (0.0, 0.0):
+        if not lucency.displaced:
             continue
         bone = anatomy.bones[lucency.bone]
         cy, cx = lesions.centre(lucency, bone)
@@ -121,13 +121,17 @@ def _attenuation(
             image[where] += MU_TISSUE * 0.5 * bone.radius * bump * (tissue[where] > 0)
     for index, bone in enumerate(anatomy.bones):
         mine = [(lu, bone) for lu in lines if lu.bone == index]
-        shift = max((math.hypot(*lu.shift) for lu, _ in mine), default=0.0)
-        where = region([bone.p0, bone.p1], bone.radius * (1.0 + bone.flare) + shift, size)
+        moved = max(
+            (math.hypot(*lu.shift) + abs(lu.rotation) * math.dist(bone.p0, bone.p1)
+             for lu, _ in mine),
+            default=0.0,
+        )
+        where = region([bone.p0, bone.p1], bone.radius * (1.0 + bone.flare) + moved, size)
         if where is None:
             continue
         y, x = grid(size, where)
-        oy, ox = lesions.displacement(mine, y, x)
-        value = bone_attenuation(bone, y - oy, x - ox, texture[where])
+        sy, sx = lesions.fragment_coordinates(mine, y, x)
+        value = bone_attenuation(bone, sy, sx, texture[where])
         image[where] += value * lesions.transmission(mine, y, x)
     for ovoid in anatomy.ovoids:
         reach = max(ovoid.a, ovoid.b)

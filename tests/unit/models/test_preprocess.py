@@ -520,6 +520,7 @@ def test_real_compressed_files_decode_like_their_reference(compressed: str, refe
     [
         ("JPGLosslessP14SV1_1s_1f_8b.dcm", (768, 1024)),  # JPEG lossless SV1, 8 bit
         ("JPGExtended.dcm", (1024, 256)),  # JPEG extended 12 bit
+        ("JPEG-LL.dcm", (1024, 256)),  # JPEG lossless, 16 bit
         ("JPEGLSNearLossless_16.dcm", (50, 10)),  # JPEG-LS near lossless, 16 bit
         ("SC_rgb_jpeg_dcmtk.dcm", None),  # JPEG baseline, colour
     ],
@@ -538,3 +539,26 @@ def test_real_jpeg_family_files(name: str, shape: tuple[int, int] | None) -> Non
     else:
         prepared = prepare(ds, P)
         assert prepared.pixels.shape == (320, 320) and prepared.pixels.max() > 0.5
+
+
+def test_jpeg_baseline_greyscale_decodes_close_to_the_original() -> None:
+    """No greyscale baseline JPEG ships with pydicom: make one with Pillow when present."""
+    image_module = pytest.importorskip("PIL.Image")
+    from io import BytesIO
+
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    x = np.clip(phantom(128, 96, peak=150) / 4, 0, 255).astype(np.uint8)
+    buffer = BytesIO()
+    image_module.fromarray(x).save(buffer, format="JPEG", quality=95)
+    ds = make_ds(x)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.LossyImageCompression = "01"
+    decoded = decode_pixels(ds)
+    assert decoded.shape == x.shape
+    assert float(np.abs(decoded.astype(float) - x).mean()) < 2.0
+    a, b = prepare(make_ds(x), P), prepare(ds, P)
+    assert float(np.abs(a.pixels - b.pixels).mean()) < 0.03  # lossy, and the window stretches
