@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
+from pynetdicom.association import Association
 
 from dicom_node.errors import PeerUnreachableError
 from dicom_node.hardening import quiet_identifiers
@@ -43,22 +44,35 @@ def parse_remote(text: str) -> RemoteAE:
     return RemoteAE(ae, host.strip("[]"), port_no)
 
 
+def _associate(
+    remote: RemoteAE,
+    calling_ae_title: str,
+    contexts: dict[str, list[str]],
+    timeout: float,
+) -> Association:
+    """An established association proposing ``contexts`` (SOP class -> transfer syntaxes)."""
+    quiet_identifiers()
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    for sop_class, syntaxes in contexts.items():
+        if syntaxes:
+            ae.add_requested_context(sop_class, syntaxes)
+        else:
+            ae.add_requested_context(sop_class)
+    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title)
+    if not assoc.is_established:
+        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "refused"
+        raise PeerUnreachableError(f"no association with {remote}: {why}")
+    return assoc
+
+
 def echo(remote: RemoteAE, calling_ae_title: str, timeout: float = 10.0) -> int:
     """Send a C-ECHO; returns the DIMSE status (0 on success).
 
     Raises :class:`PeerUnreachableError` when no association could be made.
     """
-    quiet_identifiers()
-    ae = AE(ae_title=calling_ae_title)
-    ae.acse_timeout = timeout
-    ae.dimse_timeout = timeout
-    ae.network_timeout = timeout
-    ae.connection_timeout = timeout
-    ae.add_requested_context(VERIFICATION)
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title)
-    if not assoc.is_established:
-        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "refused"
-        raise PeerUnreachableError(f"no association with {remote}: {why}")
+    assoc = _associate(remote, calling_ae_title, {VERIFICATION: []}, timeout)
     try:
         status = assoc.send_c_echo()
     finally:
@@ -76,21 +90,14 @@ def store_datasets(
 ) -> list[int]:
     """C-STORE ``datasets`` over one association; returns each DIMSE status (-1: no response).
 
-    Proposes one context per SOP class with each data set's own transfer syntax.
+    Proposes one context per SOP class with the data sets' own transfer syntaxes.
     """
-    quiet_identifiers()
-    ae = AE(ae_title=calling_ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
     contexts: dict[str, set[str]] = {}
     for ds in datasets:
         contexts.setdefault(str(ds.SOPClassUID), set()).add(str(ds.file_meta.TransferSyntaxUID))
-    for sop_class, syntaxes in contexts.items():
-        ae.add_requested_context(sop_class, sorted(syntaxes))
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title)
-    if not assoc.is_established:
-        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "refused"
-        raise PeerUnreachableError(f"no association with {remote}: {why}")
+    assoc = _associate(
+        remote, calling_ae_title, {k: sorted(v) for k, v in contexts.items()}, timeout
+    )
     statuses: list[int] = []
     try:
         for ds in datasets:

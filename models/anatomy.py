@@ -79,9 +79,14 @@ def hand(rng: np.random.Generator) -> Anatomy:
 def _carpals(center: Point, r: float) -> tuple[Ovoid, ...]:
     cy, cx = center
     spots = [  # proximal row, then distal row: (dy, dx, a, b, angle)
-        (0.9, -1.6, 1.3, 0.8, 0.6), (1.0, -0.1, 1.0, 0.9, 0.0), (0.8, 1.3, 0.9, 0.8, -0.3),
-        (0.5, 2.0, 0.6, 0.6, 0.0), (-0.8, -1.9, 0.9, 0.8, 0.4), (-0.9, -0.8, 0.8, 0.7, 0.0),
-        (-0.8, 0.3, 0.8, 1.3, 0.0), (-0.7, 1.5, 0.9, 1.0, -0.2),
+        (0.9, -1.6, 1.3, 0.8, 0.6),
+        (1.0, -0.1, 1.0, 0.9, 0.0),
+        (0.8, 1.3, 0.9, 0.8, -0.3),
+        (0.5, 2.0, 0.6, 0.6, 0.0),
+        (-0.8, -1.9, 0.9, 0.8, 0.4),
+        (-0.9, -0.8, 0.8, 0.7, 0.0),
+        (-0.8, 0.3, 0.8, 1.3, 0.0),
+        (-0.7, 1.5, 0.9, 1.0, -0.2),
     ]
     return tuple(
         Ovoid((cy + dy * r, cx + dx * r), a * r, b * r, angle, cortex=0.22)
@@ -145,8 +150,9 @@ def shoulder(rng: np.random.Generator) -> Anatomy:
     ]
     for k in range(4):  # ribs, faint
         y = 0.35 + 0.16 * k
-        bones.append(Bone((y, -0.05), (y + 0.12, 0.3), 0.016, cortex=0.5, density=0.6,
-                          fracturable=False))
+        bones.append(
+            Bone((y, -0.05), (y + 0.12, 0.3), 0.016, cortex=0.5, density=0.6, fracturable=False)
+        )
     ovoids = (
         Ovoid((0.47, 0.63), 0.14, 0.13),  # humeral head
         Ovoid((0.62, 0.33), 0.24, 0.12, 1.1, depth=0.22),  # scapula
@@ -196,8 +202,10 @@ def other(rng: np.random.Generator) -> Anatomy:
         Bone((0.80, 0.70), (1.25, 0.80), 0.028, flare=0.4),
     ]
     ovoids = (Ovoid((0.6, 0.49), 0.15, 0.1), Ovoid((0.8, 0.45), 0.19, 0.11, 0.2))
-    tissue = [Tissue((-0.4, 0.52), (0.75, 0.52), float(rng.uniform(0.28, 0.32))),
-              Tissue((0.8, 0.3), (0.8, 0.75), 0.18)]
+    tissue = [
+        Tissue((-0.4, 0.52), (0.75, 0.52), float(rng.uniform(0.28, 0.32))),
+        Tissue((0.8, 0.3), (0.8, 0.75), 0.18),
+    ]
     return Anatomy(tuple(bones), ovoids, tuple(tissue))
 
 
@@ -226,9 +234,13 @@ def jitter(anatomy: Anatomy, rng: np.random.Generator, amount: float) -> Anatomy
         return float(np.clip(rng.normal(1.0, 2 * amount), 0.8, 1.2))
 
     return Anatomy(
-        bones=tuple(replace(b, p0=move(b.p0), p1=move(b.p1), radius=b.radius * grow())
-                    for b in anatomy.bones),
-        ovoids=tuple(replace(o, center=move(o.center), a=o.a * grow(), b=o.b * grow())
-                     for o in anatomy.ovoids),
+        bones=tuple(
+            replace(b, p0=move(b.p0), p1=move(b.p1), radius=b.radius * grow())
+            for b in anatomy.bones
+        ),
+        ovoids=tuple(
+            replace(o, center=move(o.center), a=o.a * grow(), b=o.b * grow())
+            for o in anatomy.ovoids
+        ),
         tissue=tuple(replace(t, radius=t.radius * grow()) for t in anatomy.tissue),
     )

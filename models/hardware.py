@@ -44,12 +44,15 @@ def _frame(bone: Bone) -> tuple[Point, Point, float]:
 
 def _at(bone: Bone, t: float, across: float = 0.0) -> Point:
     _, (ny, nx), _ = _frame(bone)
-    return (bone.p0[0] + t * (bone.p1[0] - bone.p0[0]) + across * ny,
-            bone.p0[1] + t * (bone.p1[1] - bone.p0[1]) + across * nx)
+    return (
+        bone.p0[0] + t * (bone.p1[0] - bone.p0[0]) + across * ny,
+        bone.p0[1] + t * (bone.p1[1] - bone.p0[1]) + across * nx,
+    )
 
 
-def _screw(image: F64, head: Point, direction: Point, length: float, radius: float,
-           size: int) -> None:
+def _screw(
+    image: F64, head: Point, direction: Point, length: float, radius: float, size: int
+) -> None:
     tip = (head[0] + length * direction[0], head[1] + length * direction[1])
     where = region([head, tip], radius * 2 + 2.0 / size, size)
     if where is None:
@@ -79,8 +82,10 @@ def draw_hardware(rng: np.random.Generator, bone: Bone, size: int) -> F64:
             t = t0 + (t1 - t0) * (k + 0.5) / screws
             head = _at(bone, t, side * r * 1.1)
             tilt = float(rng.normal(0.0, 0.08))
-            d = (-side * (ny * math.cos(tilt) + uy * math.sin(tilt)),
-                 -side * (nx * math.cos(tilt) + ux * math.sin(tilt)))
+            d = (
+                -side * (ny * math.cos(tilt) + uy * math.sin(tilt)),
+                -side * (nx * math.cos(tilt) + ux * math.sin(tilt)),
+            )
             _screw(image, head, d, r * 2.3, max(r * 0.13, 1.2 / size), size)
     elif kind == "nail":
         a, b = _at(bone, 0.06), _at(bone, 0.94)

@@ -21,9 +21,10 @@ class Lucency:
     """A lucent line across bone ``bone`` at fraction ``t`` of its length.
 
     ``angle``: tilt from the bone's cross-section (radians). ``shift``: displacement of the
-    distal fragment (normalised) and ``rotation`` its angulation about the line's centre. ``width``: half-width of the line and ``depth``: how dark
-    (0..1). ``extent``: the part of the line drawn, in radii from the axis (-1..1 = across).
-    ``jag``: (amplitude, frequency, phase) triples making the line irregular.
+    distal fragment (normalised) and ``rotation`` its angulation about the line's centre.
+    ``width``: half-width of the line and ``depth``: how dark (0..1). ``extent``: the part
+    of the line drawn, in radii from the axis (-1..1 = across). ``jag``: (amplitude,
+    frequency, phase) triples making the line irregular.
     """
 
     bone: int
@@ -71,9 +72,7 @@ def _coordinates(lucency: Lucency, frame: _Frame, y: F64, x: F64) -> tuple[F64, 
     return np.asarray(u, dtype=np.float64), np.asarray(w, dtype=np.float64)
 
 
-def fragment_coordinates(
-    lucencies: list[tuple[Lucency, Bone]], y: F64, x: F64
-) -> tuple[F64, F64]:
+def fragment_coordinates(lucencies: list[tuple[Lucency, Bone]], y: F64, x: F64) -> tuple[F64, F64]:
     """Where to sample the intact bone for each pixel: distal fragments move and tilt."""
     sy = np.broadcast_to(y, np.broadcast_shapes(y.shape, x.shape)).astype(np.float64)
     sx = np.broadcast_to(x, sy.shape).astype(np.float64)
@@ -116,8 +115,10 @@ def box(lucency: Lucency, bone: Bone, size: int) -> Box:
     for u in (lo, hi):
         dy, dx = u * frame.along[0], u * frame.along[1]
         moved = (c * dy - s * dx + lucency.shift[0], s * dy + c * dx + lucency.shift[1])
-        points += [(frame.centre[0] + dy, frame.centre[1] + dx),
-                   (frame.centre[0] + moved[0], frame.centre[1] + moved[1])]
+        points += [
+            (frame.centre[0] + dy, frame.centre[1] + dx),
+            (frame.centre[0] + moved[0], frame.centre[1] + moved[1]),
+        ]
     ys = [p[0] for p in points]
     xs = [p[1] for p in points]
     return (
@@ -156,8 +157,11 @@ def random_fracture(rng: np.random.Generator, index: int, bone: Bone) -> Lucency
         depth = float(rng.uniform(0.5, 0.8))
     width = float(rng.uniform(1.5, 3.2)) / 512.0  # about 1.5-3 pixels at 512 px
     jag = tuple(
-        (float(rng.uniform(0.2, 0.8)) / 512.0 / k, float(rng.uniform(80, 200)) * k,
-         float(rng.uniform(0, 2 * math.pi)))
+        (
+            float(rng.uniform(0.2, 0.8)) / 512.0 / k,
+            float(rng.uniform(80, 200)) * k,
+            float(rng.uniform(0, 2 * math.pi)),
+        )
         for k in (1, 2, 3)
     )
     return Lucency(index, t, angle, shift, width, depth, extent, jag, rotation)
@@ -173,11 +177,28 @@ def random_lookalikes(
             continue
         if paediatric:
             for t in (0.09, 0.91):
-                out.append(Lucency(index, t + float(rng.normal(0, 0.01)), 0.0, (0.0, 0.0),
-                                   float(rng.uniform(1.5, 2.5)) / 512.0, 0.55))
+                out.append(
+                    Lucency(
+                        index,
+                        t + float(rng.normal(0, 0.01)),
+                        0.0,
+                        (0.0, 0.0),
+                        float(rng.uniform(1.5, 2.5)) / 512.0,
+                        0.55,
+                    )
+                )
         if rng.random() < 0.3:
             side = float(rng.choice([-1.0, 1.0]))
             extent = (0.55, 1.3) if side > 0 else (-1.3, -0.55)
-            out.append(Lucency(index, float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.6, 1.0)),
-                               (0.0, 0.0), 0.9 / 512.0, 0.4, extent))
+            out.append(
+                Lucency(
+                    index,
+                    float(rng.uniform(0.3, 0.7)),
+                    float(rng.uniform(0.6, 1.0)),
+                    (0.0, 0.0),
+                    0.9 / 512.0,
+                    0.4,
+                    extent,
+                )
+            )
     return out

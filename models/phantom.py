@@ -96,8 +96,13 @@ class Similarity:
                 for b in anatomy.bones
             ),
             ovoids=tuple(
-                replace(o, center=self.point(o.center), a=o.a * s, b=o.b * s,
-                        angle=self.angle_of(o.angle))
+                replace(
+                    o,
+                    center=self.point(o.center),
+                    a=o.a * s,
+                    b=o.b * s,
+                    angle=self.angle_of(o.angle),
+                )
                 for o in anatomy.ovoids
             ),
             tissue=tuple(

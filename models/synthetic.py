@@ -54,8 +54,12 @@ _MAX = 2**SYNTHETIC_BITS - 1
 def _field(rng: np.random.Generator, size: int) -> Box:
     """The collimated field: each side closed in by 3-13 % with probability 0.7."""
     m = [float(rng.uniform(0.03, 0.13)) if rng.random() < 0.7 else 0.0 for _ in range(4)]
-    return (round(m[0] * size), round(m[1] * size), size - round(m[2] * size),
-            size - round(m[3] * size))
+    return (
+        round(m[0] * size),
+        round(m[1] * size),
+        size - round(m[2] * size),
+        size - round(m[3] * size),
+    )
 
 
 def _inside(point: tuple[float, float], field: Box, size: int, margin: float) -> bool:
@@ -104,9 +108,7 @@ def _attenuation(
         where = region([part.p0, part.p1], pad, size)
         if where is not None:
             y, x = grid(size, where)
-            tissue[where] = np.maximum(
-                tissue[where], tissue_thickness(part, y, x, wobble[where])
-            )
+            tissue[where] = np.maximum(tissue[where], tissue_thickness(part, y, x, wobble[where]))
     image = MU_TISSUE * tissue * (1.0 + 0.03 * smooth_field(rng, size, 6))
     for lucency in lines:  # soft-tissue swelling around displaced fractures
         if not lucency.displaced:
@@ -122,8 +124,10 @@ def _attenuation(
     for index, bone in enumerate(anatomy.bones):
         mine = [(lu, bone) for lu in lines if lu.bone == index]
         moved = max(
-            (math.hypot(*lu.shift) + abs(lu.rotation) * math.dist(bone.p0, bone.p1)
-             for lu, _ in mine),
+            (
+                math.hypot(*lu.shift) + abs(lu.rotation) * math.dist(bone.p0, bone.p1)
+                for lu, _ in mine
+            ),
             default=0.0,
         )
         where = region([bone.p0, bone.p1], bone.radius * (1.0 + bone.flare) + moved, size)
@@ -142,9 +146,7 @@ def _attenuation(
     return image
 
 
-def _expose(
-    attenuation: F64, metal: F64, field: Box, rng: np.random.Generator, white: bool
-) -> F64:
+def _expose(attenuation: F64, metal: F64, field: Box, rng: np.random.Generator, white: bool) -> F64:
     """Quantum noise, heel effect, detector blur, edge enhancement, display scaling."""
     size = attenuation.shape[0]
     inner = attenuation[field[0] : field[2], field[1] : field[3]]
@@ -170,8 +172,9 @@ def _expose(
     inside = np.zeros((size, size), dtype=np.float64)
     inside[field[0] : field[2], field[1] : field[3]] = 1.0
     inside = box_blur(inside, max(1, size // 256), passes=2)
-    shutter = (float(rng.uniform(_MAX - 250, _MAX - 40)) if white
-               else float(rng.uniform(0, 60))) + rng.normal(0.0, 6.0, (size, size))
+    shutter = (
+        float(rng.uniform(_MAX - 250, _MAX - 40)) if white else float(rng.uniform(0, 60))
+    ) + rng.normal(0.0, 6.0, (size, size))
     return np.asarray(np.clip(inside * stored + (1.0 - inside) * shutter, 0, _MAX))
 
 
@@ -213,9 +216,7 @@ def generate_case(
     )
     anatomy = pose.anatomy(jitter(BUILDERS[part](shape), shape, 0.006))
     field = _field(frame, size)
-    fractures = (
-        _plan_fractures(breaks, anatomy.bones, count, field, size) if is_fracture else []
-    )
+    fractures = _plan_fractures(breaks, anatomy.bones, count, field, size) if is_fracture else []
     lookalikes = lesions.random_lookalikes(mimic, anatomy.bones, paediatric=paediatric)
     attenuation = _attenuation(anatomy, size, shape, fractures + lookalikes)
     corner = (
@@ -231,9 +232,7 @@ def generate_case(
     exposed = _expose(attenuation + lead, lead, field, noise, white)
     image = np.rint(exposed).astype(np.uint16)
     image.setflags(write=False)
-    boxes = tuple(
-        _clip_box(lesions.box(f, anatomy.bones[f.bone], size), field) for f in fractures
-    )
+    boxes = tuple(_clip_box(lesions.box(f, anatomy.bones[f.bone], size), field) for f in fractures)
     logger.debug("synthetic case seed=%d part=%s fractures=%d", seed, part, len(boxes))
     return SyntheticCase(
         seed=seed,
@@ -251,8 +250,12 @@ def generate_case(
 
 
 def _clip_box(box: Box, field: Box) -> Box:
-    return (max(box[0], field[0]), max(box[1], field[1]), min(box[2], field[2]),
-            min(box[3], field[3]))
+    return (
+        max(box[0], field[0]),
+        max(box[1], field[1]),
+        min(box[2], field[2]),
+        min(box[3], field[3]),
+    )
 
 
 def case_seed(seed: int, index: int) -> int:

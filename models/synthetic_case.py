@@ -55,7 +55,5 @@ class SyntheticCase:
             raise ValueError(f"unknown body part {self.body_part!r}")
         if self.fracture != (self.fracture_count > 0) or self.fracture != bool(self.boxes):
             raise ValueError("fracture, fracture_count and boxes disagree")
-        if self.fracture_count not in (0, 1, 2) or (
-            self.fracture_count != min(len(self.boxes), 2)
-        ):
+        if self.fracture_count not in (0, 1, 2) or (self.fracture_count != min(len(self.boxes), 2)):
             raise ValueError("fracture_count must be min(number of boxes, 2)")

@@ -141,9 +141,7 @@ def voi_unit(values: npt.NDArray[np.floating], ds: Dataset) -> tuple[F64, VoiSou
         logger.warning("unknown VOI LUT function; using LINEAR")
         function = "LINEAR"
     try:
-        unit = window_unit(
-            values, _first(center), _first(width), cast(WindowFunction, function)
-        )
+        unit = window_unit(values, _first(center), _first(width), cast(WindowFunction, function))
     except (ValueError, TypeError, IndexError) as exc:
         logger.warning("unusable window (%s); falling back to a percentile window", exc)
         return None

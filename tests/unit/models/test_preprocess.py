@@ -263,9 +263,7 @@ def test_first_of_several_windows_is_used() -> None:
     np.testing.assert_array_equal(a.pixels, b.pixels)
     # the same window that pydicom picks with its default index=0
     expected = apply_windowing(x.astype(float), several, index=0)
-    np.testing.assert_allclose(
-        window_to_display(several, P).unit, expected / 65535.0, atol=1e-6
-    )
+    np.testing.assert_allclose(window_to_display(several, P).unit, expected / 65535.0, atol=1e-6)
 
 
 @pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
@@ -371,8 +369,15 @@ def test_geometry_round_trip_and_a_point_lands_where_it_should() -> None:
 
 def test_box_mapping_orders_and_clips() -> None:
     geo = Geometry(
-        source_rows=1000, source_cols=800, crop=(100, 0, 900, 800), scale=0.4,
-        pad_top=0, pad_left=0, input_size=320, content_rows=320, content_cols=320,
+        source_rows=1000,
+        source_cols=800,
+        crop=(100, 0, 900, 800),
+        scale=0.4,
+        pad_top=0,
+        pad_left=0,
+        input_size=320,
+        content_rows=320,
+        content_cols=320,
     )
     assert geo.box_to_source(10, 20, 30, 40) == pytest.approx((125, 50, 175, 100))
     assert geo.box_to_source(30, 40, 10, 20) == pytest.approx((125, 50, 175, 100))

@@ -225,7 +225,9 @@ def test_uids_are_deterministic_and_overridable() -> None:
     case = generate_case(4, 96)
     a, b = to_dicom(case), to_dicom(case)
     assert (a.StudyInstanceUID, a.SeriesInstanceUID, a.SOPInstanceUID) == (
-        b.StudyInstanceUID, b.SeriesInstanceUID, b.SOPInstanceUID,
+        b.StudyInstanceUID,
+        b.SeriesInstanceUID,
+        b.SOPInstanceUID,
     )
     other = to_dicom(generate_case(5, 96))
     assert other.SOPInstanceUID != a.SOPInstanceUID
@@ -235,8 +237,12 @@ def test_uids_are_deterministic_and_overridable() -> None:
     cr = to_dicom(case, modality="CR", study_uid="1.2.3.4", accession_number="A1")
     assert cr.SOPClassUID == CR_IMAGE_STORAGE and cr.StudyInstanceUID == "1.2.3.4"
     assert cr.AccessionNumber == "A1" and "PresentationIntentType" not in cr
-    for bad in ({"modality": "MR"}, {"bits_stored": 17}, {"photometric": "RGB"},
-                {"transfer_syntax": "1.2.840.10008.1.2.4.50"}):
+    for bad in (
+        {"modality": "MR"},
+        {"bits_stored": 17},
+        {"photometric": "RGB"},
+        {"transfer_syntax": "1.2.840.10008.1.2.4.50"},
+    ):
         with pytest.raises(ValueError):
             to_dicom(case, **bad)  # type: ignore[arg-type]
 
