@@ -27,7 +27,7 @@ from pynetdicom import _config
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.reactor import use_select_reactor
-from dicom_node.streaming import stream_into
+from dicom_node.streaming import StreamingFile, stream_into
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -114,6 +114,8 @@ def bounded_read_pdu(dul: DULServiceProvider, max_pdata: int) -> None:
         LOGGER.info("connection closed mid-PDU (%d of %d bytes)", got, length)
         dul.event_queue.put("Evt17")
         return
+    if pdu_type == P_DATA_TF and stream_data_fragments(dul, buf):
+        return
     try:
         pdu, event = dul._decode_pdu(buf)
     except Exception:  # any malformed PDU: pynetdicom's own reader treats it the same way
@@ -122,6 +124,45 @@ def bounded_read_pdu(dul: DULServiceProvider, max_pdata: int) -> None:
         return
     dul.event_queue.put(event)
     dul._recv_pdu.put(pdu)
+
+
+def stream_data_fragments(dul: DULServiceProvider, buf: bytearray) -> bool:
+    """Fast path: hand the data-set fragments of a P-DATA-TF PDU straight to the stream.
+
+    Applies only while a C-STORE data set is being streamed (its command already decoded, a
+    :class:`~dicom_node.streaming.StreamingFile` open), in the established state, with no event
+    or PDU waiting, and only to PDUs made solely of non-final data-set fragments of the message's
+    own presentation context. Anything else (commands, the last fragment, odd items) returns
+    False and goes through pynetdicom's state machine as usual, which is equivalent: for a
+    P-DATA-TF in the established state that machine only passes the fragments to the DIMSE
+    message, which writes them to the same stream.
+    """
+    message = getattr(dul.assoc.dimse, "message", None)
+    stream = getattr(message, "_data_set_file", None)
+    if not isinstance(stream, StreamingFile) or message is None:
+        return False
+    if dul.state_machine.current_state != "Sta6":
+        return False
+    if not dul.event_queue.empty() or not dul._recv_pdu.empty():
+        return False
+    view = memoryview(buf)
+    end = len(buf)
+    pos = 6
+    fragments: list[memoryview] = []
+    while pos < end:
+        if pos + 6 > end:
+            return False
+        item_length = int.from_bytes(buf[pos : pos + 4], "big")
+        if item_length < 2 or pos + 4 + item_length > end:
+            return False
+        context_id, control = buf[pos + 4], buf[pos + 5]
+        if control & 0x03 or context_id != message.context_id:
+            return False  # a command fragment or the last data fragment
+        fragments.append(view[pos + 6 : pos + 4 + item_length])
+        pos += 4 + item_length
+    for fragment in fragments:
+        stream.write(fragment)
+    return True
 
 
 AcceptHook = Callable[["Association"], bool]

@@ -69,7 +69,9 @@ class StreamingFile:
         self.file = self  # pynetdicom calls ``.file.flush()``
         self._hash = hashlib.sha256()
         self._started_to = 0
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_FRAGMENTS)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(
+            maxsize=QUEUED_FRAGMENTS
+        )
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -84,7 +86,9 @@ class StreamingFile:
         if self._writer is None:
             self._writer = threading.Thread(target=self._run, name="stream-writer", daemon=True)
             self._writer.start()
-        self._queue.put(data if isinstance(data, bytes) else bytes(data))
+        # pynetdicom passes fresh bytes, the fast path views of a buffer it never reuses:
+        # either may be queued without a copy.
+        self._queue.put(data if isinstance(data, bytes | memoryview) else bytes(data))
         return length
 
     def _run(self) -> None:

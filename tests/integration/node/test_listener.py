@@ -457,3 +457,20 @@ def test_transfer_cut_off_midway_leaves_no_partial_file(
         assert rows(node, Instance) == []
     finally:
         node.scp.stop(timeout=5)
+
+
+@pytest.mark.parametrize("max_pdu", [4096, 16384, 131072])
+def test_data_sets_in_many_pdus_are_stored_byte_for_byte(
+    start_node: StartNode, tmp_path: Path, max_pdu: int
+) -> None:
+    """Many P-DATA PDUs per data set: the streaming fast path must keep every byte in order."""
+    node = start_node(node={"max_pdu_bytes": max_pdu})
+    datasets = [make_radiograph(rows=700, cols=600, seed=s) for s in (1, 2, 3)]
+    assert store_datasets(remote(node), "MODALITY", datasets) == [0, 0, 0]
+    for ds in datasets:
+        expected = save(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm").read_bytes()
+        stored = stored_file(node, ds.SOPInstanceUID).read_bytes()
+        # Same data set bytes after each file's own meta header.
+        meta_end = lambda raw: 144 + struct.unpack("<I", raw[140:144])[0]  # noqa: E731
+        assert stored[meta_end(stored) :] == expected[meta_end(expected) :]
+        assert pydicom.dcmread(stored_file(node, ds.SOPInstanceUID)) == ds
