@@ -14,6 +14,7 @@ every TCP connection before the association limit is looked at, and logs identif
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
@@ -71,6 +72,19 @@ def _recv_into(sock: socket.socket, view: memoryview) -> int:
     return total
 
 
+_REFUSED = "_xrayd_refused"
+
+
+def _refuse_rest(dul: DULServiceProvider, sock: socket.socket) -> None:
+    """Read nothing more from a peer we abort: the rest of its stream is not PDUs we can parse.
+
+    The A-ABORT still goes out on the write side; the next read reports the connection closed.
+    """
+    setattr(dul, _REFUSED, True)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+
+
 def bounded_read_pdu(dul: DULServiceProvider, max_pdata: int) -> None:
     """Drop-in replacement for ``DULServiceProvider._read_pdu_data`` with a length bound.
 
@@ -79,6 +93,9 @@ def bounded_read_pdu(dul: DULServiceProvider, max_pdata: int) -> None:
     """
     assert dul.socket is not None and dul.socket.socket is not None
     raw: socket.socket = dul.socket.socket
+    if getattr(dul, _REFUSED, False):
+        dul.event_queue.put("Evt17")
+        return
     header = bytearray(6)
     try:
         got = _recv_into(raw, memoryview(header))
@@ -91,6 +108,7 @@ def bounded_read_pdu(dul: DULServiceProvider, max_pdata: int) -> None:
     pdu_type, _, length = struct.unpack(">BBL", header)
     if pdu_type not in _VALID_PDU_TYPES:
         LOGGER.warning("aborting association: unknown PDU type 0x%02X", pdu_type)
+        _refuse_rest(dul, raw)
         dul.event_queue.put("Evt19")
         return
     limit = pdu_limit(pdu_type, max_pdata)
@@ -101,6 +119,7 @@ def bounded_read_pdu(dul: DULServiceProvider, max_pdata: int) -> None:
             length,
             limit,
         )
+        _refuse_rest(dul, raw)
         dul.event_queue.put("Evt19")
         return
     buf = bytearray(6 + length)

@@ -474,3 +474,47 @@ def test_data_sets_in_many_pdus_are_stored_byte_for_byte(
         meta_end = lambda raw: 144 + struct.unpack("<I", raw[140:144])[0]  # noqa: E731
         assert stored[meta_end(stored) :] == expected[meta_end(expected) :]
         assert pydicom.dcmread(stored_file(node, ds.SOPInstanceUID)) == ds
+
+
+def test_p_data_pdu_over_the_negotiated_maximum_aborts(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pynetdicom.dimse import DIMSEServiceProvider
+
+    from dicom_node.scp import StoreSCP
+    from xrayd.app import Node, open_storage, seed_registry
+
+    from helpers import make_settings
+
+    closed = threading.Event()
+    original = StoreSCP._on_closed
+
+    def on_closed(self: StoreSCP, event: Any) -> None:
+        original(self, event)
+        closed.set()
+
+    monkeypatch.setattr(StoreSCP, "_on_closed", on_closed)
+    settings = make_settings(tmp_path / "d", database_url, node={"max_pdu_bytes": 16384})
+    node = Node(settings, open_storage(settings, create_if_empty=True, require_current=True))
+    seed_registry(settings, node.storage.sessions)
+    node.scp.start()
+    try:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(DX, "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", node.scp.port, ae_title="XRAYD")
+        assert assoc.is_established
+        assert assoc.acceptor.maximum_length == 16384
+        # a sender ignoring what was negotiated: 1 MiB PDUs
+        monkeypatch.setattr(
+            DIMSEServiceProvider, "maximum_pdu_size", property(lambda self: 1 << 20)
+        )
+        rsp: Any = None
+        with contextlib.suppress(Exception):  # the sender may see its connection reset
+            rsp = assoc.send_c_store(make_radiograph(rows=700, cols=600))
+        assert rsp is None or "Status" not in rsp  # never acknowledged
+        assert closed.wait(timeout=60)  # the server dropped the connection
+        assert rows(node, Instance) == []
+        assert list(node.storage.spool.tmp_dir().iterdir()) == []
+        assert echo(remote(node), "MODALITY") == 0  # and still serves others
+    finally:
+        node.scp.stop(timeout=5)
