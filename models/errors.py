@@ -38,3 +38,7 @@ class NotAnalysable(ModelsError):
     def __reduce__(self) -> tuple[type[NotAnalysable], tuple[RefusalReason, str]]:
         # Custom __init__ arguments: keep the exception picklable across processes.
         return (type(self), (self.reason, self.message))
+
+
+class BundleError(ModelsError):
+    """A model bundle is missing, malformed, of an unknown kind or has been altered."""

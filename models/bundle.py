@@ -1,0 +1,154 @@
+"""Model bundles: a directory in MONAI bundle style.
+
+```
+<bundle>/configs/metadata.json   name, version, arch, labels, preprocessing, thresholds,
+                                 temperature, training manifest hash, metrics, weights_sha256
+<bundle>/models/model.pt         the state_dict (torch.save)
+```
+
+:func:`save_bundle` writes the weights first, then the metadata that names their sha256, each
+through a temporary file and a rename. :func:`load_bundle` validates the metadata and checks the
+weights' sha256 *before* unpickling them (and then only with ``weights_only=True``). A reader
+that catches a bundle being overwritten between the two renames sees a sha256 mismatch and
+refuses it; it never loads new weights with old metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.bundle_metadata import BundleMetadata, metadata_from_json, metadata_to_json
+from models.errors import BundleError
+from models.network import MultiTaskNet, build_network, resolve_device
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "METADATA_PATH",
+    "WEIGHTS_PATH",
+    "BundleInfo",
+    "LoadedModel",
+    "load_bundle",
+    "save_bundle",
+    "sha256_file",
+]
+
+METADATA_PATH = Path("configs") / "metadata.json"
+WEIGHTS_PATH = Path("models") / "model.pt"
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """Identity of a saved or loaded bundle."""
+
+    name: str
+    version: str
+    sha256: str
+    path: Path
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A network with its weights loaded (eval mode, on ``device``) and its metadata."""
+
+    network: MultiTaskNet
+    metadata: BundleMetadata
+    info: BundleInfo
+    device: torch.device
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_bundle(directory: Path, network: MultiTaskNet, metadata: BundleMetadata) -> BundleInfo:
+    """Write ``network``'s weights and ``metadata`` as a bundle in ``directory``.
+
+    Raises :class:`BundleError`, before writing anything, if the metadata would not load back
+    or the network does not match it (arch, heads).
+    """
+    if network.arch != metadata.arch:
+        raise BundleError(f"network arch {network.arch!r} != metadata arch {metadata.arch!r}")
+    if network.body_part_head.out_features != len(metadata.body_parts):
+        raise BundleError("the network's body-part head does not match metadata.body_parts")
+    metadata_from_json(metadata_to_json(metadata, "0" * 64))  # what load_bundle would refuse
+    directory = Path(directory)
+    weights = directory / WEIGHTS_PATH
+    meta_path = directory / METADATA_PATH
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    tmp = weights.with_name(weights.name + ".tmp")
+    torch.save(state, tmp)
+    _replace(tmp, weights)
+    digest = sha256_file(weights)
+    doc = metadata_to_json(metadata, digest)
+    tmp = meta_path.with_name(meta_path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _replace(tmp, meta_path)
+    logger.info("saved bundle %s %s (weights %s)", metadata.name, metadata.version, digest[:12])
+    return BundleInfo(metadata.name, metadata.version, digest, directory)
+
+
+def load_bundle(directory: Path, device: str = "cpu") -> LoadedModel:
+    """Validate and load a bundle; ``device="auto"`` picks CUDA when available.
+
+    Raises :class:`BundleError` naming what is wrong: missing files, invalid JSON, a missing
+    or mistyped metadata key, an unknown arch, a weights sha256 mismatch, or weights that do
+    not fit the network.
+    """
+    directory = Path(directory)
+    meta_path = directory / METADATA_PATH
+    weights = directory / WEIGHTS_PATH
+    try:
+        doc = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"no {METADATA_PATH} in bundle {directory}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {METADATA_PATH} in bundle {directory}: {exc}") from exc
+    metadata, expected = metadata_from_json(doc)
+    if not weights.is_file():
+        raise BundleError(f"no {WEIGHTS_PATH} in bundle {directory}")
+    actual = sha256_file(weights)
+    if actual != expected:
+        raise BundleError(
+            f"weights sha256 mismatch in bundle {directory}: metadata says {expected}, "
+            f"{WEIGHTS_PATH} has {actual}"
+        )
+    target = resolve_device(device)
+    network = build_network(
+        metadata.arch, dropout=metadata.dropout, body_parts=len(metadata.body_parts)
+    )
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        network.load_state_dict(state, strict=True)
+    except Exception as exc:  # unpickling or key/shape mismatch: all mean a bad bundle
+        raise BundleError(
+            f"weights in bundle {directory} do not fit {metadata.arch}: {exc}"
+        ) from exc
+    network.to(target).eval()
+    logger.info("loaded bundle %s %s on %s", metadata.name, metadata.version, target)
+    info = BundleInfo(metadata.name, metadata.version, actual, directory)
+    return LoadedModel(network, metadata, info, target)

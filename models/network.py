@@ -1,0 +1,120 @@
+"""The multi-task network: a MONAI 2D backbone (one input channel) and four linear heads.
+
+``feature_map`` gives the backbone's last feature map (after its final activation) and
+``heads`` pools it and applies the heads. Grad-CAM (:mod:`models.inference`) takes the gradient
+of the fracture logit with respect to that feature map, so it needs no hooks and no per-arch
+layer name; :data:`GRADCAM_LAYERS` records the equivalent layer of MONAI's stock networks for
+tools such as ``monai.visualize.GradCAM``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from monai.networks.nets.densenet import DenseNet121
+from monai.networks.nets.resnet import resnet18
+from torch import Tensor, nn
+
+from models.labels import BODY_PARTS, COUNT_CLASSES
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ARCHS",
+    "GRADCAM_LAYERS",
+    "MultiTaskNet",
+    "NetworkOutput",
+    "build_network",
+    "resolve_device",
+]
+
+#: Supported backbones and the channels of their last feature map.
+ARCHS: dict[str, int] = {"densenet121": 1024, "resnet18": 512}
+
+#: The Grad-CAM target layer of MONAI's stock classifier for each backbone.
+GRADCAM_LAYERS: dict[str, str] = {"densenet121": "class_layers.relu", "resnet18": "layer4"}
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkOutput:
+    """Raw logits: ``fracture`` (N,), ``count`` (N, 3), ``body_part`` (N, P), ``hardware`` (N,)."""
+
+    fracture: Tensor
+    count: Tensor
+    body_part: Tensor
+    hardware: Tensor
+
+
+class MultiTaskNet(nn.Module):
+    """Backbone -> global average pooling -> dropout -> one linear layer per head."""
+
+    def __init__(
+        self, arch: str, backbone: nn.Module, channels: int, body_parts: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.backbone = backbone
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fracture_head = nn.Linear(channels, 1)
+        self.count_head = nn.Linear(channels, len(COUNT_CLASSES))
+        self.body_part_head = nn.Linear(channels, body_parts)
+        self.hardware_head = nn.Linear(channels, 1)
+
+    def feature_map(self, pixels: Tensor) -> Tensor:
+        """(N, 1, S, S) in [0, 1] -> the last feature map (N, C, h, w), non-negative."""
+        out: Tensor = self.backbone(pixels)
+        return out
+
+    def heads(self, features: Tensor) -> NetworkOutput:
+        """The four heads on a feature map from :meth:`feature_map`."""
+        pooled = self.dropout(torch.flatten(self.pool(features), 1))
+        return NetworkOutput(
+            fracture=self.fracture_head(pooled).squeeze(1),
+            count=self.count_head(pooled),
+            body_part=self.body_part_head(pooled),
+            hardware=self.hardware_head(pooled).squeeze(1),
+        )
+
+    def forward(self, pixels: Tensor) -> NetworkOutput:
+        return self.heads(self.feature_map(pixels))
+
+
+def _densenet121() -> nn.Module:
+    stock = DenseNet121(spatial_dims=2, in_channels=1, out_channels=1)
+    return nn.Sequential(OrderedDict([("features", stock.features), ("relu", nn.ReLU())]))
+
+
+def _resnet18() -> nn.Module:
+    # conv1_t_stride=2: MONAI's default stride 1 costs 4x the FLOPs of the usual ResNet.
+    stock = resnet18(spatial_dims=2, n_input_channels=1, conv1_t_stride=2, feed_forward=False)
+    names = ("conv1", "bn1", "act", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    return nn.Sequential(OrderedDict((name, getattr(stock, name)) for name in names))
+
+
+def build_network(
+    arch: str = "densenet121", *, dropout: float = 0.0, body_parts: int = len(BODY_PARTS)
+) -> MultiTaskNet:
+    """A randomly initialised network (no pretrained weights can be downloaded here).
+
+    Raises ``ValueError`` for an unknown ``arch`` or a dropout outside [0, 1).
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError("dropout must be in [0, 1)")
+    if body_parts < 1:
+        raise ValueError("body_parts must be positive")
+    backbone = _densenet121() if arch == "densenet121" else _resnet18()
+    logger.debug("built %s network (%d body parts)", arch, body_parts)
+    return MultiTaskNet(arch, backbone, ARCHS[arch], body_parts, dropout)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; any other name as given to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
