@@ -234,3 +234,12 @@ def test_listener_processes_share_the_port(tmp_path: Path, served: list[Served])
             assert readable, "a listener process outlived the killed main process"
         finally:
             os.close(fd)
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    out = xrayd("demo", "--data-dir", str(tmp_path / "demo"), check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "demo OK" in out.stdout
+    assert "6 acknowledged" in out.stdout
+    assert "'analysed': 2" in out.stdout
+    assert "Traceback" not in out.stderr
