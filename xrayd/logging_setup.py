@@ -45,5 +45,6 @@ def configure_logging(level: str = "INFO", fmt: Literal["text", "json"] = "text"
         )
     root.addHandler(handler)
     root.setLevel(level)
-    # pynetdicom is chatty at INFO (one line per PDU event); keep its warnings only.
-    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
+    # pynetdicom (a line per PDU event) and alembic (a line per plugin) are chatty at INFO.
+    for name in ("pynetdicom", "alembic"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
