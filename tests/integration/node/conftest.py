@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,3 +30,26 @@ def start_node(
     yield _start
     for node in nodes:
         node.stop(timeout=5)
+
+
+@pytest.fixture
+def closing_node(
+    start_node: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[Any, threading.Event]]:
+    """Like ``start_node``, plus an event set once the listener has handled a closed connection
+    (so a test can wait for the server's side of an abort instead of sleeping)."""
+    from dicom_node.scp import StoreSCP
+
+    closed = threading.Event()
+    original = StoreSCP._on_closed
+
+    def on_closed(self: StoreSCP, event: Any) -> None:
+        original(self, event)
+        closed.set()
+
+    monkeypatch.setattr(StoreSCP, "_on_closed", on_closed)
+
+    def _start(**sections: Any) -> tuple[Any, threading.Event]:
+        return start_node(**sections), closed
+
+    return _start

@@ -412,51 +412,30 @@ def test_instance_counts_after_many(start_node: StartNode) -> None:
         assert session.scalar(select(func.count()).select_from(Instance)) == 10
 
 
-def test_transfer_cut_off_midway_leaves_no_partial_file(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_transfer_cut_off_midway_leaves_no_partial_file(closing_node: Any) -> None:
     from pynetdicom import evt
 
-    from dicom_node.scp import StoreSCP
-    from xrayd.app import Node, open_storage, seed_registry
+    node, closed = closing_node(node={"max_pdu_bytes": 4096})
+    sent = {"pdata": 0}
 
-    from helpers import make_settings
+    def cut(event: Any) -> None:  # runs on the sender's DUL thread
+        if type(event.pdu).__name__ == "P_DATA_TF":
+            sent["pdata"] += 1
+            if sent["pdata"] == 40:  # well into the 2 MB data set
+                event.assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
 
-    closed = threading.Event()
-    original = StoreSCP._on_closed
-
-    def on_closed(self: StoreSCP, event: Any) -> None:
-        original(self, event)
-        closed.set()
-
-    monkeypatch.setattr(StoreSCP, "_on_closed", on_closed)
-    settings = make_settings(tmp_path / "d", database_url, node={"max_pdu_bytes": 4096})
-    node = Node(settings, open_storage(settings, create_if_empty=True, require_current=True))
-    seed_registry(settings, node.storage.sessions)
-    node.scp.start()
-    try:
-        sent = {"pdata": 0}
-
-        def cut(event: Any) -> None:  # runs on the sender's DUL thread
-            if type(event.pdu).__name__ == "P_DATA_TF":
-                sent["pdata"] += 1
-                if sent["pdata"] == 40:  # well into the 2 MB data set
-                    event.assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
-
-        ae = AE(ae_title="MODALITY")
-        ae.add_requested_context(DX, "1.2.840.10008.1.2.1")
-        assoc = ae.associate(
-            "127.0.0.1", node.scp.port, ae_title="XRAYD", evt_handlers=[(evt.EVT_PDU_SENT, cut)]
-        )
-        assert assoc.is_established
-        with contextlib.suppress(Exception):  # the sender sees its own connection die
-            assoc.send_c_store(make_radiograph(rows=1024, cols=1024))
-        assert closed.wait(timeout=60)
-        assert sent["pdata"] >= 40
-        assert list(node.storage.spool.tmp_dir().iterdir()) == []
-        assert rows(node, Instance) == []
-    finally:
-        node.scp.stop(timeout=5)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(DX, "1.2.840.10008.1.2.1")
+    assoc = ae.associate(
+        "127.0.0.1", node.scp.port, ae_title="XRAYD", evt_handlers=[(evt.EVT_PDU_SENT, cut)]
+    )
+    assert assoc.is_established
+    with contextlib.suppress(Exception):  # the sender sees its own connection die
+        assoc.send_c_store(make_radiograph(rows=1024, cols=1024))
+    assert closed.wait(timeout=60)
+    assert sent["pdata"] >= 40
+    assert list(node.storage.spool.tmp_dir().iterdir()) == []
+    assert rows(node, Instance) == []
 
 
 @pytest.mark.parametrize("max_pdu", [4096, 16384, 131072])
@@ -477,44 +456,23 @@ def test_data_sets_in_many_pdus_are_stored_byte_for_byte(
 
 
 def test_p_data_pdu_over_the_negotiated_maximum_aborts(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    closing_node: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pynetdicom.dimse import DIMSEServiceProvider
 
-    from dicom_node.scp import StoreSCP
-    from xrayd.app import Node, open_storage, seed_registry
-
-    from helpers import make_settings
-
-    closed = threading.Event()
-    original = StoreSCP._on_closed
-
-    def on_closed(self: StoreSCP, event: Any) -> None:
-        original(self, event)
-        closed.set()
-
-    monkeypatch.setattr(StoreSCP, "_on_closed", on_closed)
-    settings = make_settings(tmp_path / "d", database_url, node={"max_pdu_bytes": 16384})
-    node = Node(settings, open_storage(settings, create_if_empty=True, require_current=True))
-    seed_registry(settings, node.storage.sessions)
-    node.scp.start()
-    try:
-        ae = AE(ae_title="MODALITY")
-        ae.add_requested_context(DX, "1.2.840.10008.1.2.1")
-        assoc = ae.associate("127.0.0.1", node.scp.port, ae_title="XRAYD")
-        assert assoc.is_established
-        assert assoc.acceptor.maximum_length == 16384
-        # a sender ignoring what was negotiated: 1 MiB PDUs
-        monkeypatch.setattr(
-            DIMSEServiceProvider, "maximum_pdu_size", property(lambda self: 1 << 20)
-        )
-        rsp: Any = None
-        with contextlib.suppress(Exception):  # the sender may see its connection reset
-            rsp = assoc.send_c_store(make_radiograph(rows=700, cols=600))
-        assert rsp is None or "Status" not in rsp  # never acknowledged
-        assert closed.wait(timeout=60)  # the server dropped the connection
-        assert rows(node, Instance) == []
-        assert list(node.storage.spool.tmp_dir().iterdir()) == []
-        assert echo(remote(node), "MODALITY") == 0  # and still serves others
-    finally:
-        node.scp.stop(timeout=5)
+    node, closed = closing_node(node={"max_pdu_bytes": 16384})
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(DX, "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", node.scp.port, ae_title="XRAYD")
+    assert assoc.is_established
+    assert assoc.acceptor.maximum_length == 16384
+    # a sender ignoring what was negotiated: 1 MiB PDUs
+    monkeypatch.setattr(DIMSEServiceProvider, "maximum_pdu_size", property(lambda self: 1 << 20))
+    rsp: Any = None
+    with contextlib.suppress(Exception):  # the sender may see its connection reset
+        rsp = assoc.send_c_store(make_radiograph(rows=700, cols=600))
+    assert rsp is None or "Status" not in rsp  # never acknowledged
+    assert closed.wait(timeout=60)  # the server dropped the connection
+    assert rows(node, Instance) == []
+    assert list(node.storage.spool.tmp_dir().iterdir()) == []
+    assert echo(remote(node), "MODALITY") == 0  # and still serves others
