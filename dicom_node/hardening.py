@@ -21,14 +21,13 @@ import struct
 import threading
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pynetdicom import _config
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.reactor import use_select_reactor
-from dicom_node.streaming import StreamingFile, stream_into
+from dicom_node.streaming import NewPath, StreamingFile, stream_into
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -200,8 +199,8 @@ class BoundedRequestHandler(RequestHandler):
         dul = assoc.dul
         dul._read_pdu_data = lambda: bounded_read_pdu(dul, max_pdata)  # type: ignore[method-assign]
         use_select_reactor(dul)
-        if server.stream_dir is not None:
-            stream_into(dul, server.stream_dir)
+        if server.new_stream_path is not None:
+            stream_into(dul, server.new_stream_path)
         hook = server.accept_hook
         if hook is not None:
             acse = assoc.acse
@@ -226,7 +225,7 @@ class BoundedAssociationServer(ThreadedAssociationServer):
     max_pdata: int = 16384
     max_connections: int = 32
     accept_hook: AcceptHook | None = None
-    stream_dir: Path | None = None
+    new_stream_path: NewPath | None = None
 
     def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", BoundedRequestHandler)

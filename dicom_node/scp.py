@@ -26,7 +26,7 @@ from dicom_node.hardening import BoundedAssociationServer, quiet_identifiers
 from dicom_node.received import InstanceSink, Peer, ReceivedInstance, uid_hash
 from dicom_node.sop_classes import ACCEPTED_TRANSFER_SYNTAXES, storage_sop_classes
 from dicom_node.statuses import RejectReason, StoreStatus
-from dicom_node.streaming import StreamingFile, install_streaming
+from dicom_node.streaming import NewPath, StreamingFile, install_streaming
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -54,8 +54,8 @@ class ListenerConfig:
     ae_title: str
     host: str
     port: int
-    #: where received data sets are streamed (same filesystem as their final place)
-    stream_dir: Path
+    #: fresh paths to stream received data sets to (same filesystem as their final place)
+    new_stream_path: NewPath
     accept_any_caller: bool = False
     max_associations: int = 16
     max_pdu_bytes: int = 4 * 1024 * 1024
@@ -170,7 +170,7 @@ class StoreSCP:
         server.max_pdata = self.config.max_pdu_bytes
         server.max_connections = self.config.max_associations + self.config.reject_headroom
         server.accept_hook = self._accept_hook
-        server.stream_dir = self.config.stream_dir
+        server.new_stream_path = self.config.new_stream_path
         ae._servers.append(server)
         self._server = server
         self._thread = threading.Thread(

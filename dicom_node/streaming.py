@@ -2,7 +2,7 @@
 
 pynetdicom can write a received data set to a temporary file fragment by fragment
 (``_config.STORE_RECV_CHUNKED_DATASET``) instead of collecting it in memory. We give it our own
-file object, created in a directory of the sink's choosing (the spool's ``tmp/``, on the spool's
+file object, created at a path of the sink's choosing (the spool's ``tmp/``, on the spool's
 filesystem), that hashes the bytes as they pass and asks the kernel to start writing them to the
 device every few MiB (``sync_file_range``). The disk then works while the network still
 delivers, and the ``fdatasync`` before the acknowledgement only waits for the last stretch.
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import logging
 import os
 import queue
-import secrets
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,16 @@ from pynetdicom import _config, dimse_messages
 
 LOGGER = logging.getLogger(__name__)
 
-PART_SUFFIX = ".part"
 WRITEBACK_BYTES = 2 * 1024 * 1024
 #: fragments (at most one PDU each) queued between the network thread and the writer
 QUEUED_FRAGMENTS = 8
 _SYNC_FILE_RANGE_WRITE = 2
-_STREAM_DIR_ATTR = "_xrayd_stream_dir"
+_STREAM_PATH_ATTR = "_xrayd_new_stream_path"
 
 
+@functools.cache
 def _load_sync_file_range() -> Any:
+    """libc's sync_file_range, looked up on first use (None where there is none)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -46,8 +48,6 @@ def _load_sync_file_range() -> Any:
     func.restype = ctypes.c_int
     return func
 
-
-_sync_file_range = _load_sync_file_range()
 
 
 class StreamingFile:
@@ -61,14 +61,15 @@ class StreamingFile:
     the DIMSE message still completes; :meth:`finish` then raises it and removes the file.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.name = str(directory / f"{secrets.token_hex(16)}{PART_SUFFIX}")
-        self.path = Path(self.name)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = str(path)
         self.size = 0
         self.error: OSError | None = None
         self.file = self  # pynetdicom calls ``.file.flush()``
         self._hash = hashlib.sha256()
         self._started_to = 0
+        self._sync_file_range = _load_sync_file_range()
         self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(
             maxsize=QUEUED_FRAGMENTS
         )
@@ -105,11 +106,12 @@ class StreamingFile:
                 continue
             self._hash.update(chunk)
             self.size += len(chunk)
-            if _sync_file_range is not None and self.size - self._started_to >= WRITEBACK_BYTES:
-                _sync_file_range(
+            pending = self.size - self._started_to
+            if self._sync_file_range is not None and pending >= WRITEBACK_BYTES:
+                self._sync_file_range(
                     self._fd,
                     self._started_to,
-                    self.size - self._started_to,
+                    pending,
                     _SYNC_FILE_RANGE_WRITE,
                 )
                 self._started_to = self.size
@@ -174,10 +176,10 @@ _install_lock = threading.Lock()
 
 
 def _factory(*args: Any, **kwargs: Any) -> Any:
-    directory = getattr(threading.current_thread(), _STREAM_DIR_ATTR, None)
-    if directory is None:  # not one of our associations: pynetdicom's own behaviour
+    new_path = getattr(threading.current_thread(), _STREAM_PATH_ATTR, None)
+    if new_path is None:  # not one of our associations: pynetdicom's own behaviour
         return _original_factory(*args, **kwargs)
-    return StreamingFile(directory)
+    return StreamingFile(new_path())
 
 
 def install_streaming() -> None:
@@ -187,6 +189,10 @@ def install_streaming() -> None:
         setattr(dimse_messages, "NamedTemporaryFile", _factory)  # noqa: B010
 
 
-def stream_into(thread: threading.Thread, directory: Path) -> None:
-    """Data sets decoded on ``thread`` (an association's DUL thread) go to ``directory``."""
-    setattr(thread, _STREAM_DIR_ATTR, directory)
+NewPath = Callable[[], Path]
+"""Gives a fresh, unused file path where the sink wants a received data set (its spool's tmp/)."""
+
+
+def stream_into(thread: threading.Thread, new_path: NewPath) -> None:
+    """Data sets decoded on ``thread`` (an association's DUL thread) go to ``new_path()``."""
+    setattr(thread, _STREAM_PATH_ATTR, new_path)

@@ -138,7 +138,7 @@ class Node:
                 max_pdu_bytes=node.max_pdu_bytes,
                 idle_timeout_seconds=node.idle_timeout_seconds,
                 extra_sop_classes=tuple(node.extra_sop_classes),
-                stream_dir=storage.spool.tmp_dir(),
+                new_stream_path=storage.spool.new_tmp_path,
                 reuse_port=node.listener_processes > 1,
             ),
             self.sink,
