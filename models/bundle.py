@@ -36,6 +36,7 @@ __all__ = [
     "BundleInfo",
     "LoadedModel",
     "load_bundle",
+    "round_to_half",
     "save_bundle",
     "sha256_file",
 ]
@@ -83,8 +84,14 @@ def _replace(tmp: Path, final: Path) -> None:
         os.close(fd)
 
 
-def save_bundle(directory: Path, network: MultiTaskNet, metadata: BundleMetadata) -> BundleInfo:
+def save_bundle(
+    directory: Path, network: MultiTaskNet, metadata: BundleMetadata, *, half: bool = False
+) -> BundleInfo:
     """Write ``network``'s weights and ``metadata`` as a bundle in ``directory``.
+
+    ``half``: store floating-point weights as float16 (half the size; loading widens them back
+    to float32, so the loaded network computes with exactly the float16-rounded values —
+    round the network with :func:`round_to_half` before measuring the metrics it records).
 
     Raises :class:`BundleError`, before writing anything, if the metadata would not load back
     or the network does not match it (arch, heads).
@@ -99,7 +106,10 @@ def save_bundle(directory: Path, network: MultiTaskNet, metadata: BundleMetadata
     meta_path = directory / METADATA_PATH
     weights.parent.mkdir(parents=True, exist_ok=True)
     meta_path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    state = {
+        k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+        for k, v in network.state_dict().items()
+    }
     tmp = weights.with_name(weights.name + ".tmp")
     torch.save(state, tmp)
     _replace(tmp, weights)
@@ -110,6 +120,14 @@ def save_bundle(directory: Path, network: MultiTaskNet, metadata: BundleMetadata
     _replace(tmp, meta_path)
     logger.info("saved bundle %s %s (weights %s)", metadata.name, metadata.version, digest[:12])
     return BundleInfo(metadata.name, metadata.version, digest, directory)
+
+
+def round_to_half(network: MultiTaskNet) -> None:
+    """Round ``network``'s floating-point parameters and buffers to float16 values, in place."""
+    with torch.no_grad():
+        for tensor in [*network.parameters(), *network.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().to(tensor.dtype))
 
 
 def load_bundle(directory: Path, device: str = "cpu") -> LoadedModel:

@@ -32,10 +32,14 @@ __all__ = [
 ]
 
 #: Supported backbones and the channels of their last feature map.
-ARCHS: dict[str, int] = {"densenet121": 1024, "resnet18": 512}
+ARCHS: dict[str, int] = {"densenet121": 1024, "resnet18": 512, "resnet18_half": 256}
 
 #: The Grad-CAM target layer of MONAI's stock classifier for each backbone.
-GRADCAM_LAYERS: dict[str, str] = {"densenet121": "class_layers.relu", "resnet18": "layer4"}
+GRADCAM_LAYERS: dict[str, str] = {
+    "densenet121": "class_layers.relu",
+    "resnet18": "layer4",
+    "resnet18_half": "layer4",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,9 +92,16 @@ def _densenet121() -> nn.Module:
     return nn.Sequential(OrderedDict([("features", stock.features), ("relu", nn.ReLU())]))
 
 
-def _resnet18() -> nn.Module:
+def _resnet18(widen_factor: float = 1.0) -> nn.Module:
     # conv1_t_stride=2: MONAI's default stride 1 costs 4x the FLOPs of the usual ResNet.
-    stock = resnet18(spatial_dims=2, n_input_channels=1, conv1_t_stride=2, feed_forward=False)
+    # widen_factor 0.5 ("resnet18_half"): a quarter of the weights and FLOPs.
+    stock = resnet18(
+        spatial_dims=2,
+        n_input_channels=1,
+        conv1_t_stride=2,
+        feed_forward=False,
+        widen_factor=widen_factor,
+    )
     names = ("conv1", "bn1", "act", "maxpool", "layer1", "layer2", "layer3", "layer4")
     return nn.Sequential(OrderedDict((name, getattr(stock, name)) for name in names))
 
@@ -108,7 +119,10 @@ def build_network(
         raise ValueError("dropout must be in [0, 1)")
     if body_parts < 1:
         raise ValueError("body_parts must be positive")
-    backbone = _densenet121() if arch == "densenet121" else _resnet18()
+    if arch == "densenet121":
+        backbone = _densenet121()
+    else:
+        backbone = _resnet18(0.5 if arch == "resnet18_half" else 1.0)
     logger.debug("built %s network (%d body parts)", arch, body_parts)
     return MultiTaskNet(arch, backbone, ARCHS[arch], body_parts, dropout)
 

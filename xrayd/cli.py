@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="demo-data")
     p.add_argument("--images", type=int, default=6)
     p.set_defaults(func=cmd_demo)
+
+    from xrayd.model_commands import add_parsers
+
+    add_parsers(sub, common)
     return parser
 
 
