@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _AE_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
@@ -121,6 +121,23 @@ class JobSettings(_Section):
     poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
 
+class ModelSettings(_Section):
+    """The fracture model the analysis workers and ``xrayd predict`` use."""
+
+    #: a bundle directory; empty: the synthetic-data demo bundle shipped with xrayd
+    bundle: Path | None = None
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
+    #: CPU threads for inference
+    threads: int = Field(default=2, ge=1, le=256)
+    runtime: Literal["auto", "eager", "channels_last", "onnxruntime", "openvino"] = "auto"
+    batch_size: int = Field(default=8, ge=1, le=256)
+
+    @field_validator("bundle", mode="before")
+    @classmethod
+    def _empty_bundle(cls, value: object) -> object:
+        return None if value == "" else value
+
+
 class DestinationSettings(_Section):
     """A DICOM peer (usually the PACS) that receives xrayd's results."""
 
@@ -150,6 +167,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     study: StudySettings = Field(default_factory=StudySettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
     destinations: list[DestinationSettings] = Field(default_factory=list)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

@@ -35,6 +35,7 @@ __all__ = [
     "WEIGHTS_PATH",
     "BundleInfo",
     "LoadedModel",
+    "demo_bundle_path",
     "load_bundle",
     "round_to_half",
     "save_bundle",
@@ -63,6 +64,11 @@ class LoadedModel:
     metadata: BundleMetadata
     info: BundleInfo
     device: torch.device
+
+
+def demo_bundle_path() -> Path:
+    """The demo bundle shipped with xrayd (trained on synthetic phantoms only)."""
+    return Path(__file__).resolve().parent / "bundles" / "xrayd-demo"
 
 
 def sha256_file(path: Path) -> str:

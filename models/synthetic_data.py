@@ -76,18 +76,29 @@ def synthetic_tensors(
     *,
     size: int | None = None,
     workers: int | None = None,
+    body_parts: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> LabelledTensors:
     """``n`` balanced synthetic cases (even index = fracture) as tensors.
 
     Cases are generated at ``size`` pixels (default twice the input size, at least 64) and are
     the same whatever ``workers`` is: each depends only on ``seed`` and its index.
+    ``body_parts``: cycle through these parts instead of drawing one at random.
     ``progress`` is called with the number of cases finished since the last call.
     """
     if n < 1:
         raise ValueError("n must be positive")
     size = size or max(64, 2 * params.input_size)
-    jobs = [(case_seed(seed, i), size, i % 2 == 0, params) for i in range(n)]
+    jobs: list[Job] = [
+        (
+            case_seed(seed, i),
+            size,
+            i % 2 == 0,
+            body_parts[i % len(body_parts)] if body_parts else None,
+            params,
+        )
+        for i in range(n)
+    ]
     workers = max(1, min(workers or default_workers(), n))
     results: list[tuple[npt.NDArray[np.float16], CaseLabels]] = []
     if workers == 1:

@@ -228,9 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=6)
     p.set_defaults(func=cmd_demo)
 
-    from xrayd.model_commands import add_parsers
+    from xrayd import model_commands, predict_command
 
-    add_parsers(sub, common)
+    model_commands.add_parsers(sub, common)
+    predict_command.add_parsers(sub, common)
     return parser
 
 

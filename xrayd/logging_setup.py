@@ -45,6 +45,7 @@ def configure_logging(level: str = "INFO", fmt: Literal["text", "json"] = "text"
         )
     root.addHandler(handler)
     root.setLevel(level)
-    # pynetdicom (a line per PDU event) and alembic (a line per plugin) are chatty at INFO.
-    for name in ("pynetdicom", "alembic"):
+    # pynetdicom (a line per PDU event), alembic (a line per plugin) and openjpeg (a line per
+    # encoded tile) are chatty at INFO.
+    for name in ("pynetdicom", "alembic", "openjpeg"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
