@@ -1,11 +1,11 @@
 """The classifier: prepared images in, :class:`models.prediction.Prediction` out.
 
-The weights are loaded once (:func:`models.bundle.load_bundle`). Per batch the backbone runs
-without autograd; the heads then run on a detached copy of the last feature map with
-gradients enabled, so Grad-CAM (the fracture logit's gradient with respect to that feature
-map, averaged over space, weighting its channels) costs only a backward pass through the
-heads. ``torch.inference_mode`` is not used for the backbone because its tensors cannot take
-part in autograd afterwards.
+The weights are loaded once (:func:`models.bundle.load_bundle`). Per batch a backbone runtime
+(:mod:`models.runtimes`; torch eager without autograd unless another is given, e.g. the one
+:func:`models.runtime_choice.choose_runtime` picks) computes the last feature map; the heads
+then run in torch on a copy of it with gradients enabled, so Grad-CAM (the fracture logit's
+gradient with respect to that feature map, averaged over space, weighting its channels) costs
+only a backward pass through the heads, whatever engine ran the backbone.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from models.labels import COUNT_CLASSES
 from models.prediction import Prediction, StudyPrediction, aggregate_study
 from models.preprocess import PreparedImage
 from models.regions import strongest_regions
+from models.runtimes import BackboneRuntime, EagerRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +65,25 @@ def _source_box(
 
 
 class Classifier:
-    """Runs a loaded bundle on prepared images (thread-compatible, not thread-safe)."""
+    """Runs a loaded bundle on prepared images (thread-compatible, not thread-safe).
 
-    def __init__(self, model: LoadedModel, *, batch_size: int = 8, max_boxes: int = 3) -> None:
+    ``runtime`` computes the backbone's feature map (default: torch eager on the model's
+    device); it must have been built from ``model.network``.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        batch_size: int = 8,
+        max_boxes: int = 3,
+        runtime: BackboneRuntime | None = None,
+    ) -> None:
         if batch_size < 1 or max_boxes < 0:
             raise ValueError("batch_size must be positive and max_boxes non-negative")
         self.model = model
         self.network = model.network.eval()
+        self.runtime = runtime if runtime is not None else EagerRuntime(self.network)
         self.metadata = model.metadata
         self.batch_size = batch_size
         self.max_boxes = max_boxes
@@ -106,10 +119,8 @@ class Classifier:
         self, images: Sequence[PreparedImage], hints: Sequence[str | None]
     ) -> list[Prediction]:
         size = self.metadata.input_size
-        pixels = torch.from_numpy(np.stack([np.asarray(i.pixels) for i in images]))
-        pixels = pixels.unsqueeze(1).to(self.model.device)
-        with torch.no_grad():
-            features = self.network.feature_map(pixels)
+        pixels = np.stack([np.asarray(i.pixels, dtype=np.float32) for i in images])[:, None]
+        features = self.runtime(pixels).to(self.model.device, torch.float32)
         features = features.detach().requires_grad_(True)
         with torch.enable_grad():
             outputs = self.network.heads(features)

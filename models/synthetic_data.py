@@ -60,11 +60,13 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def _one(
-    args: tuple[int, int, bool, PreprocessParams],
-) -> tuple[npt.NDArray[np.float16], CaseLabels]:
-    seed, size, fracture, params = args
-    case = generate_case(seed, size, fracture=fracture)
+#: (case seed, image size, fracture, body part or None for a random one, preprocessing)
+Job = tuple[int, int, bool, str | None, PreprocessParams]
+
+
+def _one(args: Job) -> tuple[npt.NDArray[np.float16], CaseLabels]:
+    seed, size, fracture, body_part, params = args
+    case = generate_case(seed, size, fracture=fracture, body_part=body_part)
     pixels = prepare(to_dicom(case), params).pixels.astype(np.float16)
     return pixels, (seed, case.fracture_count, BODY_PARTS.index(case.body_part), case.hardware)
 

@@ -42,5 +42,8 @@ def test_the_same_seed_writes_the_same_pixels(tmp_path: Path) -> None:
     b = write_synthetic_studies(tmp_path / "b", 2, seed=9, size=96)
     c = write_synthetic_studies(tmp_path / "c", 2, seed=10, size=96)
     first = [pydicom.dcmread(f.path).pixel_array for f in a]
-    assert all(np.array_equal(x, pydicom.dcmread(f.path).pixel_array) for x, f in zip(first, b))
+    assert all(
+        np.array_equal(x, pydicom.dcmread(f.path).pixel_array)
+        for x, f in zip(first, b, strict=True)
+    )
     assert not np.array_equal(first[0], pydicom.dcmread(c[0].path).pixel_array)
