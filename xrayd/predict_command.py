@@ -40,11 +40,16 @@ def _bundle_dir(args: argparse.Namespace, settings: Settings) -> Path:
 
 
 def load_classifier(args: argparse.Namespace, settings: Settings) -> Classifier:
-    from models.bundle import load_bundle
-    from models.inference import Classifier
+    from models.loading import load_classifier as load
 
-    model = load_bundle(_bundle_dir(args, settings), device=args.device or settings.model.device)
-    return Classifier(model, batch_size=settings.model.batch_size)
+    ready = load(
+        _bundle_dir(args, settings),
+        device=args.device or settings.model.device,
+        runtime=args.runtime,
+        threads=settings.model.threads,
+        batch_size=settings.model.batch_size,
+    )
+    return ready.classifier
 
 
 def _one(classifier: Classifier, path: Path) -> Outcome:
@@ -156,6 +161,12 @@ def add_parsers(
         help="model bundle directory (default: [model] bundle, else the demo model)",
     )
     p.add_argument("--device", default=None, help="auto, cpu, cuda (default: [model] device)")
+    p.add_argument(
+        "--runtime",
+        default=None,
+        choices=("auto", "eager", "channels_last", "onnxruntime", "openvino"),
+        help="inference runtime (default: [model] runtime)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
 

@@ -1,0 +1,93 @@
+"""A ready classifier from a bundle directory and the ``[model]`` settings.
+
+``runtime="auto"`` runs :func:`models.runtime_choice.choose_runtime` on a few synthetic
+phantoms prepared exactly like received images: the fastest runtime whose probabilities stay
+within 1e-3 of torch eager is used, eager otherwise (and always on a GPU). Naming a runtime
+uses it if it can be built here, and falls back to eager with a warning if not.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.bundle import LoadedModel, demo_bundle_path, load_bundle
+from models.inference import Classifier
+from models.preprocess import prepare
+from models.runtime_choice import RuntimeChoice, choose_runtime
+from models.runtimes import BackboneRuntime, RuntimeUnavailable, build_runtime
+from models.synthetic import generate_case, to_dicom
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ReadyClassifier", "load_classifier", "runtime_sample"]
+
+
+@dataclass(frozen=True, eq=False)
+class ReadyClassifier:
+    classifier: Classifier
+    model: LoadedModel
+    runtime: str
+    choice: RuntimeChoice | None
+
+
+def runtime_sample(model: LoadedModel, n: int = 4) -> np.ndarray:
+    """``n`` synthetic phantoms through the production preprocessing, (n, 1, S, S) float32."""
+    params = model.metadata.preprocess
+    size = max(64, 2 * params.input_size)
+    images = [
+        prepare(to_dicom(generate_case(1000 + i, size, fracture=i % 2 == 0)), params).pixels
+        for i in range(n)
+    ]
+    return np.stack(images)[:, None].astype(np.float32)
+
+
+def load_classifier(
+    bundle: Path | None = None,
+    *,
+    device: str = "auto",
+    runtime: str = "auto",
+    threads: int = 2,
+    batch_size: int = 8,
+) -> ReadyClassifier:
+    """Load ``bundle`` (default: the demo bundle) and put the chosen runtime behind it.
+
+    Sets torch's CPU thread count to ``threads`` (process-wide: this is the process's model).
+    Raises :class:`models.errors.BundleError` for a bad bundle.
+    """
+    model = load_bundle(bundle or demo_bundle_path(), device=device)
+    if model.device.type == "cpu":
+        torch.set_num_threads(threads)
+    choice: RuntimeChoice | None = None
+    chosen: BackboneRuntime | None = None
+    if model.device.type != "cpu" or runtime == "eager":
+        chosen = None
+    elif runtime == "auto":
+        choice = choose_runtime(model.network, runtime_sample(model), threads=threads)
+        chosen = choice.runtime
+        for r in choice.records:
+            logger.debug(
+                "runtime %s: available %s, max |dp| %s, %s ms/image%s",
+                r.name,
+                r.available,
+                "n/a" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}",
+                "n/a" if r.ms_per_image is None else f"{r.ms_per_image:.1f}",
+                f" ({r.reason})" if r.reason else "",
+            )
+    else:
+        try:
+            chosen = build_runtime(
+                runtime, model.network, threads=threads, input_size=model.metadata.input_size
+            )
+        except RuntimeUnavailable as exc:
+            logger.warning("runtime %s unavailable (%s); using torch eager", runtime, exc)
+    classifier = Classifier(model, batch_size=batch_size, runtime=chosen)
+    name = chosen.name if chosen is not None else "eager"
+    logger.info(
+        "model %s %s on %s, runtime %s", model.info.name, model.info.version, model.device, name
+    )
+    return ReadyClassifier(classifier, model, name, choice)
