@@ -79,6 +79,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     params = PreprocessParams(input_size=args.input_size)
     train = _tensors(args, params, "train", args.n_train, args.seed)
     val = _tensors(args, params, "validation", args.n_val, args.seed + 1)
+    labelled = val.targets.fracture[val.targets.fracture >= 0]
+    if not ((labelled == 1).any() and (labelled == 0).any()):
+        raise XraydError(
+            f"the validation part has {len(val)} images but not both fractured and normal "
+            "labelled ones: the operating point cannot be chosen (use a larger dataset)"
+        )
     print(f"training {args.arch} on {len(train)} images, validating on {len(val)}", flush=True)
     config = FitConfig(
         epochs=args.epochs,

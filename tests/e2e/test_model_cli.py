@@ -106,3 +106,77 @@ def test_train_on_a_dataset_without_data_is_a_clear_error(tmp_path: Path) -> Non
     done = xrayd("train", "--dataset", "mura", "--out", str(tmp_path / "b"))
     assert done.returncode == 1
     assert "--data is required for --dataset mura" in done.stderr
+
+
+@pytest.mark.slow
+def test_train_on_a_synthetic_csv_folder_splits_by_patient(tmp_path: Path) -> None:
+    data = tmp_path / "studies"
+    done = xrayd(
+        "synth",
+        "--out",
+        str(data),
+        "--studies",
+        "60",
+        "--seed",
+        "2",
+        "--size",
+        "96",
+        "--no-progress",
+    )
+    assert done.returncode == 0, done.stderr
+    done = xrayd(
+        "train",
+        "--dataset",
+        "csv",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "b"),
+        "--input-size",
+        "64",
+        "--epochs",
+        "1",
+        "--arch",
+        "resnet18_half",
+        "--no-progress",
+    )
+    assert done.returncode == 0, done.stderr
+    training = json.loads((tmp_path / "b" / "configs" / "training.json").read_text())
+    assert training["dataset"] == "csv"
+    # 111 images of 60 patients: every image is in exactly one of train/validation/test.
+    assert 60 < training["n_train"] + training["n_val"] < 111
+
+
+def test_a_validation_part_with_one_class_is_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "studies"
+    assert (
+        xrayd(
+            "synth",
+            "--out",
+            str(data),
+            "--studies",
+            "30",
+            "--seed",
+            "2",
+            "--size",
+            "64",
+            "--no-progress",
+        ).returncode
+        == 0
+    )
+    done = xrayd(
+        "train",
+        "--dataset",
+        "csv",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "b"),
+        "--input-size",
+        "64",
+        "--epochs",
+        "1",
+        "--no-progress",
+    )
+    assert done.returncode == 1
+    assert "not both fractured and normal" in done.stderr and "Traceback" not in done.stderr
