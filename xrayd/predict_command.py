@@ -163,9 +163,10 @@ def add_parsers(
     p.add_argument("--device", default=None, help="auto, cpu, cuda (default: [model] device)")
     p.add_argument(
         "--runtime",
-        default=None,
+        default="eager",
         choices=("auto", "eager", "channels_last", "onnxruntime", "openvino"),
-        help="inference runtime (default: [model] runtime)",
+        help="inference runtime (default eager: no start-up export; 'auto' picks the fastest "
+        "that matches eager within 1e-3, as the daemon does)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)

@@ -21,7 +21,7 @@ def test_a_hot_spot_maps_to_the_same_place_in_the_source() -> None:
     assert 88 <= rows.min() <= 92 and 108 <= rows.max() <= 112
     assert 38 <= cols.min() <= 42 and 58 <= cols.max() <= 62
     assert out[:10].max() == 0.0 and out[190:].max() == 0.0  # outside the crop
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
 
 
 def test_a_heatmap_of_the_wrong_size_is_refused() -> None:
