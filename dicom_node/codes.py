@@ -1,0 +1,165 @@
+"""Every coded concept that xrayd's result objects use, in one place, with where it comes from.
+
+Sources, checked against DICOM PS3.16 (as shipped in pydicom's ``pydicom.sr.codedict``, which is
+generated from the standard's tables) and SNOMED CT concept ids:
+
+* ``DCM`` codes are from PS3.16 Annex D (DICOM Controlled Terminology Definitions).
+* ``SCT`` codes are SNOMED CT concept ids as DICOM lists them (PS3.16 Annex L / the CIDs cited).
+* ``UCUM`` and ``LN`` (LOINC) codes are the ones PS3.16 uses in the CIDs cited.
+* ``99XRAYD`` is xrayd's **private** coding scheme (PS3.16 section 8: private designators start
+  with "99"). It is used only where neither DICOM nor SNOMED CT has a concept: the three-way
+  fracture-count class and the study summary's image counts. Every SR that uses it declares it
+  in the Coding Scheme Identification Sequence (:data:`PRIVATE_SCHEME`).
+
+Deliberate choices, so nobody "fixes" them back:
+
+* Presence values come from CID 240 "Present-Absent": Absent is SCT 272519000 (not 2667000), and
+  the third value is SCT 373068000 "Undetermined", which is what DICOM offers for an
+  indeterminate answer in that value set (SCT 82334004 "Indeterminate" is only in CID 4220,
+  visual fixation quality).
+* Probabilities are DCM 122157 "Probability" (unit UCUM "1", CID 7181 "no units", range 0..1),
+  post-coordinated with a HAS CONCEPT MOD that says *what* the probability is of (a Finding or
+  the Target Region), instead of inventing "fracture probability" codes.
+* Contributing equipment purpose is DCM 109102 "Processing Equipment" (CID 7005): xrayd derives
+  new objects from the images, it does not modify them (109103 would claim that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from pydicom.sr.coding import Code
+
+__all__ = [
+    "ABSENT",
+    "APPROXIMATE_SPATIAL_LOCATION",
+    "BODY_PARTS",
+    "COUNT_CLASSES",
+    "DEVICE_OBSERVER",
+    "FINDING",
+    "FINDING_SITE",
+    "FRACTURE",
+    "IMAGES_ANALYSED",
+    "IMAGES_NOT_ANALYSED",
+    "IMAGE_COUNT_UNIT",
+    "IMAGE_NOT_ANALYSED",
+    "MEASUREMENT_REPORT",
+    "NO_UNITS",
+    "NUMBER_OF_FRACTURES",
+    "ORTHOPEDIC_DEVICE",
+    "PRESENCE",
+    "PRESENT",
+    "PRIVATE_SCHEME",
+    "PRIVATE_SCHEME_NAME",
+    "PRIVATE_SCHEME_ORGANIZATION",
+    "PROBABILITY",
+    "PROCEDURE_XR",
+    "PROCESSING_EQUIPMENT",
+    "QUALITATIVE_EVALUATIONS",
+    "TARGET_REGION",
+    "UNDETERMINED",
+    "body_part_code",
+]
+
+#: xrayd's private coding scheme designator (PS3.16 section 8.2: "99" prefix = private).
+PRIVATE_SCHEME = "99XRAYD"
+PRIVATE_SCHEME_NAME = "xrayd private codes (fracture triage research software)"
+PRIVATE_SCHEME_ORGANIZATION = "xrayd project"
+
+# --- document structure --------------------------------------------------------------------------
+
+#: CID 7021 "Measurement Report Document Title": the TID 1500 root container.
+MEASUREMENT_REPORT = Code("126000", "DCM", "Imaging Measurement Report")
+#: CID 100 "Quantitative Diagnostic Imaging Procedure": LOINC 43468-8, the Procedure Reported.
+PROCEDURE_XR = Code("43468-8", "LN", "XR unspecified body region")
+#: TID 1500 row 12: the study-level "Qualitative Evaluations" container (UMLS CUI, as the
+#: template itself specifies it).
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
+#: CID 270 "Observer Type": the observer is a device (TID 1002).
+DEVICE_OBSERVER = Code("121007", "DCM", "Device")
+#: CID 7005 "Contributing Equipment Purpose of Reference".
+PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
+
+# --- findings and their values -------------------------------------------------------------------
+
+#: SNOMED CT 125605004 |Fracture of bone (disorder)|: the finding (TID 1501 Finding, and the
+#: concept name of the presence evaluation).
+FRACTURE = Code("125605004", "SCT", "Fracture of bone")
+#: SNOMED CT 16349000 |Orthopedic device|, as PS3.16 lists it (CID 1000): orthopaedic hardware
+#: (plates, screws, nails, prostheses) seen on the image.
+ORTHOPEDIC_DEVICE = Code("16349000", "SCT", "Orthopedic device")
+#: DCM 121071 "Finding" (CID 3419 / 7002): the concept modifier that names what a probability
+#: is of.
+FINDING = Code("121071", "DCM", "Finding")
+#: SNOMED CT 363698007 |Finding site| (CID 9000): the anatomic site of the image's evaluation.
+FINDING_SITE = Code("363698007", "SCT", "Finding Site")
+#: DCM 123014 "Target Region": the imaged anatomic region, modifier of the body-part probability.
+TARGET_REGION = Code("123014", "DCM", "Target Region")
+
+#: CID 240 "Present-Absent".
+PRESENT = Code("52101004", "SCT", "Present")
+ABSENT = Code("272519000", "SCT", "Absent")
+UNDETERMINED = Code("373068000", "SCT", "Undetermined")
+#: Decision ("present" | "absent" | "indeterminate") to its CID 240 value.
+PRESENCE: Mapping[str, Code] = MappingProxyType(
+    {"present": PRESENT, "absent": ABSENT, "indeterminate": UNDETERMINED}
+)
+
+#: DCM 122157 "Probability" (Annex D; no CID): every probability, with unit :data:`NO_UNITS`.
+PROBABILITY = Code("122157", "DCM", "Probability")
+#: CID 7181: UCUM "1", "no units" (a probability in 0..1).
+NO_UNITS = Code("1", "UCUM", "no units")
+
+#: CID 7553 "Generic Purpose of Reference to Coordinates in Measurement": the SCOORD box that
+#: localises the fracture on the source image.
+APPROXIMATE_SPATIAL_LOCATION = Code("121226", "DCM", "Approximate spatial location")
+
+# --- private codes (99XRAYD): no DICOM or SNOMED CT concept exists -------------------------------
+
+#: The model predicts a count *class* (0, 1, 2 or more), which a NUM cannot express ("2+"), so it
+#: is a CODE with private values.
+NUMBER_OF_FRACTURES = Code("FXCOUNT", PRIVATE_SCHEME, "Number of fractures")
+COUNT_CLASSES: Mapping[str, Code] = MappingProxyType(
+    {
+        "0": Code("FXCOUNT0", PRIVATE_SCHEME, "No fracture"),
+        "1": Code("FXCOUNT1", PRIVATE_SCHEME, "One fracture"),
+        "2+": Code("FXCOUNT2P", PRIVATE_SCHEME, "Two or more fractures"),
+    }
+)
+#: Study summary: how many of the study's images the model analysed, and how many it did not.
+IMAGES_ANALYSED = Code("IMGANALYSED", PRIVATE_SCHEME, "Number of images analysed")
+IMAGES_NOT_ANALYSED = Code("IMGNOTANALYSED", PRIVATE_SCHEME, "Number of images not analysed")
+#: UCUM annotation unit for a count of images ("{images}" is valid UCUM: an annotated unity).
+IMAGE_COUNT_UNIT = Code("{images}", "UCUM", "images")
+#: TEXT item per not-analysed instance: "<SOP Instance UID>: <reason>".
+IMAGE_NOT_ANALYSED = Code("IMGSKIPREASON", PRIVATE_SCHEME, "Image not analysed")
+
+# --- anatomy -------------------------------------------------------------------------------------
+
+#: Body part label of the model -> SNOMED CT anatomic region, CID 4 "Anatomic Region" (PS3.16
+#: Annex L gives the mapping from Body Part Examined). Same values as the synthetic radiographs.
+BODY_PARTS: Mapping[str, Code] = MappingProxyType(
+    {
+        "elbow": Code("16953009", "SCT", "Elbow joint"),
+        "finger": Code("7569003", "SCT", "Finger"),
+        "forearm": Code("14975008", "SCT", "Forearm"),
+        "hand": Code("85562004", "SCT", "Hand"),
+        "humerus": Code("85050009", "SCT", "Humerus"),
+        "shoulder": Code("16982005", "SCT", "Shoulder"),
+        "wrist": Code("74670003", "SCT", "Wrist joint"),
+        "leg": Code("30021000", "SCT", "Lower leg"),
+        "hip": Code("29836001", "SCT", "Hip"),
+        "other": Code("66019005", "SCT", "Extremity"),
+    }
+)
+
+
+def body_part_code(label: str) -> Code:
+    """The SNOMED CT anatomic region of one of the model's body-part labels."""
+    try:
+        return BODY_PARTS[label]
+    except KeyError:
+        raise ValueError(
+            f"unknown body part {label!r}; known: {', '.join(sorted(BODY_PARTS))}"
+        ) from None

@@ -1,0 +1,535 @@
+"""The AI result as a DICOM Comprehensive 3D SR, a TID 1500 Measurement Report (highdicom).
+
+Content tree (all codes from :mod:`dicom_node.codes`)::
+
+    CONTAINER Imaging Measurement Report (TID 1500)
+      Language, Observation Context: observer = device (TID 1002/1004: xrayd, model name)
+      Procedure reported: XR unspecified body region
+      CONTAINER Imaging Measurements
+        per analysed image, one Measurement Group (TID 1501):
+          Tracking Identifier + Tracking UID (stable per study and image, across amendments)
+          Finding: Fracture of bone
+          Algorithm Identification (TID 4019: name, version, parameters incl. thresholds)
+          Finding Site: the body part (SNOMED CT anatomic region)
+          NUM Probability [Finding = Fracture of bone]
+              INFERRED FROM SCOORD POLYLINE (closed box, column/row) SELECTED FROM the image
+          NUM Probability [Finding = Orthopedic device]
+          NUM Probability [Target Region = the body part]
+          CODE Fracture of bone = Present | Absent | Undetermined   (CID 240)
+          CODE Number of fractures = none | one | two or more     (private 99XRAYD)
+          CODE Orthopedic device = Present | Absent
+          IMAGE Source of Measurement: the source image
+      CONTAINER Qualitative Evaluations (the study summary)
+          CODE Fracture of bone = the study's decision
+          NUM Probability [Finding = Fracture of bone]
+          NUM Number of images analysed, NUM Number of images not analysed
+          TEXT Image not analysed: "<SOP Instance UID>: <reason>" (one per instance)
+
+The document is UNVERIFIED, COMPLETE and PRELIMINARY (nobody has reviewed it), sits in the source
+study (patient and study attributes copied by highdicom) in a new series, and names xrayd and the
+model in the Contributing Equipment Sequence. An amended result lists the SR it replaces in the
+Predecessor Documents Sequence.
+
+Deterministic: highdicom stamps the clock into Instance Creation Date/Time and its own Contributing
+Equipment item; both are overwritten with ``content_datetime``, and every UID is either passed in
+or derived by hashing (``generate_uid(entropy_srcs=...)``), so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from io import BytesIO
+
+import numpy as np
+from highdicom import ContributingEquipment
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from highdicom.sr import (
+    AlgorithmIdentification,
+    CodeContentItem,
+    CodedConcept,
+    Comprehensive3DSR,
+    ContainerContentItem,
+    ContentSequence,
+    CoordinatesForMeasurement,
+    DeviceObserverIdentifyingAttributes,
+    FindingSite,
+    GraphicTypeValues,
+    Measurement,
+    MeasurementReport,
+    MeasurementsAndQualitativeEvaluations,
+    NumContentItem,
+    ObservationContext,
+    ObserverContext,
+    QualitativeEvaluation,
+    RelationshipTypeValues,
+    SourceImageForMeasurementGroup,
+    SourceImageForRegion,
+    TextContentItem,
+    TrackingIdentifier,
+)
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.coding import Code
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
+
+from dicom_node import codes
+from dicom_node.errors import DicomNodeError
+from dicom_node.findings import Algorithm, Box, ImageFinding, StudyFindings
+
+__all__ = ["SRBuildError", "build_sr", "device_observer_uid", "sr_bytes", "tracking_uid"]
+
+LOGGER = logging.getLogger(__name__)
+
+COMPREHENSIVE_3D_SR = UID("1.2.840.10008.5.1.4.1.1.88.34")
+SERIES_DESCRIPTION = "xrayd AI fracture triage (research, not for clinical use)"
+
+#: Type 2 attributes highdicom reads from the first source; a header that lacks one gets it empty.
+_TYPE2_FROM_SOURCE = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+
+Predecessor = tuple[str, str, str, str]
+"""(Study Instance UID, Series Instance UID, SOP Class UID, SOP Instance UID) of an earlier SR."""
+
+
+class SRBuildError(DicomNodeError, ValueError):
+    """The findings and the source headers cannot make a consistent SR (a caller bug)."""
+
+
+def tracking_uid(study_instance_uid: str, sop_instance_uid: str) -> UID:
+    """The Tracking UID of an image's finding: the same in every amendment of the study's SR."""
+    return generate_uid(
+        entropy_srcs=["xrayd fracture finding", study_instance_uid, sop_instance_uid]
+    )
+
+
+def device_observer_uid(device_name: str, manufacturer: str, algorithm: Algorithm) -> UID:
+    """The Device Observer UID: stable per model (name, version, weights) and device name."""
+    return generate_uid(
+        entropy_srcs=[
+            "xrayd device observer",
+            device_name,
+            manufacturer,
+            algorithm.name,
+            algorithm.version,
+            algorithm.weights_sha256,
+        ]
+    )
+
+
+def build_sr(
+    findings: StudyFindings,
+    sources: Sequence[Dataset],
+    *,
+    sop_instance_uid: str,
+    series_instance_uid: str,
+    series_number: int,
+    instance_number: int,
+    content_datetime: datetime,
+    device_name: str = "xrayd",
+    manufacturer: str = "xrayd project",
+    software_version: str,
+    predecessor: Sequence[Predecessor] | None = None,
+    device_uid: str | None = None,
+) -> Dataset:
+    """The Comprehensive 3D SR (TID 1500) of one analysis of one study.
+
+    ``sources`` are the headers (pixel data not needed) of the study's source instances: every
+    analysed image must be among them; the first analysed one gives the patient and study
+    attributes. ``predecessor`` lists the SR(s) this one amends. ``device_uid`` defaults to
+    :func:`device_observer_uid`.
+    """
+    by_uid = _check_inputs(findings, sources)
+    algorithm = findings.algorithm
+    algorithm_id = AlgorithmIdentification(
+        name=algorithm.name,
+        version=algorithm.version,
+        parameters=algorithm_parameters(algorithm),
+        manufacturer=manufacturer,
+    )
+    observer = ObserverContext(
+        observer_type=CodedConcept.from_code(codes.DEVICE_OBSERVER),
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=device_uid or device_observer_uid(device_name, manufacturer, algorithm),
+            name=device_name,
+            manufacturer_name=manufacturer,
+            model_name=algorithm.name,
+        ),
+    )
+    groups = [
+        _image_group(findings.study_instance_uid, image, algorithm_id) for image in findings.images
+    ]
+    report = _measurement_report(ObservationContext(observer_device_context=observer), groups)
+    report[0].ContentSequence.append(_study_summary(findings))
+
+    evidence = _evidence(findings, sources, by_uid)
+    sr = Comprehensive3DSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer=manufacturer,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        previous_versions=_predecessor_datasets(predecessor) if predecessor else None,
+        contributing_equipment=_contributing_equipment(
+            algorithm, device_name, manufacturer, software_version, content_datetime
+        ),
+        coding_schemes=[
+            CodingSchemeIdentificationItem(
+                designator=codes.PRIVATE_SCHEME,
+                name=codes.PRIVATE_SCHEME_NAME,
+                responsible_organization=codes.PRIVATE_SCHEME_ORGANIZATION,
+            )
+        ],
+        series_description=SERIES_DESCRIPTION,
+        specific_character_set="ISO_IR 192",  # UTF-8: names from any source, texts from anywhere
+        manufacturer_model_name=device_name,
+        software_versions=[software_version, f"{algorithm.name} {algorithm.version}"],
+        content_date=content_datetime.date(),
+        content_time=content_datetime.time(),
+        series_date=content_datetime.date(),
+        series_time=content_datetime.time(),
+    )
+    _pin_clock(sr, content_datetime)
+    LOGGER.debug(
+        "built fracture SR",
+        extra={
+            "sop_instance_uid": sop_instance_uid,
+            "images": len(findings.images),
+            "not_analysed": len(findings.not_analysed),
+            "amends": len(predecessor or ()),
+        },
+    )
+    ds: Dataset = sr
+    return ds
+
+
+def algorithm_parameters(algorithm: Algorithm) -> list[str]:
+    """TID 4019 Algorithm Parameters: ``key=value``, sorted, plus the weights' SHA-256."""
+    params = [f"{key}={value}" for key, value in sorted(algorithm.parameters.items())]
+    return [*params, f"weights_sha256={algorithm.weights_sha256}"]
+
+
+def sr_bytes(ds: Dataset) -> bytes:
+    """The Part 10 file of ``ds``: explicit VR little endian, xrayd's file meta; deterministic.
+
+    ``ds`` is not modified.
+    """
+    out = ds.copy()
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(ds.SOPClassUID)
+    meta.MediaStorageSOPInstanceUID = UID(ds.SOPInstanceUID)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "XRAYD"
+    out.file_meta = meta
+    out.preamble = b"\x00" * 128
+    buffer = BytesIO()
+    out.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+# --- content ---------------------------------------------------------------------------------
+
+
+def _image_group(
+    study_instance_uid: str, image: ImageFinding, algorithm_id: AlgorithmIdentification
+) -> MeasurementsAndQualitativeEvaluations:
+    body_part = codes.body_part_code(image.body_part)
+    boxes = [_box_scoord(image, box) for box in image.boxes]
+    measurements = [
+        _probability(image.fracture_probability, codes.FINDING, codes.FRACTURE, boxes),
+        _probability(image.hardware_probability, codes.FINDING, codes.ORTHOPEDIC_DEVICE),
+        _probability(image.body_part_probability, codes.TARGET_REGION, body_part),
+    ]
+    evaluations = [
+        QualitativeEvaluation(codes.FRACTURE, codes.PRESENCE[image.decision]),
+        QualitativeEvaluation(codes.NUMBER_OF_FRACTURES, codes.COUNT_CLASSES[image.count]),
+        QualitativeEvaluation(
+            codes.ORTHOPEDIC_DEVICE, codes.PRESENT if image.hardware else codes.ABSENT
+        ),
+    ]
+    return MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(
+            uid=tracking_uid(study_instance_uid, image.sop_instance_uid),
+            identifier=f"fracture finding, image {image.sop_instance_uid}",
+        ),
+        finding_type=codes.FRACTURE,
+        algorithm_id=algorithm_id,
+        finding_sites=[FindingSite(anatomic_location=body_part)],
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+        source_images=[
+            SourceImageForMeasurementGroup(
+                referenced_sop_class_uid=image.sop_class_uid,
+                referenced_sop_instance_uid=image.sop_instance_uid,
+            )
+        ],
+    )
+
+
+def _probability(
+    value: float,
+    modifier_name: Code,
+    modifier_value: Code,
+    boxes: Sequence[CoordinatesForMeasurement] = (),
+) -> Measurement:
+    """TID 300: NUM Probability (no units), post-coordinated with what it is the probability of."""
+    _check_probability(value)
+    measurement = Measurement(
+        name=codes.PROBABILITY,
+        value=float(value),
+        unit=codes.NO_UNITS,
+        referenced_coordinates=list(boxes) or None,
+    )
+    num = measurement[0]
+    modifier = CodeContentItem(
+        name=modifier_name,
+        value=modifier_value,
+        relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD,
+    )
+    children = list(getattr(num, "ContentSequence", []))
+    num.ContentSequence = ContentSequence([modifier, *children])
+    return measurement
+
+
+def _box_scoord(image: ImageFinding, box: Box) -> CoordinatesForMeasurement:
+    """A closed POLYLINE (5 points, column/row) around ``box`` on the source image.
+
+    DICOM image coordinates put the top-left corner of the first pixel at (0, 0) and pixel
+    (r, c) covers [c, c+1) x [r, r+1), exactly the convention of :class:`Box`.
+    """
+    if box.row1 > image.rows or box.col1 > image.columns:
+        raise SRBuildError(
+            f"box {box} outside the {image.rows}x{image.columns} image {image.sop_instance_uid}"
+        )
+    corners = [
+        (box.col0, box.row0),
+        (box.col1, box.row0),
+        (box.col1, box.row1),
+        (box.col0, box.row1),
+        (box.col0, box.row0),
+    ]
+    return CoordinatesForMeasurement(
+        graphic_type=GraphicTypeValues.POLYLINE,
+        graphic_data=np.array(corners, dtype=np.float64),
+        source_image=SourceImageForRegion(
+            referenced_sop_class_uid=image.sop_class_uid,
+            referenced_sop_instance_uid=image.sop_instance_uid,
+        ),
+        purpose=codes.APPROXIMATE_SPATIAL_LOCATION,
+    )
+
+
+def _measurement_report(
+    context: ObservationContext, groups: Sequence[MeasurementsAndQualitativeEvaluations]
+) -> MeasurementReport:
+    """TID 1500. With no analysed image there is no Imaging Measurements container at all.
+
+    highdicom insists on at least one measurement group, but TID 1500 needs only one of its
+    Imaging Measurements / Derived Imaging Measurements / Qualitative Evaluations containers; the
+    study summary (Qualitative Evaluations) is always present, so a study where nothing could be
+    analysed still gets a valid report that says so.
+    """
+    if groups:
+        return MeasurementReport(
+            observation_context=context,
+            procedure_reported=codes.PROCEDURE_XR,
+            imaging_measurements=groups,
+            title=codes.MEASUREMENT_REPORT,
+        )
+    placeholder = MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid="2.25.0", identifier="placeholder")
+    )
+    report = MeasurementReport(
+        observation_context=context,
+        procedure_reported=codes.PROCEDURE_XR,
+        imaging_measurements=[placeholder],
+        title=codes.MEASUREMENT_REPORT,
+    )
+    root = report[0]
+    root.ContentSequence = ContentSequence(
+        [
+            item
+            for item in root.ContentSequence
+            if item.ConceptNameCodeSequence[0].CodeValue != "126010"  # Imaging Measurements
+        ]
+    )
+    return report
+
+
+def _study_summary(findings: StudyFindings) -> ContainerContentItem:
+    """TID 1500 row 12: the study-level decision, probability and image counts."""
+    _check_probability(findings.fracture_probability)
+    contains = RelationshipTypeValues.CONTAINS
+    probability = NumContentItem(
+        name=codes.PROBABILITY,
+        value=float(findings.fracture_probability),
+        unit=codes.NO_UNITS,
+        relationship_type=contains,
+    )
+    probability.ContentSequence = ContentSequence(
+        [
+            CodeContentItem(
+                name=codes.FINDING,
+                value=codes.FRACTURE,
+                relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD,
+            )
+        ]
+    )
+    items = [
+        CodeContentItem(
+            name=codes.FRACTURE,
+            value=codes.PRESENCE[findings.decision],
+            relationship_type=contains,
+        ),
+        probability,
+        _image_count(codes.IMAGES_ANALYSED, len(findings.images)),
+        _image_count(codes.IMAGES_NOT_ANALYSED, len(findings.not_analysed)),
+        *(
+            TextContentItem(
+                name=codes.IMAGE_NOT_ANALYSED,
+                value=f"{item.sop_instance_uid}: {item.reason}",
+                relationship_type=contains,
+            )
+            for item in findings.not_analysed
+        ),
+    ]
+    container = ContainerContentItem(name=codes.QUALITATIVE_EVALUATIONS, relationship_type=contains)
+    container.ContentSequence = ContentSequence(items)
+    return container
+
+
+def _image_count(name: Code, count: int) -> NumContentItem:
+    item = NumContentItem(
+        name=name,
+        value=count,
+        unit=codes.IMAGE_COUNT_UNIT,
+        relationship_type=RelationshipTypeValues.CONTAINS,
+    )
+    item.MeasuredValueSequence[0].NumericValue = str(count)  # "2", not highdicom's "2.0"
+    return item
+
+
+# --- header ----------------------------------------------------------------------------------
+
+
+def _contributing_equipment(
+    algorithm: Algorithm,
+    device_name: str,
+    manufacturer: str,
+    software_version: str,
+    when: datetime,
+) -> list[ContributingEquipment]:
+    """xrayd (the software) and the model, both processing equipment (CID 7005)."""
+    return [
+        ContributingEquipment(
+            manufacturer=manufacturer,
+            purpose_of_reference=codes.PROCESSING_EQUIPMENT,
+            manufacturer_model_name=device_name,
+            software_versions=software_version,
+            contribution_datetime=when,
+            contribution_description=(
+                "xrayd fracture triage: produced this report from the referenced images "
+                "(research software, not for clinical use)"
+            ),
+        ),
+        ContributingEquipment(
+            manufacturer=manufacturer,
+            purpose_of_reference=codes.PROCESSING_EQUIPMENT,
+            manufacturer_model_name=algorithm.name,
+            software_versions=algorithm.version,
+            contribution_datetime=when,
+            contribution_description=(
+                f"fracture classifier {algorithm.name} {algorithm.version}, "
+                f"weights sha256 {algorithm.weights_sha256}"
+            ),
+        ),
+    ]
+
+
+def _pin_clock(sr: Dataset, when: datetime) -> None:
+    """Replace the wall-clock values highdicom writes with ``when`` (byte-identical rebuilds)."""
+    sr.InstanceCreationDate = when.strftime("%Y%m%d")
+    sr.InstanceCreationTime = when.strftime("%H%M%S.%f" if when.microsecond else "%H%M%S")
+    stamp = when.strftime("%Y%m%d%H%M%S") + (f".{when.microsecond:06d}" if when.microsecond else "")
+    stamp += when.strftime("%z")
+    for item in sr.get("ContributingEquipmentSequence", []):
+        if item.get("ManufacturerModelName") == "highdicom":
+            item.ContributionDateTime = stamp
+    if when.utcoffset() is not None:
+        sr.TimezoneOffsetFromUTC = when.strftime("%z")
+
+
+def _evidence(
+    findings: StudyFindings, sources: Sequence[Dataset], by_uid: Mapping[str, Dataset]
+) -> list[Dataset]:
+    """All source headers; first the one highdicom copies patient/study from, type 2 filled."""
+    head_uid = findings.images[0].sop_instance_uid if findings.images else sources[0].SOPInstanceUID
+    head = Dataset()  # a new element dict: Dataset.copy() would share the caller's
+    head.update(by_uid[head_uid])
+    for keyword in _TYPE2_FROM_SOURCE:
+        if keyword not in head:
+            setattr(head, keyword, None)
+    rest = [ds for ds in sources if ds.SOPInstanceUID != head_uid]
+    return [head, *rest]
+
+
+def _predecessor_datasets(predecessor: Sequence[Predecessor]) -> list[Dataset]:
+    items = []
+    for entry in predecessor:
+        if len(entry) != 4 or not all(entry):
+            raise SRBuildError(
+                "a predecessor is (study uid, series uid, sop class uid, sop instance uid)"
+            )
+        ds = Dataset()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPClassUID, ds.SOPInstanceUID = entry
+        items.append(ds)
+    return items
+
+
+def _check_inputs(findings: StudyFindings, sources: Sequence[Dataset]) -> dict[str, Dataset]:
+    if not sources:
+        raise SRBuildError("no source headers: the SR needs the study's patient and study data")
+    by_uid: dict[str, Dataset] = {}
+    for ds in sources:
+        for keyword in ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"):
+            if not ds.get(keyword):
+                raise SRBuildError(f"a source header has no {keyword}")
+        if ds.StudyInstanceUID != findings.study_instance_uid:
+            raise SRBuildError(
+                f"source {ds.SOPInstanceUID} is not in study {findings.study_instance_uid}"
+            )
+        by_uid[str(ds.SOPInstanceUID)] = ds
+    missing = [i.sop_instance_uid for i in findings.images if i.sop_instance_uid not in by_uid]
+    if missing:
+        raise SRBuildError(f"no source header for analysed image(s) {', '.join(missing)}")
+    for image in findings.images:
+        header = by_uid[image.sop_instance_uid]
+        if header.SOPClassUID != image.sop_class_uid:
+            raise SRBuildError(f"SOP class of {image.sop_instance_uid} differs from its header")
+        if image.decision not in codes.PRESENCE or image.count not in codes.COUNT_CLASSES:
+            raise SRBuildError(f"unknown decision or count class for {image.sop_instance_uid}")
+    if findings.decision not in codes.PRESENCE:
+        raise SRBuildError(f"unknown study decision {findings.decision!r}")
+    return by_uid
+
+
+def _check_probability(value: float) -> None:
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise SRBuildError(f"a probability must lie in [0, 1], got {value!r}")
