@@ -121,6 +121,24 @@ class JobSettings(_Section):
     poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
 
+class DeliverySettings(_Section):
+    """Sending result objects to the destinations."""
+
+    workers: int = Field(default=1, ge=1, le=16)
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=3600.0, gt=0)
+    send_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    lease_seconds: float = Field(default=600.0, gt=0)
+    poll_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _lease_covers_a_send(self) -> DeliverySettings:
+        if self.lease_seconds <= 3 * self.send_timeout_seconds:
+            raise ValueError("lease_seconds must exceed three times send_timeout_seconds")
+        return self
+
+
 class ModelSettings(_Section):
     """The fracture model the analysis workers and ``xrayd predict`` use."""
 
@@ -168,6 +186,7 @@ class Settings(BaseSettings):
     study: StudySettings = Field(default_factory=StudySettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     destinations: list[DestinationSettings] = Field(default_factory=list)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

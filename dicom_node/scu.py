@@ -1,17 +1,35 @@
-"""Outgoing associations: C-ECHO now; the results issue adds C-STORE of result objects."""
+"""Outgoing associations: C-ECHO, and C-STORE of result objects (:func:`send_file`).
+
+:func:`send_file` sends one file and says how it went (:class:`SendOutcome`): stored, failed
+for now (worth retrying later) or failed for good. See :func:`classify_store_status` for the
+status table and :func:`send_file` for the transfer-syntax rules.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum, IntEnum
+from pathlib import Path
+from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 
 from dicom_node.errors import PeerUnreachableError
 from dicom_node.hardening import quiet_identifiers
+from dicom_node.statuses import StoreStatus
 
 LOGGER = logging.getLogger(__name__)
 
@@ -107,3 +125,270 @@ def store_datasets(
         if assoc.is_established:
             assoc.release()
     return statuses
+
+
+# -- sending result objects ----------------------------------------------------------------------
+
+
+class PeerStatus(IntEnum):
+    """C-STORE response statuses a peer may answer with, beyond :class:`StoreStatus`
+    (PS3.4 B.2.3, PS3.7 Annex C)."""
+
+    WARNING = 0x0001
+    ATTRIBUTE_LIST_ERROR = 0x0107
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    ATTRIBUTE_VALUE_OUT_OF_RANGE = 0x0116
+    INVALID_SOP_INSTANCE = 0x0117
+    NOT_AUTHORISED = 0x0124
+    DUPLICATE_INVOCATION = 0x0210
+    UNRECOGNISED_OPERATION = 0x0211
+    MISTYPED_ARGUMENT = 0x0212
+    RESOURCE_LIMITATION = 0x0213
+    COERCION_OF_DATA_ELEMENTS = 0xB000
+    ELEMENTS_DISCARDED = 0xB006
+    DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING = 0xB007
+    CANCEL = 0xFE00
+
+
+class StatusClass(Enum):
+    STORED = "stored"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+_STORED_STATUSES = frozenset(
+    {
+        StoreStatus.SUCCESS,
+        PeerStatus.WARNING,
+        PeerStatus.ATTRIBUTE_LIST_ERROR,
+        PeerStatus.ATTRIBUTE_VALUE_OUT_OF_RANGE,
+        # Our SOP Instance UIDs are chosen once and resends are byte-identical: a peer that
+        # already has this instance has our object (typically a lost response, then a resend).
+        PeerStatus.DUPLICATE_SOP_INSTANCE,
+    }
+)
+_TRANSIENT_STATUSES = frozenset(
+    {
+        StoreStatus.PROCESSING_FAILURE,
+        PeerStatus.DUPLICATE_INVOCATION,
+        PeerStatus.RESOURCE_LIMITATION,
+        PeerStatus.CANCEL,
+    }
+)
+_PERMANENT_STATUSES = frozenset(
+    {
+        StoreStatus.SOP_CLASS_NOT_SUPPORTED,
+        PeerStatus.INVALID_SOP_INSTANCE,
+        PeerStatus.NOT_AUTHORISED,
+        PeerStatus.UNRECOGNISED_OPERATION,
+        PeerStatus.MISTYPED_ARGUMENT,
+    }
+)
+
+
+def classify_store_status(status: int) -> tuple[StatusClass, str]:
+    """What a C-STORE response status means for a sender, with a short description.
+
+    ============================================  ===========  ==============================
+    status                                        class        why
+    ============================================  ===========  ==============================
+    0x0000 success                                stored
+    0xB000-0xBFFF warnings (coercion 0xB000,      stored       PS3.4: the instance was stored
+    elements discarded 0xB006, 0xB007), 0x0001,
+    0x0107, 0x0116
+    0x0111 duplicate SOP instance                 stored       same UID, same bytes: it is there
+    0xA700-0xA7FF out of resources                transient    the peer's disk/queue is full
+    0x0110 processing failure, 0x0210, 0x0213,    transient    the peer's own trouble
+    0xFE00 cancel
+    0xA900-0xA9FF data set does not match class   permanent    resending the same bytes fails
+    0xC000-0xCFFF cannot understand               permanent    again
+    0x0122 SOP class not supported, 0x0117,       permanent
+    0x0124 not authorised, 0x0211, 0x0212
+    anything else                                 transient    unknown: bounded retries, then
+                                                               a dead letter
+    ============================================  ===========  ==============================
+    """
+    if status in _STORED_STATUSES or 0xB000 <= status <= 0xBFFF:
+        return StatusClass.STORED, _status_name(status)
+    if 0xA700 <= status <= 0xA7FF or status in _TRANSIENT_STATUSES:
+        return StatusClass.TRANSIENT, _status_name(status)
+    if 0xA900 <= status <= 0xA9FF or 0xC000 <= status <= 0xCFFF or status in _PERMANENT_STATUSES:
+        return StatusClass.PERMANENT, _status_name(status)
+    return StatusClass.TRANSIENT, "unknown status"
+
+
+def _status_name(status: int) -> str:
+    for enum in (StoreStatus, PeerStatus):
+        try:
+            return enum(status).name.lower().replace("_", " ")
+        except ValueError:
+            continue
+    if 0xA700 <= status <= 0xA7FF:
+        return "out of resources"
+    if 0xA900 <= status <= 0xA9FF:
+        return "dataset mismatch"
+    if 0xC000 <= status <= 0xCFFF:
+        return "cannot understand"
+    return "warning"
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """How one C-STORE went. ``ok``: the peer stored it (possibly with a warning);
+    otherwise ``transient`` says whether trying again later may help. ``status`` is the
+    peer's DIMSE status, None when none came (no association, no response). ``message``
+    names the peer and the reason, never patient data or UIDs."""
+
+    ok: bool
+    transient: bool
+    status: int | None
+    message: str
+
+
+#: Uncompressed little-endian syntaxes pydicom can re-encode between without touching values.
+_UNCOMPRESSED_LE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+def proposed_transfer_syntaxes(file_syntax: str) -> list[UID]:
+    """The transfer syntaxes proposed for a file encoded in ``file_syntax``, preferred first.
+
+    The file's own syntax always comes first. An uncompressed little-endian file (explicit,
+    implicit or deflated) also offers explicit and implicit VR little endian, into which it
+    can be re-encoded losslessly. A compressed (or big-endian) file is offered only in its
+    own syntax: xrayd does not transcode pixel data.
+    """
+    own = UID(file_syntax)
+    syntaxes = [own]
+    if own in _UNCOMPRESSED_LE or own == DeflatedExplicitVRLittleEndian:
+        syntaxes += [ts for ts in _UNCOMPRESSED_LE if ts != own]
+    return syntaxes
+
+
+def send_file(
+    remote: RemoteAE, path: Path, *, calling_ae: str, timeout: float = 30.0
+) -> SendOutcome:
+    """C-STORE the DICOM file at ``path`` to ``remote`` over a new association.
+
+    Only the file's SOP class is proposed, with :func:`proposed_transfer_syntaxes`. When the
+    peer accepts the file's own syntax the file's bytes after the meta header are sent as
+    they are (resends are byte-identical). When it accepts only another uncompressed syntax
+    the data set is read and re-encoded in that one (same elements and values, including the
+    SOP Instance UID; only the encoding differs). A peer that accepts none of them is a
+    permanent failure.
+
+    Association failures: a rejection marked transient (result 2), or one for temporary
+    congestion / local limit (source 3), a refused or timed-out connection, an abort and a
+    missing response are transient; other rejections (unknown AE titles, no reason) and
+    "no presentation context accepted" are permanent. Response statuses: see
+    :func:`classify_store_status`. ``timeout`` bounds the connection, the association
+    negotiation and each DIMSE/network wait separately. Never raises for network errors.
+    """
+    try:
+        meta = read_file_meta_info(path)
+        sop_class = str(meta.MediaStorageSOPClassUID)
+        file_syntax = str(meta.TransferSyntaxUID)
+        _ = str(meta.MediaStorageSOPInstanceUID)
+    except (OSError, InvalidDicomError, AttributeError, KeyError) as exc:
+        return SendOutcome(False, False, None, f"cannot read the file's meta header: {_kind(exc)}")
+    quiet_identifiers()
+    # Let pynetdicom send a file's encoded data set straight from disk (no decode/re-encode)
+    # when the accepted syntax is the file's own; process-wide, like quiet_identifiers().
+    _config.STORE_SEND_CHUNKED_DATASET = True
+
+    seen: dict[str, Any] = {}
+
+    def on_acse(event: Any) -> None:
+        primitive = getattr(event, "primitive", None)
+        if primitive is not None and hasattr(primitive, "result"):
+            seen["associate_response"] = primitive
+
+    def on_open(_event: Any) -> None:
+        seen["connected"] = True
+
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    ae.add_requested_context(sop_class, proposed_transfer_syntaxes(file_syntax))
+    try:
+        assoc = ae.associate(
+            remote.host,
+            remote.port,
+            ae_title=remote.ae_title,
+            evt_handlers=[(evt.EVT_ACSE_RECV, on_acse), (evt.EVT_CONN_OPEN, on_open)],
+        )
+    except (OSError, RuntimeError, ValueError) as exc:
+        return SendOutcome(False, True, None, f"no association with {remote}: {_kind(exc)}")
+    if not assoc.is_established:
+        return _association_failure(remote, assoc, seen)
+    try:
+        return _store(remote, assoc, path, sop_class, UID(file_syntax))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _association_failure(remote: RemoteAE, assoc: Association, seen: dict[str, Any]) -> SendOutcome:
+    response = seen.get("associate_response")
+    if assoc.is_rejected and response is not None:
+        result, source, reason = response.result, response.result_source, response.diagnostic
+        transient = result == 0x02 or source == 0x03
+        detail = (
+            f"association rejected ({'transient' if transient else 'permanent'}: "
+            f"result {result}, source {source}, reason {reason})"
+        )
+        return SendOutcome(False, transient, None, f"{remote}: {detail}")
+    if response is not None and getattr(response, "result", None) == 0x00:
+        return SendOutcome(
+            False, False, None, f"{remote}: accepted no presentation context for this object"
+        )
+    if not seen.get("connected"):
+        return SendOutcome(False, True, None, f"{remote}: could not connect (refused or timed out)")
+    what = "aborted" if assoc.is_aborted else "no answer to the association request"
+    return SendOutcome(False, True, None, f"{remote}: association {what}")
+
+
+def _store(
+    remote: RemoteAE, assoc: Association, path: Path, sop_class: str, file_syntax: UID
+) -> SendOutcome:
+    accepted = [
+        cx
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == sop_class and cx.as_scu is not False
+    ]
+    syntaxes = [UID(cx.transfer_syntax[0]) for cx in accepted]
+    if not syntaxes:
+        return SendOutcome(
+            False, False, None, f"{remote}: accepted no presentation context for this object"
+        )
+    dataset: Path | Dataset
+    if file_syntax in syntaxes:
+        dataset = path
+    else:
+        try:
+            dataset = dcmread(path)
+        except (OSError, InvalidDicomError) as exc:
+            return SendOutcome(False, False, None, f"cannot read the file: {_kind(exc)}")
+        LOGGER.debug(
+            "sending re-encoded in %s (peer refused %s)", syntaxes[0].name, file_syntax.name
+        )
+    try:
+        rsp = assoc.send_c_store(dataset)
+    except (ValueError, AttributeError) as exc:  # no usable context, cannot encode
+        return SendOutcome(False, False, None, f"{remote}: cannot send this object: {_kind(exc)}")
+    except Exception as exc:  # the association broke under us
+        return SendOutcome(False, True, None, f"{remote}: C-STORE failed: {_kind(exc)}")
+    if "Status" not in rsp:
+        return SendOutcome(False, True, None, f"{remote}: no C-STORE response (timeout or abort)")
+    status = int(rsp.Status)
+    kind, name = classify_store_status(status)
+    text = f"{remote}: status 0x{status:04X} ({name})"
+    if kind is StatusClass.STORED:
+        return SendOutcome(True, False, status, text)
+    return SendOutcome(False, kind is StatusClass.TRANSIENT, status, text)
+
+
+def _kind(exc: BaseException) -> str:
+    """An exception's class name and errno-like detail, without its free text (it may quote
+    file contents or paths)."""
+    strerror = getattr(exc, "strerror", None)
+    return f"{type(exc).__name__}: {strerror}" if strerror else type(exc).__name__

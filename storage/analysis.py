@@ -25,6 +25,7 @@ __all__ = [
     "find_object",
     "latest_object",
     "load_study",
+    "object_id",
     "objects_of",
     "record_analysis",
     "record_object",
@@ -150,6 +151,11 @@ def record_object(
     session.add(row)
     session.flush()
     return row.id, True
+
+
+def object_id(session: Session, sop_instance_uid: str) -> int | None:
+    """The id of the result row holding ``sop_instance_uid``, if any (in ``session``)."""
+    return session.scalar(select(Result.id).where(Result.sop_instance_uid == sop_instance_uid))
 
 
 def find_object(sm: sessionmaker[Session], sop_instance_uid: str) -> ObjectRow | None:

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,11 @@ from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
 from storage.migrate import current_revision, head_revision, schema_state, upgrade
 from storage.spool import Spool
+from xrayd.analysis import StudyAnalyser
+from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
 from xrayd.listeners import ListenerProcesses, exit_with_parent
-from xrayd.pipeline import Analyser, SeenOnlyAnalyser
+from xrayd.model_holder import ModelHolder
+from xrayd.pipeline import Analyser
 from xrayd.receiver import SpoolingSink, utcnow
 from xrayd.worker import CompletionTimer, Wakeup, Worker
 
@@ -113,13 +117,25 @@ class Node:
     """A running xrayd: listener, completion timer and workers sharing one database."""
 
     def __init__(
-        self, settings: Settings, storage: Storage, analyser: Analyser | None = None
+        self,
+        settings: Settings,
+        storage: Storage,
+        analyser: Analyser | None = None,
+        *,
+        preload_model: bool = False,
+        on_delivery: Callable[[DeliveryReport], None] | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
-        self.analyser = analyser or SeenOnlyAnalyser(storage.sessions)
         self.stop_event = threading.Event()
         self.wakeup = Wakeup()
+        self.delivery_wakeup = Wakeup()
+        self.model = ModelHolder(settings.model)
+        self.preload_model = preload_model
+        self.on_delivery = on_delivery
+        self.analyser = analyser or StudyAnalyser(
+            storage.sessions, storage.spool, self.model.get, on_queued=self.delivery_wakeup.set
+        )
         node = settings.node
         self.sink = SpoolingSink(
             storage.spool,
@@ -165,10 +181,40 @@ class Node:
         for i in range(self.settings.jobs.workers):
             self.threads.append(
                 Worker(
-                    i, sessions, self.analyser, self.settings.jobs, utcnow, self.stop_event,
+                    i,
+                    sessions,
+                    self.analyser,
+                    self.settings.jobs,
+                    utcnow,
+                    self.stop_event,
                     self.wakeup,
                 )
             )
+        d = self.settings.delivery
+        options = DeliveryOptions(
+            calling_ae_title=self.settings.node.ae_title,
+            max_attempts=d.max_attempts,
+            retry_base_seconds=d.retry_base_seconds,
+            retry_max_seconds=d.retry_max_seconds,
+            send_timeout_seconds=d.send_timeout_seconds,
+            lease_seconds=d.lease_seconds,
+            poll_seconds=d.poll_seconds,
+        )
+        for i in range(d.workers):
+            self.threads.append(
+                DeliveryWorker(
+                    sessions,
+                    self.storage.spool,
+                    options,
+                    utcnow,
+                    self.stop_event,
+                    self.delivery_wakeup,
+                    index=i,
+                    on_report=self.on_delivery,
+                )
+            )
+        if self.preload_model:
+            self.model.preload()
         for thread in self.threads:
             thread.start()
         self.scp.start()
@@ -179,6 +225,7 @@ class Node:
         self.scp.stop(timeout=timeout / 2)
         self.stop_event.set()
         self.wakeup.set()
+        self.delivery_wakeup.set()
         for thread in self.threads:
             thread.join(timeout=timeout / 2)
         self.storage.engine.dispose()
@@ -201,7 +248,7 @@ def serve(
     if listener_only:
         exit_with_parent()
     storage = open_storage(settings, create_if_empty=not listener_only, require_current=True)
-    node = Node(settings, storage)
+    node = Node(settings, storage, preload_model=not listener_only)
     extra: ListenerProcesses | None = None
     if listener_only:
         node.scp.start()

@@ -1,0 +1,199 @@
+"""The whole mission: a modality (DCMTK storescu) sends a study, xrayd analyses it with the demo
+model, and Orthanc (the PACS) ends up holding the SR, the Secondary Captures and the PDF."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from orthanc import Orthanc, running_orthanc
+from PIL import Image
+
+from models.synthetic_files import write_synthetic_studies
+
+from helpers import make_settings, need_tool
+
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+PDF_CLASS = "1.2.840.10008.5.1.4.1.1.104.1"
+
+
+class Deliveries:
+    """Counts sent deliveries (the worker's report hook) so the test waits on an event."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.failed: list[Any] = []
+        self.lock = threading.Condition()
+
+    def __call__(self, report: Any) -> None:
+        with self.lock:
+            (self.sent if report.outcome.ok else self.failed).append(report)
+            self.lock.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 180) -> None:
+        with self.lock:
+            assert self.lock.wait_for(lambda: len(self.sent) >= n, timeout), (
+                f"{len(self.sent)} of {n} deliveries sent; failures: "
+                f"{[r.outcome for r in self.failed]}"
+            )
+
+
+@pytest.fixture
+def pacs(tmp_path: Path) -> Iterator[Orthanc]:
+    with running_orthanc(tmp_path / "orthanc") as server:
+        yield server
+
+
+def _node(tmp_path: Path, pacs: Orthanc, deliveries: Deliveries) -> Any:
+    from xrayd.app import Node, open_storage
+
+    settings = make_settings(
+        tmp_path / "data",
+        node={"callers": [{"ae_title": "MODALITY"}]},
+        model={"runtime": "eager"},
+        destinations=[
+            {
+                "name": "pacs",
+                "ae_title": pacs.ae_title,
+                "host": "127.0.0.1",
+                "port": pacs.dicom_port,
+                "send": ["sr", "sc", "pdf"],
+            }
+        ],
+    )
+    storage = open_storage(settings, create_if_empty=True, require_current=True)
+    node = Node(settings, storage, on_delivery=deliveries)
+    node.start()
+    return node
+
+
+def _storescu(port: int, files: list[Path]) -> None:
+    tool = need_tool("storescu")
+    done = subprocess.run(
+        [tool, "-aet", "MODALITY", "-aec", "XRAYD", "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def _dciodvfy_errors(data: bytes, tmp_path: Path, name: str) -> list[str]:
+    tool = need_tool("dciodvfy")
+    path = tmp_path / name
+    path.write_bytes(data)
+    out = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_a_study_sent_by_a_modality_comes_back_to_the_pacs_as_sr_sc_and_pdf(
+    tmp_path: Path, pacs: Orthanc
+) -> None:
+    files = write_synthetic_studies(tmp_path / "in", 1, seed=21, size=384)
+    study_uid = files[0].study_uid
+    sources = {f.path.name: pydicom.dcmread(f.path, stop_before_pixels=True) for f in files}
+    source_uids = {str(ds.SOPInstanceUID) for ds in sources.values()}
+    deliveries = Deliveries()
+    node = _node(tmp_path, pacs, deliveries)
+    try:
+        _storescu(node.scp.port, [f.path for f in files])
+        expected = 1 + len(files) + 1  # SR, one SC per view, Encapsulated PDF
+        deliveries.wait_for(expected)
+        stored = pacs.instances()
+        classes = sorted(i["SOPClassUID"] for i in stored)
+        assert classes == sorted([SR_CLASS, PDF_CLASS] + [SC_CLASS] * len(files))
+        assert {i["StudyInstanceUID"] for i in stored} == {study_uid}
+        assert {i["PatientID"] for i in stored} == {files[0].patient_id}
+        assert not {i["SeriesInstanceUID"] for i in stored} & {
+            str(ds.SeriesInstanceUID) for ds in sources.values()
+        }
+        ids = pacs.get("/instances")
+        by_class = {pacs.get(f"/instances/{i}/simplified-tags")["SOPClassUID"]: i for i in ids}
+        for cls, i in (
+            (SR_CLASS, by_class[SR_CLASS]),
+            (SC_CLASS, by_class[SC_CLASS]),
+            (PDF_CLASS, by_class[PDF_CLASS]),
+        ):
+            data = pacs.get_bytes(f"/instances/{i}/file")
+            assert _dciodvfy_errors(data, tmp_path, f"{cls}.dcm") == []
+        # The SR: readable by DCMTK, the finding code, the source images referenced.
+        dsrdump = need_tool("dsrdump")
+        out = subprocess.run(
+            [dsrdump, "+Pu", "+Pl", "+Pc", str(tmp_path / f"{SR_CLASS}.dcm")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "Fracture of bone" in out.stdout and "Imaging Measurement Report" in out.stdout
+        assert all(uid in out.stdout for uid in source_uids)
+        sr = pydicom.dcmread(tmp_path / f"{SR_CLASS}.dcm")
+        assert sr.VerificationFlag == "UNVERIFIED"
+        # The Secondary Capture renders (Orthanc decodes it), burned in and not blank.
+        sc = pydicom.dcmread(tmp_path / f"{SC_CLASS}.dcm")
+        assert sc.BurnedInAnnotation == "YES"
+        png = pacs.get_bytes(f"/instances/{by_class[SC_CLASS]}/preview")
+        (tmp_path / "sc.png").write_bytes(png)
+        assert np.asarray(Image.open(tmp_path / "sc.png")).std() > 10
+        # The PDF renders to a non-blank page.
+        pdf = pydicom.dcmread(tmp_path / f"{PDF_CLASS}.dcm")
+        (tmp_path / "report.pdf").write_bytes(bytes(pdf.EncapsulatedDocument).rstrip(b"\0"))
+        pdftoppm = need_tool("pdftoppm")
+        subprocess.run(
+            [
+                pdftoppm,
+                "-png",
+                "-r",
+                "40",
+                "-f",
+                "1",
+                "-l",
+                "1",
+                str(tmp_path / "report.pdf"),
+                str(tmp_path / "page"),
+            ],
+            check=True,
+            timeout=60,
+        )
+        page = next(tmp_path.glob("page*.png"))
+        assert np.asarray(Image.open(page).convert("L")).std() > 5
+
+        # A late view of the same study: an amended set whose SR names its predecessor.
+        late = write_synthetic_studies(tmp_path / "late", 1, seed=21, size=384)
+        extra = tmp_path / "late-view.dcm"
+        ds = pydicom.dcmread(late[0].path)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["late view"])
+        ds.InstanceNumber = 99
+        ds.save_as(extra)
+        _storescu(node.scp.port, [extra])
+        deliveries.wait_for(expected + 1 + len(files) + 1 + 1)
+        srs = [pacs.get(f"/instances/{i}/simplified-tags") for i in pacs.get("/instances")]
+        srs = [t for t in srs if t["SOPClassUID"] == SR_CLASS]
+        assert len(srs) == 2
+        newest = max(srs, key=lambda t: t["SOPInstanceUID"] != str(sr.SOPInstanceUID))
+        ids = [
+            i
+            for i in pacs.get("/instances")
+            if pacs.get(f"/instances/{i}/simplified-tags")["SOPInstanceUID"]
+            == newest["SOPInstanceUID"]
+        ]
+        amended = tmp_path / "amended.dcm"
+        amended.write_bytes(pacs.get_bytes(f"/instances/{ids[0]}/file"))
+        a = pydicom.dcmread(amended)
+        referenced = [
+            item.ReferencedSOPInstanceUID
+            for study in a.PredecessorDocumentsSequence
+            for series in study.ReferencedSeriesSequence
+            for item in series.ReferencedSOPSequence
+        ]
+        assert referenced == [str(sr.SOPInstanceUID)]
+        assert not deliveries.failed
+    finally:
+        node.stop(timeout=10)

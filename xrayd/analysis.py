@@ -1,0 +1,401 @@
+"""The analysis job: a ready study -> predictions -> SR, Secondary Captures, PDF -> outbox.
+
+For each claimed study job: read the study's instances from the spool, prepare the analysable
+ones (others are recorded as "not analysed: reason"), predict in batches with the loaded
+bundle, store the analysis (per-image predictions, study decision, model, timings), build the
+result objects, write them durably to the spool, record them and queue their deliveries in one
+transaction, then wake the delivery worker.
+
+Idempotent: the objects' UIDs and bytes depend only on the study, the set of instances
+analysed, the model and the job's creation time, so a re-run after a crash rebuilds the same
+objects and finds their rows. A late instance re-queues the study: the new set of instances
+gives a new revision, whose SR lists the previous SR as its predecessor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import generate_uid
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node.encapsulated_pdf import build_encapsulated_pdf
+from dicom_node.findings import NotAnalysed, StudyFindings
+from dicom_node.overlay import render_overlay
+from dicom_node.secondary_capture import build_secondary_capture, dataset_bytes
+from dicom_node.sr import build_sr, sr_bytes
+from models.errors import NotAnalysable
+from models.heatmap import heatmap_to_source
+from models.loading import ReadyClassifier
+from models.prediction import Prediction, aggregate_study
+from models.preprocess import PreparedImage, prepare
+from storage import analysis as store
+from storage.jobs import ClaimedJob
+from storage.outbox import queue_deliveries
+from storage.spool import Spool, uid_hash
+from xrayd.findings import algorithm_of, image_finding, prediction_detail
+from xrayd.pdf_report import render_pdf_report
+
+LOGGER = logging.getLogger(__name__)
+
+__all__ = ["SOFTWARE_VERSION", "StudyAnalyser"]
+
+SOFTWARE_VERSION = "xrayd 0.1.0"
+SERIES_NUMBERS = {"sr": 9901, "sc": 9902, "pdf": 9903}
+DISCLAIMER = "AI result - not a diagnosis. Research software, not for clinical use."
+
+
+@dataclass(frozen=True)
+class _Source:
+    instance: store.SourceInstance
+    header: Dataset
+    prepared: PreparedImage | None
+    reason: str | None
+
+
+def _uid(*parts: str) -> str:
+    return str(generate_uid(entropy_srcs=list(parts)))
+
+
+class StudyAnalyser:
+    """The job step ``xrayd.worker.Worker`` runs for every ready study."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        spool: Spool,
+        model: Callable[[], ReadyClassifier],
+        *,
+        on_queued: Callable[[], None] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.spool = spool
+        self.model = model
+        self.on_queued = on_queued
+        self._predict_lock = threading.Lock()  # the classifier is not thread-safe
+
+    # -- the job -------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> ReadyClassifier:
+        """The classifier (loaded on first use; a later model switch takes effect per job)."""
+        return self.model()
+
+    def analyse(self, job: ClaimedJob) -> None:
+        started = time.perf_counter()
+        study = store.load_study(self.sessions, job.study_id, job.job_id)
+        sources = [self._read(i) for i in study.instances]
+        analysable = [s for s in sources if s.prepared is not None]
+        not_analysed = tuple(
+            NotAnalysed(s.instance.sop_instance_uid, s.instance.sop_class_uid, s.reason or "")
+            for s in sources
+            if s.prepared is None
+        )
+        meta = self.ready.model.metadata
+        hints = [self._hint(s) for s in analysable]
+        t_infer = time.perf_counter()
+        with self._predict_lock:
+            predictions = self.ready.classifier.predict(
+                [s.prepared for s in analysable if s.prepared is not None], hints
+            )
+        inference_s = time.perf_counter() - t_infer
+        revision = self._revision(study)
+        detail: dict[str, Any] = {
+            "model": {
+                "name": meta.name,
+                "version": meta.version,
+                "sha256": self.ready.model.info.sha256,
+                "runtime": self.ready.runtime,
+            },
+            "images": [
+                prediction_detail(s.instance.sop_instance_uid, p)
+                for s, p in zip(analysable, predictions, strict=True)
+            ],
+            "not_analysed": [
+                {"sop_instance_uid": n.sop_instance_uid, "reason": n.reason} for n in not_analysed
+            ],
+            "timings": {"inference_s": round(inference_s, 4)},
+        }
+        if not predictions:
+            detail["decision"] = None
+            with self.sessions.begin() as session:
+                store.record_analysis(session, study.study_id, job.job_id, revision, detail)
+            LOGGER.info(
+                "study %d: nothing analysable in %d instance(s)",
+                study.study_id,
+                len(sources),
+                extra={"job_id": job.job_id, "study_id": study.study_id},
+            )
+            return
+        summary = aggregate_study(predictions, meta.thresholds)
+        findings = StudyFindings(
+            study_instance_uid=study.study_instance_uid,
+            decision=summary.decision.value,
+            fracture_probability=summary.fracture_probability,
+            images=tuple(
+                image_finding(s.instance, s.header, p)
+                for s, p in zip(analysable, predictions, strict=True)
+            ),
+            not_analysed=not_analysed,
+            algorithm=algorithm_of(self.ready.model),
+        )
+        detail["decision"] = summary.decision.value
+        detail["fracture_probability"] = summary.fracture_probability
+        detail["count"] = summary.count
+        detail["hardware"] = summary.hardware
+        objects = self._objects(study, revision, findings, sources, analysable, predictions)
+        last = max(i.received_at for i in study.instances)
+        detail["timings"]["analysis_s"] = round(time.perf_counter() - started, 4)
+        detail["timings"]["received_to_analysed_s"] = round(
+            (datetime.now(UTC) - last).total_seconds(), 3
+        )
+        queued = self._commit(study, job.job_id, revision, detail, objects)
+        LOGGER.info(
+            "study %d analysed: %s (p=%.3f) on %d image(s), %d not analysed; %d object(s), "
+            "%d deliveries queued",
+            study.study_id,
+            summary.decision.value,
+            summary.fracture_probability,
+            len(predictions),
+            len(not_analysed),
+            len(objects),
+            queued,
+            extra={"job_id": job.job_id, "study_id": study.study_id},
+        )
+        if queued and self.on_queued is not None:
+            self.on_queued()
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _read(self, instance: store.SourceInstance) -> _Source:
+        path = self.spool.absolute(instance.spool_path)
+        try:
+            ds = dcmread(path)
+        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+            return _Source(instance, Dataset(), None, f"cannot read the stored file: {exc}")
+        try:
+            prepared = prepare(ds, self.ready.model.metadata.preprocess)
+        except NotAnalysable as exc:
+            return _Source(instance, _header(ds), None, str(exc))
+        return _Source(instance, _header(ds), prepared, None)
+
+    def _hint(self, source: _Source) -> str | None:
+        part = (source.instance.body_part_examined or "").lower()
+        return part if part in self.ready.model.metadata.body_parts else None
+
+    def _revision(self, study: store.StudyToAnalyse) -> str:
+        blob = "\n".join(
+            [
+                study.study_instance_uid,
+                self.ready.model.info.sha256,
+                *sorted(i.sop_instance_uid for i in study.instances),
+            ]
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def _objects(
+        self,
+        study: store.StudyToAnalyse,
+        revision: str,
+        findings: StudyFindings,
+        sources: Sequence[_Source],
+        analysable: Sequence[_Source],
+        predictions: Sequence[Prediction],
+    ) -> list[tuple[str, str, str, bytes, dict[str, Any]]]:
+        """(kind, SOP Instance UID, spool path, bytes, detail) of every object, built."""
+        when = study.job_created_at
+        headers = [s.header for s in sources if s.prepared is not None] + [
+            s.header for s in sources if s.prepared is None and len(s.header)
+        ]
+        series = {k: _uid(study.study_instance_uid, revision, k, "series") for k in SERIES_NUMBERS}
+        algorithm = findings.algorithm
+        out: list[tuple[str, str, str, bytes, dict[str, Any]]] = []
+        previous = store.latest_object(
+            self.sessions, study.study_id, "sr", excluding_job=study.job_id
+        )
+        predecessor = None
+        if previous is not None and previous.sop_instance_uid is not None:
+            predecessor = [
+                (
+                    study.study_instance_uid,
+                    str(previous.detail.get("series_instance_uid", "")),
+                    str(previous.detail.get("sop_class_uid", "")),
+                    previous.sop_instance_uid,
+                )
+            ]
+        sr_uid = _uid(study.study_instance_uid, revision, "sr")
+        sr = build_sr(
+            findings,
+            headers,
+            sop_instance_uid=sr_uid,
+            series_instance_uid=series["sr"],
+            series_number=SERIES_NUMBERS["sr"],
+            instance_number=1,
+            content_datetime=when,
+            software_version=SOFTWARE_VERSION,
+            predecessor=predecessor,
+        )
+        out.append(
+            (
+                "sr",
+                sr_uid,
+                self._path(study, "sr", sr_uid, "dcm"),
+                sr_bytes(sr),
+                {
+                    "series_instance_uid": series["sr"],
+                    "sop_class_uid": str(sr.SOPClassUID),
+                    "revision": revision,
+                    "predecessor": predecessor[0][3] if predecessor else None,
+                },
+            )
+        )
+        thumbnails: list[tuple[str, np.ndarray]] = []
+        for n, (source, prediction) in enumerate(zip(analysable, predictions, strict=True), 1):
+            assert source.prepared is not None
+            finding = findings.images[n - 1]
+            heat = heatmap_to_source(prediction.heatmap, source.prepared.geometry)
+            rgb = render_overlay(
+                np.asarray(source.prepared.display),
+                heat,
+                finding.boxes,
+                [
+                    f"AI fracture: {finding.decision.upper()} "
+                    f"(p={finding.fracture_probability:.2f})"
+                    f"  count {finding.count}  {finding.body_part}"
+                    f"{'  hardware' if finding.hardware else ''}",
+                    f"Model {algorithm.name} {algorithm.version}",
+                    DISCLAIMER,
+                ],
+            )
+            uid = _uid(study.study_instance_uid, revision, "sc", source.instance.sop_instance_uid)
+            sc = build_secondary_capture(
+                source.header,
+                rgb,
+                sop_instance_uid=uid,
+                series_instance_uid=series["sc"],
+                series_number=SERIES_NUMBERS["sc"],
+                instance_number=n,
+                content_datetime=when,
+                algorithm=algorithm,
+                software_version=SOFTWARE_VERSION,
+            )
+            out.append(
+                (
+                    "sc",
+                    uid,
+                    self._path(study, "sc", uid, "dcm"),
+                    dataset_bytes(sc),
+                    {
+                        "series_instance_uid": series["sc"],
+                        "revision": revision,
+                        "source_sop_instance_uid": source.instance.sop_instance_uid,
+                    },
+                )
+            )
+            thumbnails.append((f"image {n}: {finding.decision}", _thumbnail(rgb)))
+        header = headers[0]
+        pdf = render_pdf_report(
+            findings,
+            thumbnails,
+            study_description=str(header.get("StudyDescription", "") or "Radiograph"),
+            patient_label=str(header.get("PatientID", "")),
+            timings={"images analysed": float(len(predictions))},
+            generated_at=when,
+        )
+        pdf_uid = _uid(study.study_instance_uid, revision, "pdf")
+        out.append(
+            (
+                "report",
+                pdf_uid,
+                self._path(study, "report", pdf_uid, "pdf"),
+                pdf,
+                {"revision": revision},
+            )
+        )
+        epdf = build_encapsulated_pdf(
+            headers,
+            pdf,
+            sop_instance_uid=_uid(pdf_uid, "dicom"),
+            series_instance_uid=series["pdf"],
+            series_number=SERIES_NUMBERS["pdf"],
+            instance_number=1,
+            content_datetime=when,
+            title="xrayd AI fracture triage report (not a diagnosis)",
+            algorithm=algorithm,
+            software_version=SOFTWARE_VERSION,
+        )
+        epdf_uid = str(epdf.SOPInstanceUID)
+        out.append(
+            (
+                "pdf",
+                epdf_uid,
+                self._path(study, "pdf", epdf_uid, "dcm"),
+                dataset_bytes(epdf),
+                {"series_instance_uid": series["pdf"], "revision": revision},
+            )
+        )
+        return out
+
+    def _path(self, study: store.StudyToAnalyse, kind: str, uid: str, ext: str) -> str:
+        h = uid_hash(study.study_instance_uid)
+        return f"results/{h[:2]}/{h}/{kind}-{uid}.{ext}"
+
+    def _commit(
+        self,
+        study: store.StudyToAnalyse,
+        job_id: int,
+        revision: str,
+        detail: dict[str, Any],
+        objects: Sequence[tuple[str, str, str, bytes, dict[str, Any]]],
+    ) -> int:
+        for _, _, path, data, _ in objects:
+            self.spool.write_atomic(path, data)  # same bytes on a re-run: harmless rewrite
+        queued = 0
+        with self.sessions.begin() as session:
+            analysis_id = store.record_analysis(session, study.study_id, job_id, revision, detail)
+            for kind, uid, path, _, extra in objects:
+                predecessor_id = None
+                if kind == "sr" and extra.get("predecessor"):
+                    predecessor_id = store.object_id(session, str(extra["predecessor"]))
+                result_id, _ = store.record_object(
+                    session,
+                    study_id=study.study_id,
+                    job_id=job_id,
+                    kind=kind,
+                    sop_instance_uid=uid,
+                    file_path=path,
+                    predecessor_result_id=predecessor_id,
+                    detail={**extra, "analysis_id": analysis_id},
+                )
+                if kind != "report":  # the PDF file itself stays here; "pdf" is its DICOM form
+                    queued += len(queue_deliveries(session, result_id, kind))
+        return queued
+
+
+def _header(ds: Dataset) -> Dataset:
+    """``ds`` without its pixel data (the builders need only the header)."""
+    header = Dataset()
+    if hasattr(ds, "file_meta"):
+        header.file_meta = ds.file_meta
+    for element in ds:
+        if element.tag.group != 0x7FE0:
+            header.add(element)
+    return header
+
+
+def _thumbnail(rgb: np.ndarray, side: int = 512) -> np.ndarray:
+    image = Image.fromarray(rgb)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(image)

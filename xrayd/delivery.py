@@ -1,0 +1,250 @@
+"""Sending result objects to their destinations: the outbox's sender thread.
+
+A :class:`DeliveryWorker` loops claim → send → record (see :mod:`storage.outbox` for the
+states): it claims the oldest due delivery, looks its destination up in the registry, reads
+the result's file from the spool (the bytes written when the result was made, so a resend is
+byte-identical) and C-STOREs it with :func:`dicom_node.scu.send_file`, then records ``sent``,
+a retry with backoff, or a dead letter (audited by the outbox). With nothing due it waits
+until the next delivery falls due, at most ``poll_seconds``, or until a producer sets its
+:class:`~xrayd.worker.Wakeup`. :meth:`DeliveryWorker.stop` lets the send in hand finish and be
+recorded before the thread ends.
+
+Logs name deliveries, results and destinations by their internal ids and names; UIDs appear
+only hashed, at DEBUG; never patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node.received import uid_hash
+from dicom_node.scu import RemoteAE, SendOutcome, send_file
+from storage import outbox, registry
+from storage.errors import StorageError
+from storage.spool import Spool
+from xrayd.worker import Wakeup
+
+LOGGER = logging.getLogger(__name__)
+
+Sender = Callable[[RemoteAE, Path], SendOutcome]
+Recorded = Literal["sent", "retry", "dead", "stale"]
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """How deliveries are sent and retried.
+
+    ``lease_seconds`` must exceed the slowest send (a send may take a few times
+    ``send_timeout_seconds``: connection, association and each DIMSE wait), or a slow send
+    can be overtaken by a second one.
+    """
+
+    calling_ae_title: str = "XRAYD"
+    max_attempts: int = outbox.DEFAULT_MAX_ATTEMPTS
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    send_timeout_seconds: float = 30.0
+    lease_seconds: float = 600.0
+    poll_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if min(self.retry_base_seconds, self.retry_max_seconds, self.poll_seconds) <= 0:
+            raise ValueError("retry and poll intervals must be positive")
+        if self.lease_seconds <= 3 * self.send_timeout_seconds:
+            raise ValueError("lease_seconds must exceed three times send_timeout_seconds")
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """One attempt, as recorded: what the send said and what the outbox made of it."""
+
+    claim: outbox.ClaimedDelivery
+    outcome: SendOutcome
+    recorded: Recorded
+
+
+class DeliveryWorker(threading.Thread):
+    """Sends due deliveries until stopped; the send in hand is finished and recorded first.
+
+    ``sender`` defaults to :func:`send_file` with the options' calling AE title and timeout;
+    ``on_report`` is called (on this thread) after each attempt is recorded.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        spool: Spool,
+        options: DeliveryOptions,
+        clock: Callable[[], datetime],
+        stop: threading.Event,
+        wakeup: Wakeup,
+        *,
+        index: int = 0,
+        sender: Sender | None = None,
+        on_report: Callable[[DeliveryReport], None] | None = None,
+    ) -> None:
+        super().__init__(name=f"xrayd-delivery-{index}", daemon=True)
+        self.sessions = sessions
+        self.spool = spool
+        self.options = options
+        self.clock = clock
+        self.stop_event = stop
+        self.wakeup = wakeup
+        self.sender: Sender = sender or self._send_file
+        self.on_report = on_report
+
+    # -- thread ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                LOGGER.exception("delivery loop error; continuing")
+                worked = False
+            if not worked and not self.stop_event.is_set():
+                self.wakeup.wait(self._idle_seconds())
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the loop to end (the send in hand is finished and recorded) and wait for it."""
+        self.stop_event.set()
+        self.wakeup.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def _idle_seconds(self) -> float:
+        """Until the next delivery falls due (or a lease ends), at most ``poll_seconds``."""
+        poll = self.options.poll_seconds
+        try:
+            due = outbox.next_due_at(self.sessions)
+        except Exception:
+            LOGGER.exception("could not read the next due time")
+            return poll
+        if due is None:
+            return poll
+        # Never spin: a due row another sender holds locked right now is retried shortly.
+        return min(poll, max(0.05, (due - self.clock()).total_seconds()))
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    def run_once(self) -> bool:
+        """Claim, send and record at most one delivery; returns whether there was one."""
+        opts = self.options
+        now = self.clock()
+        claim = outbox.claim_delivery(
+            self.sessions, now, opts.lease_seconds, max_attempts=opts.max_attempts
+        )
+        if claim is None:
+            dead = outbox.requeue_expired_deliveries(
+                self.sessions, now, max_attempts=opts.max_attempts
+            )
+            for delivery_id in dead:
+                LOGGER.error(
+                    "delivery %d dead-lettered: its sender stopped on the last attempt",
+                    delivery_id,
+                )
+            return False
+        LOGGER.debug(
+            "delivery %d: sending result %d (%s, sop %s) to %s, attempt %d",
+            claim.delivery_id,
+            claim.result_id,
+            claim.kind,
+            uid_hash(claim.sop_instance_uid or ""),
+            claim.destination_name,
+            claim.attempt,
+        )
+        outcome = self._attempt(claim)
+        recorded = self._record(claim, outcome)
+        report = DeliveryReport(claim, outcome, recorded)
+        if self.on_report is not None:
+            try:
+                self.on_report(report)
+            except Exception:
+                LOGGER.exception("delivery report hook failed")
+        return True
+
+    def _attempt(self, claim: outbox.ClaimedDelivery) -> SendOutcome:
+        destination = registry.get_destination(self.sessions, claim.destination_name)
+        if destination is None:
+            return SendOutcome(False, False, None, "destination is no longer configured")
+        if destination.tls is not None:
+            return SendOutcome(False, False, None, "TLS destinations are not supported yet")
+        if not claim.file_path:
+            return SendOutcome(False, False, None, "the result has no file")
+        try:
+            path = self.spool.absolute(claim.file_path)
+        except StorageError as exc:
+            return SendOutcome(False, False, None, f"result file path refused: {exc}")
+        if not path.is_file():
+            return SendOutcome(False, False, None, "the result's file is missing from the spool")
+        remote = RemoteAE(destination.ae_title, destination.host, destination.port)
+        try:
+            return self.sender(remote, path)
+        except Exception as exc:  # a sender bug must not lose the delivery
+            LOGGER.exception("delivery %d: sender raised", claim.delivery_id)
+            return SendOutcome(False, True, None, f"sender error: {type(exc).__name__}")
+
+    def _record(self, claim: outbox.ClaimedDelivery, outcome: SendOutcome) -> Recorded:
+        opts = self.options
+        now = self.clock()
+        if outcome.ok:
+            note = None if outcome.status in (None, 0) else outcome.message
+            changed = outbox.delivery_sent(
+                self.sessions, claim, now, status=outcome.status, note=note
+            )
+            LOGGER.info(
+                "delivery %d: result %d sent to %s (attempt %d)",
+                claim.delivery_id,
+                claim.result_id,
+                claim.destination_name,
+                claim.attempt,
+            )
+            return "sent" if changed else "stale"
+        recorded = outbox.delivery_failed(
+            self.sessions,
+            claim,
+            now,
+            transient=outcome.transient,
+            status=outcome.status,
+            error=outcome.message,
+            max_attempts=opts.max_attempts,
+            base_delay_seconds=opts.retry_base_seconds,
+            max_delay_seconds=opts.retry_max_seconds,
+        )
+        if recorded == "dead":
+            LOGGER.error(
+                "delivery %d: result %d to %s dead-lettered after %d attempt(s): %s",
+                claim.delivery_id,
+                claim.result_id,
+                claim.destination_name,
+                claim.attempt,
+                outcome.message,
+            )
+        else:
+            LOGGER.warning(
+                "delivery %d: attempt %d to %s failed (%s): %s",
+                claim.delivery_id,
+                claim.attempt,
+                claim.destination_name,
+                "will retry" if recorded == "retry" else "stale claim",
+                outcome.message,
+            )
+        return recorded
+
+    def _send_file(self, remote: RemoteAE, path: Path) -> SendOutcome:
+        return send_file(
+            remote,
+            path,
+            calling_ae=self.options.calling_ae_title,
+            timeout=self.options.send_timeout_seconds,
+        )

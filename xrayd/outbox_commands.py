@@ -1,0 +1,97 @@
+"""``xrayd outbox list`` and ``xrayd outbox retry``: the operator's view of deliveries.
+
+``list`` shows every delivery (or those in one state) with its attempts, next attempt and last
+error; ``retry ID`` / ``retry --dead`` make dead deliveries pending again with fresh attempts
+(a running node picks them up at its next poll). Retries are audited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+STATES = ("pending", "sent", "dead")
+
+
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    from xrayd.app import open_storage
+
+    return open_storage(settings, create_if_empty=True, require_current=True).sessions
+
+
+def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import outbox
+
+    rows = outbox.list_deliveries(_sessions(settings), args.state, limit=args.limit)
+    print(
+        f"{'ID':>6} {'STATE':<8} {'DESTINATION':<16} {'KIND':<5} {'RESULT':>7} {'TRIES':>5} "
+        f"{'NEXT ATTEMPT (UTC)':<20} {'STATUS':<7} LAST ERROR"
+    )
+    for r in rows:
+        next_at = r.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S") if r.state == "pending" else "-"
+        status = "-" if r.last_status is None else f"0x{r.last_status:04X}"
+        error = (r.last_error or "").replace("\n", " ")
+        print(
+            f"{r.delivery_id:>6} {r.state:<8} {r.destination_name:<16} {r.kind:<5} "
+            f"{r.result_id:>7} {r.attempts:>5} {next_at:<20} {status:<7} {error}"
+        )
+    if not rows:
+        print("(no deliveries)")
+    return 0
+
+
+def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import outbox, registry
+    from storage.schema import utcnow
+
+    if args.destination is not None and not args.dead:
+        print("xrayd: --destination is only used with --dead", file=sys.stderr)
+        return 2
+    sessions = _sessions(settings)
+    now = utcnow()
+    if args.dead:
+        ids = outbox.retry_dead_deliveries(sessions, now, destination=args.destination)
+    else:
+        row = outbox.get_delivery(sessions, args.id)  # DeliveryNotFoundError: exit 1
+        if not outbox.retry_delivery(sessions, args.id, now):
+            print(f"delivery {args.id} is {row.state}, not dead: nothing to retry")
+            return 1
+        ids = [args.id]
+    if ids:
+        registry.record_audit(
+            sessions,
+            actor="cli",
+            action="delivery.retried",
+            object_type="delivery",
+            object_id=None if args.dead else str(args.id),
+            detail={"ids": ids, "destination": args.destination},
+        )
+    print(f"{len(ids)} dead deliver{'y' if len(ids) == 1 else 'ies'} queued again")
+    return 0 if ids else 1
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("outbox", parents=[common], help="deliveries of results to destinations")
+    osub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    q = osub.add_parser("list", parents=[common], help="list deliveries")
+    q.add_argument("--state", choices=STATES, default=None)
+    q.add_argument("--limit", type=int, default=1000)
+    q.set_defaults(func=cmd_outbox_list)
+
+    q = osub.add_parser("retry", parents=[common], help="send dead deliveries again")
+    which = q.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", type=int, default=None, metavar="ID")
+    which.add_argument("--dead", action="store_true", help="every dead delivery")
+    q.add_argument(
+        "--destination", default=None, help="with --dead: only those to this destination"
+    )
+    q.set_defaults(func=cmd_outbox_retry)
