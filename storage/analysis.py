@@ -29,6 +29,7 @@ __all__ = [
     "objects_of",
     "record_analysis",
     "record_object",
+    "study_id_of",
 ]
 
 ANALYSIS = "analysis"
@@ -63,6 +64,13 @@ class ObjectRow:
     job_id: int | None
     predecessor_result_id: int | None
     detail: dict[str, Any]
+
+
+def study_id_of(sm: sessionmaker[Session], study_instance_uid: str) -> int | None:
+    with sm() as session:
+        return session.scalar(
+            select(Study.id).where(Study.study_instance_uid == study_instance_uid)
+        )
 
 
 def load_study(sm: sessionmaker[Session], study_id: int, job_id: int) -> StudyToAnalyse:

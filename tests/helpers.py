@@ -58,6 +58,8 @@ def make_settings(data_dir: Path, database_url: str = "", **sections: Any) -> An
         "node": node,
         "storage": {"data_dir": str(data_dir), "database_url": database_url},
         "study": {"quiet_seconds": 3600, "max_wait_seconds": 7200},
+        # eager: no ONNX export / OpenVINO compile at every node start (runtimes have own tests)
+        "model": {"runtime": "eager"},
     }
     for key, value in sections.items():
         data.setdefault(key, {}).update(value) if isinstance(value, dict) else data.update(

@@ -1,8 +1,10 @@
-"""`xrayd demo` / `make demo`: the main job end to end on the embedded defaults.
+"""`xrayd demo` / `make demo`: the whole mission end to end on the embedded defaults.
 
-Starts a node on loopback (SQLite + a local spool), sends synthetic radiographs to it as a
-modality would, and prints what happened. The images are synthetic phantoms from
-``models.synthetic``: no patient data, and nothing here says anything about clinical accuracy.
+Starts a stand-in PACS on loopback, starts xrayd (SQLite + a local spool + the demo model) with
+that PACS as its destination, sends synthetic studies with and without fractures as a modality
+would, waits until the PACS holds xrayd's results (TID 1500 SR, burned-in Secondary Captures,
+Encapsulated PDF) and prints a table. The images are synthetic phantoms from
+``models.synthetic``; the demo model knows only such phantoms and is not for clinical use.
 """
 
 from __future__ import annotations
@@ -14,20 +16,29 @@ import time
 from pathlib import Path
 
 from pydicom.uid import generate_uid
+from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from dicom_node.errors import PeerUnreachableError
+from dicom_node.local_pacs import LocalPacs, StoredObject
 from dicom_node.scu import RemoteAE, echo, store_datasets
 from models.synthetic import generate_case, to_dicom
 from storage import registry
+from storage.analysis import analyses_of, study_id_of
 from storage.status import status_counts
 from xrayd.app import Node, open_storage
 from xrayd.logging_setup import configure_logging
 
 MODALITY_AE = "DEMO-CR"
+PACS_AE = "DEMO-PACS"
+KINDS = {
+    "1.2.840.10008.5.1.4.1.1.88.34": "SR",
+    "1.2.840.10008.5.1.4.1.1.7": "SC",
+    "1.2.840.10008.5.1.4.1.1.104.1": "PDF",
+}
 
 
-def _settings(data_dir: Path) -> Settings:
+def _settings(data_dir: Path, pacs_port: int) -> Settings:
     return Settings.model_validate(
         {
             "node": {
@@ -40,25 +51,67 @@ def _settings(data_dir: Path) -> Settings:
             "storage": {"data_dir": str(data_dir)},
             "study": {"quiet_seconds": 1.0, "max_wait_seconds": 30.0},
             "jobs": {"poll_seconds": 0.2},
+            "model": {"runtime": "auto"},
+            "delivery": {"retry_base_seconds": 1.0, "poll_seconds": 1.0},
+            "destinations": [
+                {
+                    "name": "pacs",
+                    "ae_title": PACS_AE,
+                    "host": "127.0.0.1",
+                    "port": pacs_port,
+                    "send": ["sr", "sc", "pdf"],
+                }
+            ],
             "logging": {"level": "WARNING"},
         }
     )
 
 
-def run_demo(data_dir: Path, images: int = 6, timeout: float = 60.0) -> int:
+class _Arrivals:
+    """Objects arriving at the stand-in PACS, per study, with the time each study completed."""
+
+    def __init__(self, expected: dict[str, int]) -> None:
+        self.expected = expected
+        self.by_study: dict[str, list[StoredObject]] = {uid: [] for uid in expected}
+        self.completed_at: dict[str, float] = {}
+        self.all_done = threading.Event()
+        self.lock = threading.Lock()
+
+    def __call__(self, item: StoredObject) -> None:
+        with self.lock:
+            items = self.by_study.setdefault(item.study_instance_uid, [])
+            items.append(item)
+            uid = item.study_instance_uid
+            if uid in self.expected and len(items) >= self.expected[uid]:
+                self.completed_at.setdefault(uid, time.monotonic())
+            if len(self.completed_at) == len(self.expected):
+                self.all_done.set()
+
+
+def run_demo(data_dir: Path, images: int = 6, timeout: float = 240.0) -> int:
     """Run the demo in ``data_dir/run`` (recreated); returns the exit code."""
     configure_logging("WARNING")
     # The demo's own unknown caller is rejected on purpose: pynetdicom's requestor-side
     # error lines about it would only alarm the reader.
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    logging.getLogger("dicom_node.scp").setLevel(logging.ERROR)
     run_dir = data_dir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    settings = _settings(run_dir)
+    studies = max(2, images // 2)
+    plan = [(generate_uid(), i % 2 == 0, 1 + i % 2) for i in range(studies)]
+    # SR + one SC per view + Encapsulated PDF
+    arrivals = _Arrivals({uid: 2 + views for uid, _, views in plan})
+    pacs = LocalPacs(run_dir / "pacs", ae_title=PACS_AE, on_stored=arrivals)
+    pacs_port = pacs.start()
+    settings = _settings(run_dir, pacs_port)
     storage = open_storage(settings, create_if_empty=True, require_current=True)
-    node = Node(settings, storage)
+    node = Node(settings, storage, preload_model=True)
     node.start()
     peer = RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
-    print(f"1. xrayd listening as XRAYD on 127.0.0.1:{peer.port}; data in {run_dir}")
+    print(
+        f"1. stand-in PACS {PACS_AE} on 127.0.0.1:{pacs_port}; xrayd listening as XRAYD on "
+        f"127.0.0.1:{peer.port}; data in {run_dir}"
+    )
     try:
         print(f"2. C-ECHO from {MODALITY_AE}: status 0x{echo(peer, MODALITY_AE):04X}")
         try:
@@ -67,48 +120,88 @@ def run_demo(data_dir: Path, images: int = 6, timeout: float = 60.0) -> int:
             return 1
         except PeerUnreachableError:
             print("3. an unknown AE title (INTRUDER) was rejected and audited")
-        study_uids = [generate_uid(), generate_uid()]
-        datasets = [
-            to_dicom(generate_case(seed=1000 + i, size=512), modality="DX",
-                     study_uid=study_uids[i % 2])
-            for i in range(images)
-        ]
-        statuses = store_datasets(peer, MODALITY_AE, datasets)
-        ok = sum(1 for s in statuses if s == 0)
-        print(f"4. sent {len(datasets)} synthetic DX images: {ok} acknowledged (0x0000)")
+        sent_at: dict[str, float] = {}
+        truth: dict[str, bool] = {}
+        total = 0
+        for n, (uid, fracture, views) in enumerate(plan):
+            datasets = [
+                to_dicom(
+                    generate_case(seed=4000 + 10 * n + v, size=512, fracture=fracture),
+                    modality="DX",
+                    study_uid=uid,
+                    patient_id=f"DEMO-{n + 1:03d}",
+                    instance_number=v + 1,
+                )
+                for v in range(views)
+            ]
+            statuses = store_datasets(peer, MODALITY_AE, datasets)
+            sent_at[uid] = time.monotonic()
+            truth[uid] = fracture
+            total += len(datasets)
+            if any(s != 0 for s in statuses):
+                print(f"   a C-STORE failed: {[f'0x{s:04X}' for s in statuses]}")
+                return 1
+        print(
+            f"4. sent {len(plan)} synthetic studies ({total} DX images), each acknowledged "
+            "(0x0000) once durably stored"
+        )
         again = store_datasets(peer, MODALITY_AE, datasets[:1])
         print(f"5. sent one again: status 0x{again[0]:04X}, stored once (duplicate counted)")
-        done = threading.Event()
-        deadline = time.monotonic() + timeout
-        while not done.is_set() and time.monotonic() < deadline:
-            counts = status_counts(storage.sessions)
-            pending = sum(
-                n for state, n in counts.jobs_by_state.items() if state in ("queued", "running")
+        ready = node.model.get()
+        print(
+            f"6. model {ready.model.info.name} {ready.model.info.version} "
+            f"(synthetic phantoms only, NOT for clinical use), runtime {ready.runtime}"
+        )
+        finished = arrivals.all_done.wait(timeout)
+        print("7. results at the PACS:")
+        print("   study  truth      AI decision    p      objects at PACS   seconds*")
+        for n, (uid, _, _) in enumerate(plan):
+            items = arrivals.by_study.get(uid, [])
+            kinds: dict[str, int] = {}
+            for item in items:
+                kind = KINDS.get(item.sop_class_uid, "?")
+                kinds[kind] = kinds.get(kind, 0) + 1
+            decision, probability = _decision(storage.sessions, uid)
+            took = arrivals.completed_at.get(uid)
+            seconds = f"{took - sent_at[uid]:.1f}" if took else "-"
+            objects = " ".join(f"{k}x{v}" for k, v in sorted(kinds.items())) or "none"
+            print(
+                f"   {n + 1:<6} {'fracture' if truth[uid] else 'normal':<10} "
+                f"{decision:<14} {probability:<6} {objects:<17} {seconds}"
             )
-            receiving = counts.studies_by_state.get("receiving", 0)
-            if counts.jobs_by_state and not pending and not receiving:
-                done.set()
-            else:
-                done.wait(0.2)
+        print(
+            "   * from the last image's acknowledgement to all results at the PACS (includes "
+            f"the {settings.study.quiet_seconds:g} s quiet period; the first study also waits "
+            "for the model to load)"
+        )
         counts = status_counts(storage.sessions)
-        print(f"6. studies: {dict(sorted(counts.studies_by_state.items()))}")
-        print(f"   jobs:    {dict(sorted(counts.jobs_by_state.items()))}")
-        print(f"   instances indexed: {counts.instances}; dead letters: {counts.dead_letters}")
         audit = registry.list_audit(storage.sessions, limit=10)
         rejected = [a for a in audit if a.action == "association.rejected"]
-        print(f"   audit: {len(rejected)} rejected association(s) recorded")
         print(
-            "7. analysis step: PLACEHOLDER (records 'study seen'); the classifier and the "
-            "results sent to a PACS come with the next issues."
+            f"8. jobs: {dict(sorted(counts.jobs_by_state.items()))}; instances indexed: "
+            f"{counts.instances}; dead letters: {counts.dead_letters}; "
+            f"{len(rejected)} rejected association(s) audited"
         )
-        root = node.storage.spool.root
-        files = sorted(root.rglob("*.dcm"))
-        example = files[0].relative_to(root) if files else "-"
-        print(f"   spool {root} holds {len(files)} file(s), e.g. {example}")
-        if not done.is_set() or counts.instances != images:
-            print("demo FAILED: not every study was processed in time")
+        pdfs = sorted(node.storage.spool.root.glob("results/*/*/report-*.pdf"))
+        print(f"9. PDF reports kept for referrers ({len(pdfs)}), e.g. {pdfs[0] if pdfs else '-'}")
+        print(f"   objects received by the PACS are in {pacs.directory}")
+        if not finished or counts.instances != total:
+            print("demo FAILED: not every study's results reached the PACS in time")
             return 1
-        print("demo OK")
+        print("demo OK (AI results, not a diagnosis)")
         return 0
     finally:
-        node.stop(timeout=5)
+        node.stop(timeout=10)
+        pacs.stop()
+
+
+def _decision(sessions: sessionmaker[Session], study_uid: str) -> tuple[str, str]:
+    """The stored study decision and probability, as text."""
+    study_id = study_id_of(sessions, study_uid)
+    if study_id is None:
+        return "not received", "-"
+    rows = analyses_of(sessions, study_id)
+    if not rows or rows[-1].detail.get("decision") is None:
+        return "not analysed", "-"
+    detail = rows[-1].detail
+    return str(detail["decision"]), f"{float(detail['fracture_probability']):.3f}"

@@ -49,3 +49,5 @@ def configure_logging(level: str = "INFO", fmt: Literal["text", "json"] = "text"
     # encoded tile) are chatty at INFO.
     for name in ("pynetdicom", "alembic", "openjpeg"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # torch's ONNX exporter warns that torchvision is absent (its ops are not used here).
+    logging.getLogger("torch.onnx").setLevel(max(logging.ERROR, root.level))
