@@ -71,16 +71,24 @@ def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "add":
         registry.add_caller(sessions, args.ae_title, args.host, "cli")
         registry.record_audit(
-            sessions, actor="cli", action="caller.added", object_type="caller",
-            object_id=args.ae_title, detail={"host": args.host},
+            sessions,
+            actor="cli",
+            action="caller.added",
+            object_type="caller",
+            object_id=args.ae_title,
+            detail={"host": args.host},
         )
         print(f"caller {args.ae_title} added" + (f" (host {args.host})" if args.host else ""))
         return 0
     if args.action == "remove":
         n = registry.remove_caller(sessions, args.ae_title, args.host)
         registry.record_audit(
-            sessions, actor="cli", action="caller.removed", object_type="caller",
-            object_id=args.ae_title, detail={"host": args.host, "rows": n},
+            sessions,
+            actor="cli",
+            action="caller.removed",
+            object_type="caller",
+            object_id=args.ae_title,
+            detail={"host": args.host, "rows": n},
         )
         print(f"{n} caller row(s) removed")
         return 0 if n else 1
@@ -110,21 +118,33 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
         registry.add_destination(
             sessions,
             registry.DestinationRow(
-                name=args.name, ae_title=remote.ae_title, host=remote.host,
-                port=remote.port, send=kinds, source="cli",
+                name=args.name,
+                ae_title=remote.ae_title,
+                host=remote.host,
+                port=remote.port,
+                send=kinds,
+                source="cli",
             ),
         )
         registry.record_audit(
-            sessions, actor="cli", action="destination.added", object_type="destination",
-            object_id=args.name, detail={"remote": str(remote), "send": list(kinds)},
+            sessions,
+            actor="cli",
+            action="destination.added",
+            object_type="destination",
+            object_id=args.name,
+            detail={"remote": str(remote), "send": list(kinds)},
         )
         print(f"destination {args.name} -> {remote} ({','.join(kinds)}) added")
         return 0
     if args.action == "remove":
         n = registry.remove_destination(sessions, args.name)
         registry.record_audit(
-            sessions, actor="cli", action="destination.removed", object_type="destination",
-            object_id=args.name, detail={"rows": n},
+            sessions,
+            actor="cli",
+            action="destination.removed",
+            object_type="destination",
+            object_id=args.name,
+            detail={"rows": n},
         )
         print(f"{n} destination(s) removed")
         return 0 if n else 1
@@ -168,14 +188,42 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(Path(args.data_dir), images=args.images)
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.analysis import objects_of, study_id_of
+    from storage.spool import Spool
+
+    sessions = _sessions(settings)
+    study_id = study_id_of(sessions, args.study_uid)
+    if study_id is None:
+        print(f"xrayd report: no study {args.study_uid}", file=sys.stderr)
+        return 1
+    reports = [o for o in objects_of(sessions, study_id) if o.kind == "report" and o.file_path]
+    if not reports:
+        print(
+            "xrayd report: the study has no report yet (not analysed, or nothing analysable)",
+            file=sys.stderr,
+        )
+        return 1
+    latest = reports[-1]
+    assert latest.file_path is not None
+    data = Spool(settings.spool_dir).read_bytes(latest.file_path)
+    args.out.write_bytes(data)
+    amended = f" (amended: the latest of {len(reports)})" if len(reports) > 1 else ""
+    print(f"wrote {args.out} ({len(data)} bytes){amended}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", type=Path, default=None,
+        "--config",
+        type=Path,
+        default=None,
         help="TOML settings file (default /etc/xrayd/xrayd.toml if present, else built-ins)",
     )
     parser = argparse.ArgumentParser(
-        prog="xrayd", description="DICOM node that triages radiographs for fractures.",
+        prog="xrayd",
+        description="DICOM node that triages radiographs for fractures.",
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -228,10 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=6)
     p.set_defaults(func=cmd_demo)
 
-    from xrayd import model_commands, predict_command
+    from xrayd import model_commands, outbox_commands, predict_command
 
     model_commands.add_parsers(sub, common)
     predict_command.add_parsers(sub, common)
+    outbox_commands.add_parsers(sub, common)
+
+    p = sub.add_parser("report", parents=[common], help="write a study's PDF report to a file")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--out", required=True, type=Path, help="PDF file to write")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

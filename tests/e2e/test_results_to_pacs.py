@@ -4,6 +4,7 @@ model, and Orthanc (the PACS) ends up holding the SR, the Secondary Captures and
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,5 +196,26 @@ def test_a_study_sent_by_a_modality_comes_back_to_the_pacs_as_sr_sc_and_pdf(
         ]
         assert referenced == [str(sr.SOPInstanceUID)]
         assert not deliveries.failed
+
+        # `xrayd report` writes the study's latest (amended) PDF for referrers.
+        cfg = tmp_path / "xrayd.toml"
+        cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+        out_pdf = tmp_path / "referrer.pdf"
+        xrayd = str(Path(sys.executable).parent / "xrayd")
+        done = subprocess.run(
+            [xrayd, "report", study_uid, "--out", str(out_pdf), "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "amended" in done.stdout and out_pdf.read_bytes().startswith(b"%PDF")
+        missing = subprocess.run(
+            [xrayd, "report", "1.2.3.4", "--out", str(out_pdf), "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert missing.returncode == 1 and "no study 1.2.3.4" in missing.stderr
     finally:
         node.stop(timeout=10)
