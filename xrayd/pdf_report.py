@@ -327,10 +327,11 @@ def _thumbnails(
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             image = image.resize(size, PILImage.Resampling.LANCZOS)
         fit = min((cell_width - 6 * mm) / image.width, _THUMBNAIL_MAX_HEIGHT / image.height)
-        png = BytesIO()
-        image.save(png, format="PNG")
-        png.seek(0)
-        picture = Image(png, width=image.width * fit, height=image.height * fit)
+        # JPEG: reportlab embeds it as is (DCTDecode); a PNG would be re-encoded in Python.
+        jpeg = BytesIO()
+        image.save(jpeg, format="JPEG", quality=88, optimize=False)
+        jpeg.seek(0)
+        picture = Image(jpeg, width=image.width * fit, height=image.height * fit)
         cells.append([picture, Paragraph(_text(label), styles["caption"])])
     rows: list[list[list[Flowable]]] = []
     for start in range(0, len(cells), _THUMBNAILS_PER_ROW):
