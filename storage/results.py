@@ -1,4 +1,4 @@
-"""Result rows: what analysing a study produced (today only the placeholder ``seen`` record)."""
+"""The "seen" marker rows of the seen-only analyser (tests of the job machinery)."""
 
 from __future__ import annotations
 
@@ -28,14 +28,14 @@ def record_seen(sm: sessionmaker[Session], study_id: int, job_id: int) -> int:
                     study_id=study_id,
                     job_id=job_id,
                     kind=SEEN,
-                    detail={"instances": int(count), "placeholder": True},
+                    detail={"instances": int(count), "seen_only": True},
                 )
             )
         return int(count)
 
 
 def seen_results(sm: sessionmaker[Session], study_id: int) -> list[dict[str, object]]:
-    """The placeholder records of a study, oldest first (for status output and tests)."""
+    """The "seen" records of a study, oldest first (tests of the job machinery)."""
     with sm() as session:
         rows = session.scalars(
             select(Result)

@@ -24,10 +24,11 @@ class Analyser(Protocol):
 
 
 class SeenOnlyAnalyser:
-    """PLACEHOLDER until the classifier and result objects exist (issues 3 and 4).
+    """The smallest analyser: records that the study was seen and nothing else.
 
-    Records that the study was seen — a ``results`` row of kind ``seen`` listing how many
-    instances the job covered — and nothing else: no inference, nothing sent anywhere.
+    A ``results`` row of kind ``seen`` lists how many instances the job covered: no inference,
+    nothing sent anywhere. The node runs :class:`xrayd.analysis.StudyAnalyser`; this one serves
+    the tests of the job machinery (claiming, retries, leases), which need no model.
     """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
@@ -36,7 +37,7 @@ class SeenOnlyAnalyser:
     def analyse(self, job: ClaimedJob) -> None:
         count = record_seen(self.sessions, job.study_id, job.job_id)
         LOGGER.info(
-            "placeholder analysis: study %d seen with %d instance(s) (no model yet)",
+            "study %d seen with %d instance(s) (seen-only analyser)",
             job.study_id,
             count,
             extra={"job_id": job.job_id, "study_id": job.study_id},

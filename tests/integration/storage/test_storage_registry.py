@@ -215,5 +215,5 @@ def test_record_seen_is_idempotent_per_job(
     with sm() as session:
         rows = session.scalars(select(Result)).all()
         assert [(r.kind, r.job_id, r.detail) for r in rows] == [
-            ("seen", job_id, {"instances": 2, "placeholder": True})
+            ("seen", job_id, {"instances": 2, "seen_only": True})
         ]
