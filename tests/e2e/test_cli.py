@@ -27,8 +27,7 @@ def write_config(tmp_path: Path, database_url: str = "", extra: str = "") -> Pat
         '[node]\nae_title = "XRAYD"\nhost = "127.0.0.1"\nport = 0\nmin_free_mb = 0\n'
         '[[node.callers]]\nae_title = "MODALITY"\n'
         f'[storage]\ndata_dir = "{tmp_path / "data"}"\ndatabase_url = "{database_url}"\n'
-        '[model]\nruntime = "eager"\n'
-        + extra
+        '[model]\nruntime = "eager"\n' + extra
     )
     return cfg
 
@@ -78,8 +77,9 @@ def test_registry_commands(tmp_path: Path, database_url: str) -> None:
     bad = xrayd("callers", "add", "WAY_TOO_LONG_AE_TITLE", "--config", cfg, check=False)
     assert bad.returncode == 2 and "16" in bad.stderr
 
-    xrayd("destinations", "add", "pacs2", "PACS2@127.0.0.1:4242", "--send", "sr,pdf",
-          "--config", cfg)
+    xrayd(
+        "destinations", "add", "pacs2", "PACS2@127.0.0.1:4242", "--send", "sr,pdf", "--config", cfg
+    )
     listed = xrayd("destinations", "list", "--config", cfg).stdout
     assert "pacs2" in listed and "sr,pdf" in listed
     failed = xrayd("destinations", "echo", "pacs2", "--timeout", "3", "--config", cfg, check=False)
@@ -106,8 +106,11 @@ class Served:
     def __init__(self, cfg: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("XRAYD_")}
         self.proc = subprocess.Popen(
-            [XRAYD, "serve", "--config", str(cfg)], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env,
+            [XRAYD, "serve", "--config", str(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # "xrayd: listening as XRAYD on port N"
@@ -241,6 +244,18 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     out = xrayd("demo", "--data-dir", str(tmp_path / "demo"), check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "demo OK" in out.stdout
-    assert "6 acknowledged" in out.stdout
-    assert "'analysed': 2" in out.stdout
+    assert "sent 3 synthetic studies (4 DX images), each acknowledged" in out.stdout
+    assert "INTRUDER) was rejected" in out.stdout
+    # Every study's row in the results table lists its SR, SCs and PDF at the PACS.
+    rows = [
+        line.split()
+        for line in out.stdout.splitlines()
+        if line.strip()[:1].isdigit() and ("fracture" in line or "normal" in line)
+    ]
+    assert len(rows) == 3, out.stdout
+    for row in rows:
+        assert row[2] in ("present", "absent", "indeterminate")
+        assert "SRx1" in row and "PDFx1" in row and any(c.startswith("SCx") for c in row)
+    assert "dead letters: 0" in out.stdout
+    assert list((tmp_path / "demo" / "run" / "spool" / "results").glob("*/*/report-*.pdf"))
     assert "Traceback" not in out.stderr
