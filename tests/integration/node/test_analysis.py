@@ -1,0 +1,121 @@
+"""The analysis job on a real node: predictions stored, objects built once, deliveries queued,
+a re-run after a crash rebuilds identical objects and adds nothing."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from dicom_node.scu import RemoteAE, store_datasets
+from models.synthetic import generate_case, to_dicom
+from storage import jobs
+from storage.analysis import analyses_of, objects_of
+from storage.jobs import ClaimedJob
+from storage.outbox import list_deliveries
+from xrayd.app import Node, open_storage, seed_registry
+from xrayd.worker import CompletionTimer, Wakeup, Worker
+
+from helpers import make_settings
+
+
+@pytest.fixture
+def node(database_url: str, tmp_path: Path) -> Any:
+    settings = make_settings(
+        tmp_path / "data",
+        database_url,
+        study={"quiet_seconds": 0, "release_ends_wait": True},
+        destinations=[
+            {
+                "name": "pacs",
+                "ae_title": "PACS",
+                "host": "127.0.0.1",
+                "port": 9,
+                "send": ["sr", "sc", "pdf"],
+            }
+        ],
+    )
+    storage = open_storage(settings, create_if_empty=True, require_current=True)
+    n = Node(settings, storage)  # the real StudyAnalyser; no delivery workers are started
+    seed_registry(settings, storage.sessions)
+    n.scp.start()
+    yield n
+    n.scp.stop(timeout=5)
+    storage.engine.dispose()
+
+
+def _colour_image(study_uid: str) -> Any:
+    ds = to_dicom(generate_case(7, 128), study_uid=study_uid, patient_id="SYNTH-A")
+    rgb = np.repeat(np.asarray(ds.pixel_array, dtype=np.uint8)[..., None], 3, axis=2)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PixelData = rgb.tobytes()
+    return ds
+
+
+def test_a_study_is_analysed_once_and_a_rerun_changes_nothing(node: Any) -> None:
+    study_uid = str(generate_uid())
+    views = [
+        to_dicom(
+            generate_case(30 + i, 384, fracture=True),
+            study_uid=study_uid,
+            patient_id="SYNTH-A",
+            instance_number=i + 1,
+        )
+        for i in range(2)
+    ]
+    remote = RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
+    assert store_datasets(remote, "MODALITY", [*views, _colour_image(study_uid)]) == [0] * 3
+    stop = threading.Event()
+    timer = CompletionTimer(
+        node.storage.sessions,
+        node.settings.study,
+        node.settings.jobs,
+        node.sink.clock,
+        stop,
+        Wakeup(),
+    )
+    worker = Worker(
+        0, node.storage.sessions, node.analyser, node.settings.jobs, node.sink.clock, stop, Wakeup()
+    )
+    timer.tick()
+    assert worker.run_once()
+    [job] = jobs.list_jobs(node.storage.sessions, "done")
+    sessions = node.storage.sessions
+
+    [analysis] = analyses_of(sessions, job.study_id)
+    detail = analysis.detail
+    assert len(detail["images"]) == 2 and detail["decision"] in ("present", "indeterminate")
+    assert detail["model"]["name"] == "xrayd-demo" and len(detail["model"]["sha256"]) == 64
+    [skipped] = detail["not_analysed"]
+    assert skipped["reason"].endswith("[modality]")  # an OT colour capture is no radiograph
+    for image in detail["images"]:
+        assert 0.0 <= image["fracture_probability"] <= 1.0 and image["count"] in ("0", "1", "2+")
+
+    objects = objects_of(sessions, job.study_id)
+    kinds = sorted(o.kind for o in objects)
+    assert kinds == ["pdf", "report", "sc", "sc", "sr"]
+    spool = node.storage.spool
+    first = {o.sop_instance_uid: spool.read_bytes(o.file_path or "") for o in objects}
+    deliveries = list_deliveries(sessions)
+    assert sorted(d.kind for d in deliveries) == ["pdf", "sc", "sc", "sr"]
+
+    # A crash after the commit: the job runs again and finds everything in place.
+    node.analyser.analyse(ClaimedJob(job.job_id, job.study_id, study_uid, "analysis", 2))
+    again = objects_of(sessions, job.study_id)
+    assert [(o.result_id, o.sop_instance_uid) for o in again] == [
+        (o.result_id, o.sop_instance_uid) for o in objects
+    ]
+    assert {o.sop_instance_uid: spool.read_bytes(o.file_path or "") for o in again} == first
+    assert len(analyses_of(sessions, job.study_id)) == 1
+    assert len(list_deliveries(sessions)) == len(deliveries)
