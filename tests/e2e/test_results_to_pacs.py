@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from orthanc import Orthanc, running_orthanc
+from orthanc import Orthanc, free_port, running_orthanc
 from PIL import Image
 
 from models.synthetic_files import write_synthetic_studies
@@ -38,6 +38,10 @@ class Deliveries:
             (self.sent if report.outcome.ok else self.failed).append(report)
             self.lock.notify_all()
 
+    def wait_for_failures(self, n: int, timeout: float = 180) -> None:
+        with self.lock:
+            assert self.lock.wait_for(lambda: len(self.failed) >= n, timeout), self.sent
+
     def wait_for(self, n: int, timeout: float = 180) -> None:
         with self.lock:
             assert self.lock.wait_for(lambda: len(self.sent) >= n, timeout), (
@@ -52,19 +56,27 @@ def pacs(tmp_path: Path) -> Iterator[Orthanc]:
         yield server
 
 
-def _node(tmp_path: Path, pacs: Orthanc, deliveries: Deliveries) -> Any:
+def _node(
+    tmp_path: Path,
+    pacs: Orthanc | None,
+    deliveries: Deliveries,
+    *,
+    port: int | None = None,
+    ae_title: str | None = None,
+) -> Any:
     from xrayd.app import Node, open_storage
 
     settings = make_settings(
         tmp_path / "data",
         node={"callers": [{"ae_title": "MODALITY"}]},
         model={"runtime": "eager"},
+        delivery={"retry_base_seconds": 0.5, "retry_max_seconds": 1.0, "poll_seconds": 1.0},
         destinations=[
             {
                 "name": "pacs",
-                "ae_title": pacs.ae_title,
+                "ae_title": ae_title or (pacs.ae_title if pacs else "ORTHANC"),
                 "host": "127.0.0.1",
-                "port": pacs.dicom_port,
+                "port": port or (pacs.dicom_port if pacs else 0),
                 "send": ["sr", "sc", "pdf"],
             }
         ],
@@ -217,5 +229,57 @@ def test_a_study_sent_by_a_modality_comes_back_to_the_pacs_as_sr_sc_and_pdf(
             timeout=120,
         )
         assert missing.returncode == 1 and "no study 1.2.3.4" in missing.stderr
+    finally:
+        node.stop(timeout=10)
+
+
+def test_results_wait_while_the_pacs_is_down_and_arrive_once_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    files = write_synthetic_studies(tmp_path / "in", 1, seed=8, size=256)
+    deliveries = Deliveries()
+    node = _node(tmp_path, None, deliveries, port=port)
+    try:
+        _storescu(node.scp.port, [f.path for f in files])
+        deliveries.wait_for_failures(1)  # the PACS is down: a transient failure, retried
+        assert all(r.outcome.transient for r in deliveries.failed)
+        with running_orthanc(tmp_path / "orthanc", dicom_port=port) as pacs:
+            deliveries.wait_for(2 + len(files))
+            stored = pacs.instances()
+            uids = [i["SOPInstanceUID"] for i in stored]
+            assert len(uids) == len(set(uids)) == 2 + len(files)
+            sent = {r.claim.sop_instance_uid for r in deliveries.sent}
+            assert sent == set(uids)
+            failed = {r.claim.sop_instance_uid for r in deliveries.failed}
+            assert failed <= set(uids)  # the resends carried the same SOP Instance UIDs
+    finally:
+        node.stop(timeout=10)
+
+
+def test_a_permanent_refusal_becomes_a_visible_dead_letter(tmp_path: Path, pacs: Orthanc) -> None:
+    from storage.outbox import list_deliveries
+
+    files = write_synthetic_studies(tmp_path / "in", 1, seed=9, size=256)
+    deliveries = Deliveries()
+    # Orthanc checks the called AE title: a wrong one is a permanent association rejection.
+    node = _node(tmp_path, pacs, deliveries, ae_title="NOT-THE-PACS")
+    try:
+        _storescu(node.scp.port, [f.path for f in files])
+        deliveries.wait_for_failures(2 + len(files))
+        assert not any(r.outcome.transient for r in deliveries.failed)
+        dead = list_deliveries(node.storage.sessions, "dead")
+        assert len(dead) == 2 + len(files) and all(d.last_error for d in dead)
+        assert pacs.instances() == []
+        cfg = tmp_path / "xrayd.toml"
+        cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+        xrayd = str(Path(sys.executable).parent / "xrayd")
+        listed = subprocess.run(
+            [xrayd, "outbox", "list", "--state", "dead", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert listed.returncode == 0 and listed.stdout.count("dead") >= 2 + len(files)
     finally:
         node.stop(timeout=10)
