@@ -23,6 +23,7 @@ __all__ = [
     "StudyToAnalyse",
     "analyses_of",
     "find_object",
+    "has_analysis",
     "latest_object",
     "load_study",
     "object_id",
@@ -111,6 +112,17 @@ def _row(r: Result) -> ObjectRow:
         r.predecessor_result_id,
         dict(r.detail),
     )
+
+
+def has_analysis(sm: sessionmaker[Session], job_id: int, revision: str) -> bool:
+    """Whether job ``job_id`` has committed its analysis of this revision."""
+    with sm() as session:
+        return any(
+            r.detail.get("revision") == revision
+            for r in session.scalars(
+                select(Result).where(Result.job_id == job_id, Result.kind == ANALYSIS)
+            )
+        )
 
 
 def record_analysis(

@@ -6,10 +6,12 @@ bundle, store the analysis (per-image predictions, study decision, model, timing
 result objects, write them durably to the spool, record them and queue their deliveries in one
 transaction, then wake the delivery worker.
 
-Idempotent: the objects' UIDs and bytes depend only on the study, the set of instances
-analysed, the model and the job's creation time, so a re-run after a crash rebuilds the same
-objects and finds their rows. A late instance re-queues the study: the new set of instances
-gives a new revision, whose SR lists the previous SR as its predecessor.
+Idempotent: the objects' UIDs depend only on the study, the set of instances analysed and the
+model (the "revision"). A re-run after a crash that followed the commit finds the revision's
+analysis and stops (the objects, rows and deliveries were committed together, so what was sent
+stays byte-identical); a re-run after a crash before the commit rebuilds the objects under the
+same UIDs. A late instance re-queues the study: the new set of instances gives a new revision,
+whose SR lists the previous SR as its predecessor.
 """
 
 from __future__ import annotations
@@ -96,7 +98,21 @@ class StudyAnalyser:
     def analyse(self, job: ClaimedJob) -> None:
         started = time.perf_counter()
         study = store.load_study(self.sessions, job.study_id, job.job_id)
+        revision = self._revision(study)
+        if store.has_analysis(self.sessions, job.job_id, revision):
+            # A re-run after a crash that followed the commit: the objects, their rows and
+            # their deliveries were committed together; the bytes already sent stay as they are.
+            LOGGER.info(
+                "study %d: job %d already analysed this revision",
+                study.study_id,
+                job.job_id,
+                extra={"job_id": job.job_id, "study_id": study.study_id},
+            )
+            return
+        last_received = max((i.received_at for i in study.instances), default=None)
+        waited = (datetime.now(UTC) - last_received).total_seconds() if last_received else 0.0
         sources = [self._read(i) for i in study.instances]
+        prepared_s = time.perf_counter() - started
         analysable = [s for s in sources if s.prepared is not None]
         not_analysed = tuple(
             NotAnalysed(s.instance.sop_instance_uid, s.instance.sop_class_uid, s.reason or "")
@@ -111,7 +127,6 @@ class StudyAnalyser:
                 [s.prepared for s in analysable if s.prepared is not None], hints
             )
         inference_s = time.perf_counter() - t_infer
-        revision = self._revision(study)
         detail: dict[str, Any] = {
             "model": {
                 "name": meta.name,
@@ -126,7 +141,11 @@ class StudyAnalyser:
             "not_analysed": [
                 {"sop_instance_uid": n.sop_instance_uid, "reason": n.reason} for n in not_analysed
             ],
-            "timings": {"inference_s": round(inference_s, 4)},
+            "timings": {
+                "received_to_started_s": round(waited, 3),
+                "read_and_prepare_s": round(prepared_s, 4),
+                "inference_s": round(inference_s, 4),
+            },
         }
         if not predictions:
             detail["decision"] = None
@@ -155,7 +174,9 @@ class StudyAnalyser:
         detail["fracture_probability"] = summary.fracture_probability
         detail["count"] = summary.count
         detail["hardware"] = summary.hardware
-        objects = self._objects(study, revision, findings, sources, analysable, predictions)
+        objects = self._objects(
+            study, revision, findings, sources, analysable, predictions, detail["timings"]
+        )
         last = max(i.received_at for i in study.instances)
         detail["timings"]["analysis_s"] = round(time.perf_counter() - started, 4)
         detail["timings"]["received_to_analysed_s"] = round(
@@ -213,6 +234,7 @@ class StudyAnalyser:
         sources: Sequence[_Source],
         analysable: Sequence[_Source],
         predictions: Sequence[Prediction],
+        timings: dict[str, float],
     ) -> list[tuple[str, str, str, bytes, dict[str, Any]]]:
         """(kind, SOP Instance UID, spool path, bytes, detail) of every object, built."""
         when = study.job_created_at
@@ -311,7 +333,11 @@ class StudyAnalyser:
             thumbnails,
             study_description=str(header.get("StudyDescription", "") or "Radiograph"),
             patient_label=str(header.get("PatientID", "")),
-            timings={"images analysed": float(len(predictions))},
+            timings={
+                "last image received -> analysis started (s)": timings["received_to_started_s"],
+                "reading and preprocessing (s)": timings["read_and_prepare_s"],
+                "inference (s)": timings["inference_s"],
+            },
             generated_at=when,
         )
         pdf_uid = _uid(study.study_instance_uid, revision, "pdf")

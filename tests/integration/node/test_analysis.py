@@ -1,5 +1,5 @@
 """The analysis job on a real node: predictions stored, objects built once, deliveries queued,
-a re-run after a crash rebuilds identical objects and adds nothing."""
+a re-run after a crash finds the committed revision and adds nothing."""
 
 from __future__ import annotations
 
