@@ -11,10 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from torch import Tensor
 
 from models.labels import BODY_PARTS
 from models.losses import Targets
+from models.parallel import default_workers, process_map
 from models.preprocess import PreprocessParams, prepare
 from models.synthetic import case_seed, generate_case, to_dicom
 
@@ -53,11 +51,6 @@ class LabelledTensors:
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
-
-
-def default_workers() -> int:
-    """Processes for generation: the CPUs this process may use."""
-    return max(1, len(os.sched_getaffinity(0)))
 
 
 #: (case seed, image size, fracture, body part or None for a random one, preprocessing)
@@ -101,21 +94,7 @@ def synthetic_tensors(
         )
         for i in range(n)
     ]
-    workers = max(1, min(workers or default_workers(), n))
-    results: list[tuple[npt.NDArray[np.float16], CaseLabels]] = []
-    if workers == 1:
-        for job in jobs:
-            results.append(_one(job))
-            if progress:
-                progress(1)
-    else:
-        # spawn: forking a process that has started torch's thread pools is unsafe.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for result in pool.map(_one, jobs, chunksize=max(1, min(32, n // (4 * workers)))):
-                results.append(result)
-                if progress:
-                    progress(1)
+    results, workers = process_map(_one, jobs, workers=workers, progress=progress)
     pixels = torch.from_numpy(np.stack([r[0] for r in results])).unsqueeze(1)
     labels = [r[1] for r in results]
     targets = Targets(

@@ -12,10 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import astuple
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from models.parallel import process_map
 from models.preprocess import PreprocessParams
 from models.synthetic_data import LabelledTensors
 from retrain.datasets.catalog import load_records
@@ -96,22 +94,7 @@ def records_tensors(
     if not records:
         raise ValueError("no records")
     jobs = [(r, params) for r in records]
-    workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(jobs)))
-    arrays: list[npt.NDArray[np.float16]] = []
-    if workers == 1:
-        for job in jobs:
-            arrays.append(_pixels(job))
-            if progress:
-                progress(1)
-    else:
-        # spawn: forking a process that has started torch's thread pools is unsafe.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            chunk = max(1, min(32, len(jobs) // (4 * workers)))
-            for array in pool.map(_pixels, jobs, chunksize=chunk):
-                arrays.append(array)
-                if progress:
-                    progress(1)
+    arrays, workers = process_map(_pixels, jobs, workers=workers, progress=progress)
     pixels = torch.from_numpy(np.stack(arrays)).unsqueeze(1)
     targets = targets_from([label_codes(r) for r in records])
     manifest = _manifest(records, root, {"source": source, "input_size": params.input_size})
