@@ -10,6 +10,10 @@ every TCP connection before the association limit is looked at, and logs identif
 * :class:`BoundedAssociationServer` refuses TCP connections beyond a fixed number of live
   associations *before* creating a thread, and accepts without a helper thread per connection.
 * :func:`quiet_identifiers` turns off pynetdicom's logging of request/response identifiers.
+
+With an ``ssl_context`` the server also runs each TLS handshake on a thread of its own with a
+deadline (:func:`dicom_node.tls.accept_tls`), counted against the connection cap, instead of in
+the accepting thread without one as pynetdicom does.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 import threading
 import weakref
@@ -28,6 +33,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.reactor import use_select_reactor
 from dicom_node.streaming import NewPath, StreamingFile, stream_into
+from dicom_node.tls import accept_tls
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -80,6 +86,8 @@ def _refuse_rest(dul: DULServiceProvider, sock: socket.socket) -> None:
     The A-ABORT still goes out on the write side; the next read reports the connection closed.
     """
     setattr(dul, _REFUSED, True)
+    if isinstance(sock, ssl.SSLSocket):
+        return  # shutting it down would drop TLS and send the A-ABORT in clear text
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RD)
 
@@ -226,12 +234,16 @@ class BoundedAssociationServer(ThreadedAssociationServer):
     max_connections: int = 32
     accept_hook: AcceptHook | None = None
     new_stream_path: NewPath | None = None
+    #: seconds a TLS client has to complete its handshake (only with an ssl_context)
+    handshake_timeout: float = 10.0
 
     def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", BoundedRequestHandler)
         self._reuse_port = reuse_port
         self._live: weakref.WeakSet[Association] = weakref.WeakSet()
         self._live_lock = threading.Lock()
+        self._handshaking = 0
+        self._closed = False
         self.refused_connections = 0
         super().__init__(*args, **kwargs)
 
@@ -240,8 +252,9 @@ class BoundedAssociationServer(ThreadedAssociationServer):
             self._live.add(assoc)
 
     def live_connections(self) -> int:
+        """Live associations plus connections still in their TLS handshake."""
         with self._live_lock:
-            return sum(1 for a in list(self._live) if a.is_alive())
+            return self._handshaking + sum(1 for a in list(self._live) if a.is_alive())
 
     def server_bind(self) -> None:
         if self._reuse_port:
@@ -259,8 +272,52 @@ class BoundedAssociationServer(ThreadedAssociationServer):
             )
             self.shutdown_request(request)
             return
+        context = self.ssl_context
+        if context is None:
+            self._start_association(request, client_address)
+            return
+        with self._live_lock:
+            self._handshaking += 1
+        try:
+            threading.Thread(
+                target=self._handshake_then_start,
+                args=(context, request, client_address),
+                name="xrayd-tls-handshake",
+                daemon=True,
+            ).start()
+        except Exception:
+            with self._live_lock:
+                self._handshaking -= 1
+            LOGGER.exception("could not start a TLS handshake")
+            self.shutdown_request(request)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept only: the TLS handshake runs later, bounded (see :meth:`process_request`)."""
+        assert self.socket is not None
+        return self.socket.accept()
+
+    def _handshake_then_start(
+        self, context: ssl.SSLContext, request: socket.socket, client_address: Any
+    ) -> None:
+        try:
+            tls = accept_tls(context, request, self.handshake_timeout, str(client_address[0]))
+            if tls is None:
+                return
+            if self._closed:  # stopped meanwhile: no new associations
+                self.shutdown_request(tls)
+                return
+            self._start_association(tls, client_address)
+        finally:
+            with self._live_lock:  # after the association is tracked: the count never dips
+                self._handshaking -= 1
+
+    def _start_association(self, request: socket.socket, client_address: Any) -> None:
         try:
             self.finish_request(request, client_address)
         except Exception:
             LOGGER.exception("could not start an association")
             self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        self._closed = True
+        super().server_close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ class ListenerConfig:
     reject_headroom: int = 4
     #: share the port with other processes (SO_REUSEPORT)
     reuse_port: bool = False
+    #: DICOM TLS (see dicom_node.tls.server_context); None: plain DICOM. Each handshake must
+    #: complete within idle_timeout_seconds.
+    ssl_context: ssl.SSLContext | None = None
 
 
 class HeaderError(ValueError):
@@ -160,6 +164,7 @@ class StoreSCP:
                     (self.config.host, self.config.port),
                     evt_handlers=handlers,
                     server_class=BoundedAssociationServer,
+                    ssl_context=self.config.ssl_context,
                     reuse_port=self.config.reuse_port,
                 ),
             )
@@ -171,6 +176,7 @@ class StoreSCP:
         server.max_connections = self.config.max_associations + self.config.reject_headroom
         server.accept_hook = self._accept_hook
         server.new_stream_path = self.config.new_stream_path
+        server.handshake_timeout = self.config.idle_timeout_seconds
         ae._servers.append(server)
         self._server = server
         self._thread = threading.Thread(
@@ -179,7 +185,13 @@ class StoreSCP:
         self._thread.daemon = True
         self._thread.start()
         host, port = server.server_address[:2]
-        LOGGER.info("DICOM listener %s on %s:%d", self.config.ae_title, host, port)
+        LOGGER.info(
+            "DICOM listener %s on %s:%d%s",
+            self.config.ae_title,
+            host,
+            port,
+            " (TLS)" if self.config.ssl_context is not None else "",
+        )
         return str(host), int(port)
 
     @property

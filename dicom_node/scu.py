@@ -2,14 +2,16 @@
 
 :func:`send_file` sends one file and says how it went (:class:`SendOutcome`): stored, failed
 for now (worth retrying later) or failed for good. See :func:`classify_store_status` for the
-status table and :func:`send_file` for the transfer-syntax rules.
+status table and :func:`send_file` for the transfer-syntax rules. A :class:`RemoteAE` with
+``tls`` is reached over DICOM TLS (:mod:`dicom_node.tls`).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from pynetdicom.association import Association
 from dicom_node.errors import PeerUnreachableError
 from dicom_node.hardening import quiet_identifiers
 from dicom_node.statuses import StoreStatus
+from dicom_node.tls import ClientContext, ClientTLS, describe_tls_error, is_transient_tls_error
 
 LOGGER = logging.getLogger(__name__)
 
@@ -43,9 +46,26 @@ class RemoteAE:
     ae_title: str
     host: str
     port: int
+    #: DICOM TLS settings; None: plain DICOM
+    tls: ClientTLS | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+def _tls_args(remote: RemoteAE) -> tuple[ClientContext, Any] | None:
+    """``ae.associate``'s ``tls_args`` for ``remote`` with a fresh context (one per association,
+    so that it records this association's TLS error). Raises OSError/ValueError (ssl.SSLError
+    included) when the CA, certificate or key files are unusable."""
+    if remote.tls is None:
+        return None
+    # server_hostname None: no SNI and no name check (the certificate chain is still verified)
+    return remote.tls.context(), remote.tls.server_hostname
+
+
+def _tls_failure(remote: RemoteAE, exc: ssl.SSLError) -> tuple[bool, str]:
+    """(transient, message) for an association that failed on TLS."""
+    return is_transient_tls_error(exc), f"{remote}: TLS handshake failed: {describe_tls_error(exc)}"
 
 
 def parse_remote(text: str) -> RemoteAE:
@@ -78,8 +98,14 @@ def _associate(
             ae.add_requested_context(sop_class, syntaxes)
         else:
             ae.add_requested_context(sop_class)
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title)
+    try:
+        tls_args = _tls_args(remote)
+    except (OSError, ValueError) as exc:
+        raise PeerUnreachableError(f"{remote}: TLS set-up failed: {_kind(exc)}") from None
+    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title, tls_args=tls_args)
     if not assoc.is_established:
+        if tls_args is not None and tls_args[0].tls_error is not None:
+            raise PeerUnreachableError(_tls_failure(remote, tls_args[0].tls_error)[1])
         why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "refused"
         raise PeerUnreachableError(f"no association with {remote}: {why}")
     return assoc
@@ -279,8 +305,10 @@ def send_file(
     Association failures: a rejection marked transient (result 2), or one for temporary
     congestion / local limit (source 3), a refused or timed-out connection, an abort and a
     missing response are transient; other rejections (unknown AE titles, no reason) and
-    "no presentation context accepted" are permanent. Response statuses: see
-    :func:`classify_store_status`. ``timeout`` bounds the connection, the association
+    "no presentation context accepted" are permanent. Over TLS, a refused certificate (ours
+    or the peer's), protocol or version is permanent; a connection broken off mid-handshake
+    is transient, and so are unusable TLS files... no: those are permanent too (a
+    configuration fault). Response statuses: see :func:`classify_store_status`. ``timeout`` bounds the connection, the association
     negotiation and each DIMSE/network wait separately. Never raises for network errors.
     """
     try:

@@ -33,6 +33,7 @@ def test_demo_bundle_loads_with_its_documented_identity() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_demo_bundle_reaches_auc_095_on_held_out_synthetic_cases() -> None:
     torch.set_num_threads(2)
     model = load_bundle(demo_bundle_path())

@@ -68,6 +68,7 @@ def test_fit_stops_early_and_returns_the_best_epoch_in_eval_mode() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # about 2-3 min on two idle cores; more when the machine is busy
 def test_short_training_on_synthetic_data_beats_the_untrained_network() -> None:
     """Fixed seeds: leg radiographs at 128 px, 800 training cases, 12 epochs on the CPU.
 
