@@ -306,9 +306,9 @@ def send_file(
     congestion / local limit (source 3), a refused or timed-out connection, an abort and a
     missing response are transient; other rejections (unknown AE titles, no reason) and
     "no presentation context accepted" are permanent. Over TLS, a refused certificate (ours
-    or the peer's), protocol or version is permanent; a connection broken off mid-handshake
-    is transient, and so are unusable TLS files... no: those are permanent too (a
-    configuration fault). Response statuses: see :func:`classify_store_status`. ``timeout`` bounds the connection, the association
+    or the peer's), protocol or version and unusable CA/certificate/key files are permanent;
+    a connection broken off mid-handshake is transient. Response statuses: see
+    :func:`classify_store_status`. ``timeout`` bounds the connection, the association
     negotiation and each DIMSE/network wait separately. Never raises for network errors.
     """
     try:
@@ -338,15 +338,24 @@ def send_file(
     ae.connection_timeout = timeout
     ae.add_requested_context(sop_class, proposed_transfer_syntaxes(file_syntax))
     try:
+        tls_args = _tls_args(remote)
+    except (OSError, ValueError) as exc:
+        return SendOutcome(False, False, None, f"{remote}: TLS set-up failed: {_kind(exc)}")
+    try:
         assoc = ae.associate(
             remote.host,
             remote.port,
             ae_title=remote.ae_title,
             evt_handlers=[(evt.EVT_ACSE_RECV, on_acse), (evt.EVT_CONN_OPEN, on_open)],
+            tls_args=tls_args,
         )
     except (OSError, RuntimeError, ValueError) as exc:
         return SendOutcome(False, True, None, f"no association with {remote}: {_kind(exc)}")
     if not assoc.is_established:
+        tls_error = tls_args[0].tls_error if tls_args is not None else None
+        if tls_error is not None:
+            transient, message = _tls_failure(remote, tls_error)
+            return SendOutcome(False, transient, None, message)
         return _association_failure(remote, assoc, seen)
     try:
         return _store(remote, assoc, path, sop_class, UID(file_syntax))
