@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.errors import ConfigError
 
 _AE_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
 
@@ -48,6 +51,105 @@ class CallerSettings(_Section):
     host: str | None = None
 
 
+class NodeTLSSettings(_Section):
+    """DICOM TLS on the listener (TLS 1.2 or later). Paths only: the files hold the secrets.
+
+    The files are checked by :meth:`Settings.check_tls_files` when a node starts.
+    """
+
+    cert_file: Path
+    key_file: Path
+    #: CA bundle that signs the client certificates
+    ca_file: Path | None = None
+    require_client_cert: bool = True
+
+    @model_validator(mode="after")
+    def _ca_for_client_certs(self) -> NodeTLSSettings:
+        if self.require_client_cert and self.ca_file is None:
+            raise ValueError("ca_file is required when require_client_cert is true")
+        return self
+
+
+class DestinationTLSSettings(_Section):
+    """DICOM TLS to a destination (TLS 1.2 or later). Paths only: the files hold the secrets."""
+
+    #: CA bundle that signs the destination's certificate
+    ca_file: Path
+    #: our client certificate, when the destination asks for one (may also hold the key)
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    #: the name the destination's certificate must carry; empty: the chain alone is checked
+    server_hostname: str | None = Field(default=None, max_length=253)
+
+    @field_validator("cert_file", "key_file", "server_hostname", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> DestinationTLSSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        return self
+
+
+def _no_password() -> bytes:
+    return b""  # an encrypted key fails to load instead of prompting on a terminal
+
+
+def _check_readable(key: str, path: Path, problems: list[str]) -> bool:
+    try:
+        with path.open("rb"):
+            return True
+    except FileNotFoundError:
+        problems.append(f"{key}: {path} does not exist")
+    except PermissionError:
+        problems.append(f"{key}: {path} is not readable")
+    except OSError as exc:
+        problems.append(f"{key}: cannot read {path}: {exc.strerror or type(exc).__name__}")
+    return False
+
+
+def _check_certificates(key: str, path: Path, problems: list[str]) -> bool:
+    """``path`` holds at least one PEM certificate."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+        return True
+    except (ssl.SSLError, OSError, ValueError):
+        problems.append(f"{key}: {path} holds no usable PEM certificate")
+    return False
+
+
+def _check_tls_files(
+    prefix: str,
+    cert: Path | None,
+    key: Path | None,
+    ca: Path | None,
+    problems: list[str],
+) -> None:
+    """Append to ``problems`` what is wrong with these files (never their contents)."""
+    if ca is not None and _check_readable(f"{prefix}.ca_file", ca, problems):
+        _check_certificates(f"{prefix}.ca_file", ca, problems)
+    if cert is None:
+        return
+    ok = _check_readable(f"{prefix}.cert_file", cert, problems)
+    ok = ok and _check_certificates(f"{prefix}.cert_file", cert, problems)
+    if key is not None:
+        ok = _check_readable(f"{prefix}.key_file", key, problems) and ok
+    if not ok:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
+            str(cert), None if key is None else str(key), password=_no_password
+        )
+    except (ssl.SSLError, OSError, ValueError):
+        if key is not None:
+            what = f"{prefix}.key_file: {key} is not an unencrypted PEM private key"
+        else:
+            what = f"{prefix}.cert_file: {cert} holds no unencrypted PEM private key"
+        problems.append(f"{what} matching {prefix}.cert_file")
+
+
 class NodeSettings(_Section):
     """The DICOM listener."""
 
@@ -73,6 +175,8 @@ class NodeSettings(_Section):
     min_free_mb: int = Field(
         default=512, ge=0, description="refuse C-STOREs (0xA700) below this much free spool space"
     )
+    #: DICOM TLS; absent: plain DICOM
+    tls: NodeTLSSettings | None = None
 
     @model_validator(mode="after")
     def _check_uids(self) -> NodeSettings:
@@ -164,6 +268,8 @@ class DestinationSettings(_Section):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     send: list[ObjectKind] = Field(default_factory=lambda: list(DEFAULT_SEND))
+    #: DICOM TLS to this destination; absent: plain DICOM
+    tls: DestinationTLSSettings | None = None
 
 
 class LoggingSettings(_Section):
@@ -197,6 +303,25 @@ class Settings(BaseSettings):
         if dupes:
             raise ValueError(f"destinations: duplicate name(s) {', '.join(dupes)}")
         return self
+
+    def check_tls_files(self) -> None:
+        """Check that every TLS file exists and is readable, holds certificates, and that each
+        key matches its certificate; raises :class:`ConfigError` naming the keys.
+
+        Called when a node starts (not at load time: the files may exist only where xrayd
+        runs, e.g. systemd credentials).
+        """
+        problems: list[str] = []
+        tls = self.node.tls
+        if tls is not None:
+            _check_tls_files("node.tls", tls.cert_file, tls.key_file, tls.ca_file, problems)
+        for i, dest in enumerate(self.destinations):
+            if dest.tls is not None:
+                t = dest.tls
+                prefix = f"destinations.{i}.tls"
+                _check_tls_files(prefix, t.cert_file, t.key_file, t.ca_file, problems)
+        if problems:
+            raise ConfigError("unusable TLS files:\n  " + "\n  ".join(problems))
 
     @property
     def database_url(self) -> str:

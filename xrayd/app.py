@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.errors import ConfigError
 from config.settings import Settings
 from dicom_node.scp import ListenerConfig, StoreSCP
+from dicom_node.tls import server_context
 from storage import jobs, registry
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
@@ -81,10 +83,24 @@ def seed_registry(settings: Settings, sessions: sessionmaker[Session]) -> None:
                 port=d.port,
                 send=tuple(d.send),
                 source="config",
+                tls=None if d.tls is None else d.tls.model_dump(mode="json", exclude_none=True),
             )
             for d in settings.destinations
         ],
     )
+
+
+def listener_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The listener's TLS context from ``[node.tls]`` (None: plain DICOM); checks every TLS
+    file of the settings first, raising :class:`ConfigError` naming the keys."""
+    settings.check_tls_files()
+    tls = settings.node.tls
+    if tls is None:
+        return None
+    try:
+        return server_context(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(f"node.tls: cannot set up TLS ({type(exc).__name__})") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -156,6 +172,7 @@ class Node:
                 extra_sop_classes=tuple(node.extra_sop_classes),
                 new_stream_path=storage.spool.new_tmp_path,
                 reuse_port=node.listener_processes > 1,
+                ssl_context=listener_ssl_context(settings),
             ),
             self.sink,
         )

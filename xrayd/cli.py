@@ -103,6 +103,7 @@ def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
     from dicom_node.scu import RemoteAE, echo, parse_remote
+    from dicom_node.tls import ClientTLS
     from storage import registry
 
     sessions = _sessions(settings)
@@ -154,7 +155,11 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
         if not matches:
             raise ConfigError(f"no destination named {args.name!r}")
         row = matches[0]
-        remote = RemoteAE(row.ae_title, row.host, row.port)
+        try:
+            tls = None if row.tls is None else ClientTLS.from_mapping(row.tls)
+        except ValueError as exc:
+            raise ConfigError(f"destination {row.name}: {exc}") from None
+        remote = RemoteAE(row.ae_title, row.host, row.port, tls=tls)
         status = echo(remote, settings.node.ae_title, timeout=args.timeout)
         print(f"C-ECHO {row.name} ({remote}): status 0x{status:04X}")
         return 0 if status == 0 else 1

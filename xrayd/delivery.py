@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.received import uid_hash
 from dicom_node.scu import RemoteAE, SendOutcome, send_file
+from dicom_node.tls import ClientTLS
 from storage import outbox, registry
 from storage.errors import StorageError
 from storage.spool import Spool
@@ -177,8 +178,12 @@ class DeliveryWorker(threading.Thread):
         destination = registry.get_destination(self.sessions, claim.destination_name)
         if destination is None:
             return SendOutcome(False, False, None, "destination is no longer configured")
+        tls: ClientTLS | None = None
         if destination.tls is not None:
-            return SendOutcome(False, False, None, "TLS destinations are not supported yet")
+            try:
+                tls = ClientTLS.from_mapping(destination.tls)
+            except ValueError as exc:
+                return SendOutcome(False, False, None, f"destination's TLS settings: {exc}")
         if not claim.file_path:
             return SendOutcome(False, False, None, "the result has no file")
         try:
@@ -187,7 +192,7 @@ class DeliveryWorker(threading.Thread):
             return SendOutcome(False, False, None, f"result file path refused: {exc}")
         if not path.is_file():
             return SendOutcome(False, False, None, "the result's file is missing from the spool")
-        remote = RemoteAE(destination.ae_title, destination.host, destination.port)
+        remote = RemoteAE(destination.ae_title, destination.host, destination.port, tls=tls)
         try:
             return self.sender(remote, path)
         except Exception as exc:  # a sender bug must not lose the delivery
