@@ -109,11 +109,21 @@ class FakePACS:
                 Received(
                     str(event.request.AffectedSOPInstanceUID),
                     str(event.context.transfer_syntax),
-                    event.request.DataSet.getvalue(),
+                    _received_bytes(event),
                     status,
                 )
             )
         return status
+
+
+def _received_bytes(event: Any) -> bytes:
+    """The data set as the peer encoded it, whether or not pynetdicom received it in chunked
+    mode (a node started earlier in this process switches that mode on process-wide)."""
+    path = getattr(event, "dataset_path", None)
+    if path is None:
+        return bytes(event.request.DataSet.getvalue())
+    _, offset = split_dataset(Path(path))
+    return Path(path).read_bytes()[offset:]
 
 
 @pytest.fixture
