@@ -413,49 +413,12 @@ def retry_dead_deliveries(
     return ids
 
 
-def list_deliveries(
-    sm: sessionmaker[Session], state: str | None = None, *, limit: int = 1000
-) -> list[DeliveryRow]:
-    """Deliveries (only those in ``state`` if given), oldest first."""
-    if state is not None and state not in {s.value for s in DeliveryState}:
-        raise ValueError(f"unknown delivery state {state!r}")
-    stmt = select(Delivery, Result.kind, Result.study_id).join(
-        Result, Result.id == Delivery.result_id
-    )
-    if state is not None:
-        stmt = stmt.where(Delivery.state == state)
-    with sm() as session:
-        rows = session.execute(stmt.order_by(Delivery.id).limit(limit)).all()
-        return [
-            DeliveryRow(
-                delivery_id=d.id,
-                result_id=d.result_id,
-                study_id=study_id,
-                kind=kind,
-                destination_name=d.destination_name,
-                state=d.state,
-                attempts=d.attempts,
-                next_attempt_at=d.next_attempt_at,
-                last_status=d.last_status,
-                last_error=d.last_error,
-                created_at=d.created_at,
-                updated_at=d.updated_at,
-            )
-            for d, kind, study_id in rows
-        ]
+_ROW_QUERY = select(Delivery, Result.kind, Result.study_id).join(
+    Result, Result.id == Delivery.result_id
+)
 
 
-def get_delivery(sm: sessionmaker[Session], delivery_id: int) -> DeliveryRow:
-    """One delivery; raises :class:`DeliveryNotFoundError` if there is none."""
-    with sm() as session:
-        row = session.execute(
-            select(Delivery, Result.kind, Result.study_id)
-            .join(Result, Result.id == Delivery.result_id)
-            .where(Delivery.id == delivery_id)
-        ).first()
-    if row is None:
-        raise DeliveryNotFoundError(f"no delivery with id {delivery_id}")
-    d, kind, study_id = row
+def _delivery_row(d: Delivery, kind: str, study_id: int) -> DeliveryRow:
     return DeliveryRow(
         delivery_id=d.id,
         result_id=d.result_id,
@@ -470,6 +433,30 @@ def get_delivery(sm: sessionmaker[Session], delivery_id: int) -> DeliveryRow:
         created_at=d.created_at,
         updated_at=d.updated_at,
     )
+
+
+def list_deliveries(
+    sm: sessionmaker[Session], state: str | None = None, *, limit: int = 1000
+) -> list[DeliveryRow]:
+    """Deliveries (only those in ``state`` if given), oldest first."""
+    if state is not None and state not in {s.value for s in DeliveryState}:
+        raise ValueError(f"unknown delivery state {state!r}")
+    stmt = _ROW_QUERY
+    if state is not None:
+        stmt = stmt.where(Delivery.state == state)
+    with sm() as session:
+        rows = session.execute(stmt.order_by(Delivery.id).limit(limit)).all()
+        return [_delivery_row(d, kind, study_id) for d, kind, study_id in rows]
+
+
+def get_delivery(sm: sessionmaker[Session], delivery_id: int) -> DeliveryRow:
+    """One delivery; raises :class:`DeliveryNotFoundError` if there is none."""
+    with sm() as session:
+        row = session.execute(_ROW_QUERY.where(Delivery.id == delivery_id)).first()
+        if row is None:
+            raise DeliveryNotFoundError(f"no delivery with id {delivery_id}")
+        d, kind, study_id = row
+        return _delivery_row(d, kind, study_id)
 
 
 # -- helpers -------------------------------------------------------------------------------------
