@@ -90,15 +90,12 @@ class StudyAnalyser:
 
     # -- the job -------------------------------------------------------------------------------
 
-    @property
-    def ready(self) -> ReadyClassifier:
-        """The classifier (loaded on first use; a later model switch takes effect per job)."""
-        return self.model()
-
     def analyse(self, job: ClaimedJob) -> None:
         started = time.perf_counter()
+        # One model for the whole job: a switch (retraining) takes effect at the next job.
+        ready = self.model()
         study = store.load_study(self.sessions, job.study_id, job.job_id)
-        revision = self._revision(study)
+        revision = self._revision(study, ready)
         if store.has_analysis(self.sessions, job.job_id, revision):
             # A re-run after a crash that followed the commit: the objects, their rows and
             # their deliveries were committed together; the bytes already sent stay as they are.
@@ -111,7 +108,7 @@ class StudyAnalyser:
             return
         last_received = max((i.received_at for i in study.instances), default=None)
         waited = (datetime.now(UTC) - last_received).total_seconds() if last_received else 0.0
-        sources = [self._read(i) for i in study.instances]
+        sources = [self._read(i, ready) for i in study.instances]
         prepared_s = time.perf_counter() - started
         analysable = [s for s in sources if s.prepared is not None]
         not_analysed = tuple(
@@ -119,11 +116,11 @@ class StudyAnalyser:
             for s in sources
             if s.prepared is None
         )
-        meta = self.ready.model.metadata
-        hints = [self._hint(s) for s in analysable]
+        meta = ready.model.metadata
+        hints = [self._hint(s, ready) for s in analysable]
         t_infer = time.perf_counter()
         with self._predict_lock:
-            predictions = self.ready.classifier.predict(
+            predictions = ready.classifier.predict(
                 [s.prepared for s in analysable if s.prepared is not None], hints
             )
         inference_s = time.perf_counter() - t_infer
@@ -131,8 +128,8 @@ class StudyAnalyser:
             "model": {
                 "name": meta.name,
                 "version": meta.version,
-                "sha256": self.ready.model.info.sha256,
-                "runtime": self.ready.runtime,
+                "sha256": ready.model.info.sha256,
+                "runtime": ready.runtime,
             },
             "images": [
                 prediction_detail(s.instance.sop_instance_uid, p)
@@ -168,7 +165,7 @@ class StudyAnalyser:
                 for s, p in zip(analysable, predictions, strict=True)
             ),
             not_analysed=not_analysed,
-            algorithm=algorithm_of(self.ready.model),
+            algorithm=algorithm_of(ready.model),
         )
         detail["decision"] = summary.decision.value
         detail["fracture_probability"] = summary.fracture_probability
@@ -200,27 +197,27 @@ class StudyAnalyser:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _read(self, instance: store.SourceInstance) -> _Source:
+    def _read(self, instance: store.SourceInstance, ready: ReadyClassifier) -> _Source:
         path = self.spool.absolute(instance.spool_path)
         try:
             ds = dcmread(path)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             return _Source(instance, Dataset(), None, f"cannot read the stored file: {exc}")
         try:
-            prepared = prepare(ds, self.ready.model.metadata.preprocess)
+            prepared = prepare(ds, ready.model.metadata.preprocess)
         except NotAnalysable as exc:
             return _Source(instance, _header(ds), None, str(exc))
         return _Source(instance, _header(ds), prepared, None)
 
-    def _hint(self, source: _Source) -> str | None:
+    def _hint(self, source: _Source, ready: ReadyClassifier) -> str | None:
         part = (source.instance.body_part_examined or "").lower()
-        return part if part in self.ready.model.metadata.body_parts else None
+        return part if part in ready.model.metadata.body_parts else None
 
-    def _revision(self, study: store.StudyToAnalyse) -> str:
+    def _revision(self, study: store.StudyToAnalyse, ready: ReadyClassifier) -> str:
         blob = "\n".join(
             [
                 study.study_instance_uid,
-                self.ready.model.info.sha256,
+                ready.model.info.sha256,
                 *sorted(i.sop_instance_uid for i in study.instances),
             ]
         )
