@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench-receive clean
+.PHONY: demo test lint typecheck bench-receive bench-infer bench-e2e clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ typecheck: $(STAMP)
 
 bench-receive: $(STAMP)
 	$(BIN)/python bench/receive.py
+
+bench-infer: $(STAMP)
+	$(BIN)/python bench/infer.py --bundle models/bundles/xrayd-demo
+
+bench-e2e: $(STAMP)
+	$(BIN)/python bench/e2e.py
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
