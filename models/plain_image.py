@@ -19,9 +19,7 @@ import numpy.typing as npt
 
 from models.borders import find_uniform_borders
 from models.errors import NotAnalysable, RefusalReason
-from models.geometry import Geometry
-from models.preprocess import PreparedImage, PreprocessParams
-from models.resample import letterbox
+from models.preprocess import PreparedImage, PreprocessParams, prepared_from_unit
 from models.voi import linear_unit, percentile_window
 
 __all__ = ["prepare_array", "to_greyscale"]
@@ -75,20 +73,4 @@ def prepare_array(array: npt.NDArray[np.generic], params: PreprocessParams) -> P
         values[row0:row1, col0:col1], params.percentile_low, params.percentile_high
     )
     unit = linear_unit(values, low, high)
-    boxed = letterbox(unit[row0:row1, col0:col1], params.input_size)
-    geometry = Geometry(
-        source_rows=rows,
-        source_cols=cols,
-        crop=crop,
-        scale=boxed.scale,
-        pad_top=boxed.pad_top,
-        pad_left=boxed.pad_left,
-        input_size=params.input_size,
-        content_rows=boxed.content_rows,
-        content_cols=boxed.content_cols,
-    )
-    pixels = np.clip(boxed.pixels, 0.0, 1.0).astype(np.float32)
-    display = np.rint(unit * 255.0).astype(np.uint8)
-    pixels.setflags(write=False)
-    display.setflags(write=False)
-    return PreparedImage(pixels, geometry, display, "percentile")
+    return prepared_from_unit(unit, crop, params, "percentile")

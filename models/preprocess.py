@@ -140,13 +140,23 @@ def prepare(ds: Dataset, params: PreprocessParams) -> PreparedImage:
     multi-frame, non-radiograph, too small or undecodable objects.
     """
     shown = window_to_display(ds, params)
-    row0, col0, row1, col1 = shown.crop
-    boxed = letterbox(shown.unit[row0:row1, col0:col1], params.input_size)
-    rows, cols = shown.unit.shape
+    return prepared_from_unit(shown.unit, shown.crop, params, shown.voi_source)
+
+
+def prepared_from_unit(
+    unit: npt.NDArray[np.floating],
+    crop: tuple[int, int, int, int],
+    params: PreprocessParams,
+    voi_source: VoiSource,
+) -> PreparedImage:
+    """The model input from a windowed [0, 1] image and its crop box (letterbox + geometry)."""
+    row0, col0, row1, col1 = crop
+    boxed = letterbox(unit[row0:row1, col0:col1], params.input_size)
+    rows, cols = unit.shape
     geometry = Geometry(
         source_rows=rows,
         source_cols=cols,
-        crop=shown.crop,
+        crop=crop,
         scale=boxed.scale,
         pad_top=boxed.pad_top,
         pad_left=boxed.pad_left,
@@ -155,7 +165,7 @@ def prepare(ds: Dataset, params: PreprocessParams) -> PreparedImage:
         content_cols=boxed.content_cols,
     )
     pixels = np.clip(boxed.pixels, 0.0, 1.0).astype(np.float32)
-    display = np.rint(shown.unit * 255.0).astype(np.uint8)
+    display = np.rint(unit * 255.0).astype(np.uint8)
     pixels.setflags(write=False)
     display.setflags(write=False)
-    return PreparedImage(pixels, geometry, display, shown.voi_source)
+    return PreparedImage(pixels, geometry, display, voi_source)
