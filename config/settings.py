@@ -272,6 +272,38 @@ class DestinationSettings(_Section):
     tls: DestinationTLSSettings | None = None
 
 
+class WebSettings(_Section):
+    """The web UI and REST API served by ``xrayd serve``."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
+    #: the Secure flag on the session cookie (browsers honour it on http://localhost too)
+    cookie_secure: bool = True
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    #: failed logins per user name (and per client address) within the window before refusing
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_window_seconds: float = Field(default=900.0, gt=0)
+    #: HTTPS for the web UI (else put a TLS reverse proxy in front)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("web: tls_cert_file and tls_key_file go together")
+        return self
+
+
+class ReviewSettings(_Section):
+    """What happens when a radiologist saves a review."""
+
+    #: send a radiologist-verified SR that supersedes the AI SR to every destination taking "sr"
+    send_verified_sr: bool = False
+    #: Verifying Organization in that SR
+    organization: str = Field(default="xrayd site", min_length=1, max_length=64)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -294,6 +326,8 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     destinations: list[DestinationSettings] = Field(default_factory=list)
+    web: WebSettings = Field(default_factory=WebSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")

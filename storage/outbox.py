@@ -276,6 +276,7 @@ def delivery_sent(
         delivery.last_status = status
         delivery.last_error = None if note is None else note[:MAX_ERROR_CHARS]
         delivery.updated_at = now
+        delivery.sent_at = now
     logger.info("delivery sent", extra={"delivery_id": claim.delivery_id, "attempt": claim.attempt})
     return True
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -64,6 +65,11 @@ class ModelState(StrEnum):
     CANDIDATE = "candidate"
     ACTIVE = "active"
     RETIRED = "retired"
+
+
+class Role(StrEnum):
+    RADIOLOGIST = "radiologist"
+    ADMIN = "admin"
 
 
 class Source(StrEnum):
@@ -213,6 +219,7 @@ class Delivery(Base):
         CheckConstraint(_in("state", DeliveryState), name="state"),
         UniqueConstraint("result_id", "destination_name"),
         Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_deliveries_destination_name", "destination_name"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -225,6 +232,7 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    sent_at: Mapped[datetime | None]
 
 
 class Override(Base):
@@ -241,6 +249,11 @@ class Override(Base):
     radiologist_label: Mapped[dict[str, Any]] = mapped_column(JSON)
     comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The analysis row reviewed, and whether the radiologist agreed with it.
+    result_id: Mapped[int | None] = mapped_column(
+        ForeignKey("results.id", ondelete="SET NULL"), index=True
+    )
+    agree: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class ModelVersion(Base):
@@ -316,3 +329,59 @@ class AuditEvent(Base):
     object_type: Mapped[str] = mapped_column(String(64))
     object_id: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class User(Base):
+    """A web user; ``password_hash`` is an scrypt hash in the ``storage.users`` format."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_in("role", Role), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApiToken(Base):
+    """A REST API bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """A browser login; the cookie holds a random token whose SHA-256 is stored here."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewAssignment(Base):
+    """Who is reviewing a study (set when a radiologist opens an unreviewed, unassigned one)."""
+
+    __tablename__ = "review_assignments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), unique=True
+    )
+    user_name: Mapped[str] = mapped_column(String(128), index=True)
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)

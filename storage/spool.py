@@ -116,6 +116,19 @@ class Spool:
         """A fresh, unused ``tmp/<random>.part`` path for a caller that streams to disk."""
         return self.tmp_dir() / f"{secrets.token_hex(16)}{PART_SUFFIX}"
 
+    def check_writable(self) -> None:
+        """Create, write and remove a small file in the spool; raises ``OSError`` if it can't
+        (read-only mount, permissions, no space)."""
+        path = self.new_tmp_path()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, b"xrayd")
+            finally:
+                os.close(fd)
+        finally:
+            _unlink_quietly(path)
+
     # -- writing ---------------------------------------------------------------------------
 
     def stage(self, chunks: Iterable[bytes] | bytes) -> StagedFile:

@@ -1,0 +1,425 @@
+"""The radiologists' side: the worklist of analysed studies, review assignments and overrides.
+
+A study's *analysis* is its newest ``results`` row of kind ``analysis`` with a decision; its
+*review* is its newest override. Overrides are never updated or deleted: a second review of
+the same study adds a row, and the newest one counts (training data keeps the history).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.errors import StorageError
+from storage.registry import InvalidEntryError, record_audit
+from storage.schema import Instance, Override, Result, ReviewAssignment, Series, Study, utcnow
+
+__all__ = [
+    "ANALYSIS",
+    "COUNTS",
+    "FRACTURE",
+    "OverrideRow",
+    "ReviewLabel",
+    "StudyImage",
+    "StudyReview",
+    "Worklist",
+    "WorklistFilter",
+    "WorklistItem",
+    "assign",
+    "create_override",
+    "list_overrides",
+    "study_review",
+    "worklist",
+]
+
+ANALYSIS = "analysis"
+FRACTURE = ("present", "absent")
+COUNTS = ("0", "1", "2+")
+_FLAGGED = ("present", "indeterminate")
+
+
+@dataclass(frozen=True)
+class ReviewLabel:
+    """What the radiologist says about a study."""
+
+    fracture: Literal["present", "absent"]
+    count: Literal["0", "1", "2+"]
+    body_part: str
+    hardware: bool
+
+    def __post_init__(self) -> None:
+        if self.fracture not in FRACTURE:
+            raise InvalidEntryError("fracture must be 'present' or 'absent'")
+        if self.count not in COUNTS:
+            raise InvalidEntryError("count must be '0', '1' or '2+'")
+        if (self.fracture == "absent") != (self.count == "0"):
+            raise InvalidEntryError("count must be '0' exactly when no fracture is present")
+        if not 1 <= len(self.body_part) <= 32 or not self.body_part.isprintable():
+            raise InvalidEntryError("body part must be 1 to 32 printable characters")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "fracture": self.fracture,
+            "count": self.count,
+            "body_part": self.body_part,
+            "hardware": self.hardware,
+        }
+
+
+@dataclass(frozen=True)
+class OverrideRow:
+    id: int
+    study_id: int
+    user_name: str
+    created_at: datetime
+    agree: bool | None
+    ai_label: dict[str, Any] | None
+    radiologist_label: dict[str, Any]
+    comment: str | None
+    result_id: int | None
+
+
+@dataclass(frozen=True)
+class WorklistItem:
+    study_id: int
+    study_instance_uid: str
+    received_at: datetime
+    analysed_at: datetime
+    decision: str
+    fracture_probability: float
+    count: str | None
+    body_part: str | None
+    hardware: bool | None
+    images: int
+    model_version: str | None
+    assigned_to: str | None
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    agree: bool | None
+
+    @property
+    def reviewed(self) -> bool:
+        return self.reviewed_by is not None
+
+
+@dataclass(frozen=True)
+class WorklistFilter:
+    decision: str | None = None  # present | absent | indeterminate
+    body_part: str | None = None
+    reviewed: bool | None = None
+    since: datetime | None = None  # received at or after
+    until: datetime | None = None  # received before
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Worklist:
+    items: tuple[WorklistItem, ...]
+    total: int  # matching the filter, before paging
+    by_decision: dict[str, int]
+    reviewed: int
+    unreviewed: int
+
+
+@dataclass(frozen=True)
+class StudyImage:
+    instance_id: int
+    sop_instance_uid: str
+    spool_path: str
+    prediction: dict[str, Any] | None  # None: not analysed
+    not_analysed_reason: str | None
+    heatmap_path: str | None
+
+
+@dataclass(frozen=True)
+class StudyReview:
+    item: WorklistItem
+    analysis_id: int
+    analysis: dict[str, Any]
+    images: tuple[StudyImage, ...]
+    overrides: tuple[OverrideRow, ...]
+
+
+def _override_row(o: Override) -> OverrideRow:
+    return OverrideRow(
+        o.id,
+        o.study_id,
+        o.user_name,
+        o.created_at,
+        o.agree,
+        dict(o.ai_label) if o.ai_label is not None else None,
+        dict(o.radiologist_label),
+        o.comment,
+        o.result_id,
+    )
+
+
+def _latest_analyses(session: Session, study_ids: list[int] | None = None) -> dict[int, Result]:
+    query = select(Result).where(Result.kind == ANALYSIS)
+    if study_ids is not None:
+        query = query.where(Result.study_id.in_(study_ids))
+    latest: dict[int, Result] = {}
+    for r in session.scalars(query.order_by(Result.id)):
+        if r.detail.get("decision") is not None:
+            latest[r.study_id] = r
+    return latest
+
+
+def _latest_overrides(session: Session, study_ids: list[int]) -> dict[int, Override]:
+    latest: dict[int, Override] = {}
+    if not study_ids:
+        return latest
+    for o in session.scalars(
+        select(Override).where(Override.study_id.in_(study_ids)).order_by(Override.id)
+    ):
+        latest[o.study_id] = o
+    return latest
+
+
+def _item(
+    study: Study, analysis: Result, override: Override | None, assigned: str | None
+) -> WorklistItem:
+    d = analysis.detail
+    images = d.get("images") or []
+    first = images[0] if images else {}
+    model = d.get("model") or {}
+    return WorklistItem(
+        study_id=study.id,
+        study_instance_uid=study.study_instance_uid,
+        received_at=study.first_received_at,
+        analysed_at=analysis.created_at,
+        decision=str(d["decision"]),
+        fracture_probability=float(d.get("fracture_probability", 0.0)),
+        count=d.get("count"),
+        body_part=first.get("body_part"),
+        hardware=d.get("hardware"),
+        images=len(images),
+        model_version=model.get("version"),
+        assigned_to=assigned,
+        reviewed_by=override.user_name if override is not None else None,
+        reviewed_at=override.created_at if override is not None else None,
+        agree=override.agree if override is not None else None,
+    )
+
+
+def worklist(sm: sessionmaker[Session], f: WorklistFilter) -> Worklist:
+    """Analysed studies: flagged (present, indeterminate) first, then newest first."""
+    with sm() as session:
+        query = select(Study)
+        if f.since is not None:
+            query = query.where(Study.first_received_at >= f.since)
+        if f.until is not None:
+            query = query.where(Study.first_received_at < f.until)
+        studies = {s.id: s for s in session.scalars(query)}
+        analyses = _latest_analyses(session, list(studies))
+        ids = list(analyses)
+        overrides = _latest_overrides(session, ids)
+        assigned = dict(
+            session.execute(
+                select(ReviewAssignment.study_id, ReviewAssignment.user_name).where(
+                    ReviewAssignment.study_id.in_(ids)
+                )
+            ).tuples()
+        )
+        items = [_item(studies[i], analyses[i], overrides.get(i), assigned.get(i)) for i in ids]
+    if f.decision:
+        items = [i for i in items if i.decision == f.decision]
+    if f.body_part:
+        items = [i for i in items if i.body_part == f.body_part]
+    by_decision: dict[str, int] = {}
+    for i in items:
+        by_decision[i.decision] = by_decision.get(i.decision, 0) + 1
+    reviewed = sum(1 for i in items if i.reviewed)
+    unreviewed = len(items) - reviewed
+    if f.reviewed is not None:
+        items = [i for i in items if i.reviewed == f.reviewed]
+    items.sort(key=lambda i: (i.decision in _FLAGGED, i.received_at, i.study_id), reverse=True)
+    page = items[f.offset : f.offset + f.limit]
+    return Worklist(tuple(page), len(items), by_decision, reviewed, unreviewed)
+
+
+def study_review(sm: sessionmaker[Session], study_id: int) -> StudyReview | None:
+    """Everything the study page shows; None if the study has no analysis with a decision."""
+    with sm() as session:
+        study = session.get(Study, study_id)
+        if study is None:
+            return None
+        analysis = _latest_analyses(session, [study_id]).get(study_id)
+        if analysis is None:
+            return None
+        overrides = session.scalars(
+            select(Override).where(Override.study_id == study_id).order_by(Override.id)
+        ).all()
+        assigned = session.scalar(
+            select(ReviewAssignment.user_name).where(ReviewAssignment.study_id == study_id)
+        )
+        item = _item(study, analysis, overrides[-1] if overrides else None, assigned)
+        instances = session.execute(
+            select(Instance)
+            .join(Series, Series.id == Instance.series_id)
+            .where(Instance.study_id == study_id)
+            .order_by(Series.id, Instance.received_at, Instance.id)
+        ).scalars()
+        predictions = {p["sop_instance_uid"]: p for p in analysis.detail.get("images") or []}
+        reasons = {
+            n["sop_instance_uid"]: n.get("reason", "")
+            for n in analysis.detail.get("not_analysed") or []
+        }
+        revision = analysis.detail.get("revision")
+        heatmaps = {
+            str(r.detail.get("source_sop_instance_uid")): r.file_path
+            for r in session.scalars(
+                select(Result).where(Result.study_id == study_id, Result.kind == "heatmap")
+            )
+            if r.detail.get("revision") == revision
+        }
+        images = tuple(
+            StudyImage(
+                i.id,
+                i.sop_instance_uid,
+                i.spool_path,
+                predictions.get(i.sop_instance_uid),
+                reasons.get(i.sop_instance_uid),
+                heatmaps.get(i.sop_instance_uid),
+            )
+            for i in instances
+        )
+        return StudyReview(
+            item,
+            analysis.id,
+            dict(analysis.detail),
+            images,
+            tuple(_override_row(o) for o in overrides),
+        )
+
+
+def assign(sm: sessionmaker[Session], study_id: int, user_name: str) -> str:
+    """Assign an unassigned study to ``user_name``; returns whoever it is assigned to."""
+    try:
+        with sm.begin() as session:
+            current = session.scalar(
+                select(ReviewAssignment.user_name).where(ReviewAssignment.study_id == study_id)
+            )
+            if current is not None:
+                return current
+            session.add(ReviewAssignment(study_id=study_id, user_name=user_name))
+            record_audit(session, user_name, "review_assigned", "study", str(study_id), {})
+            return user_name
+    except IntegrityError:  # someone else took it at the same moment
+        with sm() as session:
+            current = session.scalar(
+                select(ReviewAssignment.user_name).where(ReviewAssignment.study_id == study_id)
+            )
+            return current or user_name
+
+
+def _ai_label(analysis: Result) -> dict[str, Any]:
+    d = analysis.detail
+    images = d.get("images") or []
+    model = d.get("model") or {}
+    return {
+        "decision": d.get("decision"),
+        "fracture_probability": d.get("fracture_probability"),
+        "count": d.get("count"),
+        "body_part": images[0].get("body_part") if images else None,
+        "hardware": d.get("hardware"),
+        "model": {k: model.get(k) for k in ("name", "version", "sha256")},
+    }
+
+
+def _agrees(ai: dict[str, Any], label: ReviewLabel) -> bool:
+    return (
+        ai.get("decision") == label.fracture
+        and ai.get("count") == label.count
+        and ai.get("body_part") == label.body_part
+        and bool(ai.get("hardware")) == label.hardware
+    )
+
+
+def create_override(
+    sm: sessionmaker[Session],
+    study_id: int,
+    user_name: str,
+    *,
+    agree: bool,
+    label: ReviewLabel | None,
+    comment: str | None,
+) -> OverrideRow:
+    """Store a review of the study's current analysis.
+
+    ``agree=True`` confirms the AI (``label`` may be omitted: the AI's labels are taken, and
+    an indeterminate AI decision cannot be agreed with). ``agree=False`` needs the corrected
+    ``label``. Audited in the same transaction.
+    """
+    if comment is not None and len(comment) > 2000:
+        raise InvalidEntryError("comment must have at most 2000 characters")
+    with sm.begin() as session:
+        if session.get(Study, study_id) is None:
+            raise StorageError(f"no study {study_id}")
+        analysis = _latest_analyses(session, [study_id]).get(study_id)
+        if analysis is None:
+            raise InvalidEntryError("the study has no analysis to review")
+        ai = _ai_label(analysis)
+        if agree:
+            if ai["decision"] not in FRACTURE:
+                raise InvalidEntryError(
+                    "an indeterminate result cannot be agreed with: give the corrected label"
+                )
+            confirmed = ReviewLabel(
+                ai["decision"],
+                ai["count"] or "0",
+                ai["body_part"] or "unknown",
+                bool(ai["hardware"]),
+            )
+            if label is not None and label != confirmed:
+                raise InvalidEntryError("agree was given with a label that differs from the AI's")
+            label = confirmed
+        elif label is None:
+            raise InvalidEntryError("disagree needs the corrected label")
+        row = Override(
+            study_id=study_id,
+            user_name=user_name,
+            ai_label=ai,
+            radiologist_label=label.as_json(),
+            comment=comment or None,
+            created_at=utcnow(),
+            result_id=analysis.id,
+            agree=agree and _agrees(ai, label),
+        )
+        session.add(row)
+        session.flush()
+        record_audit(
+            session,
+            user_name,
+            "override_created",
+            "study",
+            str(study_id),
+            {"override_id": row.id, "agree": row.agree, "label": label.as_json()},
+        )
+        return _override_row(row)
+
+
+def list_overrides(
+    sm: sessionmaker[Session],
+    *,
+    study_id: int | None = None,
+    user_name: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[OverrideRow], int]:
+    """Overrides newest first, and how many match in all."""
+    with sm() as session:
+        query = select(Override)
+        if study_id is not None:
+            query = query.where(Override.study_id == study_id)
+        if user_name is not None:
+            query = query.where(Override.user_name == user_name)
+        total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+        rows = session.scalars(query.order_by(Override.id.desc()).limit(limit).offset(offset)).all()
+        return [_override_row(o) for o in rows], total

@@ -1,0 +1,336 @@
+"""Web users, their passwords, browser sessions and API tokens.
+
+Passwords are hashed with scrypt (RFC 7914, memory-hard; in the standard library) as
+``scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>``. Session cookies and API tokens are 256-bit
+random strings; only their SHA-256 is stored, so a database dump does not log anyone in.
+Failed logins are audit events (``login_failed``), which is also what rate limiting counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.errors import StorageError
+from storage.registry import InvalidEntryError, record_audit
+from storage.schema import ApiToken, AuditEvent, Role, User, WebSession, utcnow
+
+__all__ = [
+    "LOGIN_FAILED",
+    "ApiTokenRow",
+    "SessionUser",
+    "UserExistsError",
+    "UserRow",
+    "add_user",
+    "authenticate",
+    "create_api_token",
+    "create_session",
+    "end_session",
+    "hash_password",
+    "list_tokens",
+    "list_users",
+    "recent_login_failures",
+    "revoke_token",
+    "set_disabled",
+    "set_password",
+    "user_count",
+    "user_for_session",
+    "user_for_token",
+    "verify_password",
+]
+
+LOGIN_FAILED = "login_failed"
+MIN_PASSWORD = 12
+MAX_PASSWORD = 1024
+_LOG2_N, _R, _P = 15, 8, 1  # ~32 MiB of memory per hash, ~0.1 s
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class UserExistsError(StorageError, ValueError):
+    """A user of that name exists already."""
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: int
+    name: str
+    role: str
+    disabled: bool
+    created_at: datetime
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN.value
+
+
+@dataclass(frozen=True)
+class SessionUser:
+    """The user behind a browser session, with that session's CSRF token."""
+
+    user: UserRow
+    csrf_token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiTokenRow:
+    id: int
+    user_name: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+# -- passwords ---------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _scrypt(password: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=1 << log2_n, r=r, p=p, maxmem=256 << 20, dklen=32
+    )
+
+
+def check_password_policy(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidEntryError(f"password must have at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise InvalidEntryError(f"password must have at most {MAX_PASSWORD} characters")
+
+
+def hash_password(password: str) -> str:
+    check_password_policy(password)
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, _LOG2_N, _R, _P)
+    return f"scrypt${_LOG2_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Constant-time check of ``password`` against a stored hash (False for malformed ones)."""
+    try:
+        scheme, log2_n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt" or len(password) > MAX_PASSWORD:
+            return False
+        expected = base64.b64decode(digest)
+        actual = _scrypt(password, base64.b64decode(salt), int(log2_n), int(r), int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+# A hash to check against when the user does not exist, so both cases cost the same time.
+_DUMMY_HASH = "scrypt$15$8$1$" + _b64(b"\0" * 16) + "$" + _b64(b"\0" * 32)
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+def _check_name(name: str) -> str:
+    if not 1 <= len(name) <= 64 or not set(name) <= _NAME_CHARS:
+        raise InvalidEntryError("user name must be 1 to 64 of A-Z a-z 0-9 . _ -")
+    return name
+
+
+def _check_role(role: str) -> str:
+    if role not in {r.value for r in Role}:
+        raise InvalidEntryError(f"role must be one of {', '.join(r.value for r in Role)}")
+    return role
+
+
+def _user_row(u: User) -> UserRow:
+    return UserRow(u.id, u.name, u.role, u.disabled, u.created_at)
+
+
+def add_user(sm: sessionmaker[Session], name: str, role: str, password: str) -> UserRow:
+    name, role = _check_name(name), _check_role(role)
+    hashed = hash_password(password)
+    try:
+        with sm.begin() as session:
+            if session.scalar(select(User.id).where(User.name == name)) is not None:
+                raise UserExistsError(f"user {name!r} exists already")
+            user = User(name=name, role=role, password_hash=hashed, disabled=False)
+            session.add(user)
+            session.flush()
+            record_audit(session, "cli", "user_added", "user", name, {"role": role})
+            return _user_row(user)
+    except IntegrityError as exc:
+        raise UserExistsError(f"user {name!r} exists already") from exc
+
+
+def set_password(sm: sessionmaker[Session], name: str, password: str, *, actor: str) -> None:
+    hashed = hash_password(password)
+    with sm.begin() as session:
+        user = session.scalar(select(User).where(User.name == name))
+        if user is None:
+            raise StorageError(f"no user {name!r}")
+        user.password_hash = hashed
+        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+        record_audit(session, actor, "password_changed", "user", name, {})
+
+
+def set_disabled(sm: sessionmaker[Session], name: str, disabled: bool, *, actor: str) -> None:
+    with sm.begin() as session:
+        user = session.scalar(select(User).where(User.name == name))
+        if user is None:
+            raise StorageError(f"no user {name!r}")
+        user.disabled = disabled
+        if disabled:
+            session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+        action = "user_disabled" if disabled else "user_enabled"
+        record_audit(session, actor, action, "user", name, {})
+
+
+def list_users(sm: sessionmaker[Session]) -> list[UserRow]:
+    with sm() as session:
+        return [_user_row(u) for u in session.scalars(select(User).order_by(User.name))]
+
+
+def user_count(sm: sessionmaker[Session]) -> int:
+    with sm() as session:
+        return int(session.scalar(select(func.count(User.id))) or 0)
+
+
+def authenticate(sm: sessionmaker[Session], name: str, password: str) -> UserRow | None:
+    """The enabled user with that name and password, else None (same cost either way)."""
+    with sm() as session:
+        user = session.scalar(select(User).where(User.name == name[:64]))
+        stored = user.password_hash if user is not None else _DUMMY_HASH
+        ok = verify_password(password, stored)
+        if user is None or not ok or user.disabled:
+            return None
+        return _user_row(user)
+
+
+def recent_login_failures(
+    sm: sessionmaker[Session], *, since: datetime, user_name: str, client: str
+) -> tuple[int, int]:
+    """Failed logins since ``since``: ``(for this user name, from this client address)``."""
+    with sm() as session:
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == LOGIN_FAILED, AuditEvent.at >= since)
+        ).all()
+    by_user = sum(1 for e in events if e.object_id == user_name[:128])
+    by_client = sum(1 for e in events if e.detail.get("client") == client)
+    return by_user, by_client
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+def _sha(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_session(
+    sm: sessionmaker[Session], user: UserRow, lifetime: timedelta
+) -> tuple[str, SessionUser]:
+    """A new browser session: ``(cookie token, session user)``."""
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    now = utcnow()
+    with sm.begin() as session:
+        session.execute(delete(WebSession).where(WebSession.expires_at < now))
+        session.add(
+            WebSession(
+                user_id=user.id,
+                token_sha256=_sha(token),
+                csrf_token=csrf,
+                created_at=now,
+                expires_at=now + lifetime,
+                last_seen_at=now,
+            )
+        )
+    return token, SessionUser(user, csrf, now + lifetime)
+
+
+def user_for_session(sm: sessionmaker[Session], token: str) -> SessionUser | None:
+    now = utcnow()
+    with sm() as session:
+        row = session.execute(
+            select(WebSession, User)
+            .join(User, User.id == WebSession.user_id)
+            .where(WebSession.token_sha256 == _sha(token))
+        ).first()
+        if row is None:
+            return None
+        ws, user = row
+        if ws.expires_at <= now or user.disabled:
+            return None
+        return SessionUser(_user_row(user), ws.csrf_token, ws.expires_at)
+
+
+def end_session(sm: sessionmaker[Session], token: str) -> None:
+    with sm.begin() as session:
+        session.execute(delete(WebSession).where(WebSession.token_sha256 == _sha(token)))
+
+
+# -- API tokens --------------------------------------------------------------------------------
+
+
+def create_api_token(sm: sessionmaker[Session], user_name: str, name: str, *, actor: str) -> str:
+    """A new API token for ``user_name``; the token is shown once and only its hash is kept."""
+    if not 1 <= len(name) <= 64 or not name.isprintable():
+        raise InvalidEntryError("token name must be 1 to 64 printable characters")
+    token = "xrd_" + secrets.token_urlsafe(32)
+    with sm.begin() as session:
+        user = session.scalar(select(User).where(User.name == user_name))
+        if user is None:
+            raise StorageError(f"no user {user_name!r}")
+        row = ApiToken(user_id=user.id, name=name, token_sha256=_sha(token), created_at=utcnow())
+        session.add(row)
+        session.flush()
+        record_audit(session, actor, "token_created", "api_token", str(row.id), {"user": user_name})
+    return token
+
+
+def user_for_token(sm: sessionmaker[Session], token: str) -> UserRow | None:
+    now = utcnow()
+    with sm.begin() as session:
+        row = session.execute(
+            select(ApiToken, User)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.token_sha256 == _sha(token))
+        ).first()
+        if row is None:
+            return None
+        tok, user = row
+        if tok.revoked_at is not None or user.disabled:
+            return None
+        if tok.last_used_at is None or now - tok.last_used_at > timedelta(minutes=1):
+            tok.last_used_at = now
+        return _user_row(user)
+
+
+def list_tokens(sm: sessionmaker[Session]) -> list[ApiTokenRow]:
+    with sm() as session:
+        rows = session.execute(
+            select(ApiToken, User.name)
+            .join(User, User.id == ApiToken.user_id)
+            .order_by(ApiToken.id)
+        ).all()
+        return [
+            ApiTokenRow(t.id, n, t.name, t.created_at, t.last_used_at, t.revoked_at)
+            for t, n in rows
+        ]
+
+
+def revoke_token(sm: sessionmaker[Session], token_id: int, *, actor: str) -> bool:
+    with sm.begin() as session:
+        tok = session.get(ApiToken, token_id)
+        if tok is None or tok.revoked_at is not None:
+            return False
+        tok.revoked_at = utcnow()
+        record_audit(session, actor, "token_revoked", "api_token", str(token_id), {})
+        return True

@@ -1,0 +1,139 @@
+"""``xrayd users``: web users, passwords and API tokens (the CLI is the audit actor "cli").
+
+Passwords are prompted (twice, not echoed) or read from a file's first line
+(``--password-file``, e.g. a systemd credential); never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+ROLES = ("radiologist", "admin")
+
+
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    from xrayd.app import open_storage
+
+    return open_storage(settings, create_if_empty=True, require_current=True).sessions
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_file is not None:
+        lines = Path(args.password_file).read_text(encoding="utf-8").splitlines()
+        return lines[0] if lines else ""
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("xrayd: the passwords differ")
+    return first
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.users import add_user
+
+    user = add_user(_sessions(settings), args.name, args.role, _password(args))
+    print(f"user {user.name} added ({user.role})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.users import list_users
+
+    users = list_users(_sessions(settings))
+    for u in users:
+        state = "disabled" if u.disabled else "enabled"
+        print(f"{u.name:<24} {u.role:<12} {state:<9} since {u.created_at:%Y-%m-%d}")
+    if not users:
+        print("no users yet: xrayd users add NAME --role admin")
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.users import set_password
+
+    set_password(_sessions(settings), args.name, _password(args), actor="cli")
+    print(f"password of {args.name} changed; its sessions ended")
+    return 0
+
+
+def cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.users import set_disabled
+
+    set_disabled(_sessions(settings), args.name, args.action == "disable", actor="cli")
+    print(f"{args.name} {args.action}d")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.users import create_api_token
+
+    token = create_api_token(_sessions(settings), args.name, args.label, actor="cli")
+    print(token)
+    print("(shown once: xrayd keeps only its hash)", file=sys.stderr)
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.users import list_tokens
+
+    for t in list_tokens(_sessions(settings)):
+        state = "revoked" if t.revoked_at else "active"
+        used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+        print(f"{t.id:>5} {t.user_name:<24} {t.name:<24} {state:<8} last used {used}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.users import revoke_token
+
+    if revoke_token(_sessions(settings), args.id, actor="cli"):
+        print(f"token {args.id} revoked")
+        return 0
+    print(f"xrayd: no active token {args.id}", file=sys.stderr)
+    return 1
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("users", parents=[common], help="web users and API tokens")
+    usub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    q = usub.add_parser("add", parents=[common], help="add a user (password prompted)")
+    q.add_argument("name")
+    q.add_argument("--role", choices=ROLES, required=True)
+    q.add_argument("--password-file", type=Path, default=None, help="read the password here")
+    q.set_defaults(func=cmd_add)
+
+    q = usub.add_parser("list", parents=[common], help="list users")
+    q.set_defaults(func=cmd_list)
+
+    q = usub.add_parser("passwd", parents=[common], help="set a user's password")
+    q.add_argument("name")
+    q.add_argument("--password-file", type=Path, default=None)
+    q.set_defaults(func=cmd_passwd)
+
+    for action in ("disable", "enable"):
+        q = usub.add_parser(action, parents=[common], help=f"{action} a user")
+        q.add_argument("name")
+        q.set_defaults(func=cmd_enable)
+
+    q = usub.add_parser("token", parents=[common], help="create an API token for a user")
+    q.add_argument("name")
+    q.add_argument("--label", default="api", help="what the token is for")
+    q.set_defaults(func=cmd_token)
+
+    q = usub.add_parser("tokens", parents=[common], help="list API tokens")
+    q.set_defaults(func=cmd_tokens)
+
+    q = usub.add_parser("revoke", parents=[common], help="revoke an API token")
+    q.add_argument("id", type=int)
+    q.set_defaults(func=cmd_revoke)
