@@ -220,13 +220,14 @@ def worklist(sm: sessionmaker[Session], f: WorklistFilter) -> Worklist:
         analyses = _latest_analyses(session, list(studies))
         ids = list(analyses)
         overrides = _latest_overrides(session, ids)
-        assigned = dict(
-            session.execute(
+        assigned = {
+            study_id: user
+            for study_id, user in session.execute(
                 select(ReviewAssignment.study_id, ReviewAssignment.user_name).where(
                     ReviewAssignment.study_id.in_(ids)
                 )
             ).tuples()
-        )
+        }
         items = [_item(studies[i], analyses[i], overrides.get(i), assigned.get(i)) for i in ids]
     if f.decision:
         items = [i for i in items if i.decision == f.decision]

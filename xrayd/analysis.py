@@ -17,6 +17,7 @@ whose SR lists the previous SR as its predecessor.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import threading
 import time
@@ -52,10 +53,14 @@ from xrayd.pdf_report import render_pdf_report
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["SOFTWARE_VERSION", "StudyAnalyser"]
+__all__ = ["HEATMAP", "LOCAL_KINDS", "SOFTWARE_VERSION", "StudyAnalyser", "heatmap_png"]
 
 SOFTWARE_VERSION = "xrayd 0.1.0"
 SERIES_NUMBERS = {"sr": 9901, "sc": 9902, "pdf": 9903}
+HEATMAP = "heatmap"
+HEATMAP_SIDE = 256
+#: object kinds kept in the spool for xrayd itself (report PDF, heatmaps), never sent
+LOCAL_KINDS = frozenset({"report", HEATMAP})
 DISCLAIMER = "AI result - not a diagnosis. Research software, not for clinical use."
 
 
@@ -324,6 +329,21 @@ class StudyAnalyser:
                 )
             )
             thumbnails.append((f"image {n}: {finding.decision}", _thumbnail(rgb)))
+            heat_uid = _uid(
+                study.study_instance_uid, revision, "heatmap", source.instance.sop_instance_uid
+            )
+            out.append(
+                (
+                    HEATMAP,
+                    heat_uid,
+                    self._path(study, HEATMAP, heat_uid, "png"),
+                    heatmap_png(heat),
+                    {
+                        "revision": revision,
+                        "source_sop_instance_uid": source.instance.sop_instance_uid,
+                    },
+                )
+            )
         header = headers[0]
         pdf = render_pdf_report(
             findings,
@@ -372,8 +392,7 @@ class StudyAnalyser:
         return out
 
     def _path(self, study: store.StudyToAnalyse, kind: str, uid: str, ext: str) -> str:
-        h = uid_hash(study.study_instance_uid)
-        return f"results/{h[:2]}/{h}/{kind}-{uid}.{ext}"
+        return result_path(study.study_instance_uid, kind, uid, ext)
 
     def _commit(
         self,
@@ -402,9 +421,17 @@ class StudyAnalyser:
                     predecessor_result_id=predecessor_id,
                     detail={**extra, "analysis_id": analysis_id},
                 )
-                if kind != "report":  # the PDF file itself stays here; "pdf" is its DICOM form
+                # The PDF file itself stays here ("pdf" is its DICOM form), and so do the
+                # heatmaps (for the web viewer; the SC carries them to the PACS).
+                if kind not in LOCAL_KINDS:
                     queued += len(queue_deliveries(session, result_id, kind))
         return queued
+
+
+def result_path(study_instance_uid: str, kind: str, uid: str, ext: str) -> str:
+    """Where a result object of the study lies in the spool (relative path)."""
+    h = uid_hash(study_instance_uid)
+    return f"results/{h[:2]}/{h}/{kind}-{uid}.{ext}"
 
 
 def _header(ds: Dataset) -> Dataset:
@@ -416,6 +443,17 @@ def _header(ds: Dataset) -> Dataset:
         if element.tag.group != 0x7FE0:
             header.add(element)
     return header
+
+
+def heatmap_png(heat: np.ndarray, side: int = HEATMAP_SIDE) -> bytes:
+    """The heatmap (values 0..1 in source geometry) as an 8-bit greyscale PNG, at most
+    ``side`` pixels on its long side (the web viewer colours and scales it)."""
+    values = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
+    image = Image.fromarray((values * 255.0 + 0.5).astype(np.uint8), mode="L")
+    image.thumbnail((side, side), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
 
 
 def _thumbnail(rgb: np.ndarray, side: int = 512) -> np.ndarray:

@@ -104,7 +104,7 @@ def test_a_study_is_analysed_once_and_a_rerun_changes_nothing(node: Any) -> None
 
     objects = objects_of(sessions, job.study_id)
     kinds = sorted(o.kind for o in objects)
-    assert kinds == ["pdf", "report", "sc", "sc", "sr"]
+    assert kinds == ["heatmap", "heatmap", "pdf", "report", "sc", "sc", "sr"]
     spool = node.storage.spool
     first = {o.sop_instance_uid: spool.read_bytes(o.file_path or "") for o in objects}
     deliveries = list_deliveries(sessions)

@@ -1,0 +1,282 @@
+"""REST API v1 for radiology: studies, predictions, overrides; and the OpenAPI document.
+
+Lists are paginated with ``limit``/``offset`` and answer ``{"items", "total", "limit",
+"offset"}``. Errors are JSON ``{"detail": message}`` (422 for invalid input).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from storage.registry import record_audit
+from storage.reviews import (
+    OverrideRow,
+    ReviewLabel,
+    WorklistFilter,
+    WorklistItem,
+    create_override,
+    list_overrides,
+    study_review,
+    worklist,
+)
+from xrayd.web.auth import Principal, authenticated, context
+
+__all__ = ["Page", "router"]
+
+router = APIRouter(prefix="/api/v1", tags=["radiology"])
+
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Offset = Annotated[int, Query(ge=0, description="items to skip")]
+
+
+class StudyOut(BaseModel):
+    id: int
+    study_instance_uid: str
+    received_at: datetime
+    analysed_at: datetime
+    decision: Literal["present", "absent", "indeterminate"]
+    fracture_probability: float
+    count: str | None
+    body_part: str | None
+    hardware: bool | None
+    images: int
+    model_version: str | None
+    assigned_to: str | None
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    agree: bool | None
+
+
+class StudyPage(BaseModel):
+    items: list[StudyOut]
+    total: int
+    limit: int
+    offset: int
+    by_decision: dict[str, int]
+
+
+class PredictionOut(BaseModel):
+    sop_instance_uid: str
+    decision: str | None = None
+    fracture_probability: float | None = None
+    count: str | None = None
+    count_probabilities: list[float] | None = None
+    body_part: str | None = None
+    body_part_probability: float | None = None
+    hardware: bool | None = None
+    hardware_probability: float | None = None
+    boxes: list[list[float]] = Field(default_factory=list)
+    not_analysed_reason: str | None = None
+
+
+class Predictions(BaseModel):
+    study_id: int
+    analysis_id: int
+    model: dict[str, Any]
+    decision: str
+    fracture_probability: float
+    images: list[PredictionOut]
+
+
+class LabelIn(BaseModel):
+    fracture: Literal["present", "absent"]
+    count: Literal["0", "1", "2+"]
+    body_part: str = Field(min_length=1, max_length=32)
+    hardware: bool
+
+
+class OverrideIn(BaseModel):
+    study_id: int = Field(ge=1)
+    agree: bool
+    label: LabelIn | None = Field(
+        default=None, description="the corrected label; required when agree is false"
+    )
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class OverrideOut(BaseModel):
+    id: int
+    study_id: int
+    user_name: str
+    created_at: datetime
+    agree: bool | None
+    ai_label: dict[str, Any] | None
+    radiologist_label: dict[str, Any]
+    comment: str | None
+    analysis_id: int | None
+    verified_sr_result_id: int | None = None
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+
+
+class OverridePage(Page):
+    items: list[OverrideOut]
+
+
+def _study(i: WorklistItem) -> StudyOut:
+    return StudyOut(
+        id=i.study_id,
+        study_instance_uid=i.study_instance_uid,
+        received_at=i.received_at,
+        analysed_at=i.analysed_at,
+        decision=i.decision,
+        fracture_probability=i.fracture_probability,
+        count=i.count,
+        body_part=i.body_part,
+        hardware=i.hardware,
+        images=i.images,
+        model_version=i.model_version,
+        assigned_to=i.assigned_to,
+        reviewed_by=i.reviewed_by,
+        reviewed_at=i.reviewed_at,
+        agree=i.agree,
+    )
+
+
+def _override(o: OverrideRow, verified: int | None = None) -> OverrideOut:
+    return OverrideOut(
+        id=o.id,
+        study_id=o.study_id,
+        user_name=o.user_name,
+        created_at=o.created_at,
+        agree=o.agree,
+        ai_label=o.ai_label,
+        radiologist_label=o.radiologist_label,
+        comment=o.comment,
+        analysis_id=o.result_id,
+        verified_sr_result_id=verified,
+    )
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi(request: Request, _: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
+    schema: dict[str, Any] = request.app.openapi()
+    return schema
+
+
+@router.get("/studies", response_model=StudyPage, summary="Analysed studies (worklist order)")
+def studies(
+    request: Request,
+    _: Annotated[Principal, Depends(authenticated)],
+    decision: Literal["present", "absent", "indeterminate"] | None = None,
+    body_part: Annotated[str | None, Query(max_length=32)] = None,
+    reviewed: bool | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> StudyPage:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(422, f"{name}: give a time zone (e.g. 2026-11-23T00:00:00Z)")
+    result = worklist(
+        context(request).sessions,
+        WorklistFilter(decision, body_part, reviewed, since, until, limit, offset),
+    )
+    return StudyPage(
+        items=[_study(i) for i in result.items],
+        total=result.total,
+        limit=limit,
+        offset=offset,
+        by_decision=result.by_decision,
+    )
+
+
+@router.get("/studies/{study_id}", response_model=StudyOut, summary="One analysed study")
+def study(
+    request: Request, study_id: int, principal: Annotated[Principal, Depends(authenticated)]
+) -> StudyOut:
+    ctx = context(request)
+    review = study_review(ctx.sessions, study_id)
+    if review is None:
+        raise HTTPException(404, "no analysed study with that id")
+    record_audit(
+        ctx.sessions, principal.name, "study_viewed", "study", str(study_id), {"via": "api"}
+    )
+    return _study(review.item)
+
+
+@router.get(
+    "/studies/{study_id}/predictions",
+    response_model=Predictions,
+    summary="The AI's per-image predictions for a study",
+)
+def predictions(
+    request: Request, study_id: int, principal: Annotated[Principal, Depends(authenticated)]
+) -> Predictions:
+    ctx = context(request)
+    review = study_review(ctx.sessions, study_id)
+    if review is None:
+        raise HTTPException(404, "no analysed study with that id")
+    record_audit(
+        ctx.sessions, principal.name, "study_viewed", "study", str(study_id), {"via": "api"}
+    )
+    images = []
+    for image in review.images:
+        p = image.prediction or {}
+        images.append(
+            PredictionOut(
+                **{k: v for k, v in p.items() if k in PredictionOut.model_fields},
+                sop_instance_uid=image.sop_instance_uid,
+                not_analysed_reason=image.not_analysed_reason,
+            )
+        )
+    a = review.analysis
+    return Predictions(
+        study_id=study_id,
+        analysis_id=review.analysis_id,
+        model=dict(a.get("model") or {}),
+        decision=str(a.get("decision")),
+        fracture_probability=float(a.get("fracture_probability") or 0.0),
+        images=images,
+    )
+
+
+@router.get(
+    "/overrides", response_model=OverridePage, summary="Radiologists' reviews, newest first"
+)
+def overrides(
+    request: Request,
+    _: Annotated[Principal, Depends(authenticated)],
+    study_id: int | None = None,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> OverridePage:
+    rows, total = list_overrides(
+        context(request).sessions, study_id=study_id, user_name=user, limit=limit, offset=offset
+    )
+    return OverridePage(items=[_override(o) for o in rows], total=total, limit=limit, offset=offset)
+
+
+@router.post(
+    "/overrides",
+    response_model=OverrideOut,
+    status_code=201,
+    summary="Review a study: agree with the AI, or disagree with the corrected label",
+)
+def create(
+    request: Request, body: OverrideIn, principal: Annotated[Principal, Depends(authenticated)]
+) -> OverrideOut:
+    ctx = context(request)
+    label = None if body.label is None else ReviewLabel(**body.label.model_dump())
+    row = create_override(
+        ctx.sessions,
+        body.study_id,
+        principal.name,
+        agree=body.agree,
+        label=label,
+        comment=(body.comment or "").strip() or None,
+    )
+    verified = None
+    if ctx.settings.review.send_verified_sr and ctx.write_verified_sr is not None:
+        verified = ctx.write_verified_sr(row.id)
+    return _override(row, verified)

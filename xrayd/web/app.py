@@ -1,0 +1,139 @@
+"""The FastAPI application: pages, REST API, error handling and security headers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from storage.errors import StorageError
+from storage.registry import InvalidEntryError
+from xrayd.web import admin_api, admin_pages, api, dashboards, ops, pages
+from xrayd.web.auth import CsrfError, Forbidden, NotAuthenticated
+from xrayd.web.context import WebContext
+from xrayd.web.render import login_page, render
+
+__all__ = ["create_app"]
+
+LOGGER = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if not request.url.path.startswith("/static/"):
+            # Pages and API answers may show patient data: never keep them in a cache.
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _json_error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": message, **extra}, status_code=status)
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotAuthenticated)
+    async def _unauthenticated(request: Request, exc: NotAuthenticated) -> Response:
+        if _is_api(request):
+            response = _json_error(401, "authentication required: a bearer token or a login")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        # The login form itself, with a 401: no page content without a login.
+        return login_page(request, status_code=401, next_url=request.url.path)
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
+        if _is_api(request):
+            return _json_error(403, "this needs the admin role")
+        return render(request, "error.html", status_code=403, message="This needs the admin role.")
+
+    @app.exception_handler(CsrfError)
+    async def _csrf(request: Request, exc: CsrfError) -> Response:
+        LOGGER.warning(
+            "request refused: missing or wrong CSRF token", extra={"path": request.url.path}
+        )
+        if _is_api(request):
+            return _json_error(403, "missing or wrong CSRF token (X-CSRF-Token header)")
+        return render(
+            request,
+            "error.html",
+            status_code=403,
+            message="The form was out of date or not sent from xrayd. Reload the page and retry.",
+        )
+
+    @app.exception_handler(InvalidEntryError)
+    async def _invalid(request: Request, exc: InvalidEntryError) -> Response:
+        if _is_api(request):
+            return _json_error(422, str(exc))
+        return render(request, "error.html", status_code=422, message=str(exc))
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, exc: StorageError) -> Response:
+        if _is_api(request):
+            return _json_error(404 if "no " in str(exc) else 409, str(exc))
+        return render(request, "error.html", status_code=409, message=str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        if _is_api(request):
+            return _json_error(422, message or "invalid request", errors=errors)
+        return render(request, "error.html", status_code=422, message=message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if _is_api(request) or request.url.path.startswith("/static/"):
+            return _json_error(exc.status_code, str(exc.detail))
+        return render(request, "error.html", status_code=exc.status_code, message=str(exc.detail))
+
+
+def create_app(ctx: WebContext) -> FastAPI:
+    app = FastAPI(
+        title="xrayd",
+        summary="Fracture triage DICOM node: review, administration and statistics API",
+        description=(
+            "Authenticate with `Authorization: Bearer <token>` (create one with "
+            "`xrayd users token NAME`). Research software, not for clinical use."
+        ),
+        version="0.1.0",
+        openapi_url=None,  # served by xrayd.web.api behind authentication
+        docs_url=None,  # Swagger UI would load assets from a CDN
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _install_handlers(app)
+    app.include_router(ops.router)
+    app.include_router(pages.router)
+    app.include_router(dashboards.router)
+    app.include_router(admin_pages.router)
+    app.include_router(api.router)
+    app.include_router(dashboards.api_router)
+    app.include_router(admin_api.router)
+    return app

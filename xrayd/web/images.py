@@ -1,0 +1,130 @@
+"""Images for the study page: the radiograph as PNG with its window, and coloured heatmaps."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.pixels.processing import convert_color_space
+
+from models.pixels import decode_pixels, modality_values
+from models.preprocess import PreprocessParams, window_to_display
+from models.voi import window_unit
+
+__all__ = ["MAX_SIDE", "ImageHeader", "heatmap_overlay_png", "radiograph_png", "read_header"]
+
+MAX_SIDE = 2048
+_ANY_MODALITY = PreprocessParams(crop_borders=False, min_size=1, modalities=frozenset())
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the study page shows about an image and its patient (page only, never logged)."""
+
+    rows: int
+    columns: int
+    patient_name: str
+    patient_id: str
+    accession_number: str
+    study_date: str
+    study_description: str
+    view_position: str
+    laterality: str
+    window_center: float | None
+    window_width: float | None
+
+
+def _first(value: object) -> float | None:
+    """The first value of a possibly multi-valued DS element."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | int | float):
+        candidate: object = value
+    else:
+        try:
+            candidate = next(iter(value))  # type: ignore[call-overload]
+        except (TypeError, StopIteration):
+            return None
+    try:
+        return float(candidate)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def read_header(path: Path) -> ImageHeader:
+    ds = dcmread(path, stop_before_pixels=True)
+    return ImageHeader(
+        rows=int(ds.get("Rows", 0) or 0),
+        columns=int(ds.get("Columns", 0) or 0),
+        patient_name=str(ds.get("PatientName", "") or ""),
+        patient_id=str(ds.get("PatientID", "") or ""),
+        accession_number=str(ds.get("AccessionNumber", "") or ""),
+        study_date=str(ds.get("StudyDate", "") or ""),
+        study_description=str(ds.get("StudyDescription", "") or ""),
+        view_position=str(ds.get("ViewPosition", "") or ""),
+        laterality=str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or ""),
+        window_center=_first(ds.get("WindowCenter")),
+        window_width=_first(ds.get("WindowWidth")),
+    )
+
+
+def _unit(ds: Dataset, center: float | None, width: float | None) -> npt.NDArray[np.float32]:
+    if center is None or width is None:
+        # Any greyscale modality can be shown (the analysis refuses non-radiographs, not us).
+        modality = str(ds.get("Modality") or "").strip().upper()
+        params = replace(_ANY_MODALITY, modalities=frozenset({modality}))
+        return window_to_display(ds, params).unit
+    values = modality_values(ds, decode_pixels(ds))
+    unit = window_unit(values, center, max(width, 1.0))
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
+        unit = 1.0 - unit
+    return unit.astype(np.float32)
+
+
+def radiograph_png(
+    path: Path, *, center: float | None = None, width: float | None = None, max_side: int = MAX_SIDE
+) -> bytes:
+    """The image windowed (its own VOI LUT/window, else a percentile window; or the given
+    ``center``/``width``), MONOCHROME1 inverted, at most ``max_side`` pixels on its long side.
+
+    Raises ``models.errors.NotAnalysable`` or ``ValueError`` for pixel data it cannot show.
+    """
+    ds = dcmread(path)
+    if int(ds.get("SamplesPerPixel", 1)) == 3:  # a colour capture: shown as it is
+        rgb = np.asarray(convert_color_space(ds.pixel_array, ds.PhotometricInterpretation, "RGB"))
+        image = Image.fromarray(rgb.astype(np.uint8), mode="RGB")
+    else:
+        unit = _unit(ds, center, width)
+        grey = (np.clip(unit, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        image = Image.fromarray(grey, mode="L")
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _colormap(v: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """A blue-green-yellow-red ramp; alpha grows with the value and is 0 below 0.2."""
+    r = np.clip(1.5 - np.abs(4.0 * v - 3.0), 0.0, 1.0)
+    g = np.clip(1.5 - np.abs(4.0 * v - 2.0), 0.0, 1.0)
+    b = np.clip(1.5 - np.abs(4.0 * v - 1.0), 0.0, 1.0)
+    a = np.clip((v - 0.2) / 0.8, 0.0, 1.0) * 0.6
+    rgba = np.stack([r, g, b, a], axis=-1)
+    return (rgba * 255.0 + 0.5).astype(np.uint8)
+
+
+def heatmap_overlay_png(path: Path) -> bytes:
+    """The stored greyscale heatmap (see ``xrayd.analysis.heatmap_png``) as a coloured,
+    translucent RGBA PNG to lay over the radiograph."""
+    with Image.open(path) as stored:
+        grey = np.asarray(stored.convert("L"), dtype=np.float32) / 255.0
+    image = Image.fromarray(_colormap(grey), mode="RGBA")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,303 @@
+"""Radiologist pages: login, worklist, study viewer and the review form."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from models.errors import NotAnalysable
+from storage.registry import InvalidEntryError, record_audit
+from storage.reviews import ReviewLabel, WorklistFilter, assign, create_override, study_review
+from storage.reviews import worklist as load_worklist
+from storage.schema import Role
+from storage.users import (
+    LOGIN_FAILED,
+    authenticate,
+    create_session,
+    end_session,
+    recent_login_failures,
+)
+from xrayd.web.auth import COOKIE, Principal, authenticated, context
+from xrayd.web.images import heatmap_overlay_png, radiograph_png, read_header
+from xrayd.web.render import LOGIN_CSRF_COOKIE, login_page, render, safe_next
+
+__all__ = ["BODY_PARTS", "router"]
+
+LOGGER = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False)
+
+BODY_PARTS = ("hand", "wrist", "forearm", "elbow", "shoulder", "hip", "knee", "ankle", "foot")
+DECISIONS = ("present", "indeterminate", "absent")
+PAGE_SIZE = 50
+PNG_HEADERS = {"Cache-Control": "private, max-age=300"}
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# -- login -------------------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None) -> Response:
+    return login_page(request, next_url=next)
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=1024)],
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/worklist",
+) -> Response:
+    ctx = context(request)
+    web = ctx.settings.web
+    client = _client(request)
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not cookie or not hmac.compare_digest(cookie.encode(), csrf_token.encode()):
+        return login_page(
+            request, status_code=403, next_url=next, error="The form expired; please try again."
+        )
+    since = datetime.now(UTC) - timedelta(seconds=web.login_window_seconds)
+    by_user, by_client = recent_login_failures(
+        ctx.sessions, since=since, user_name=username, client=client
+    )
+    if by_user >= web.login_max_failures or by_client >= web.login_max_failures:
+        record_audit(
+            ctx.sessions,
+            username or "-",
+            "login_refused",
+            "user",
+            username or "-",
+            {"client": client, "reason": "too many failed logins"},
+        )
+        LOGGER.warning("login refused: too many failures", extra={"client": client})
+        minutes = max(1, round(web.login_window_seconds / 60))
+        return login_page(
+            request,
+            status_code=429,
+            next_url=next,
+            error=f"Too many failed logins. Try again in up to {minutes} minutes.",
+        )
+    user = authenticate(ctx.sessions, username, password)
+    if user is None:
+        record_audit(
+            ctx.sessions, username or "-", LOGIN_FAILED, "user", username or "-", {"client": client}
+        )
+        LOGGER.info("login failed", extra={"client": client})
+        return login_page(
+            request, status_code=401, next_url=next, error="Wrong user name or password."
+        )
+    token, _ = create_session(ctx.sessions, user, timedelta(hours=web.session_hours))
+    record_audit(ctx.sessions, user.name, "login", "user", user.name, {"client": client})
+    response = RedirectResponse(safe_next(next), status_code=303)
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(web.session_hours * 3600),
+        httponly=True,
+        samesite="strict",
+        secure=web.cookie_secure,
+        path="/",
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, principal: Annotated[Principal, Depends(authenticated)]) -> Response:
+    ctx = context(request)
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        end_session(ctx.sessions, cookie)
+    record_audit(ctx.sessions, principal.name, "logout", "user", principal.name, {})
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+# -- worklist ----------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home(principal: Annotated[Principal, Depends(authenticated)]) -> Response:
+    return RedirectResponse("/worklist", status_code=303)
+
+
+def _day(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise HTTPException(422, f"{name}: expected a date as YYYY-MM-DD") from exc
+
+
+@router.get("/worklist")
+def worklist_page(
+    request: Request,
+    principal: Annotated[Principal, Depends(authenticated)],
+    decision: Annotated[str | None, Query(pattern="^(present|absent|indeterminate)?$")] = None,
+    body_part: Annotated[str | None, Query(max_length=32)] = None,
+    reviewed: Annotated[str | None, Query(pattern="^(yes|no)?$")] = None,
+    date_from: Annotated[str | None, Query(alias="from")] = None,
+    date_to: Annotated[str | None, Query(alias="to")] = None,
+    page: Annotated[int, Query(ge=1, le=100000)] = 1,
+) -> Response:
+    ctx = context(request)
+    since = _day(date_from, "from")
+    until = _day(date_to, "to")
+    f = WorklistFilter(
+        decision=decision or None,
+        body_part=body_part or None,
+        reviewed=None if not reviewed else reviewed == "yes",
+        since=since,
+        until=None if until is None else until + timedelta(days=1),
+        limit=PAGE_SIZE,
+        offset=(page - 1) * PAGE_SIZE,
+    )
+    result = load_worklist(ctx.sessions, f)
+    pages = max(1, -(-result.total // PAGE_SIZE))
+    return render(
+        request,
+        "worklist.html",
+        worklist=result,
+        filters={
+            "decision": decision or "",
+            "body_part": body_part or "",
+            "reviewed": reviewed or "",
+            "from": date_from or "",
+            "to": date_to or "",
+        },
+        page=page,
+        pages=pages,
+        decisions=DECISIONS,
+        body_parts=BODY_PARTS,
+    )
+
+
+# -- study -------------------------------------------------------------------------------------
+
+
+@router.get("/studies/{study_id}")
+def study_page(
+    request: Request, study_id: int, principal: Annotated[Principal, Depends(authenticated)]
+) -> Response:
+    ctx = context(request)
+    review = study_review(ctx.sessions, study_id)
+    if review is None:
+        raise HTTPException(404, "no analysed study with that id")
+    if (
+        not review.item.reviewed
+        and review.item.assigned_to is None
+        and principal.user.role == Role.RADIOLOGIST.value
+    ):
+        assign(ctx.sessions, study_id, principal.name)
+        review = study_review(ctx.sessions, study_id) or review
+    headers = {}
+    for image in review.images:
+        try:
+            headers[image.instance_id] = read_header(ctx.spool.absolute(image.spool_path))
+        except (OSError, ValueError):
+            LOGGER.warning("stored image unreadable", extra={"instance_id": image.instance_id})
+    record_audit(ctx.sessions, principal.name, "study_viewed", "study", str(study_id), {})
+    first = next(iter(headers.values()), None)
+    return render(
+        request,
+        "study.html",
+        review=review,
+        headers=headers,
+        patient=first,
+        body_parts=BODY_PARTS,
+        flash=request.query_params.get("saved"),
+    )
+
+
+def _image_of(request: Request, study_id: int, instance_id: int) -> tuple[str, str | None]:
+    review = study_review(context(request).sessions, study_id)
+    if review is not None:
+        for image in review.images:
+            if image.instance_id == instance_id:
+                return image.spool_path, image.heatmap_path
+    raise HTTPException(404, "no such image in this study")
+
+
+@router.get("/studies/{study_id}/images/{instance_id}.png")
+async def image_png(
+    request: Request,
+    study_id: int,
+    instance_id: int,
+    principal: Annotated[Principal, Depends(authenticated)],
+    wc: Annotated[float | None, Query()] = None,
+    ww: Annotated[float | None, Query(gt=0)] = None,
+) -> Response:
+    spool_path, _ = _image_of(request, study_id, instance_id)
+    path = context(request).spool.absolute(spool_path)
+    try:
+        data = await run_in_threadpool(radiograph_png, path, center=wc, width=ww)
+    except (NotAnalysable, ValueError, OSError, NotImplementedError, RuntimeError) as exc:
+        LOGGER.warning(
+            "image cannot be shown: %s", type(exc).__name__, extra={"instance_id": instance_id}
+        )
+        raise HTTPException(422, "this image cannot be shown") from exc
+    return Response(data, media_type="image/png", headers=PNG_HEADERS)
+
+
+@router.get("/studies/{study_id}/heatmaps/{instance_id}.png")
+async def heatmap_png(
+    request: Request,
+    study_id: int,
+    instance_id: int,
+    principal: Annotated[Principal, Depends(authenticated)],
+) -> Response:
+    _, heatmap = _image_of(request, study_id, instance_id)
+    if heatmap is None:
+        raise HTTPException(404, "no heatmap for this image")
+    data = await run_in_threadpool(heatmap_overlay_png, context(request).spool.absolute(heatmap))
+    return Response(data, media_type="image/png", headers=PNG_HEADERS)
+
+
+# -- review ------------------------------------------------------------------------------------
+
+
+@router.post("/studies/{study_id}/review")
+def save_review(
+    request: Request,
+    study_id: int,
+    principal: Annotated[Principal, Depends(authenticated)],
+    verdict: Annotated[str, Form(pattern="^(agree|disagree)$")],
+    fracture: Annotated[str | None, Form()] = None,
+    count: Annotated[str | None, Form()] = None,
+    body_part: Annotated[str | None, Form(max_length=32)] = None,
+    hardware: Annotated[str | None, Form()] = None,
+    comment: Annotated[str | None, Form(max_length=2000)] = None,
+) -> Response:
+    ctx = context(request)
+    label = None
+    if verdict == "disagree":
+        if fracture is None or count is None or not body_part:
+            raise InvalidEntryError(
+                "disagree needs the fracture label, the count and the body part"
+            )
+        label = ReviewLabel(fracture, count, body_part, hardware == "yes")  # type: ignore[arg-type]
+    override = create_override(
+        ctx.sessions,
+        study_id,
+        principal.name,
+        agree=verdict == "agree",
+        label=label,
+        comment=(comment or "").strip() or None,
+    )
+    sent = ""
+    if ctx.settings.review.send_verified_sr and ctx.write_verified_sr is not None:
+        result_id = ctx.write_verified_sr(override.id)
+        sent = "&sr=queued" if result_id is not None else "&sr=none"
+    return RedirectResponse(f"/studies/{study_id}?saved={override.id}{sent}", status_code=303)
