@@ -226,7 +226,7 @@ def worklist(sm: sessionmaker[Session], f: WorklistFilter) -> Worklist:
                 select(ReviewAssignment.study_id, ReviewAssignment.user_name).where(
                     ReviewAssignment.study_id.in_(ids)
                 )
-            ).tuples()
+            )
         }
         items = [_item(studies[i], analyses[i], overrides.get(i), assigned.get(i)) for i in ids]
     if f.decision:

@@ -224,7 +224,11 @@ def predictions(
         p = image.prediction or {}
         images.append(
             PredictionOut(
-                **{k: v for k, v in p.items() if k in PredictionOut.model_fields},
+                **{
+                    k: v
+                    for k, v in p.items()
+                    if k in PredictionOut.model_fields and k != "sop_instance_uid"
+                },
                 sop_instance_uid=image.sop_instance_uid,
                 not_analysed_reason=image.not_analysed_reason,
             )

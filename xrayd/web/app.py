@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -20,7 +20,7 @@ from xrayd.web.auth import CsrfError, Forbidden, NotAuthenticated
 from xrayd.web.context import WebContext
 from xrayd.web.render import login_page, render
 
-__all__ = ["create_app"]
+__all__ = ["ROUTERS", "create_app"]
 
 LOGGER = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -28,6 +28,18 @@ STATIC = Path(__file__).parent / "static"
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+#: every router of the app (the route-guard test walks these)
+ROUTERS: tuple[APIRouter, ...] = (
+    ops.router,
+    pages.router,
+    dashboards.router,
+    admin_pages.router,
+    api.router,
+    dashboards.api_router,
+    admin_api.router,
 )
 
 
@@ -129,11 +141,6 @@ def create_app(ctx: WebContext) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _install_handlers(app)
-    app.include_router(ops.router)
-    app.include_router(pages.router)
-    app.include_router(dashboards.router)
-    app.include_router(admin_pages.router)
-    app.include_router(api.router)
-    app.include_router(dashboards.api_router)
-    app.include_router(admin_api.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from models.errors import NotAnalysable
+from models.labels import BODY_PARTS as MODEL_BODY_PARTS
 from storage.registry import InvalidEntryError, record_audit
 from storage.reviews import ReviewLabel, WorklistFilter, assign, create_override, study_review
 from storage.reviews import worklist as load_worklist
@@ -32,9 +33,11 @@ __all__ = ["BODY_PARTS", "router"]
 LOGGER = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
-BODY_PARTS = ("hand", "wrist", "forearm", "elbow", "shoulder", "hip", "knee", "ankle", "foot")
+#: the body parts the model knows (``models.labels``): the review form and filters offer these
+BODY_PARTS: tuple[str, ...] = tuple(MODEL_BODY_PARTS)
 DECISIONS = ("present", "indeterminate", "absent")
 PAGE_SIZE = 50
+CLIENT_FACTOR = 4  # failed logins allowed per client address, in units of login_max_failures
 PNG_HEADERS = {"Cache-Control": "private, max-age=300"}
 
 
@@ -70,7 +73,8 @@ def login(
     by_user, by_client = recent_login_failures(
         ctx.sessions, since=since, user_name=username, client=client
     )
-    if by_user >= web.login_max_failures or by_client >= web.login_max_failures:
+    # Per user name, and (looser: colleagues may share a workstation or a proxy) per client.
+    if by_user >= web.login_max_failures or by_client >= CLIENT_FACTOR * web.login_max_failures:
         record_audit(
             ctx.sessions,
             username or "-",

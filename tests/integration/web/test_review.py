@@ -1,0 +1,197 @@
+"""The radiologist's flow: worklist, study page, images, and reviews by form and API."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import UTC, datetime, timedelta
+
+from PIL import Image
+
+from storage.registry import list_audit
+from storage.reviews import list_overrides
+
+from web_helpers import Web, seed_study
+
+
+def _rows(html: str) -> list[int]:
+    return [int(x) for x in re.findall(r'data-study-id="(\d+)"', html)]
+
+
+def test_worklist_puts_flagged_studies_first_then_newest(web: Web) -> None:
+    now = datetime.now(UTC)
+    old_positive = seed_study(web.sessions, web.ctx.spool, received_at=now - timedelta(hours=5))
+    new_negative = seed_study(
+        web.sessions,
+        web.ctx.spool,
+        decision="absent",
+        probability=0.05,
+        count="0",
+        received_at=now - timedelta(hours=1),
+    )
+    indeterminate = seed_study(
+        web.sessions,
+        web.ctx.spool,
+        decision="indeterminate",
+        probability=0.4,
+        count="0",
+        received_at=now - timedelta(hours=3),
+        body_part="ankle",
+    )
+    web.login("rad")
+    page = web.client.get("/worklist")
+    assert _rows(page.text) == [indeterminate, old_positive, new_negative]
+    assert "3 studies" in page.text and "not reviewed 3" in page.text
+    r = web.client.get("/worklist", params={"decision": "absent"})
+    assert _rows(r.text) == [new_negative]
+    assert _rows(web.client.get("/worklist", params={"body_part": "ankle"}).text) == [indeterminate]
+    day = (now - timedelta(hours=1)).strftime("%Y-%m-%d")
+    r = web.client.get("/worklist", params={"from": day, "to": day})
+    assert new_negative in _rows(r.text)
+    bad = web.client.get("/worklist", params={"from": "23/11/2026"})
+    assert bad.status_code == 422 and "YYYY-MM-DD" in bad.text
+    api = web.client.get("/api/v1/studies", params={"limit": 2}).json()
+    assert api["total"] == 3 and [s["id"] for s in api["items"]] == [indeterminate, old_positive]
+    assert api["by_decision"] == {"present": 1, "absent": 1, "indeterminate": 1}
+    page2 = web.client.get("/api/v1/studies", params={"limit": 2, "offset": 2}).json()
+    assert [s["id"] for s in page2["items"]] == [new_negative]
+
+
+def test_study_page_shows_findings_images_and_heatmap_and_is_audited(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool, images=2, hardware=True)
+    web.login("rad")
+    page = web.client.get(f"/studies/{study}")
+    assert page.status_code == 200
+    text = page.text
+    assert "Doe^Jane" in text and "PAT-SECRET-42" in text  # patient shown on the page only
+    assert "xrayd-demo 1.0.0" in text and "hardware yes" in text
+    images = re.findall(r'src="(/studies/\d+/images/\d+\.png)"', text)
+    heatmaps = re.findall(r'src="(/studies/\d+/heatmaps/\d+\.png)"', text)
+    assert len(images) == 2 and len(heatmaps) == 2
+    png = Image.open(io.BytesIO(web.client.get(images[0]).content))
+    assert png.size == (160, 200) and png.mode == "L"
+    windowed = web.client.get(images[0], params={"wc": 1000, "ww": 200}).content
+    assert windowed != web.client.get(images[0]).content
+    overlay = Image.open(io.BytesIO(web.client.get(heatmaps[0]).content))
+    assert overlay.mode == "RGBA"
+    alpha = overlay.getchannel("A")
+    assert alpha.getextrema()[0] == 0 and alpha.getextrema()[1] > 100  # hot box, clear elsewhere
+    assert len(re.findall(r'class="box"', text)) == 2  # one box per image
+    assert web.client.get(f"/studies/{study}/images/999.png").status_code == 404
+    assert web.client.get("/studies/999").status_code == 404
+    viewed = [e for e in list_audit(web.sessions) if e.action == "study_viewed"]
+    assert viewed and viewed[0].actor == "rad" and viewed[0].object_id == str(study)
+    # Opening an unassigned study assigns it to the radiologist.
+    assert "assigned to rad" in web.client.get(f"/studies/{study}").text
+    web.login("rad2", web.new_client())
+
+
+def test_disagree_by_form_stores_the_override_and_shows_it(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool, decision="present", count="2+")
+    web.login("rad")
+    csrf = web.csrf(page=f"/studies/{study}")
+    r = web.client.post(
+        f"/studies/{study}/review",
+        data={
+            "csrf_token": csrf,
+            "verdict": "disagree",
+            "fracture": "absent",
+            "count": "0",
+            "body_part": "wrist",
+            "hardware": "no",
+            "comment": "growth plate, not a fracture",
+        },
+    )
+    assert r.status_code == 200 and "Review saved" in r.text
+    assert "reviewed by rad" in r.text and "growth plate" in r.text
+    [override], total = list_overrides(web.sessions, study_id=study)
+    assert total == 1 and override.agree is False and override.user_name == "rad"
+    assert override.radiologist_label == {
+        "fracture": "absent",
+        "count": "0",
+        "body_part": "wrist",
+        "hardware": False,
+    }
+    assert override.ai_label is not None and override.ai_label["decision"] == "present"
+    assert override.ai_label["model"]["version"] == "1.0.0" and override.result_id is not None
+    audit = next(e for e in list_audit(web.sessions) if e.action == "override_created")
+    assert audit.actor == "rad" and audit.detail["agree"] is False
+    listed = web.client.get("/worklist", params={"reviewed": "yes"}).text
+    assert _rows(listed) == [study] and "reviewed by rad (disagree)" in listed
+
+
+def test_review_validation_errors_are_clear(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool, decision="indeterminate", count="0")
+    web.login("rad")
+    headers = {"X-CSRF-Token": web.csrf()}
+    r = web.client.post(
+        "/api/v1/overrides", json={"study_id": study, "agree": True}, headers=headers
+    )
+    assert r.status_code == 422 and "indeterminate" in r.json()["detail"]
+    r = web.client.post(
+        "/api/v1/overrides", json={"study_id": study, "agree": False}, headers=headers
+    )
+    assert r.status_code == 422 and "corrected label" in r.json()["detail"]
+    bad = {"fracture": "maybe", "count": "3", "body_part": "", "hardware": True}
+    r = web.client.post(
+        "/api/v1/overrides", json={"study_id": study, "agree": False, "label": bad}, headers=headers
+    )
+    assert r.status_code == 422
+    fields = {tuple(e["loc"][-1:]) for e in r.json()["errors"]}
+    assert {("fracture",), ("count",), ("body_part",)} <= fields
+    label = {"fracture": "absent", "count": "1", "body_part": "wrist", "hardware": False}
+    r = web.client.post(
+        "/api/v1/overrides",
+        json={"study_id": study, "agree": False, "label": label},
+        headers=headers,
+    )
+    assert r.status_code == 422 and "count must be '0'" in r.json()["detail"]
+    r = web.client.post("/api/v1/overrides", json={"study_id": 999, "agree": True}, headers=headers)
+    assert r.status_code == 404
+    r = web.client.post(
+        f"/studies/{study}/review", data={"csrf_token": headers["X-CSRF-Token"], "verdict": "maybe"}
+    )
+    assert r.status_code == 422 and "verdict" in r.text
+    assert list_overrides(web.sessions, study_id=study)[1] == 0
+
+
+def test_override_round_trip_through_the_api(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool, decision="present", body_part="ankle")
+    headers = web.token("rad")
+    r = web.client.post(
+        "/api/v1/overrides",
+        json={"study_id": study, "agree": True, "comment": "clear distal fibula fracture"},
+        headers=headers,
+    )
+    assert r.status_code == 201
+    created = r.json()
+    assert created["agree"] is True and created["radiologist_label"]["body_part"] == "ankle"
+    label = {"fracture": "present", "count": "2+", "body_part": "ankle", "hardware": True}
+    second = web.client.post(
+        "/api/v1/overrides",
+        json={"study_id": study, "agree": False, "label": label},
+        headers=web.token("rad2"),
+    ).json()
+    listed = web.client.get("/api/v1/overrides", params={"study_id": study}, headers=headers).json()
+    assert listed["total"] == 2 and [o["id"] for o in listed["items"]] == [
+        second["id"],
+        created["id"],
+    ]
+    mine = web.client.get("/api/v1/overrides", params={"user": "rad"}, headers=headers).json()
+    assert [o["id"] for o in mine["items"]] == [created["id"]]
+    one = web.client.get(f"/api/v1/studies/{study}", headers=headers).json()
+    assert one["reviewed_by"] == "rad2" and one["agree"] is False  # the newest review counts
+    preds = web.client.get(f"/api/v1/studies/{study}/predictions", headers=headers).json()
+    assert preds["decision"] == "present" and preds["images"][0]["body_part"] == "ankle"
+    assert preds["model"]["version"] == "1.0.0"
+
+
+def test_openapi_document_lists_the_api(web: Web) -> None:
+    doc = web.client.get("/api/v1/openapi.json", headers=web.token("rad")).json()
+    paths = set(doc["paths"])
+    assert {
+        "/api/v1/studies",
+        "/api/v1/overrides",
+        "/api/v1/studies/{study_id}/predictions",
+    } <= paths
+    assert not any(p.startswith(("/studies", "/admin", "/login")) for p in paths)  # pages hidden
