@@ -33,11 +33,14 @@ from pydicom.sr.coding import Code
 
 __all__ = [
     "ABSENT",
+    "AGREEMENT_WITH_PRIOR_FINDINGS",
     "APPROXIMATE_SPATIAL_LOCATION",
     "BODY_PARTS",
+    "COMMENT",
     "COUNT_CLASSES",
     "DEVICE_OBSERVER",
     "FINDING",
+    "FINDINGS",
     "FINDING_SITE",
     "FRACTURE",
     "IMAGES_ANALYSED",
@@ -45,9 +48,11 @@ __all__ = [
     "IMAGE_COUNT_UNIT",
     "IMAGE_NOT_ANALYSED",
     "MEASUREMENT_REPORT",
+    "NO",
     "NO_UNITS",
     "NUMBER_OF_FRACTURES",
     "ORTHOPEDIC_DEVICE",
+    "PERSON_OBSERVER",
     "PRESENCE",
     "PRESENT",
     "PRIVATE_SCHEME",
@@ -57,8 +62,10 @@ __all__ = [
     "PROCEDURE_XR",
     "PROCESSING_EQUIPMENT",
     "QUALITATIVE_EVALUATIONS",
+    "REVIEW_BODY_PARTS",
     "TARGET_REGION",
     "UNDETERMINED",
+    "YES",
     "body_part_code",
 ]
 
@@ -78,6 +85,8 @@ PROCEDURE_XR = Code("43468-8", "LN", "XR unspecified body region")
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 #: CID 270 "Observer Type": the observer is a device (TID 1002).
 DEVICE_OBSERVER = Code("121007", "DCM", "Device")
+#: CID 270 "Observer Type": the observer is a person (TID 1002), the reviewing radiologist.
+PERSON_OBSERVER = Code("121006", "DCM", "Person")
 #: CID 7005 "Contributing Equipment Purpose of Reference".
 PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
 
@@ -115,6 +124,20 @@ NO_UNITS = Code("1", "UCUM", "no units")
 #: localises the fracture on the source image.
 APPROXIMATE_SPATIAL_LOCATION = Code("121226", "DCM", "Approximate spatial location")
 
+# --- the radiologist's review (verified SR) ------------------------------------------------------
+
+#: DCM 121070 "Findings" (CID 7001 "Diagnostic Imaging Report Heading"): the container of the
+#: radiologist's assessment, whose own observation context names the radiologist (TID 1002).
+FINDINGS = Code("121070", "DCM", "Findings")
+#: DCM 122775 "Agreement with prior findings": whether the radiologist agrees with the AI
+#: result (the prior findings of the SR this one supersedes), valued :data:`YES` / :data:`NO`.
+AGREEMENT_WITH_PRIOR_FINDINGS = Code("122775", "DCM", "Agreement with prior findings")
+#: CID 230 "Yes-No".
+YES = Code("373066001", "SCT", "Yes")
+NO = Code("373067005", "SCT", "No")
+#: DCM 121106 "Comment": the radiologist's free-text comment.
+COMMENT = Code("121106", "DCM", "Comment")
+
 # --- private codes (99XRAYD): no DICOM or SNOMED CT concept exists -------------------------------
 
 #: The model predicts a count *class* (0, 1, 2 or more), which a NUM cannot express ("2+"), so it
@@ -151,6 +174,16 @@ BODY_PARTS: Mapping[str, Code] = MappingProxyType(
         "leg": Code("30021000", "SCT", "Lower leg"),
         "hip": Code("29836001", "SCT", "Hip"),
         "other": Code("66019005", "SCT", "Extremity"),
+    }
+)
+#: Body part label of a radiologist's review -> SNOMED CT anatomic region (CID 4): the model's
+#: labels plus the regions the review form offers that the model does not predict.
+REVIEW_BODY_PARTS: Mapping[str, Code] = MappingProxyType(
+    {
+        **BODY_PARTS,
+        "knee": Code("72696002", "SCT", "Knee"),
+        "ankle": Code("70258002", "SCT", "Ankle joint"),
+        "foot": Code("56459004", "SCT", "Foot"),
     }
 )
 

@@ -24,11 +24,24 @@ Content tree (all codes from :mod:`dicom_node.codes`)::
           NUM Probability [Finding = Fracture of bone]
           NUM Number of images analysed, NUM Number of images not analysed
           TEXT Image not analysed: "<SOP Instance UID>: <reason>" (one per instance)
+      CONTAINER Findings (only in a verified SR: the radiologist's review)
+          Observation Context: observer = person (TID 1002: name, login name, organization)
+          CODE Fracture of bone = Present | Absent
+          CODE Number of fractures = none | one | two or more
+          CODE Finding Site = the body part
+          CODE Orthopedic device = Present | Absent
+          CODE Agreement with prior findings = Yes | No    (with the AI result it supersedes)
+          TEXT Comment (if the radiologist wrote one)
 
-The document is UNVERIFIED, COMPLETE and PRELIMINARY (nobody has reviewed it), sits in the source
-study (patient and study attributes copied by highdicom) in a new series, and names xrayd and the
-model in the Contributing Equipment Sequence. An amended result lists the SR it replaces in the
-Predecessor Documents Sequence.
+The AI's document is UNVERIFIED, COMPLETE and PRELIMINARY (nobody has reviewed it), sits in the
+source study (patient and study attributes copied by highdicom) in a new series, and names xrayd
+and the model in the Contributing Equipment Sequence. An amended result lists the SR it replaces
+in the Predecessor Documents Sequence.
+
+Given a :class:`~dicom_node.findings.RadiologistReview`, the same AI content plus the Findings
+container above makes a radiologist-verified SR: VERIFIED (Verifying Observer Sequence: the
+radiologist, the organization, the review time), COMPLETE and FINAL; the caller lists the AI SR
+it supersedes as its predecessor. The AI measurement groups keep their device observer.
 
 Deterministic: highdicom stamps the clock into Instance Creation Date/Time and its own Contributing
 Equipment item; both are overwritten with ``content_datetime``, and every UID is either passed in
@@ -52,6 +65,7 @@ from highdicom.sr import (
     CodedConcept,
     Comprehensive3DSR,
     ContainerContentItem,
+    ContentItem,
     ContentSequence,
     CoordinatesForMeasurement,
     DeviceObserverIdentifyingAttributes,
@@ -63,6 +77,7 @@ from highdicom.sr import (
     NumContentItem,
     ObservationContext,
     ObserverContext,
+    PersonObserverIdentifyingAttributes,
     QualitativeEvaluation,
     RelationshipTypeValues,
     SourceImageForMeasurementGroup,
@@ -76,7 +91,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian,
 
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
-from dicom_node.findings import Algorithm, Box, ImageFinding, StudyFindings
+from dicom_node.findings import Algorithm, Box, ImageFinding, RadiologistReview, StudyFindings
 
 __all__ = ["SRBuildError", "build_sr", "device_observer_uid", "sr_bytes", "tracking_uid"]
 
@@ -84,6 +99,7 @@ LOGGER = logging.getLogger(__name__)
 
 COMPREHENSIVE_3D_SR = UID("1.2.840.10008.5.1.4.1.1.88.34")
 SERIES_DESCRIPTION = "xrayd AI fracture triage (research, not for clinical use)"
+VERIFIED_SERIES_DESCRIPTION = "xrayd fracture triage, radiologist-verified (research use)"
 
 #: Type 2 attributes highdicom reads from the first source; a header that lacks one gets it empty.
 _TYPE2_FROM_SOURCE = (
@@ -141,15 +157,19 @@ def build_sr(
     software_version: str,
     predecessor: Sequence[Predecessor] | None = None,
     device_uid: str | None = None,
+    review: RadiologistReview | None = None,
 ) -> Dataset:
     """The Comprehensive 3D SR (TID 1500) of one analysis of one study.
 
     ``sources`` are the headers (pixel data not needed) of the study's source instances: every
     analysed image must be among them; the first analysed one gives the patient and study
     attributes. ``predecessor`` lists the SR(s) this one amends. ``device_uid`` defaults to
-    :func:`device_observer_uid`.
+    :func:`device_observer_uid`. ``review`` makes it the radiologist-verified SR: pass the AI
+    SR it supersedes as ``predecessor``.
     """
     by_uid = _check_inputs(findings, sources)
+    if review is not None:
+        _check_review(review)
     algorithm = findings.algorithm
     algorithm_id = AlgorithmIdentification(
         name=algorithm.name,
@@ -171,6 +191,8 @@ def build_sr(
     ]
     report = _measurement_report(ObservationContext(observer_device_context=observer), groups)
     report[0].ContentSequence.append(_study_summary(findings))
+    if review is not None:
+        report[0].ContentSequence.append(_review_findings(review))
 
     evidence = _evidence(findings, sources, by_uid)
     sr = Comprehensive3DSR(
@@ -182,8 +204,10 @@ def build_sr(
         instance_number=instance_number,
         manufacturer=manufacturer,
         is_complete=True,
-        is_final=False,
-        is_verified=False,
+        is_final=review is not None,
+        is_verified=review is not None,
+        verifying_observer_name=None if review is None else review.person_name,
+        verifying_organization=None if review is None else review.organization,
         previous_versions=_predecessor_datasets(predecessor) if predecessor else None,
         contributing_equipment=_contributing_equipment(
             algorithm, device_name, manufacturer, software_version, content_datetime
@@ -195,7 +219,7 @@ def build_sr(
                 responsible_organization=codes.PRIVATE_SCHEME_ORGANIZATION,
             )
         ],
-        series_description=SERIES_DESCRIPTION,
+        series_description=SERIES_DESCRIPTION if review is None else VERIFIED_SERIES_DESCRIPTION,
         specific_character_set="ISO_IR 192",  # UTF-8: names from any source, texts from anywhere
         manufacturer_model_name=device_name,
         software_versions=[software_version, f"{algorithm.name} {algorithm.version}"],
@@ -205,6 +229,8 @@ def build_sr(
         series_time=content_datetime.time(),
     )
     _pin_clock(sr, content_datetime)
+    if review is not None:
+        sr.VerifyingObserverSequence[0].VerificationDateTime = _dt(review.when)
     LOGGER.debug(
         "built fracture SR",
         extra={
@@ -212,6 +238,7 @@ def build_sr(
             "images": len(findings.images),
             "not_analysed": len(findings.not_analysed),
             "amends": len(predecessor or ()),
+            "verified": review is not None,
         },
     )
     ds: Dataset = sr
@@ -415,6 +442,37 @@ def _study_summary(findings: StudyFindings) -> ContainerContentItem:
     return container
 
 
+def _review_findings(review: RadiologistReview) -> ContainerContentItem:
+    """The radiologist's assessment, observed by the radiologist (TID 1002 Person Observer)."""
+    contains = RelationshipTypeValues.CONTAINS
+    observer = ObserverContext(
+        observer_type=CodedConcept.from_code(codes.PERSON_OBSERVER),
+        observer_identifying_attributes=PersonObserverIdentifyingAttributes(
+            name=review.person_name,
+            login_name=review.observer_name,
+            organization_name=review.organization,
+        ),
+    )
+    values = (
+        (codes.FRACTURE, codes.PRESENCE[review.fracture]),
+        (codes.NUMBER_OF_FRACTURES, codes.COUNT_CLASSES[review.count]),
+        (codes.FINDING_SITE, codes.REVIEW_BODY_PARTS[review.body_part]),
+        (codes.ORTHOPEDIC_DEVICE, codes.PRESENT if review.hardware else codes.ABSENT),
+        (codes.AGREEMENT_WITH_PRIOR_FINDINGS, codes.YES if review.agree else codes.NO),
+    )
+    items: list[ContentItem] = [
+        *observer,
+        *(CodeContentItem(name=n, value=v, relationship_type=contains) for n, v in values),
+    ]
+    if review.comment and review.comment.strip():
+        items.append(
+            TextContentItem(name=codes.COMMENT, value=review.comment, relationship_type=contains)
+        )
+    container = ContainerContentItem(name=codes.FINDINGS, relationship_type=contains)
+    container.ContentSequence = ContentSequence(items)
+    return container
+
+
 def _image_count(name: Code, count: int) -> NumContentItem:
     item = NumContentItem(
         name=name,
@@ -467,13 +525,18 @@ def _pin_clock(sr: Dataset, when: datetime) -> None:
     """Replace the wall-clock values highdicom writes with ``when`` (byte-identical rebuilds)."""
     sr.InstanceCreationDate = when.strftime("%Y%m%d")
     sr.InstanceCreationTime = when.strftime("%H%M%S.%f" if when.microsecond else "%H%M%S")
-    stamp = when.strftime("%Y%m%d%H%M%S") + (f".{when.microsecond:06d}" if when.microsecond else "")
-    stamp += when.strftime("%z")
+    stamp = _dt(when)
     for item in sr.get("ContributingEquipmentSequence", []):
         if item.get("ManufacturerModelName") == "highdicom":
             item.ContributionDateTime = stamp
     if when.utcoffset() is not None:
         sr.TimezoneOffsetFromUTC = when.strftime("%z")
+
+
+def _dt(when: datetime) -> str:
+    """A DT value: date, time, microseconds if any, UTC offset if ``when`` is aware."""
+    stamp = when.strftime("%Y%m%d%H%M%S") + (f".{when.microsecond:06d}" if when.microsecond else "")
+    return stamp + when.strftime("%z")
 
 
 def _evidence(
@@ -528,6 +591,14 @@ def _check_inputs(findings: StudyFindings, sources: Sequence[Dataset]) -> dict[s
     if findings.decision not in codes.PRESENCE:
         raise SRBuildError(f"unknown study decision {findings.decision!r}")
     return by_uid
+
+
+def _check_review(review: RadiologistReview) -> None:
+    if review.body_part not in codes.REVIEW_BODY_PARTS:
+        raise SRBuildError(
+            f"unknown body part {review.body_part!r} in the review; "
+            f"known: {', '.join(sorted(codes.REVIEW_BODY_PARTS))}"
+        )
 
 
 def _check_probability(value: float) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, or_, select
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -311,21 +311,69 @@ def record_audit(
         session.add(event)
 
 
+def _audit_row(r: AuditEvent) -> AuditRow:
+    return AuditRow(
+        id=r.id,
+        at=r.at,
+        actor=r.actor,
+        action=r.action,
+        object_type=r.object_type,
+        object_id=r.object_id,
+        detail=dict(r.detail),
+    )
+
+
 def list_audit(sm: sessionmaker[Session], limit: int = 100) -> list[AuditRow]:
     """The newest ``limit`` audit events, newest first."""
     with sm() as session:
         rows = session.scalars(
             select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
         ).all()
-        return [
-            AuditRow(
-                id=r.id,
-                at=r.at,
-                actor=r.actor,
-                action=r.action,
-                object_type=r.object_type,
-                object_id=r.object_id,
-                detail=dict(r.detail),
-            )
-            for r in rows
-        ]
+        return [_audit_row(r) for r in rows]
+
+
+def search_audit(
+    sm: sessionmaker[Session],
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[AuditRow], int]:
+    """Audit events matching every given filter, newest first: ``(page, total matching)``.
+
+    ``actor``, ``action``, ``object_type`` and ``object_id`` match exactly; ``since`` is
+    inclusive and ``until`` exclusive (aware datetimes). ``limit``/``offset`` select the page.
+    """
+    if limit < 1 or offset < 0:
+        raise InvalidEntryError("limit must be at least 1 and offset not negative")
+    conditions: list[ColumnElement[bool]] = []
+    for column, value in (
+        (AuditEvent.actor, actor),
+        (AuditEvent.action, action),
+        (AuditEvent.object_type, object_type),
+        (AuditEvent.object_id, object_id),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    for name, when in (("since", since), ("until", until)):
+        if when is not None and (when.tzinfo is None or when.utcoffset() is None):
+            raise InvalidEntryError(f"{name} must carry a time zone")
+    if since is not None:
+        conditions.append(AuditEvent.at >= since)
+    if until is not None:
+        conditions.append(AuditEvent.at < until)
+    with sm() as session:
+        total = int(session.scalar(select(func.count(AuditEvent.id)).where(*conditions)) or 0)
+        rows = session.scalars(
+            select(AuditEvent)
+            .where(*conditions)
+            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+        return [_audit_row(r) for r in rows], total

@@ -16,9 +16,12 @@ def record_seen(sm: sessionmaker[Session], study_id: int, job_id: int) -> int:
     Idempotent per job: running the same job again (after a crash) adds no second row.
     """
     with sm.begin() as session:
-        count = session.scalar(
-            select(func.count()).select_from(Instance).where(Instance.study_id == study_id)
-        ) or 0
+        count = (
+            session.scalar(
+                select(func.count()).select_from(Instance).where(Instance.study_id == study_id)
+            )
+            or 0
+        )
         existing = session.scalar(
             select(Result).where(Result.job_id == job_id, Result.kind == SEEN)
         )

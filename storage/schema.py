@@ -380,8 +380,6 @@ class ReviewAssignment(Base):
     __tablename__ = "review_assignments"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    study_id: Mapped[int] = mapped_column(
-        ForeignKey("studies.id", ondelete="CASCADE"), unique=True
-    )
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), unique=True)
     user_name: Mapped[str] = mapped_column(String(128), index=True)
     assigned_at: Mapped[datetime] = mapped_column(default=utcnow)

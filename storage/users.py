@@ -153,7 +153,9 @@ def _user_row(u: User) -> UserRow:
     return UserRow(u.id, u.name, u.role, u.disabled, u.created_at)
 
 
-def add_user(sm: sessionmaker[Session], name: str, role: str, password: str) -> UserRow:
+def add_user(
+    sm: sessionmaker[Session], name: str, role: str, password: str, *, actor: str = "cli"
+) -> UserRow:
     name, role = _check_name(name), _check_role(role)
     hashed = hash_password(password)
     try:
@@ -163,7 +165,7 @@ def add_user(sm: sessionmaker[Session], name: str, role: str, password: str) -> 
             user = User(name=name, role=role, password_hash=hashed, disabled=False)
             session.add(user)
             session.flush()
-            record_audit(session, "cli", "user_added", "user", name, {"role": role})
+            record_audit(session, actor, "user_added", "user", name, {"role": role})
             return _user_row(user)
     except IntegrityError as exc:
         raise UserExistsError(f"user {name!r} exists already") from exc

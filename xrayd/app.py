@@ -24,12 +24,16 @@ from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
 from storage.migrate import current_revision, head_revision, schema_state, upgrade
 from storage.spool import Spool
+from storage.users import user_count
 from xrayd.analysis import StudyAnalyser
 from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
 from xrayd.listeners import ListenerProcesses, exit_with_parent
 from xrayd.model_holder import ModelHolder
 from xrayd.pipeline import Analyser
 from xrayd.receiver import SpoolingSink, utcnow
+from xrayd.review_sr import VerifiedSRWriter
+from xrayd.web.context import WebContext
+from xrayd.web.server import WebServer, check_bind_allowed
 from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 LOGGER = logging.getLogger(__name__)
@@ -249,6 +253,21 @@ class Node:
         LOGGER.info("stopped")
 
 
+def web_context(settings: Settings, storage: Storage, node: Node) -> WebContext:
+    """What the web app needs from a running node."""
+    writer = VerifiedSRWriter(
+        storage.sessions, storage.spool, settings, on_queued=node.delivery_wakeup.set
+    )
+    return WebContext(
+        settings=settings,
+        sessions=storage.sessions,
+        spool=storage.spool,
+        write_verified_sr=writer.write,
+        model_loaded=lambda: node.model.loaded,
+        wake_delivery=node.delivery_wakeup.set,
+    )
+
+
 def serve(
     settings: Settings, config_path: Path | None = None, *, listener_only: bool = False
 ) -> int:
@@ -265,8 +284,12 @@ def serve(
     if listener_only:
         exit_with_parent()
     storage = open_storage(settings, create_if_empty=not listener_only, require_current=True)
+    web_enabled = settings.web.enabled and not listener_only
+    if web_enabled:
+        check_bind_allowed(settings.web, user_count(storage.sessions))
     node = Node(settings, storage, preload_model=not listener_only)
     extra: ListenerProcesses | None = None
+    web: WebServer | None = None
     if listener_only:
         node.scp.start()
     else:
@@ -278,8 +301,14 @@ def serve(
             extra.start()
     role = "listener process" if listener_only else "xrayd"
     print(f"{role}: listening as {settings.node.ae_title} on port {node.scp.port}", flush=True)
+    if web_enabled:
+        web = WebServer(web_context(settings, storage, node))
+        web.start()
+        print(f"xrayd: web UI on {settings.web.host} port {web.port}", flush=True)
     signum = signal.sigwait(stop_signals)
     LOGGER.info("signal %d received: stopping", signum)
+    if web is not None:
+        web.stop()
     if extra is not None:
         extra.stop()
     if listener_only:

@@ -21,13 +21,16 @@ from dicom_factory import DX, make_radiograph
 XRAYD = str(Path(sys.executable).parent / "xrayd")
 
 
-def write_config(tmp_path: Path, database_url: str = "", extra: str = "") -> Path:
+def write_config(
+    tmp_path: Path, database_url: str = "", extra: str = "", web_host: str = "127.0.0.1"
+) -> Path:
     cfg = tmp_path / "xrayd.toml"
     cfg.write_text(
         '[node]\nae_title = "XRAYD"\nhost = "127.0.0.1"\nport = 0\nmin_free_mb = 0\n'
         '[[node.callers]]\nae_title = "MODALITY"\n'
         f'[storage]\ndata_dir = "{tmp_path / "data"}"\ndatabase_url = "{database_url}"\n'
-        '[model]\nruntime = "eager"\n' + extra
+        '[model]\nruntime = "eager"\n'
+        f'[web]\nhost = "{web_host}"\nport = 0\n' + extra
     )
     return cfg
 
@@ -116,6 +119,9 @@ class Served:
         line = self.proc.stdout.readline()  # "xrayd: listening as XRAYD on port N"
         assert "listening" in line, line + (self.proc.stderr.read() if self.proc.stderr else "")
         self.port = int(line.rsplit(" ", 1)[1])
+        line = self.proc.stdout.readline()  # "xrayd: web UI on 127.0.0.1 port N"
+        assert "web UI" in line, line
+        self.web_port = int(line.rsplit(" ", 1)[1])
 
 
 @pytest.fixture
@@ -205,7 +211,7 @@ def _children(pid: int) -> list[int]:
 
 def test_listener_processes_share_the_port(tmp_path: Path, served: list[Served]) -> None:
     cfg = write_config(tmp_path)
-    cfg.write_text(cfg.read_text().replace("port = 0\n", "port = 0\nlistener_processes = 3\n"))
+    cfg.write_text(cfg.read_text().replace("port = 0\n", "port = 0\nlistener_processes = 3\n", 1))
     s = Served(cfg)
     served.append(s)
     children = _children(s.proc.pid)
@@ -259,3 +265,31 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "dead letters: 0" in out.stdout
     assert list((tmp_path / "demo" / "run" / "spool" / "results").glob("*/*/report-*.pdf"))
     assert "Traceback" not in out.stderr
+
+
+def test_serve_runs_the_web_ui_and_api(tmp_path: Path, served: list[Served]) -> None:
+    import httpx2 as httpx
+
+    s = Served(write_config(tmp_path))
+    served.append(s)
+    base = f"http://127.0.0.1:{s.web_port}"
+    assert httpx.get(f"{base}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{base}/api/v1/studies").status_code == 401
+    login = httpx.get(f"{base}/worklist")
+    assert login.status_code == 401 and 'action="/login"' in login.text
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(timeout=60) == 0
+
+
+def test_serve_refuses_a_public_web_ui_without_users(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, web_host="0.0.0.0"))
+    out = xrayd("serve", "--config", cfg, check=False)
+    assert out.returncode == 2 and "no web user exists" in out.stderr
+    assert "Traceback" not in out.stderr
+    pw = tmp_path / "pw"
+    pw.write_text("a long enough password\n")
+    xrayd("users", "add", "boss", "--role", "admin", "--password-file", str(pw), "--config", cfg)
+    assert "boss" in xrayd("users", "list", "--config", cfg).stdout
+    token = xrayd("users", "token", "boss", "--config", cfg).stdout.strip()
+    assert token.startswith("xrd_")
+    assert token not in xrayd("users", "tokens", "--config", cfg).stdout

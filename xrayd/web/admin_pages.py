@@ -1,8 +1,513 @@
-"""(being written)"""
+"""Administrator pages: callers and destinations (with C-ECHO), outbox, jobs, models, audit
+trail (with CSV export) and users.
+
+Every route needs the admin role (radiologists get 403). Forms post with the session's CSRF
+token and answer with a redirect back to their page (``?done=...`` names what happened: one of
+:data:`DONE`, never free text); the C-ECHO form answers with the page and the echo's outcome.
+Every change is audited with the admin's name as actor, here or by the storage function that
+makes it (:func:`storage.users.set_disabled`, :func:`storage.users.revoke_token`,
+:func:`storage.users.add_user`).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import csv
+import io
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
-router = APIRouter()
-api_router = APIRouter()
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from storage.models_registry import list_model_versions
+from storage.registry import (
+    AuditRow,
+    add_caller,
+    add_destination,
+    get_destination,
+    list_callers,
+    list_destinations,
+    record_audit,
+    remove_caller,
+    remove_destination,
+    search_audit,
+)
+from storage.schema import Role, Source
+from storage.status import status_counts
+from storage.users import add_user, list_tokens, list_users, revoke_token, set_disabled
+from xrayd.web.admin_api import (
+    EchoOut,
+    checked_destination,
+    deliveries_page,
+    echo_destination,
+    jobs_page,
+    model_bundle,
+    retry_dead_jobs,
+    retry_deliveries,
+)
+from xrayd.web.auth import Principal, admin, context
+from xrayd.web.render import render
+
+__all__ = ["CSV_MAX_ROWS", "DONE", "csv_cell", "router"]
+
+LOGGER = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(admin)])
+
+Admin = Annotated[Principal, Depends(admin)]
+PAGE_SIZE = 50
+MAX_PAGE = 200  # outbox and jobs: storage lists oldest first, so deep pages cost a scan
+CSV_MAX_ROWS = 100_000
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+#: what a form did, shown once on the page it redirects to
+DONE = {
+    "caller_added": "Caller added.",
+    "caller_removed": "Caller removed.",
+    "destination_added": "Destination added.",
+    "destination_removed": "Destination removed.",
+    "delivery_retried": "Delivery queued again.",
+    "deliveries_retried": "Dead deliveries queued again.",
+    "no_dead_deliveries": "There were no dead deliveries.",
+    "job_retried": "Job queued again.",
+    "jobs_retried": "Dead jobs queued again.",
+    "no_dead_jobs": "There were no dead jobs.",
+    "user_added": "User added.",
+    "user_disabled": "User disabled (their sessions are ended).",
+    "user_enabled": "User enabled.",
+    "token_revoked": "API token revoked.",
+}
+
+
+def _back(path: str, done: str, count: int | None = None) -> RedirectResponse:
+    suffix = "" if count is None else f"&n={count}"
+    sep = "&" if "?" in path else "?"
+    return RedirectResponse(f"{path}{sep}done={done}{suffix}", status_code=303)
+
+
+def _flash(request: Request) -> str | None:
+    message = DONE.get(request.query_params.get("done", ""))
+    count = request.query_params.get("n", "")
+    if message is not None and count.isdigit():
+        message = f"{message} ({int(count)})"
+    return message
+
+
+def _pages(total: int, page_size: int = PAGE_SIZE) -> int:
+    return max(1, -(-total // page_size))
+
+
+# -- callers and destinations --------------------------------------------------------------------
+
+
+def _index(request: Request, echo: EchoOut | None = None, echo_name: str | None = None) -> Response:
+    ctx = context(request)
+    return render(
+        request,
+        "admin/index.html",
+        section="index",
+        callers=list_callers(ctx.sessions),
+        destinations=list_destinations(ctx.sessions),
+        accept_any_caller=ctx.settings.node.accept_any_caller,
+        node_ae_title=ctx.settings.node.ae_title,
+        echo=echo,
+        echo_name=echo_name,
+        flash=_flash(request),
+        kinds=("sr", "sc", "pdf"),
+    )
+
+
+@router.get("/admin")
+def admin_index(request: Request) -> Response:
+    return _index(request)
+
+
+@router.post("/admin/callers")
+def caller_add(
+    request: Request,
+    principal: Admin,
+    ae_title: Annotated[str, Form(max_length=64)],
+    host: Annotated[str, Form(max_length=255)] = "",
+) -> Response:
+    sm = context(request).sessions
+    if not add_caller(sm, ae_title, host or None, Source.CLI.value):
+        raise HTTPException(409, "That caller is allowed already.")
+    host_ = host.strip().lower() or None
+    record_audit(sm, principal.name, "caller_added", "caller", ae_title.strip(), {"host": host_})
+    return _back("/admin", "caller_added")
+
+
+@router.post("/admin/callers/remove")
+def caller_remove(
+    request: Request,
+    principal: Admin,
+    ae_title: Annotated[str, Form(max_length=64)],
+    host: Annotated[str, Form(max_length=255)] = "",
+) -> Response:
+    sm = context(request).sessions
+    if not remove_caller(sm, ae_title, host or None):
+        raise HTTPException(404, "No such caller.")
+    host_ = host.strip().lower() or None
+    record_audit(sm, principal.name, "caller_removed", "caller", ae_title.strip(), {"host": host_})
+    return _back("/admin", "caller_removed")
+
+
+@router.post("/admin/destinations")
+def destination_add(
+    request: Request,
+    principal: Admin,
+    name: Annotated[str, Form(max_length=64)],
+    ae_title: Annotated[str, Form(max_length=64)],
+    host: Annotated[str, Form(max_length=255)],
+    port: Annotated[int, Form()],
+    send: Annotated[list[str] | None, Form()] = None,
+    tls: Annotated[str, Form()] = "",
+    ca_file: Annotated[str, Form(max_length=1024)] = "",
+    cert_file: Annotated[str, Form(max_length=1024)] = "",
+    key_file: Annotated[str, Form(max_length=1024)] = "",
+    server_hostname: Annotated[str, Form(max_length=253)] = "",
+) -> Response:
+    sm = context(request).sessions
+    values: dict[str, Any] = {
+        "name": name.strip(),
+        "ae_title": ae_title.strip(),
+        "host": host.strip(),
+        "port": port,
+        "send": send or [],
+    }
+    if tls == "yes":
+        tls_values = {
+            "ca_file": ca_file.strip(),
+            "cert_file": cert_file.strip(),
+            "key_file": key_file.strip(),
+            "server_hostname": server_hostname.strip(),
+        }
+        values["tls"] = {k: v for k, v in tls_values.items() if v}
+    row = checked_destination(values)
+    if not row.send:
+        raise HTTPException(422, "Choose at least one object kind to send (sr, sc, pdf).")
+    if not add_destination(sm, row):
+        raise HTTPException(409, f"A destination named {row.name!r} exists already.")
+    record_audit(
+        sm,
+        principal.name,
+        "destination_added",
+        "destination",
+        row.name,
+        {
+            "remote": f"{row.ae_title}@{row.host}:{row.port}",
+            "send": list(row.send),
+            "tls": row.tls is not None,
+        },
+    )
+    return _back("/admin", "destination_added")
+
+
+@router.post("/admin/destinations/{name}/remove")
+def destination_remove(request: Request, name: str, principal: Admin) -> Response:
+    sm = context(request).sessions
+    if not remove_destination(sm, name):
+        raise HTTPException(404, f"No destination named {name!r}.")
+    record_audit(sm, principal.name, "destination_removed", "destination", name, {})
+    return _back("/admin", "destination_removed")
+
+
+@router.post("/admin/destinations/{name}/echo")
+async def destination_echo(request: Request, name: str) -> Response:
+    ctx = context(request)
+    row = await run_in_threadpool(get_destination, ctx.sessions, name)
+    if row is None:
+        raise HTTPException(404, f"No destination named {name!r}.")
+    result = await echo_destination(ctx.settings, row)
+    LOGGER.info("C-ECHO by an admin", extra={"destination": row.name, "ok": result.ok})
+    return await run_in_threadpool(_index, request, result, row.name)
+
+
+# -- outbox and jobs -----------------------------------------------------------------------------
+
+
+@router.get("/admin/outbox")
+def outbox_page(
+    request: Request,
+    state: Annotated[str, Query(pattern="^(pending|sent|dead|all)$")] = "dead",
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+) -> Response:
+    rows, total = deliveries_page(
+        request, None if state == "all" else state, PAGE_SIZE, (page - 1) * PAGE_SIZE
+    )
+    counts = status_counts(context(request).sessions).deliveries_by_state
+    return render(
+        request,
+        "admin/outbox.html",
+        section="outbox",
+        deliveries=rows,
+        total=total,
+        counts=counts,
+        state=state,
+        states=("dead", "pending", "sent", "all"),
+        page=page,
+        pages=min(MAX_PAGE, _pages(total)),
+        flash=_flash(request),
+    )
+
+
+@router.post("/admin/outbox/retry-dead")
+def outbox_retry_dead(request: Request, principal: Admin) -> Response:
+    ids = retry_deliveries(request, principal.name, None)
+    if not ids:
+        return _back("/admin/outbox?state=dead", "no_dead_deliveries")
+    return _back("/admin/outbox?state=pending", "deliveries_retried", len(ids))
+
+
+@router.post("/admin/outbox/{delivery_id}/retry")
+def outbox_retry(request: Request, delivery_id: int, principal: Admin) -> Response:
+    retry_deliveries(request, principal.name, delivery_id)
+    return _back("/admin/outbox?state=dead", "delivery_retried")
+
+
+@router.get("/admin/jobs")
+def jobs_page_view(
+    request: Request,
+    state: Annotated[str, Query(pattern="^(queued|running|done|dead|all)$")] = "dead",
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+) -> Response:
+    rows, total = jobs_page(
+        request, None if state == "all" else state, PAGE_SIZE, (page - 1) * PAGE_SIZE
+    )
+    counts = status_counts(context(request).sessions).jobs_by_state
+    return render(
+        request,
+        "admin/jobs.html",
+        section="jobs",
+        jobs=rows,
+        total=total,
+        counts=counts,
+        state=state,
+        states=("dead", "queued", "running", "done", "all"),
+        page=page,
+        pages=min(MAX_PAGE, _pages(total)),
+        flash=_flash(request),
+    )
+
+
+@router.post("/admin/jobs/retry-dead")
+def jobs_retry_dead(request: Request, principal: Admin) -> Response:
+    ids = retry_dead_jobs(request, principal.name, None)
+    if not ids:
+        return _back("/admin/jobs", "no_dead_jobs")
+    return _back("/admin/jobs", "jobs_retried", len(ids))
+
+
+@router.post("/admin/jobs/{job_id}/retry")
+def job_retry(request: Request, job_id: int, principal: Admin) -> Response:
+    retry_dead_jobs(request, principal.name, job_id)
+    return _back("/admin/jobs", "job_retried")
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+@router.get("/admin/models")
+def models_page(request: Request) -> Response:
+    ctx = context(request)
+    return render(
+        request,
+        "admin/models.html",
+        section="models",
+        bundle=model_bundle(ctx.settings),
+        versions=list_model_versions(ctx.sessions),
+    )
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+
+def _day(value: str, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise HTTPException(422, f"{name}: expected a date as YYYY-MM-DD") from None
+
+
+AuditText = Annotated[str, Query(max_length=128)]
+
+
+def _audit_filter(
+    actor: AuditText = "",
+    action: AuditText = "",
+    object_type: AuditText = "",
+    object_id: AuditText = "",
+    date_from: Annotated[str, Query(alias="from", max_length=10)] = "",
+    date_to: Annotated[str, Query(alias="to", max_length=10)] = "",
+) -> dict[str, str]:
+    return {
+        "actor": actor.strip(),
+        "action": action.strip(),
+        "object_type": object_type.strip(),
+        "object_id": object_id.strip(),
+        "from": date_from.strip(),
+        "to": date_to.strip(),
+    }
+
+
+AuditFilter = Annotated[dict[str, str], Depends(_audit_filter)]
+
+
+def _search(
+    request: Request, f: dict[str, str], limit: int, offset: int
+) -> tuple[list[AuditRow], int]:
+    until = _day(f["to"], "to")
+    return search_audit(
+        context(request).sessions,
+        actor=f["actor"] or None,
+        action=f["action"] or None,
+        object_type=f["object_type"] or None,
+        object_id=f["object_id"] or None,
+        since=_day(f["from"], "from"),
+        until=None if until is None else until + timedelta(days=1),  # "to" is inclusive
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/admin/audit")
+def audit_page(
+    request: Request,
+    filters: AuditFilter,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    rows, total = _search(request, filters, PAGE_SIZE, (page - 1) * PAGE_SIZE)
+    query = urlencode({k: v for k, v in filters.items() if v})
+    return render(
+        request,
+        "admin/audit.html",
+        section="audit",
+        events=rows,
+        total=total,
+        filters=filters,
+        query_string=query,
+        page=page,
+        pages=_pages(total),
+        detail_json=_detail,
+    )
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ (or tab/CR) gets a
+    leading apostrophe (OWASP's advice against CSV formula injection)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def _csv(rows: list[AuditRow]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["id", "at", "actor", "action", "object_type", "object_id", "detail"])
+    for r in rows:
+        writer.writerow(
+            [
+                csv_cell(v)
+                for v in (
+                    r.id,
+                    r.at.isoformat(),
+                    r.actor,
+                    r.action,
+                    r.object_type,
+                    r.object_id,
+                    _detail(r.detail),
+                )
+            ]
+        )
+    return out.getvalue()
+
+
+@router.get("/admin/audit.csv")
+def audit_csv(request: Request, principal: Admin, filters: AuditFilter) -> Response:
+    rows, total = _search(request, filters, CSV_MAX_ROWS, 0)
+    record_audit(
+        context(request).sessions,
+        principal.name,
+        "audit_exported",
+        "audit",
+        None,
+        {"filters": {k: v for k, v in filters.items() if v}, "rows": len(rows), "total": total},
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Response(
+        _csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="xrayd-audit-{stamp}.csv"'},
+    )
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+
+@router.get("/admin/users")
+def users_page(request: Request) -> Response:
+    sm = context(request).sessions
+    return render(
+        request,
+        "admin/users.html",
+        section="users",
+        users=list_users(sm),
+        tokens=list_tokens(sm),
+        roles=[r.value for r in Role],
+        flash=_flash(request),
+    )
+
+
+@router.post("/admin/users")
+def user_add(
+    request: Request,
+    principal: Admin,
+    name: Annotated[str, Form(max_length=64)],
+    role: Annotated[str, Form(max_length=16)],
+    password: Annotated[str, Form(max_length=1024)],
+) -> Response:
+    # add_user audits "user_added" itself (in its transaction), so nothing is added here.
+    add_user(context(request).sessions, name.strip(), role, password, actor=principal.name)
+    LOGGER.info("user added by an admin", extra={"role": role})
+    return _back("/admin/users", "user_added")
+
+
+def _set_disabled(request: Request, principal: Principal, name: str, disabled: bool) -> Response:
+    sm = context(request).sessions
+    users = {u.name: u for u in list_users(sm)}
+    target = users.get(name)
+    if target is None:
+        raise HTTPException(404, f"No user named {name!r}.")
+    if disabled and name == principal.name:
+        raise HTTPException(409, "You cannot disable your own account.")
+    other_admins = [u for u in users.values() if u.is_admin and not u.disabled and u.name != name]
+    if disabled and target.is_admin and not other_admins:
+        raise HTTPException(409, "This is the last enabled admin; enable another one first.")
+    set_disabled(sm, name, disabled, actor=principal.name)  # audits user_disabled/_enabled
+    return _back("/admin/users", "user_disabled" if disabled else "user_enabled")
+
+
+@router.post("/admin/users/{name}/disable")
+def user_disable(request: Request, name: str, principal: Admin) -> Response:
+    return _set_disabled(request, principal, name, True)
+
+
+@router.post("/admin/users/{name}/enable")
+def user_enable(request: Request, name: str, principal: Admin) -> Response:
+    return _set_disabled(request, principal, name, False)
+
+
+@router.post("/admin/tokens/{token_id}/revoke")
+def token_revoke(request: Request, token_id: int, principal: Admin) -> Response:
+    # revoke_token audits "token_revoked" itself.
+    if not revoke_token(context(request).sessions, token_id, actor=principal.name):
+        raise HTTPException(404, "No such active API token.")
+    return _back("/admin/users", "token_revoked")

@@ -24,6 +24,7 @@ from storage.reviews import (
     worklist,
 )
 from xrayd.web.auth import Principal, authenticated, context
+from xrayd.web.verified import VerifiedOutcome, send_verified_sr
 
 __all__ = ["Page", "router"]
 
@@ -109,6 +110,11 @@ class OverrideOut(BaseModel):
     comment: str | None
     analysis_id: int | None
     verified_sr_result_id: int | None = None
+    verified_sr: Literal["off", "queued", "no_ai_sr", "failed"] | None = Field(
+        default=None,
+        description="on create: whether a radiologist-verified SR was queued ([review] "
+        "send_verified_sr), the study had no AI SR, or building it failed (see the log)",
+    )
 
 
 class Page(BaseModel):
@@ -141,7 +147,9 @@ def _study(i: WorklistItem) -> StudyOut:
     )
 
 
-def _override(o: OverrideRow, verified: int | None = None) -> OverrideOut:
+def _override(
+    o: OverrideRow, verified: int | None = None, outcome: VerifiedOutcome | None = None
+) -> OverrideOut:
     return OverrideOut(
         id=o.id,
         study_id=o.study_id,
@@ -153,6 +161,7 @@ def _override(o: OverrideRow, verified: int | None = None) -> OverrideOut:
         comment=o.comment,
         analysis_id=o.result_id,
         verified_sr_result_id=verified,
+        verified_sr=outcome,
     )
 
 
@@ -280,7 +289,5 @@ def create(
         label=label,
         comment=(body.comment or "").strip() or None,
     )
-    verified = None
-    if ctx.settings.review.send_verified_sr and ctx.write_verified_sr is not None:
-        verified = ctx.write_verified_sr(row.id)
-    return _override(row, verified)
+    outcome, verified = send_verified_sr(ctx, row.id)
+    return _override(row, verified, outcome)

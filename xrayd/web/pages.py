@@ -27,6 +27,7 @@ from storage.users import (
 from xrayd.web.auth import COOKIE, Principal, authenticated, context
 from xrayd.web.images import heatmap_overlay_png, radiograph_png, read_header
 from xrayd.web.render import LOGIN_CSRF_COOKIE, login_page, render, safe_next
+from xrayd.web.verified import send_verified_sr
 
 __all__ = ["BODY_PARTS", "router"]
 
@@ -300,8 +301,7 @@ def save_review(
         label=label,
         comment=(comment or "").strip() or None,
     )
-    sent = ""
-    if ctx.settings.review.send_verified_sr and ctx.write_verified_sr is not None:
-        result_id = ctx.write_verified_sr(override.id)
-        sent = "&sr=queued" if result_id is not None else "&sr=none"
-    return RedirectResponse(f"/studies/{study_id}?saved={override.id}{sent}", status_code=303)
+    outcome, _ = send_verified_sr(ctx, override.id)
+    return RedirectResponse(
+        f"/studies/{study_id}?saved={override.id}&sr={outcome}", status_code=303
+    )

@@ -42,11 +42,16 @@ class WebServer:
 
     def __init__(self, ctx: WebContext) -> None:
         web = ctx.settings.web
-        self._socket = socket.create_server(
-            (web.host, web.port),
-            family=socket.AF_INET6 if ":" in web.host else socket.AF_INET,
-            reuse_port=False,
-        )
+        try:
+            self._socket = socket.create_server(
+                (web.host, web.port),
+                family=socket.AF_INET6 if ":" in web.host else socket.AF_INET,
+                reuse_port=False,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"web.host/web.port: cannot listen on {web.host}:{web.port} ({exc.strerror or exc})"
+            ) from exc
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
             create_app(ctx),

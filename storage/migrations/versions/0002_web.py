@@ -83,9 +83,7 @@ def upgrade() -> None:
         ),
         sa.UniqueConstraint("study_id", name=op.f("uq_review_assignments_study_id")),
     )
-    op.create_index(
-        op.f("ix_review_assignments_user_name"), "review_assignments", ["user_name"]
-    )
+    op.create_index(op.f("ix_review_assignments_user_name"), "review_assignments", ["user_name"])
     with op.batch_alter_table("overrides") as batch:
         batch.add_column(sa.Column("result_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("agree", sa.Boolean(), nullable=True))
