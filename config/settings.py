@@ -10,8 +10,17 @@ import re
 import ssl
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.errors import ConfigError
@@ -36,6 +45,40 @@ def _check_ae_title(value: str) -> str:
 AETitle = Annotated[str, AfterValidator(_check_ae_title)]
 """A validated DICOM Application Entity title (leading/trailing spaces removed)."""
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str) -> str:
+    """Replace each ``${NAME}`` in ``value`` by the environment variable ``NAME``.
+
+    Used for the paths of secret files, so that the TOML can name systemd credentials as
+    ``${CREDENTIALS_DIRECTORY}/node.key``. A variable that is not set is left as written: the
+    settings still load (e.g. for an admin command run outside the service, which does not
+    read the file), and the check of the file, where it is needed, names the unexpanded path.
+    """
+    return _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1), m.group(0)), value)
+
+
+def unexpanded_env(path: Path | str) -> list[str]:
+    """The names of the ``${NAME}`` references left in ``path`` (variables that were unset)."""
+    return _ENV_REFERENCE.findall(str(path))
+
+
+def _secret_path(value: object) -> object:
+    if value == "":
+        return None
+    if isinstance(value, Path):
+        value = str(value)
+    return expand_env(value) if isinstance(value, str) else value
+
+
+SecretPath = Annotated[Path, BeforeValidator(_secret_path)]
+"""The path of a file holding a secret (key, certificate, password); ``${NAME}`` references to
+environment variables are expanded (``${CREDENTIALS_DIRECTORY}``)."""
+
+OptionalSecretPath = Annotated[Path | None, BeforeValidator(_secret_path)]
+"""A :data:`SecretPath` that may be left out; ``""`` means unset."""
+
 ObjectKind = Literal["sr", "sc", "pdf"]
 DEFAULT_SEND: tuple[ObjectKind, ...] = ("sr", "sc")
 
@@ -57,10 +100,10 @@ class NodeTLSSettings(_Section):
     The files are checked by :meth:`Settings.check_tls_files` when a node starts.
     """
 
-    cert_file: Path
-    key_file: Path
+    cert_file: SecretPath
+    key_file: SecretPath
     #: CA bundle that signs the client certificates
-    ca_file: Path | None = None
+    ca_file: OptionalSecretPath = None
     require_client_cert: bool = True
 
     @model_validator(mode="after")
@@ -74,10 +117,10 @@ class DestinationTLSSettings(_Section):
     """DICOM TLS to a destination (TLS 1.2 or later). Paths only: the files hold the secrets."""
 
     #: CA bundle that signs the destination's certificate
-    ca_file: Path
+    ca_file: SecretPath
     #: our client certificate, when the destination asks for one (may also hold the key)
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    cert_file: OptionalSecretPath = None
+    key_file: OptionalSecretPath = None
     #: the name the destination's certificate must carry; empty: the chain alone is checked
     server_hostname: str | None = Field(default=None, max_length=253)
 
@@ -97,12 +140,19 @@ def _no_password() -> bytes:
     return b""  # an encrypted key fails to load instead of prompting on a terminal
 
 
+def _unset_hint(path: Path) -> str:
+    names = unexpanded_env(path)
+    if not names:
+        return ""
+    return f" (${{{names[0]}}} is not set: start xrayd from its systemd unit, or set it)"
+
+
 def _check_readable(key: str, path: Path, problems: list[str]) -> bool:
     try:
         with path.open("rb"):
             return True
     except FileNotFoundError:
-        problems.append(f"{key}: {path} does not exist")
+        problems.append(f"{key}: {path} does not exist{_unset_hint(path)}")
     except PermissionError:
         problems.append(f"{key}: {path} is not readable")
     except OSError as exc:
@@ -196,12 +246,27 @@ class StorageSettings(_Section):
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     database_url: str = ""
+    #: a file whose first line is the PostgreSQL password (e.g. a systemd credential); read
+    #: when the database is opened and given to the driver, never written into the URL text
+    database_password_file: OptionalSecretPath = None
 
     @model_validator(mode="after")
     def _check_url(self) -> StorageSettings:
         url = self.database_url
         if url and not url.startswith(("sqlite:", "postgresql")):
             raise ValueError("database_url must be empty, sqlite:///... or postgresql+psycopg://...")
+        if self.database_password_file is not None:
+            if not url.startswith("postgresql"):
+                raise ValueError("database_password_file needs a postgresql database_url")
+            try:
+                has_password = urlsplit(url).password is not None
+            except ValueError:
+                has_password = False
+            if has_password:
+                raise ValueError(
+                    "database_url holds a password and database_password_file is set: "
+                    "keep the password in the file only"
+                )
         return self
 
 
@@ -285,14 +350,75 @@ class WebSettings(_Section):
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_window_seconds: float = Field(default=900.0, gt=0)
     #: HTTPS for the web UI (else put a TLS reverse proxy in front)
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
+    tls_cert_file: OptionalSecretPath = None
+    tls_key_file: OptionalSecretPath = None
+
+    @field_validator("tls_cert_file", "tls_key_file", mode="before")
+    @classmethod
+    def _empty_path(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebSettings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("web: tls_cert_file and tls_key_file go together")
         return self
+
+
+class GateSettings(_Section):
+    """Promotion gate: a candidate must be at least this good on the locked validation set."""
+
+    #: candidate AUC may be lower than the current model's by at most this much
+    auc_margin: float = Field(default=0.01, ge=0, le=1)
+    #: sensitivity at the candidate's operating point must reach this
+    min_sensitivity: float = Field(default=0.90, ge=0, le=1)
+    #: specificity at the candidate's operating point must reach this
+    min_specificity: float = Field(default=0.80, ge=0, le=1)
+
+
+class RetrainSettings(_Section):
+    """Scheduled retraining from radiologists' reviews (one scheduler per deployment)."""
+
+    #: run the scheduler inside `xrayd serve` (false: run `xrayd scheduler` elsewhere, or none)
+    enabled: bool = True
+    #: crontab (minute hour day month weekday; a sixth leading field = seconds)
+    schedule: str = "0 2 * * *"
+    timezone: str = "UTC"
+    #: skip a scheduled run when fewer reviews arrived since the last trained candidate
+    min_new_reviews: int = Field(default=20, ge=0)
+    #: promote a candidate that passes the gate at once (false: wait for an admin)
+    auto_promote: bool = False
+    #: the base dataset trained on besides the reviews: synthetic, mura, fracatlas or csv
+    base_dataset: Literal["synthetic", "mura", "fracatlas", "csv"] = "synthetic"
+    base_data: Path | None = None  # dataset root (not for synthetic)
+    base_cases: int = Field(default=600, ge=0)  # synthetic base cases per run
+    validation_cases: int = Field(default=400, ge=20)  # synthetic cases of the locked set
+    #: share of reviewed patients added to the locked validation set by
+    #: `xrayd retrain validation add-reviews` (never automatically)
+    review_validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    review_weight: int = Field(default=5, ge=1, le=100)  # oversampling of reviewed images
+    epochs: int = Field(default=3, ge=1, le=100)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
+    #: where candidate bundles are written; empty: <data_dir>/models
+    models_dir: Path | None = None
+    #: a run whose heartbeat is older than this is considered interrupted
+    lease_seconds: float = Field(default=900.0, gt=0)
+    gate: GateSettings = Field(default_factory=GateSettings)
+
+    @field_validator("base_data", "models_dir", mode="before")
+    @classmethod
+    def _empty_path(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("schedule")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) not in (5, 6):
+            raise ValueError("schedule must be a crontab: 5 fields (or 6 with seconds first)")
+        return value
 
 
 class ReviewSettings(_Section):
@@ -304,9 +430,24 @@ class ReviewSettings(_Section):
     organization: str = Field(default="xrayd site", min_length=1, max_length=64)
 
 
+class RetentionSettings(_Section):
+    """Deleting received images from the spool (``storage.retention``); rows stay."""
+
+    #: delete eligible studies' files this many days after their last image (0: keep forever)
+    max_age_days: int = Field(default=30, ge=0, le=36500)
+    #: disk pressure: below this much free spool space, purge eligible studies oldest first,
+    #: whatever their age (0: never purge for space) ...
+    min_free_mb: int = Field(default=2048, ge=0)
+    #: ... until this share of the spool's filesystem is free (and at least min_free_mb)
+    target_free_percent: float = Field(default=10.0, ge=0, lt=100)
+    #: how often the retention worker of `xrayd serve` runs
+    interval_minutes: float = Field(default=60.0, gt=0, le=7 * 24 * 60)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["text", "json"] = "text"
+    #: "auto": JSON lines under systemd's journal (JOURNAL_STREAM), text otherwise
+    format: Literal["auto", "text", "json"] = "auto"
 
 
 class Settings(BaseSettings):
@@ -328,6 +469,8 @@ class Settings(BaseSettings):
     destinations: list[DestinationSettings] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
@@ -356,6 +499,28 @@ class Settings(BaseSettings):
                 _check_tls_files(prefix, t.cert_file, t.key_file, t.ca_file, problems)
         if problems:
             raise ConfigError("unusable TLS files:\n  " + "\n  ".join(problems))
+
+    def database_password(self) -> str | None:
+        """The first line of ``storage.database_password_file`` (None: no such file set).
+
+        Read when the database is opened (the file may exist only inside the service, e.g. a
+        systemd credential); raises :class:`ConfigError` naming the key, never the contents.
+        """
+        path = self.storage.database_password_file
+        if path is None:
+            return None
+        key = "storage.database_password_file"
+        problems: list[str] = []
+        if not _check_readable(key, path, problems):
+            raise ConfigError(problems[0])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{key}: cannot read {path} ({type(exc).__name__})") from None
+        lines = text.splitlines()
+        if not lines or not lines[0]:
+            raise ConfigError(f"{key}: {path} is empty (the password is its first line)")
+        return lines[0]
 
     @property
     def database_url(self) -> str:

@@ -11,7 +11,7 @@ import itertools
 import logging
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -69,6 +69,10 @@ class ListenerConfig:
     #: DICOM TLS (see dicom_node.tls.server_context); None: plain DICOM. Each handshake must
     #: complete within idle_timeout_seconds.
     ssl_context: ssl.SSLContext | None = None
+    #: free bytes where received data sets are written (None: not checked); below
+    #: min_free_bytes new associations are rejected (transient, local limit exceeded)
+    free_bytes: Callable[[], int] | None = None
+    min_free_bytes: int = 0
 
 
 class HeaderError(ValueError):
@@ -243,6 +247,8 @@ class StoreSCP:
             reason = RejectReason.CALLING_AE_NOT_RECOGNISED
         elif self._busy(assoc):
             reason = RejectReason.TOO_MANY_ASSOCIATIONS
+        elif self._low_on_space():
+            reason = RejectReason.LOW_DISK_SPACE
         if reason is None:
             with self._lock:
                 self._peers[id(assoc)] = peer
@@ -268,6 +274,18 @@ class StoreSCP:
             return self.sink.is_caller_allowed(peer.calling_ae_title, peer.host)
         except Exception:
             LOGGER.exception("caller lookup failed; rejecting")
+            return False
+
+    def _low_on_space(self) -> bool:
+        """True below the free-space low-water mark (an unreadable figure does not refuse:
+        each C-STORE is checked again before it is acknowledged)."""
+        measure = self.config.free_bytes
+        if measure is None or self.config.min_free_bytes <= 0:
+            return False
+        try:
+            return measure() < self.config.min_free_bytes
+        except Exception:
+            LOGGER.exception("cannot measure the free space; accepting")
             return False
 
     def _busy(self, assoc: Association) -> bool:

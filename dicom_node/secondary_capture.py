@@ -146,7 +146,7 @@ def contributing_equipment(
     return ContributingEquipment(
         manufacturer=MANUFACTURER,
         manufacturer_model_name=algorithm.name,
-        software_versions=[f"xrayd {software_version}", f"{algorithm.name} {algorithm.version}"],
+        software_versions=[software_version, f"{algorithm.name} {algorithm.version}"],
         purpose_of_reference=codes.DCM.ProcessingEquipment,
         contribution_datetime=dicom_datetime(when),
         contribution_description=(

@@ -28,6 +28,8 @@ class RejectReason(IntEnum):
     CALLED_AE_NOT_RECOGNISED = 2
     HOST_NOT_ALLOWED = 3
     TOO_MANY_ASSOCIATIONS = 4
+    #: the spool's free space is below its low-water mark (transient: retry later)
+    LOW_DISK_SPACE = 5
 
     @property
     def wire(self) -> tuple[int, int, int]:
@@ -39,6 +41,8 @@ class RejectReason(IntEnum):
             # is what DCMTK and Orthanc answer too.
             RejectReason.HOST_NOT_ALLOWED: (0x01, 0x01, 0x03),
             RejectReason.TOO_MANY_ASSOCIATIONS: (0x02, 0x03, 0x02),
+            # rejected-transient, service-provider (presentation), local-limit-exceeded
+            RejectReason.LOW_DISK_SPACE: (0x02, 0x03, 0x02),
         }[self]
 
     @property

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from config.settings import expand_env
+
 LOGGER = logging.getLogger(__name__)
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
@@ -131,12 +133,14 @@ class ClientTLS:
             raise ValueError("TLS needs ca_file")
 
         def path(key: str) -> Path | None:
+            # ${CREDENTIALS_DIRECTORY} etc.: a row seeded by a command run outside the service
+            # keeps the reference, expanded here in the service that opens the file
             value = data.get(key)
-            return Path(str(value)) if value else None
+            return Path(expand_env(str(value))) if value else None
 
         hostname = data.get("server_hostname")
         return cls(
-            ca_file=Path(str(data["ca_file"])),
+            ca_file=Path(expand_env(str(data["ca_file"]))),
             cert_file=path("cert_file"),
             key_file=path("key_file"),
             server_hostname=str(hostname) if hostname else None,

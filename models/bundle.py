@@ -35,6 +35,7 @@ __all__ = [
     "WEIGHTS_PATH",
     "BundleInfo",
     "LoadedModel",
+    "bundle_identity",
     "demo_bundle_path",
     "load_bundle",
     "round_to_half",
@@ -134,6 +135,20 @@ def round_to_half(network: MultiTaskNet) -> None:
         for tensor in [*network.parameters(), *network.buffers()]:
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().to(tensor.dtype))
+
+
+def bundle_identity(directory: Path) -> BundleInfo:
+    """Name, version and weights sha256 of a bundle from its metadata, without loading the
+    network (the sha256 is the one the metadata records; :func:`load_bundle` verifies it)."""
+    directory = Path(directory)
+    try:
+        doc = json.loads((directory / METADATA_PATH).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"no {METADATA_PATH} in bundle {directory}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {METADATA_PATH} in bundle {directory}: {exc}") from exc
+    metadata, sha256 = metadata_from_json(doc)
+    return BundleInfo(metadata.name, metadata.version, sha256, directory)
 
 
 def load_bundle(directory: Path, device: str = "cpu") -> LoadedModel:

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import URL, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,22 +45,34 @@ def sqlite_url_for(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / SQLITE_FILENAME).as_posix()}"
 
 
-def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    schema: str | None = None,
+    echo: bool = False,
+    password: str | None = None,
+) -> Engine:
     """Build an engine for ``url`` (``sqlite:///...`` or ``postgresql+psycopg://...``).
 
     ``schema`` (PostgreSQL only) sets the ``search_path`` of every connection, so tables are
     created and found in that schema; tests use it to isolate themselves.
+
+    ``password`` (PostgreSQL only; e.g. read from a systemd credential) replaces the URL's:
+    it lives in the engine's URL object, whose text form masks it, never in a URL string.
     """
     if url.startswith("sqlite"):
-        if schema is not None:
-            raise ValueError("schema= is only supported for PostgreSQL")
+        if schema is not None or password is not None:
+            raise ValueError("schema= and password= are only supported for PostgreSQL")
         return _make_sqlite_engine(url, echo=echo)
     connect_args: dict[str, Any] = {}
     if schema is not None:
         if not _SCHEMA_NAME.match(schema):
             raise ValueError("schema must be a plain SQL identifier")
         connect_args["options"] = f"-csearch_path={schema}"
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, echo=echo)
+    target: str | URL = url
+    if password is not None:
+        target = make_url(url).set(password=password)
+    return create_engine(target, pool_pre_ping=True, connect_args=connect_args, echo=echo)
 
 
 def _make_sqlite_engine(url: str, *, echo: bool) -> Engine:

@@ -156,6 +156,17 @@ def _existing_outcome(session: Session, rec: InstanceRecord) -> StoreOutcome | N
             .where(Instance.id == instance_id)
             .values(duplicate_count=Instance.duplicate_count + 1)
         )
+        # Retention deleted the file and the sender has just written the same bytes back to
+        # the same place: the instance has its file again.
+        session.execute(
+            update(Instance)
+            .where(
+                Instance.id == instance_id,
+                Instance.spool_path == rec.spool_path,
+                Instance.purged_at.is_not(None),
+            )
+            .values(purged_at=None)
+        )
         return StoreOutcome.DUPLICATE
     session.execute(
         update(Instance)

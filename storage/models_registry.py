@@ -1,4 +1,10 @@
-"""The ``model_versions`` table, read side: which model bundles xrayd has registered."""
+"""The model registry (``model_versions``): every bundle xrayd knows, which one is served, and
+how each got there (gate verdict, training manifest, who promoted it when).
+
+Exactly one version is ``active``. :func:`promote` makes a candidate (or a retired version)
+active and retires the previous one; :func:`rollback` re-activates the version that was active
+before the current one. Every change is an audit event in the same transaction.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,28 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.schema import ModelVersion
+from storage.errors import StorageError
+from storage.registry import record_audit
+from storage.schema import ModelState, ModelVersion, utcnow
 
-__all__ = ["ModelVersionRow", "list_model_versions"]
+__all__ = [
+    "ModelVersionRow",
+    "RegistryError",
+    "active_version",
+    "ensure_active",
+    "get_version",
+    "list_model_versions",
+    "promote",
+    "register_version",
+    "rollback",
+]
+
+
+class RegistryError(StorageError, ValueError):
+    """A registry change that is not allowed (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +48,30 @@ class ModelVersionRow:
     metrics: dict[str, Any] | None
     created_at: datetime
     promoted_at: datetime | None
+    promoted_by: str | None = None
+    gate: dict[str, Any] | None = None
+    manifest_sha256: str | None = None
+    parent_version: str | None = None
+    run_id: int | None = None
+
+
+def _row(r: ModelVersion) -> ModelVersionRow:
+    return ModelVersionRow(
+        id=r.id,
+        name=r.name,
+        version=r.version,
+        sha256=r.sha256,
+        path=r.path,
+        state=r.state,
+        metrics=None if r.metrics is None else dict(r.metrics),
+        created_at=r.created_at,
+        promoted_at=r.promoted_at,
+        promoted_by=r.promoted_by,
+        gate=None if r.gate is None else dict(r.gate),
+        manifest_sha256=r.manifest_sha256,
+        parent_version=r.parent_version,
+        run_id=r.run_id,
+    )
 
 
 def list_model_versions(sm: sessionmaker[Session]) -> list[ModelVersionRow]:
@@ -33,17 +80,166 @@ def list_model_versions(sm: sessionmaker[Session]) -> list[ModelVersionRow]:
         rows = session.scalars(
             select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
         ).all()
-        return [
-            ModelVersionRow(
-                id=r.id,
-                name=r.name,
-                version=r.version,
-                sha256=r.sha256,
-                path=r.path,
-                state=r.state,
-                metrics=None if r.metrics is None else dict(r.metrics),
-                created_at=r.created_at,
-                promoted_at=r.promoted_at,
-            )
+        return [_row(r) for r in rows]
+
+
+def get_version(sm: sessionmaker[Session], version: str) -> ModelVersionRow | None:
+    with sm() as session:
+        r = session.scalar(
+            select(ModelVersion).where(ModelVersion.version == version).order_by(ModelVersion.id)
+        )
+        return None if r is None else _row(r)
+
+
+def active_version(sm: sessionmaker[Session]) -> ModelVersionRow | None:
+    with sm() as session:
+        r = session.scalar(select(ModelVersion).where(ModelVersion.state == ModelState.ACTIVE))
+        return None if r is None else _row(r)
+
+
+def register_version(
+    session: Session,
+    *,
+    name: str,
+    version: str,
+    sha256: str,
+    path: str,
+    state: str,
+    actor: str,
+    metrics: dict[str, Any] | None = None,
+    gate: dict[str, Any] | None = None,
+    manifest_sha256: str | None = None,
+    parent_version: str | None = None,
+    run_id: int | None = None,
+) -> ModelVersionRow:
+    """Add a version in the caller's transaction (``state``: candidate or rejected, or
+    active for the very first model)."""
+    if state == ModelState.ACTIVE and session.scalar(
+        select(ModelVersion.id).where(ModelVersion.state == ModelState.ACTIVE)
+    ):
+        raise RegistryError("a version is active already: register as candidate and promote")
+    row = ModelVersion(
+        name=name,
+        version=version,
+        sha256=sha256,
+        path=path,
+        state=state,
+        metrics=metrics,
+        created_at=utcnow(),
+        gate=gate,
+        manifest_sha256=manifest_sha256,
+        parent_version=parent_version,
+        run_id=run_id,
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise RegistryError(f"model {name} {version} is registered already") from exc
+    record_audit(
+        session,
+        actor,
+        "model_registered",
+        "model_version",
+        version,
+        {"name": name, "sha256": sha256, "state": state, "gate": (gate or {}).get("verdict")},
+    )
+    return _row(row)
+
+
+def ensure_active(
+    sm: sessionmaker[Session], *, name: str, version: str, sha256: str, path: str, actor: str
+) -> ModelVersionRow:
+    """The active version; on a registry with none, register this bundle as active (the
+    configured or demo bundle at first start)."""
+    with sm.begin() as session:
+        current = session.scalar(
+            select(ModelVersion).where(ModelVersion.state == ModelState.ACTIVE).with_for_update()
+        )
+        if current is not None:
+            return _row(current)
+        same = session.scalar(
+            select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+        )
+        if same is not None:
+            same.state = ModelState.ACTIVE.value
+            same.promoted_at = utcnow()
+            same.promoted_by = actor
+            record_audit(session, actor, "model_promoted", "model_version", version, {})
+            return _row(same)
+        row = register_version(
+            session,
+            name=name,
+            version=version,
+            sha256=sha256,
+            path=path,
+            state="active",
+            actor=actor,
+        )
+        model = session.get(ModelVersion, row.id)
+        assert model is not None
+        model.promoted_at = utcnow()
+        model.promoted_by = actor
+        return _row(model)
+
+
+def promote(sm: sessionmaker[Session], version: str, *, actor: str) -> ModelVersionRow:
+    """Make ``version`` active (a candidate that passed the gate, or a retired version)."""
+    with sm.begin() as session:
+        rows = session.scalars(select(ModelVersion).with_for_update()).all()
+        target = next((r for r in rows if r.version == version), None)
+        if target is None:
+            raise RegistryError(f"no model version {version!r}")
+        if target.state == ModelState.ACTIVE:
+            return _row(target)
+        if target.state == ModelState.REJECTED:
+            raise RegistryError(f"model {version} failed the promotion gate and cannot be served")
+        if target.state == ModelState.CANDIDATE and (target.gate or {}).get("verdict") != "passed":
+            raise RegistryError(f"model {version} has no passing gate verdict")
+        previous = next((r for r in rows if r.state == ModelState.ACTIVE), None)
+        if previous is not None:
+            previous.state = ModelState.RETIRED.value
+        target.state = ModelState.ACTIVE.value
+        target.promoted_at = utcnow()
+        target.promoted_by = actor
+        record_audit(
+            session,
+            actor,
+            "model_promoted",
+            "model_version",
+            version,
+            {"previous": previous.version if previous is not None else None},
+        )
+        return _row(target)
+
+
+def rollback(sm: sessionmaker[Session], *, actor: str) -> ModelVersionRow:
+    """Re-activate the version that was active before the current one."""
+    with sm.begin() as session:
+        rows = session.scalars(select(ModelVersion).with_for_update()).all()
+        current = next((r for r in rows if r.state == ModelState.ACTIVE), None)
+        if current is None:
+            raise RegistryError("no model is active")
+        earlier = [
+            r
             for r in rows
+            if r.state == ModelState.RETIRED
+            and r.promoted_at is not None
+            and (current.promoted_at is None or r.promoted_at <= current.promoted_at)
         ]
+        if not earlier:
+            raise RegistryError("there is no earlier model to roll back to")
+        target = max(earlier, key=lambda r: (r.promoted_at, r.id))
+        current.state = ModelState.RETIRED.value
+        target.state = ModelState.ACTIVE.value
+        target.promoted_at = utcnow()
+        target.promoted_by = actor
+        record_audit(
+            session,
+            actor,
+            "model_rolled_back",
+            "model_version",
+            target.version,
+            {"from": current.version},
+        )
+        return _row(target)

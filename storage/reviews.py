@@ -361,7 +361,8 @@ def create_override(
     if comment is not None and len(comment) > 2000:
         raise InvalidEntryError("comment must have at most 2000 characters")
     with sm.begin() as session:
-        if session.get(Study, study_id) is None:
+        # Locked: spool retention (storage.retention) checks for overrides under the same lock.
+        if session.get(Study, study_id, with_for_update=True) is None:
             raise StorageError(f"no study {study_id}")
         analysis = _latest_analyses(session, [study_id]).get(study_id)
         if analysis is None:

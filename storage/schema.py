@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -62,9 +63,17 @@ class DeliveryState(StrEnum):
 
 
 class ModelState(StrEnum):
-    CANDIDATE = "candidate"
-    ACTIVE = "active"
-    RETIRED = "retired"
+    CANDIDATE = "candidate"  # passed the gate (or not yet judged), waiting for promotion
+    ACTIVE = "active"  # the model the daemon serves (exactly one)
+    RETIRED = "retired"  # was active once; rollback brings it back
+    REJECTED = "rejected"  # failed the promotion gate: never served
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # a candidate was trained and judged (passed or not)
+    SKIPPED = "skipped"  # too few new reviews
+    FAILED = "failed"  # an error, or interrupted (crash)
 
 
 class Role(StrEnum):
@@ -126,6 +135,7 @@ class Study(Base):
     __table_args__ = (
         CheckConstraint(_in("state", StudyState), name="state"),
         Index("ix_studies_state", "state"),
+        Index("ix_studies_last_received_at", "last_received_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -166,6 +176,8 @@ class Instance(Base):
     calling_ae_title: Mapped[str] = mapped_column(String(64))
     duplicate_count: Mapped[int] = mapped_column(Integer, default=0)
     conflict_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: when retention deleted the file (``storage.retention``); the row stays for statistics
+    purged_at: Mapped[datetime | None]
 
 
 class Job(Base):
@@ -272,6 +284,13 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     promoted_at: Mapped[datetime | None]
+    promoted_by: Mapped[str | None] = mapped_column(String(128))
+    #: the promotion gate's configuration, measurements and verdict
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: the training manifest's sha256 (the manifest itself is in the bundle directory)
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    parent_version: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id", ondelete="SET NULL"))
 
 
 class Caller(Base):
@@ -383,3 +402,53 @@ class ReviewAssignment(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), unique=True)
     user_name: Mapped[str] = mapped_column(String(128), index=True)
     assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingRun(Base):
+    """One retraining run. ``slot`` makes a scheduled firing claimable once (two schedulers
+    firing for the same time insert the same slot); at most one run is ``running``."""
+
+    __tablename__ = "training_runs"
+    __table_args__ = (
+        CheckConstraint(_in("state", RunState), name="state"),
+        Index(
+            "uq_training_runs_one_running",
+            "state",
+            unique=True,
+            sqlite_where=text("state = 'running'"),
+            postgresql_where=text("state = 'running'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    slot: Mapped[str] = mapped_column(String(64), unique=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # scheduled | manual
+    state: Mapped[str] = mapped_column(String(16), default=RunState.RUNNING.value)
+    worker: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    new_reviews: Mapped[int] = mapped_column(Integer, default=0)
+    candidate_version: Mapped[str | None] = mapped_column(String(64))
+    verdict: Mapped[str | None] = mapped_column(String(16))  # passed | failed
+    report_path: Mapped[str | None] = mapped_column(String(1024))
+    error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ValidationCase(Base):
+    """A case of the site's locked validation set: never trained on; models are compared on
+    these. ``source`` "base" (the base dataset's held-out part, by record key) or "review"
+    (a reviewed image, by SOP Instance UID); ``patient_group`` is a hash, never a patient ID."""
+
+    __tablename__ = "validation_cases"
+    __table_args__ = (UniqueConstraint("source", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(255))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"))
+    patient_group: Mapped[str] = mapped_column(String(64))
+    label: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+    added_by: Mapped[str] = mapped_column(String(128))

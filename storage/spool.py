@@ -24,6 +24,7 @@ would let a conflicting copy overwrite the original.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -48,6 +49,20 @@ _HEX = frozenset("0123456789abcdef")
 def uid_hash(value: str) -> str:
     """Hex SHA-256 of a UID (or any identifier) as used for spool path parts."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    """Space on the spool's filesystem, as an unprivileged process may use it."""
+
+    free_bytes: int
+    total_bytes: int
+
+
+def disk_usage(path: Path) -> DiskUsage:
+    """``os.statvfs`` of ``path``: blocks available to unprivileged users, and the size."""
+    st = os.statvfs(path)
+    return DiskUsage(free_bytes=st.f_bavail * st.f_frsize, total_bytes=st.f_blocks * st.f_frsize)
 
 
 @dataclass(frozen=True)
@@ -238,6 +253,25 @@ class Spool:
         if removed:
             logger.info("removed leftover temporary spool files", extra={"count": removed})
         return removed
+
+    def usage(self) -> DiskUsage:
+        """Free and total bytes of the filesystem that holds the spool (``os.statvfs``)."""
+        return disk_usage(self._root)
+
+    def remove(self, rel: str) -> int:
+        """Delete the file at ``rel`` (if it is there) and then its directory if that is now
+        empty; returns the bytes freed (0 when the file was already gone)."""
+        path = self.absolute(rel)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        parent = path.parent
+        if parent != self._root and parent.parent != self._root:
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                parent.rmdir()
+        return size
 
     def exists(self, rel: str) -> bool:
         return self.absolute(rel).is_file()

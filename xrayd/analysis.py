@@ -86,11 +86,14 @@ class StudyAnalyser:
         model: Callable[[], ReadyClassifier],
         *,
         on_queued: Callable[[], None] | None = None,
+        on_inference: Callable[[float, int], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.spool = spool
         self.model = model
         self.on_queued = on_queued
+        #: observes each forward pass: (seconds, images), e.g. for the metrics histogram
+        self.on_inference = on_inference
         self._predict_lock = threading.Lock()  # the classifier is not thread-safe
 
     # -- the job -------------------------------------------------------------------------------
@@ -129,6 +132,8 @@ class StudyAnalyser:
                 [s.prepared for s in analysable if s.prepared is not None], hints
             )
         inference_s = time.perf_counter() - t_infer
+        if self.on_inference is not None and analysable:
+            self.on_inference(inference_s, len(analysable))
         detail: dict[str, Any] = {
             "model": {
                 "name": meta.name,

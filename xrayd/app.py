@@ -23,15 +23,20 @@ from storage import jobs, registry
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
 from storage.migrate import current_revision, head_revision, schema_state, upgrade
-from storage.spool import Spool
+from storage.spool import DiskUsage, Spool
 from storage.users import user_count
 from xrayd.analysis import StudyAnalyser
 from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
 from xrayd.listeners import ListenerProcesses, exit_with_parent
+from xrayd.metrics import Metrics
 from xrayd.model_holder import ModelHolder
+from xrayd.model_registry import active_bundle_reader, register_configured_model
 from xrayd.pipeline import Analyser
 from xrayd.receiver import SpoolingSink, utcnow
+from xrayd.retention_worker import RetentionWorker
 from xrayd.review_sr import VerifiedSRWriter
+from xrayd.shutdown import SETTLE_SECONDS, exit_now, unfinished_threads
+from xrayd.systemd_notify import Notifier
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer, check_bind_allowed
 from xrayd.worker import CompletionTimer, Wakeup, Worker
@@ -56,7 +61,7 @@ def open_storage(settings: Settings, *, create_if_empty: bool, require_current: 
         Spool(settings.spool_dir).tmp_dir()
     except OSError as exc:
         raise ConfigError(f"storage.data_dir: cannot use {data_dir}: {exc.strerror}") from None
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, password=settings.database_password())
     try:
         check_connection(engine)
     except DatabaseUnavailableError as exc:
@@ -144,25 +149,45 @@ class Node:
         *,
         preload_model: bool = False,
         on_delivery: Callable[[DeliveryReport], None] | None = None,
+        disk: Callable[[], DiskUsage] | None = None,
     ) -> None:
+        """``disk`` measures the spool's filesystem (default ``Spool.usage``: ``os.statvfs``);
+        the listener's low-water mark, ``/ready``, the metrics and retention all use it."""
         self.settings = settings
         self.storage = storage
         self.stop_event = threading.Event()
         self.wakeup = Wakeup()
         self.delivery_wakeup = Wakeup()
-        self.model = ModelHolder(settings.model)
+        self.retention_wakeup = Wakeup()
+        self.disk: Callable[[], DiskUsage] = disk or storage.spool.usage
+        self.model = ModelHolder(settings.model, active=active_bundle_reader(storage.sessions))
         self.preload_model = preload_model
         self.on_delivery = on_delivery
-        self.analyser = analyser or StudyAnalyser(
-            storage.sessions, storage.spool, self.model.get, on_queued=self.delivery_wakeup.set
-        )
         node = settings.node
+        min_free_bytes = node.min_free_mb * 1024 * 1024
+        self.metrics = Metrics(
+            storage.sessions,
+            self.disk,
+            min_free_bytes=min_free_bytes,
+            model=lambda: self.model.version,
+        )
+        self.analyser = analyser or StudyAnalyser(
+            storage.sessions,
+            storage.spool,
+            self.model.get,
+            on_queued=self.delivery_wakeup.set,
+            on_inference=self.metrics.inference,
+        )
         self.sink = SpoolingSink(
             storage.spool,
             storage.sessions,
-            min_free_bytes=node.min_free_mb * 1024 * 1024,
+            min_free_bytes=min_free_bytes,
             release_ends_wait=settings.study.release_ends_wait,
             on_jobs_created=self.wakeup.set,
+            free_bytes=self.free_bytes,
+            on_stored=self.metrics.instance_stored,
+            on_rejected=self.metrics.association_rejected,
+            on_low_disk=self.retention_wakeup.set,
         )
         self.scp = StoreSCP(
             ListenerConfig(
@@ -177,14 +202,25 @@ class Node:
                 new_stream_path=storage.spool.new_tmp_path,
                 reuse_port=node.listener_processes > 1,
                 ssl_context=listener_ssl_context(settings),
+                free_bytes=self.free_bytes,
+                min_free_bytes=min_free_bytes,
             ),
             self.sink,
         )
         self.threads: list[threading.Thread] = []
 
+    def free_bytes(self) -> int:
+        return self.disk().free_bytes
+
+    def _delivered(self, report: DeliveryReport) -> None:
+        self.metrics.delivery(report)
+        if self.on_delivery is not None:
+            self.on_delivery(report)
+
     def start(self) -> None:
         sessions = self.storage.sessions
         seed_registry(self.settings, sessions)
+        register_configured_model(self.settings, sessions)
         removed = self.storage.spool.cleanup_tmp()
         if removed:
             LOGGER.info("removed %d partial file(s) left by interrupted transfers", removed)
@@ -231,9 +267,21 @@ class Node:
                     self.stop_event,
                     self.delivery_wakeup,
                     index=i,
-                    on_report=self.on_delivery,
+                    on_report=self._delivered,
                 )
             )
+        self.threads.append(
+            RetentionWorker(
+                sessions,
+                self.storage.spool,
+                self.settings.retention,
+                utcnow,
+                self.stop_event,
+                self.retention_wakeup,
+                disk=self.disk,
+                on_report=self.metrics.retention,
+            )
+        )
         if self.preload_model:
             self.model.preload()
         for thread in self.threads:
@@ -247,6 +295,7 @@ class Node:
         self.stop_event.set()
         self.wakeup.set()
         self.delivery_wakeup.set()
+        self.retention_wakeup.set()
         for thread in self.threads:
             thread.join(timeout=timeout / 2)
         self.storage.engine.dispose()
@@ -265,6 +314,8 @@ def web_context(settings: Settings, storage: Storage, node: Node) -> WebContext:
         write_verified_sr=writer.write,
         model_loaded=lambda: node.model.loaded,
         wake_delivery=node.delivery_wakeup.set,
+        metrics=node.metrics,
+        disk=node.disk,
     )
 
 
@@ -274,15 +325,20 @@ def serve(
     """Run until SIGTERM or SIGINT; returns the exit code.
 
     ``listener_only`` runs just the DICOM listener: the extra processes of
-    ``node.listener_processes`` (see :mod:`xrayd.listeners`).
+    ``node.listener_processes`` (see :mod:`xrayd.listeners`). Under systemd (``Type=notify``)
+    the main process reports ``READY=1`` once the listener and the web UI accept connections,
+    and ``STOPPING=1`` when a stop signal arrives (:mod:`xrayd.systemd_notify`).
     """
     # Block the stop signals before any thread exists, so that every thread inherits the mask
     # and the main thread alone takes them with sigwait() (a handler can miss a signal that the
     # kernel hands to another thread while the main thread sleeps on a lock).
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    # Type=notify: only the main process speaks for the service (unset for the children).
+    systemd = Notifier(None) if listener_only else Notifier.from_environment()
     if listener_only:
         exit_with_parent()
+    systemd.status("opening the database")
     storage = open_storage(settings, create_if_empty=not listener_only, require_current=True)
     web_enabled = settings.web.enabled and not listener_only
     if web_enabled:
@@ -290,30 +346,59 @@ def serve(
     node = Node(settings, storage, preload_model=not listener_only)
     extra: ListenerProcesses | None = None
     web: WebServer | None = None
-    if listener_only:
-        node.scp.start()
-    else:
-        node.start()
-        if settings.node.listener_processes > 1:
-            extra = ListenerProcesses(
-                settings.node.listener_processes - 1, node.scp.port, config_path
-            )
-            extra.start()
-    role = "listener process" if listener_only else "xrayd"
-    print(f"{role}: listening as {settings.node.ae_title} on port {node.scp.port}", flush=True)
-    if web_enabled:
-        web = WebServer(web_context(settings, storage, node))
-        web.start()
-        print(f"xrayd: web UI on {settings.web.host} port {web.port}", flush=True)
+
+    def stop() -> list[str]:
+        """Stop what runs, in order; returns the xrayd threads still running after that."""
+        if web is not None:
+            web.stop()
+        if extra is not None:
+            extra.stop()
+        if listener_only:
+            node.scp.stop(timeout=10)
+            storage.engine.dispose()
+            return []
+        if any(t.ident is not None for t in node.threads):
+            node.stop()
+        else:  # start-up failed before the threads ran
+            node.scp.stop(timeout=1)
+            storage.engine.dispose()
+        # the model loader and an analysis past Node.stop's join run native code: let them end
+        return unfinished_threads(SETTLE_SECONDS)
+
+    try:
+        if listener_only:
+            node.scp.start()
+        else:
+            node.start()
+            if settings.node.listener_processes > 1:
+                extra = ListenerProcesses(
+                    settings.node.listener_processes - 1, node.scp.port, config_path
+                )
+                extra.start()
+        role = "listener process" if listener_only else "xrayd"
+        listening = f"listening as {settings.node.ae_title} on port {node.scp.port}"
+        print(f"{role}: {listening}", flush=True)
+        if web_enabled:
+            web = WebServer(web_context(settings, storage, node))
+            web.start()
+            print(f"xrayd: web UI on {settings.web.host} port {web.port}", flush=True)
+            listening += f", web UI on {settings.web.host} port {web.port}"
+    except BaseException:
+        # e.g. a port in use: stop the threads already started before the error propagates
+        try:
+            stop()
+        except Exception:
+            LOGGER.exception("cleaning up after the failed start")
+        raise
+    systemd.ready(listening)
     signum = signal.sigwait(stop_signals)
     LOGGER.info("signal %d received: stopping", signum)
-    if web is not None:
-        web.stop()
-    if extra is not None:
-        extra.stop()
-    if listener_only:
-        node.scp.stop(timeout=10)
-        storage.engine.dispose()
-    else:
-        node.stop()
+    systemd.stopping("stopping: finishing associations, the job and the sends in hand")
+    left = stop()
+    if left:
+        LOGGER.warning(
+            "stopping with %s still running; its work is taken up again at the next start",
+            ", ".join(left),
+        )
+        exit_now(0)
     return 0

@@ -281,12 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=6)
     p.set_defaults(func=cmd_demo)
 
-    from xrayd import model_commands, outbox_commands, predict_command, user_commands
+    from xrayd import (
+        model_commands,
+        outbox_commands,
+        predict_command,
+        registry_commands,
+        user_commands,
+    )
 
     model_commands.add_parsers(sub, common)
     predict_command.add_parsers(sub, common)
     outbox_commands.add_parsers(sub, common)
     user_commands.add_parsers(sub, common)
+    registry_commands.add_parsers(sub, common)
 
     p = sub.add_parser("report", parents=[common], help="write a study's PDF report to a file")
     p.add_argument("study_uid", metavar="STUDY_UID")

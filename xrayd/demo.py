@@ -63,6 +63,8 @@ def _settings(data_dir: Path, pacs_port: int) -> Settings:
                 }
             ],
             "logging": {"level": "WARNING"},
+            # the demo's studies stay viewable, whatever the disk holds
+            "retention": {"max_age_days": 0, "min_free_mb": 0},
         }
     )
 

@@ -6,10 +6,10 @@ Runs on the association's thread; does only what must happen before the acknowle
 from __future__ import annotations
 
 import logging
-import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,13 +29,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
+#: associations whose low-disk refusal was audited (one event per association, not per image)
+_AUDITED_MEMORY = 256
 
 
 class SpoolingSink:
-    """Implements :class:`dicom_node.received.InstanceSink` over the spool and the database."""
+    """Implements :class:`dicom_node.received.InstanceSink` over the spool and the database.
+
+    ``free_bytes`` measures the spool's filesystem (default: :meth:`Spool.usage`, i.e.
+    ``os.statvfs``); below ``min_free_bytes`` each C-STORE is refused with 0xA700, logged,
+    and audited once per association. ``on_stored(outcome)`` ("new", "duplicate", "conflict"),
+    ``on_rejected(reason)`` and ``on_low_disk()`` observe what happened (metrics, retention).
+    """
 
     def __init__(
         self,
@@ -46,6 +51,10 @@ class SpoolingSink:
         release_ends_wait: bool = True,
         clock: Clock = utcnow,
         on_jobs_created: Callable[[], None] | None = None,
+        free_bytes: Callable[[], int] | None = None,
+        on_stored: Callable[[str], None] | None = None,
+        on_rejected: Callable[[str], None] | None = None,
+        on_low_disk: Callable[[], None] | None = None,
     ) -> None:
         self.spool = spool
         self.sessions = sessions
@@ -53,11 +62,22 @@ class SpoolingSink:
         self.release_ends_wait = release_ends_wait
         self.clock = clock
         self.on_jobs_created = on_jobs_created
+        self.free_bytes = free_bytes or (lambda: spool.usage().free_bytes)
+        self.on_stored = on_stored
+        self.on_rejected = on_rejected
+        self.on_low_disk = on_low_disk
+        self._lock = threading.Lock()
+        self._low_disk_audited: OrderedDict[int, None] = OrderedDict()
 
     def store(self, instance: ReceivedInstance) -> StoreStatus:
         sop = uid_hash(instance.sop_instance_uid)
-        if free_bytes(self.spool.root) < self.min_free_bytes:
-            LOGGER.error("refusing C-STORE %s: spool below its free-space low-water mark", sop)
+        if self.min_free_bytes > 0 and self.free_bytes() < self.min_free_bytes:
+            LOGGER.error(
+                "refusing C-STORE %s: spool below its free-space low-water mark",
+                sop,
+                extra={"sop": sop, "reason": "low_disk_space"},
+            )
+            self._low_disk_refused(instance.peer)
             return StoreStatus.OUT_OF_RESOURCES
         # The content digest names the file, so a conflicting copy never overwrites the original.
         rel = self.spool.relative_path_for(
@@ -111,12 +131,41 @@ class SpoolingSink:
             size,
             extra={"sop": sop, "outcome": outcome.name.lower()},
         )
+        if self.on_stored is not None:
+            self.on_stored(outcome.name.lower())
         return StoreStatus.SUCCESS
+
+    def _low_disk_refused(self, peer: Peer) -> None:
+        """Audit the first low-disk refusal of an association; tell ``on_low_disk``."""
+        with self._lock:
+            first = peer.association_id not in self._low_disk_audited
+            if first:
+                self._low_disk_audited[peer.association_id] = None
+                while len(self._low_disk_audited) > _AUDITED_MEMORY:
+                    self._low_disk_audited.popitem(last=False)
+        if first:
+            try:
+                registry.record_audit(
+                    self.sessions,
+                    actor=f"dicom:{peer.calling_ae_title}",
+                    action="instance.refused",
+                    object_type="association",
+                    object_id=None,
+                    detail={"reason": "low_disk_space", "status": "0xA700", "host": peer.host},
+                )
+            except Exception:
+                LOGGER.exception("could not audit a low-disk refusal")
+        if self.on_low_disk is not None:
+            self.on_low_disk()
 
     def is_caller_allowed(self, calling_ae_title: str, host: str) -> bool:
         return registry.caller_allowed(self.sessions, calling_ae_title, host)
 
     def association_rejected(self, peer: Peer, reason: RejectReason) -> None:
+        if self.on_rejected is not None:
+            self.on_rejected(reason.slug)
+        if reason is RejectReason.LOW_DISK_SPACE and self.on_low_disk is not None:
+            self.on_low_disk()
         with self.sessions.begin() as session:
             registry.record_audit(
                 session,

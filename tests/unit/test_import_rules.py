@@ -27,6 +27,7 @@ HOMES = {
     "monai": {"models", "retrain"},
     "apscheduler": {"retrain"},
     "fastapi": {"xrayd"},
+    "prometheus_client": {"xrayd"},
 }
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
-from storage.spool import Spool
+from storage.spool import DiskUsage, Spool
+from xrayd.metrics import Metrics
 
 __all__ = ["WebContext"]
 
@@ -19,7 +20,9 @@ class WebContext:
 
     ``write_verified_sr`` (override id -> result id or None) is set when the site sends
     radiologist-verified SRs; ``model_loaded`` tells ``/ready`` whether the classifier is in
-    memory; ``wake_delivery`` nudges the delivery worker after a retry.
+    memory; ``wake_delivery`` nudges the delivery worker after a retry. ``metrics`` is served
+    at ``/metrics`` (None: 404); ``disk`` measures the spool's filesystem for ``/ready`` (None:
+    ``Spool.usage``).
     """
 
     settings: Settings
@@ -28,3 +31,9 @@ class WebContext:
     write_verified_sr: Callable[[int], int | None] | None = None
     model_loaded: Callable[[], bool] = field(default=lambda: True)
     wake_delivery: Callable[[], None] = field(default=lambda: None)
+    metrics: Metrics | None = None
+    disk: Callable[[], DiskUsage] | None = None
+
+    def disk_usage(self) -> DiskUsage:
+        """The spool filesystem's space, measured as the node measures it."""
+        return (self.disk or self.spool.usage)()

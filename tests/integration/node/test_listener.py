@@ -350,10 +350,13 @@ def test_small_real_filesystem_fills_up(tmp_path: Path) -> None:
 
 
 def test_low_water_mark_refuses(start_node: StartNode) -> None:
+    # The real free space (os.statvfs) is below a mark of 1 PiB: new associations are
+    # rejected as transient (tests/integration/node/test_low_disk.py covers open ones).
     node = start_node(node={"min_free_mb": 1024 * 1024 * 1024})
-    assert store_datasets(remote(node), "MODALITY", [make_radiograph()]) == [
-        StoreStatus.OUT_OF_RESOURCES
-    ]
+    assoc = _associate(node.scp.port, "MODALITY")
+    assert assoc.is_rejected
+    [event] = [e for e in rows(node, AuditEvent) if e.action == "association.rejected"]
+    assert event.detail["reason"] == "low_disk_space"
 
 
 def test_oversized_pdu_aborts_before_reading_it(start_node: StartNode) -> None:

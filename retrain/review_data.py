@@ -1,0 +1,100 @@
+"""Reviewed images as training data: the radiologist's label, the pixels from the spool.
+
+Each reviewed image (``storage.training.ReviewedExample``) is read from the spool and prepared
+exactly as analysis prepares it (:func:`models.preprocess.prepare`). Left out, and counted:
+
+* images of the locked validation set, by SOP Instance UID *and* by patient (a new image of a
+  patient whose images are locked is never trained on) -> ``excluded_locked``;
+* images that cannot be used -> ``skipped`` by reason (``missing_file``, ``unreadable``,
+  ``bad_path``, ``not_analysable:<reason>``, e.g. a colour secondary capture in the study).
+
+Labels: see :mod:`retrain.labels` (a body part the model has no class for is "missing").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from models.preprocess import PreprocessParams
+from retrain.base_data import ImageSet, TrainingImage
+from retrain.datasets.records import LabelCodes
+from retrain.labels import codes_from_label, digest, label_from_codes, stack_tensors
+from retrain.pool import WorkerPool
+from retrain.sources import Pixels, read_spool_file
+from retrain.validation import CaseLike
+from storage.errors import StorageError
+from storage.spool import Spool
+from storage.training import ReviewedExample
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["review_training_set"]
+
+
+def review_training_set(
+    examples: Sequence[ReviewedExample],
+    spool_root: Path,
+    params: PreprocessParams,
+    body_parts: Sequence[str],
+    *,
+    salt: str,
+    locked: Iterable[CaseLike],
+    weight: int = 1,
+    pool: WorkerPool | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImageSet:
+    """The usable reviewed images not in the locked set, as tensors with manifest entries
+    (``weight``: how often each is repeated in training, recorded in the entries)."""
+    locked_list = list(locked)
+    locked_keys = {c.key for c in locked_list if c.source == "review"}
+    locked_groups = {c.patient_group for c in locked_list}
+    spool = Spool(spool_root)
+    skipped: dict[str, int] = {}
+    excluded = 0
+    todo: list[ReviewedExample] = []
+    jobs: list[tuple[str, str, str, PreprocessParams | None]] = []
+    for ex in examples:
+        if ex.sop_instance_uid in locked_keys:
+            excluded += 1
+            continue
+        try:
+            path = spool.absolute(ex.spool_path)
+        except StorageError:
+            skipped["bad_path"] = skipped.get("bad_path", 0) + 1
+            continue
+        todo.append(ex)
+        jobs.append((str(path), salt, f"study:{ex.study_id}", params))
+    reads = (pool or WorkerPool(1)).map(read_spool_file, jobs, progress)
+    pixels: list[Pixels] = []
+    codes: list[LabelCodes] = []
+    images: list[TrainingImage] = []
+    for ex, read in zip(todo, reads, strict=True):
+        if read.patient_group is not None and read.patient_group in locked_groups:
+            excluded += 1
+            continue
+        if read.pixels is None or read.file_sha256 is None:
+            reason = read.problem or "unreadable"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        code = codes_from_label(ex.label, body_parts)
+        pixels.append(read.pixels)
+        codes.append(code)
+        images.append(
+            TrainingImage(
+                "review",
+                ex.sop_instance_uid,
+                read.file_sha256,
+                "file",
+                label_from_codes(code, body_parts),
+                override_id=ex.override_id,
+                study_id=ex.study_id,
+                weight=weight,
+            )
+        )
+    if skipped:
+        logger.info("reviewed images skipped: %s", skipped)
+    sha = digest([im.as_json() for im in images])
+    tensors = stack_tensors(pixels, codes, params.input_size, manifest_sha256=sha, source="review")
+    return ImageSet(tensors, tuple(images), excluded, skipped)

@@ -1,0 +1,107 @@
+"""``xrayd models list|show|promote|rollback``: the model registry from the command line.
+
+A running ``xrayd serve`` notices a promotion or rollback within ``ModelHolder.check_seconds``
+and analyses the next study with that model; studies in progress finish on theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from storage.models_registry import ModelVersionRow
+
+
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    from xrayd.app import open_storage
+    from xrayd.model_registry import register_configured_model
+
+    sessions = open_storage(settings, create_if_empty=True, require_current=True).sessions
+    register_configured_model(settings, sessions)
+    return sessions
+
+
+def _line(r: ModelVersionRow) -> str:
+    auc = (r.metrics or {}).get("auc")
+    gate = (r.gate or {}).get("verdict", "")
+    promoted = f"{r.promoted_at:%Y-%m-%d %H:%M} by {r.promoted_by}" if r.promoted_at else ""
+    return (
+        f"{r.version:<20} {r.state:<9} {r.name:<16} {r.sha256[:12]}  "
+        f"auc {auc if auc is not None else '-':<8} gate {gate or '-':<7} {promoted}"
+    )
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.models_registry import list_model_versions
+
+    for row in list_model_versions(_sessions(settings)):
+        print(_line(row))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.models_registry import get_version
+
+    row = get_version(_sessions(settings), args.version)
+    if row is None:
+        print(f"xrayd: no model version {args.version!r}", file=sys.stderr)
+        return 1
+    doc = {
+        "name": row.name,
+        "version": row.version,
+        "state": row.state,
+        "sha256": row.sha256,
+        "path": row.path,
+        "parent_version": row.parent_version,
+        "run_id": row.run_id,
+        "created_at": row.created_at.isoformat(),
+        "promoted_at": row.promoted_at.isoformat() if row.promoted_at else None,
+        "promoted_by": row.promoted_by,
+        "manifest_sha256": row.manifest_sha256,
+        "metrics": row.metrics,
+        "gate": row.gate,
+    }
+    print(json.dumps(doc, indent=2, default=str))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.models_registry import promote
+
+    row = promote(_sessions(settings), args.version, actor=args.actor)
+    print(f"model {row.name} {row.version} is active (sha256 {row.sha256[:12]})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.models_registry import rollback
+
+    row = rollback(_sessions(settings), actor=args.actor)
+    print(f"rolled back: model {row.name} {row.version} is active again (sha256 {row.sha256[:12]})")
+    return 0
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("models", parents=[common], help="the model registry")
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = msub.add_parser("list", parents=[common], help="every registered model version")
+    q.set_defaults(func=cmd_list)
+    q = msub.add_parser("show", parents=[common], help="one version: metrics, gate, manifest")
+    q.add_argument("version")
+    q.set_defaults(func=cmd_show)
+    q = msub.add_parser("promote", parents=[common], help="serve this version from now on")
+    q.add_argument("version")
+    q.add_argument("--actor", default="cli", help="who promotes it (audit trail)")
+    q.set_defaults(func=cmd_promote)
+    q = msub.add_parser("rollback", parents=[common], help="serve the previous version again")
+    q.add_argument("--actor", default="cli", help="who rolls back (audit trail)")
+    q.set_defaults(func=cmd_rollback)
