@@ -10,6 +10,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -122,7 +123,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_orphaned_jobs(sessions: sessionmaker[Session]) -> int:
+def recover_orphaned_jobs(
+    sessions: sessionmaker[Session], now: Callable[[], datetime] = utcnow
+) -> int:
     """Queue again the running jobs of workers on this host whose process is gone."""
     host = socket.gethostname()
     orphaned = []
@@ -132,7 +135,7 @@ def recover_orphaned_jobs(sessions: sessionmaker[Session]) -> int:
         if mine and (int(parts[1]) == os.getpid() or not _pid_alive(int(parts[1]))):
             orphaned.append(job.job_id)
     for job_id in orphaned:
-        jobs.release_job(sessions, job_id, utcnow())
+        jobs.release_job(sessions, job_id, now())
     if orphaned:
         LOGGER.warning("%d job(s) left running by a stopped xrayd were queued again", len(orphaned))
     return len(orphaned)

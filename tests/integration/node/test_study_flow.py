@@ -206,7 +206,7 @@ def test_running_job_of_a_dead_process_resumes(node: Any) -> None:
         job = s.get(Job, claimed.job_id)
         assert job is not None
         job.worker_id = f"{socket.gethostname()}:999999:0"
-    assert recover_orphaned_jobs(n.storage.sessions) == 1
+    assert recover_orphaned_jobs(n.storage.sessions, clock) == 1
     assert worker.run_once()
     assert [j.job_id for j in jobs.list_jobs(n.storage.sessions, "done")] == [claimed.job_id]
 
