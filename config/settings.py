@@ -391,7 +391,7 @@ class RetrainSettings(_Section):
     #: the base dataset trained on besides the reviews: synthetic, mura, fracatlas or csv
     base_dataset: Literal["synthetic", "mura", "fracatlas", "csv"] = "synthetic"
     base_data: Path | None = None  # dataset root (not for synthetic)
-    base_cases: int = Field(default=600, ge=0)  # synthetic base cases per run
+    base_cases: int = Field(default=600, ge=0)  # base images trained on per run (0: reviews only)
     validation_cases: int = Field(default=400, ge=20)  # synthetic cases of the locked set
     #: share of reviewed patients added to the locked validation set by
     #: `xrayd retrain validation add-reviews` (never automatically)

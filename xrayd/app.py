@@ -20,6 +20,7 @@ from config.errors import ConfigError
 from config.settings import Settings
 from dicom_node.scp import ListenerConfig, StoreSCP
 from dicom_node.tls import server_context
+from retrain.scheduler import RetrainScheduler
 from storage import jobs, registry
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
@@ -35,6 +36,7 @@ from xrayd.model_registry import active_bundle_reader, register_configured_model
 from xrayd.pipeline import Analyser
 from xrayd.receiver import SpoolingSink, utcnow
 from xrayd.retention_worker import RetentionWorker
+from xrayd.retraining import RetrainService
 from xrayd.review_sr import VerifiedSRWriter
 from xrayd.shutdown import SETTLE_SECONDS, exit_now, unfinished_threads
 from xrayd.systemd_notify import Notifier
@@ -322,6 +324,17 @@ def web_context(settings: Settings, storage: Storage, node: Node) -> WebContext:
     )
 
 
+def retrain_scheduler(settings: Settings, storage: Storage, node: Node) -> RetrainScheduler:
+    """The retraining schedule of this deployment; a promotion reaches the workers at once."""
+    service = RetrainService(
+        settings, storage.sessions, storage.spool, on_promoted=node.model.refresh
+    )
+    r = settings.retrain
+    return RetrainScheduler(
+        r.schedule, lambda slot: service.run(slot, "scheduled"), timezone=r.timezone
+    )
+
+
 def serve(
     settings: Settings, config_path: Path | None = None, *, listener_only: bool = False
 ) -> int:
@@ -349,9 +362,14 @@ def serve(
     node = Node(settings, storage, preload_model=not listener_only)
     extra: ListenerProcesses | None = None
     web: WebServer | None = None
+    scheduler: RetrainScheduler | None = None
 
     def stop() -> list[str]:
         """Stop what runs, in order; returns the xrayd threads still running after that."""
+        if scheduler is not None:
+            # A run in progress is abandoned: its row expires after [retrain] lease_seconds
+            # and its unregistered bundle is removed by the next run.
+            scheduler.stop(wait=False)
         if web is not None:
             web.stop()
         if extra is not None:
@@ -386,6 +404,9 @@ def serve(
             web.start()
             print(f"xrayd: web UI on {settings.web.host} port {web.port}", flush=True)
             listening += f", web UI on {settings.web.host} port {web.port}"
+        if settings.retrain.enabled and not listener_only:
+            scheduler = retrain_scheduler(settings, storage, node)
+            scheduler.start()
     except BaseException:
         # e.g. a port in use: stop the threads already started before the error propagates
         try:

@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         outbox_commands,
         predict_command,
         registry_commands,
+        retrain_commands,
         user_commands,
     )
 
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     outbox_commands.add_parsers(sub, common)
     user_commands.add_parsers(sub, common)
     registry_commands.add_parsers(sub, common)
+    retrain_commands.add_parsers(sub, common)
 
     p = sub.add_parser("report", parents=[common], help="write a study's PDF report to a file")
     p.add_argument("study_uid", metavar="STUDY_UID")

@@ -1,0 +1,134 @@
+"""The retraining service on a real database: two schedulers firing every second run each slot
+once and never two runs together; the candidate passes the gate, is registered and promoted; the
+model holder switches to it without a restart; rollback restores the earlier model's outputs
+exactly; a crash's unregistered bundle is removed."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models.bundle import demo_bundle_path
+from models.preprocess import prepare
+from models.synthetic import generate_case, to_dicom
+from retrain.scheduler import RetrainScheduler
+from storage.models_registry import list_model_versions, rollback
+from storage.registry import list_audit
+from storage.training import list_runs, validation_cases
+from xrayd.app import open_storage
+from xrayd.model_holder import ModelHolder
+from xrayd.model_registry import active_bundle_reader, register_configured_model
+from xrayd.retraining import RetrainService
+
+from helpers import make_settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _probabilities(holder: ModelHolder) -> tuple[str, Any]:
+    ready = holder.get()
+    images = [
+        prepare(
+            to_dicom(generate_case(900 + i, 384, fracture=i % 2 == 0)),
+            ready.model.metadata.preprocess,
+        )
+        for i in range(4)
+    ]
+    predictions = ready.classifier.predict(images, [None] * 4)
+    probs = np.array([p.fracture_probability for p in predictions])
+    heat = np.stack([np.asarray(p.heatmap) for p in predictions])
+    return ready.model.info.version, (probs, heat)
+
+
+def test_scheduled_retraining_promotes_and_rollback_restores(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path / "data",
+        retrain={
+            "schedule": "* * * * * *",
+            "min_new_reviews": 0,
+            "auto_promote": True,
+            "base_cases": 48,
+            "validation_cases": 80,
+            "epochs": 1,
+            "device": "cpu",
+            "gate": {"auc_margin": 0.05, "min_sensitivity": 0.8, "min_specificity": 0.5},
+        },
+    )
+    storage = open_storage(settings, create_if_empty=True, require_current=True)
+    sessions = storage.sessions
+    original = register_configured_model(settings, sessions)
+    holder = ModelHolder(settings.model, active=active_bundle_reader(sessions), check_seconds=0)
+    before_version, before = _probabilities(holder)
+    assert before_version == original.version
+
+    service = RetrainService(settings, sessions, storage.spool, on_promoted=holder.refresh)
+    outcomes: list[tuple[str, str | None]] = []
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def fire(slot: str) -> None:
+        run = service.run(slot, "scheduled")
+        with lock:
+            outcomes.append((slot, None if run is None else run.state))
+        if run is not None and run.state in ("succeeded", "failed"):
+            done.set()
+
+    schedulers = [RetrainScheduler(settings.retrain.schedule, fire) for _ in range(2)]
+    for s in schedulers:
+        s.start()
+    try:
+        assert done.wait(600), outcomes
+    finally:
+        for s in schedulers:
+            s.stop(wait=True)
+
+    runs = list_runs(sessions)
+    finished = [r for r in runs if r.state == "succeeded"]
+    assert len(finished) == 1, [(r.slot, r.state, r.error) for r in runs]
+    run = finished[0]
+    # Both schedulers fired for the run's slot; exactly one of them ran it.
+    same_slot = [state for slot, state in outcomes if slot == run.slot]
+    assert same_slot.count("succeeded") == 1
+    assert all(state is None for state in same_slot if state != "succeeded")
+    assert run.verdict == "passed" and run.report_path
+    assert (Path(run.report_path) / "report.json").is_file()
+    assert len(validation_cases(sessions)) == 80  # locked at the first run
+
+    versions = {v.version: v for v in list_model_versions(sessions)}
+    candidate = versions[run.candidate_version or ""]
+    assert candidate.state == "active" and candidate.parent_version == original.version
+    assert candidate.gate is not None and candidate.gate["verdict"] == "passed"
+    assert candidate.manifest_sha256 and candidate.run_id == run.id
+    assert (Path(candidate.path) / "configs" / "manifest.json").is_file()
+    assert versions[original.version].state == "retired"
+
+    # The holder serves the promoted model at its next use, without a restart.
+    after_version, after = _probabilities(holder)
+    assert after_version == candidate.version
+    assert not np.array_equal(after[0], before[0])
+
+    # Rollback: one command, and the earlier model's outputs come back bit for bit.
+    assert rollback(sessions, actor="admin").version == original.version
+    holder.refresh()
+    again_version, again = _probabilities(holder)
+    assert again_version == original.version
+    assert np.array_equal(again[0], before[0]) and np.array_equal(again[1], before[1])
+    actions = {e.action for e in list_audit(sessions)}
+    assert {
+        "model_registered",
+        "model_promoted",
+        "model_rolled_back",
+        "retrain_succeeded",
+    } <= actions
+
+    # A crash after publishing but before registering leaves a bundle nobody names: removed.
+    orphan = service.models_dir / "1.0.0+r999"
+    shutil.copytree(demo_bundle_path(), orphan)
+    assert orphan in service.clean_unregistered()
+    assert not orphan.exists() and Path(candidate.path).exists()
+    storage.engine.dispose()

@@ -1,0 +1,127 @@
+"""``xrayd retrain --now|runs|validation`` and ``xrayd scheduler``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    from xrayd.retraining import RetrainService
+
+
+def _service(settings: Settings) -> RetrainService:
+    from xrayd.app import open_storage
+    from xrayd.retraining import RetrainService
+
+    storage = open_storage(settings, create_if_empty=True, require_current=True)
+    return RetrainService(settings, storage.sessions, storage.spool)
+
+
+def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "runs":
+        return cmd_runs(args, settings)
+    if args.action == "validation":
+        return cmd_validation(args, settings)
+    if not args.now:
+        print(
+            "xrayd: say --now to run one retraining now (or see `xrayd retrain -h`)",
+            file=sys.stderr,
+        )
+        return 2
+    service = _service(settings)
+    slot = "manual:" + datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    run = service.run(slot, "manual", progress=args.progress)
+    if run is None:
+        print("xrayd: another retraining run is going", file=sys.stderr)
+        return 1
+    print(
+        f"run {run.id}: {run.state}; candidate {run.candidate_version or '-'} "
+        f"gate {run.verdict or '-'}; {run.new_reviews} new review(s)"
+    )
+    if run.report_path:
+        print(f"  report: {run.report_path}")
+    if run.error:
+        print(f"  error: {run.error}", file=sys.stderr)
+    return 0 if run.state == "succeeded" else 1
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.training import list_runs
+
+    for r in list_runs(_service(settings).sessions, limit=args.limit):
+        ended = f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else "running"
+        print(
+            f"{r.id:>4} {r.slot:<34} {r.state:<9} {ended:<16} reviews {r.new_reviews:<4} "
+            f"{r.candidate_version or '-'} {r.verdict or ''} {r.error or ''}"
+        )
+    return 0
+
+
+def cmd_validation(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.training import add_validation_cases, reviewed_examples, validation_cases
+
+    service = _service(settings)
+    if args.what == "show":
+        cases = validation_cases(service.sessions)
+        by_source: dict[str, int] = {}
+        for c in cases:
+            by_source[c.source] = by_source.get(c.source, 0) + 1
+        print(f"locked validation set: {len(cases)} case(s) {by_source}")
+        return 0
+    from retrain.manifest import trained_review_keys
+    from retrain.validation import review_validation_candidates
+    from storage.models_registry import active_version
+
+    active = active_version(service.sessions)
+    trained = trained_review_keys(Path(active.path)) if active is not None else frozenset()
+    chosen = review_validation_candidates(
+        reviewed_examples(service.sessions),
+        settings.retrain.review_validation_fraction,
+        service.spool.root,
+        salt=service.salt(),
+        locked=validation_cases(service.sessions),
+        trained_keys=trained,
+    )
+    added = add_validation_cases(service.sessions, list(chosen), actor=args.actor)
+    print(f"added {added} reviewed image(s) to the locked validation set")
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    """Run only the retraining scheduler, in the foreground, until SIGTERM/SIGINT."""
+    from retrain.scheduler import RetrainScheduler
+
+    service = _service(settings)
+    r = settings.retrain
+    scheduler = RetrainScheduler(
+        r.schedule, lambda slot: service.run(slot, "scheduled"), timezone=r.timezone
+    )
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    scheduler.start()
+    print(f"xrayd scheduler: next retraining {scheduler.next_fire_time()}", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    scheduler.stop(wait=True)
+    return 0
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("retrain", parents=[common], help="retraining from reviews")
+    p.add_argument("--now", action="store_true", help="run one retraining now")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("action", nargs="?", choices=("runs", "validation"), default=None)
+    p.add_argument("what", nargs="?", choices=("show", "add-reviews"), default="show")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--actor", default="cli", help="who extends the validation set (audit)")
+    p.set_defaults(func=cmd_retrain)
+    p = sub.add_parser(
+        "scheduler", parents=[common], help="run the retraining scheduler alone (not in serve)"
+    )
+    p.set_defaults(func=cmd_scheduler)
