@@ -319,6 +319,7 @@ def web_context(settings: Settings, storage: Storage, node: Node) -> WebContext:
         write_verified_sr=writer.write,
         model_loaded=lambda: node.model.loaded,
         wake_delivery=node.delivery_wakeup.set,
+        model_changed=node.model.refresh,
         metrics=node.metrics,
         disk=node.disk,
     )

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from storage.models_registry import list_model_versions
+from storage.models_registry import list_model_versions, promote, rollback
 from storage.registry import (
     AuditRow,
     add_caller,
@@ -38,6 +38,7 @@ from storage.registry import (
 )
 from storage.schema import Role, Source
 from storage.status import status_counts
+from storage.training import list_runs
 from storage.users import add_user, list_tokens, list_users, revoke_token, set_disabled
 from xrayd.web.admin_api import (
     EchoOut,
@@ -65,6 +66,8 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 #: what a form did, shown once on the page it redirects to
 DONE = {
+    "model_promoted": "Model promoted: the next study is analysed with it.",
+    "model_rolled_back": "Rolled back to the previous model.",
     "caller_added": "Caller added.",
     "caller_removed": "Caller removed.",
     "destination_added": "Destination added.",
@@ -319,7 +322,25 @@ def models_page(request: Request) -> Response:
         section="models",
         bundle=model_bundle(ctx.settings),
         versions=list_model_versions(ctx.sessions),
+        runs=list_runs(ctx.sessions, limit=20),
+        flash=_flash(request),
     )
+
+
+@router.post("/admin/models/{version}/promote")
+def model_promote(request: Request, version: str, principal: Admin) -> Response:
+    ctx = context(request)
+    promote(ctx.sessions, version, actor=principal.name)  # audited; RegistryError -> 422
+    ctx.model_changed()
+    return _back("/admin/models", "model_promoted")
+
+
+@router.post("/admin/models/rollback")
+def model_rollback(request: Request, principal: Admin) -> Response:
+    ctx = context(request)
+    rollback(ctx.sessions, actor=principal.name)
+    ctx.model_changed()
+    return _back("/admin/models", "model_rolled_back")
 
 
 # -- audit ---------------------------------------------------------------------------------------

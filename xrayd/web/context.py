@@ -31,6 +31,8 @@ class WebContext:
     write_verified_sr: Callable[[int], int | None] | None = None
     model_loaded: Callable[[], bool] = field(default=lambda: True)
     wake_delivery: Callable[[], None] = field(default=lambda: None)
+    #: after a promotion or rollback: the analysis workers load the new active model
+    model_changed: Callable[[], None] = field(default=lambda: None)
     metrics: Metrics | None = None
     disk: Callable[[], DiskUsage] | None = None
 

@@ -616,3 +616,42 @@ def test_users_api_lists_users_with_their_tokens(web: Web) -> None:
     admin_user = next(u for u in out["items"] if u["name"] == "admin")
     assert admin_user["role"] == "admin" and len(admin_user["tokens"]) == 1
     assert "password_hash" not in admin_user and "token_sha256" not in admin_user["tokens"][0]
+
+
+def test_admin_promotes_and_rolls_back_models(web: Web) -> None:
+    from storage.models_registry import active_version, ensure_active, register_version
+
+    ensure_active(web.sessions, name="m", version="1.0.0", sha256="a" * 64, path="/a", actor="t")
+    with web.sessions.begin() as session:
+        for version, state, verdict in (
+            ("1.0.0+r1", "candidate", "passed"),
+            ("1.0.0+r2", "rejected", "failed"),
+        ):
+            register_version(
+                session,
+                name="m",
+                version=version,
+                sha256=version.ljust(64, "0"),
+                path=f"/{version}",
+                state=state,
+                actor="retrain",
+                gate={"verdict": verdict},
+            )
+    changed: list[int] = []
+    web.ctx.model_changed = lambda: changed.append(1)
+    web.login("admin")
+    page = web.client.get("/admin/models")
+    assert page.status_code == 200 and "1.0.0+r2" in page.text and "Retraining runs" in page.text
+    csrf = web.csrf(page="/admin/models")
+    r = web.client.post("/admin/models/1.0.0+r2/promote", data={"csrf_token": csrf})
+    assert r.status_code == 409 and "promotion gate" in r.text
+    r = web.client.post("/admin/models/1.0.0+r1/promote", data={"csrf_token": csrf})
+    assert r.status_code == 200 and "Model promoted" in r.text
+    active = active_version(web.sessions)
+    assert active is not None and active.version == "1.0.0+r1" and active.promoted_by == "admin"
+    r = web.client.post("/admin/models/rollback", data={"csrf_token": csrf})
+    assert r.status_code == 200 and "Rolled back" in r.text
+    active = active_version(web.sessions)
+    assert active is not None and active.version == "1.0.0" and changed == [1, 1]
+    rad = web.login("rad", web.new_client())
+    assert rad.post("/admin/models/rollback", data={"csrf_token": web.csrf(rad)}).status_code == 403
