@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -178,6 +179,7 @@ class RetrainService:
         base = self._base()
         self._lock_validation_set(base)
         version = f"{active.version}+r{run.id}"[:64]
+        disagreements, drift = self._monitoring()
         stop = threading.Event()
         beat = threading.Thread(
             target=self._heartbeat, args=(run.id, stop, r.lease_seconds / 4), daemon=True
@@ -207,6 +209,8 @@ class RetrainService:
                         min_specificity=r.gate.min_specificity,
                     ),
                     new_reviews=new_reviews,
+                    disagreements=disagreements,
+                    drift=drift,
                 )
             )
         finally:
@@ -249,6 +253,22 @@ class RetrainService:
             report_path=str(outcome.report_dir),
             detail=outcome.summary(),
         )
+
+    def _monitoring(self) -> tuple[list[Any], Any]:
+        """Disagreement per body part over the last 90 days, and drift: agreement with the
+        radiologists over the last 30 days against the 30 days before (for the run report)."""
+        from retrain.report import BodyPartReviews, drift_check
+        from storage.stats import agreement
+
+        now = self.clock()
+        window = agreement(self.sessions, now - timedelta(days=90), now)
+        parts = [BodyPartReviews(row.key, row.n, row.n - row.agreed) for row in window.by_body_part]
+        recent = agreement(self.sessions, now - timedelta(days=30), now).overall
+        before = agreement(self.sessions, now - timedelta(days=60), now - timedelta(days=30))
+        drift = drift_check(recent.rate, recent.n, before.overall.rate, before.overall.n)
+        if drift.warning:
+            LOGGER.warning("agreement with radiologists dropped: %s", drift.reason)
+        return parts, drift
 
     def _heartbeat(self, run_id: int, stop: threading.Event, every: float) -> None:
         while not stop.wait(max(1.0, every)):

@@ -150,3 +150,64 @@ def test_promote_rollback_and_the_gate(sm: sessionmaker[Session]) -> None:
         register_version(
             session, name="x", version="2", sha256="c" * 64, path="/d", state="active", actor="t"
         )
+
+
+def test_reviewed_examples_take_each_studys_newest_review(sm: sessionmaker[Session]) -> None:
+    from storage.schema import Instance, Override, Series, Study
+    from storage.training import reviewed_examples
+
+    with sm.begin() as s:
+        study = Study(
+            study_instance_uid="1.2.3",
+            state="analysed",
+            first_received_at=T0,
+            last_received_at=T0,
+            instance_count=2,
+        )
+        other = Study(
+            study_instance_uid="1.2.4",
+            state="analysed",
+            first_received_at=T0,
+            last_received_at=T0,
+            instance_count=1,
+        )
+        s.add_all([study, other])
+        s.flush()
+        series = Series(study_id=study.id, series_instance_uid="1.2.3.1", modality="DX")
+        s.add(series)
+        s.flush()
+        for n in range(2):
+            s.add(
+                Instance(
+                    series_id=series.id,
+                    study_id=study.id,
+                    sop_instance_uid=f"1.2.3.1.{n}",
+                    sop_class_uid="1.2",
+                    transfer_syntax_uid="1.2",
+                    spool_path=f"i/{n}",
+                    size_bytes=1,
+                    sha256="0" * 64,
+                    received_at=T0,
+                    calling_ae_title="M",
+                )
+            )
+        wrong = {"fracture": "present", "count": "1", "body_part": "wrist", "hardware": False}
+        right = {"fracture": "absent", "count": "0", "body_part": "wrist", "hardware": False}
+        s.add(
+            Override(
+                study_id=study.id, user_name="a", radiologist_label=wrong, agree=True, created_at=T0
+            )
+        )
+        s.add(
+            Override(
+                study_id=study.id,
+                user_name="b",
+                radiologist_label=right,
+                agree=False,
+                created_at=T0 + timedelta(hours=1),
+            )
+        )
+    examples = reviewed_examples(sm)
+    assert [e.sop_instance_uid for e in examples] == ["1.2.3.1.0", "1.2.3.1.1"]
+    assert all(e.label == right and e.agree is False and e.user_name == "b" for e in examples)
+    assert reviews_since(sm, None) == 2 and reviews_since(sm, T0) == 1
