@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-__all__ = ["RetrainScheduler", "cron_trigger", "slot_name"]
+__all__ = ["RetrainScheduler", "cron_trigger", "slot_name", "slot_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,21 @@ def cron_trigger(expression: str, timezone: str = "UTC") -> CronTrigger:
     raise ValueError("a schedule is a crontab of 5 fields (or 6 with seconds first)")
 
 
+SLOT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def slot_name(fire_time: datetime) -> str:
-    return "scheduled:" + fire_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "scheduled:" + fire_time.astimezone(UTC).strftime(SLOT_FORMAT)
+
+
+def slot_time(slot: str) -> datetime | None:
+    """The fire time of a ``scheduled:`` slot (None for other slots)."""
+    if not slot.startswith("scheduled:"):
+        return None
+    try:
+        return datetime.strptime(slot.removeprefix("scheduled:"), SLOT_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def _previous_fire_time(trigger: CronTrigger, now: datetime, horizon: timedelta) -> datetime | None:
@@ -101,6 +114,15 @@ class RetrainScheduler:
         if fire_time is None or (last_slot_time is not None and fire_time <= last_slot_time):
             return None
         return slot_name(fire_time)
+
+    def catch_up(self, last_slot_time: datetime | None, now: datetime) -> str | None:
+        """Run the missed firing (coalesced into one) now, in the scheduler's thread; returns
+        its slot, or None when nothing was missed within the grace period."""
+        slot = self.due_slot(last_slot_time, now)
+        if slot is not None:
+            logger.info("catching up a missed retraining (%s)", slot)
+            self._scheduler.add_job(self._fire, args=[slot], id=JOB_ID + "-catch-up")
+        return slot
 
     def next_fire_time(self) -> datetime | None:
         job = self._scheduler.get_job(JOB_ID)

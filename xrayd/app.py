@@ -20,12 +20,13 @@ from config.errors import ConfigError
 from config.settings import Settings
 from dicom_node.scp import ListenerConfig, StoreSCP
 from dicom_node.tls import server_context
-from retrain.scheduler import RetrainScheduler
+from retrain.scheduler import RetrainScheduler, slot_time
 from storage import jobs, registry
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
 from storage.migrate import current_revision, head_revision, schema_state, upgrade
 from storage.spool import DiskUsage, Spool
+from storage.training import list_runs
 from storage.users import user_count
 from xrayd.analysis import StudyAnalyser
 from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
@@ -336,6 +337,12 @@ def retrain_scheduler(settings: Settings, storage: Storage, node: Node) -> Retra
     )
 
 
+def last_scheduled_slot(sessions: sessionmaker[Session]) -> datetime | None:
+    """The fire time of the newest scheduled retraining slot claimed (run or skipped)."""
+    times = [slot_time(r.slot) for r in list_runs(sessions, limit=100)]
+    return max((t for t in times if t is not None), default=None)
+
+
 def serve(
     settings: Settings, config_path: Path | None = None, *, listener_only: bool = False
 ) -> int:
@@ -408,6 +415,7 @@ def serve(
         if settings.retrain.enabled and not listener_only:
             scheduler = retrain_scheduler(settings, storage, node)
             scheduler.start()
+            scheduler.catch_up(last_scheduled_slot(storage.sessions), utcnow())
     except BaseException:
         # e.g. a port in use: stop the threads already started before the error propagates
         try:
