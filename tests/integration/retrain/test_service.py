@@ -132,3 +132,96 @@ def test_scheduled_retraining_promotes_and_rollback_restores(tmp_path: Path) -> 
     assert orphan in service.clean_unregistered()
     assert not orphan.exists() and Path(candidate.path).exists()
     storage.engine.dispose()
+
+
+def _store_reviews(sessions: Any, examples: list[Any]) -> None:
+    """The reviewed studies as the node and the web UI leave them: study, series, instance
+    and an override whose label corrects a wrong AI label."""
+    from datetime import UTC, datetime
+
+    from pydicom.uid import generate_uid
+
+    from storage.schema import Instance, Override, Series, Study
+
+    when = datetime.now(UTC)
+    with sessions.begin() as s:
+        for e in examples:
+            study = Study(
+                study_instance_uid=str(generate_uid()),
+                state="analysed",
+                first_received_at=when,
+                last_received_at=when,
+                instance_count=1,
+            )
+            s.add(study)
+            s.flush()
+            series = Series(
+                study_id=study.id, series_instance_uid=str(generate_uid()), modality="DX"
+            )
+            s.add(series)
+            s.flush()
+            s.add(
+                Instance(
+                    series_id=series.id,
+                    study_id=study.id,
+                    sop_instance_uid=e.sop_instance_uid,
+                    sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+                    transfer_syntax_uid="1.2.840.10008.1.2.1",
+                    spool_path=e.spool_path,
+                    size_bytes=1,
+                    sha256="0" * 64,
+                    received_at=when,
+                    calling_ae_title="MODALITY",
+                )
+            )
+            wrong = "absent" if e.label["fracture"] == "present" else "present"
+            s.add(
+                Override(
+                    study_id=study.id,
+                    user_name="dr_bone",
+                    agree=False,
+                    ai_label={"decision": wrong},
+                    radiologist_label=e.label,
+                    created_at=when,
+                )
+            )
+
+
+def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None:
+    import json
+
+    from review_spool import write_reviewed_spool
+
+    settings = make_settings(
+        tmp_path / "data",
+        retrain={
+            "min_new_reviews": 12,
+            "base_cases": 16,
+            "validation_cases": 60,
+            "epochs": 1,
+            "device": "cpu",
+            "gate": {"auc_margin": 0.05, "min_sensitivity": 0.8, "min_specificity": 0.5},
+        },
+    )
+    storage = open_storage(settings, create_if_empty=True, require_current=True)
+    sessions = storage.sessions
+    service = RetrainService(settings, sessions, storage.spool)
+    examples = write_reviewed_spool(storage.spool.root, patients=6, studies_per_patient=2)
+    _store_reviews(sessions, examples[:6])
+    skipped = service.run("scheduled:2026-11-24T02:00:00Z", "scheduled")
+    assert skipped is not None and skipped.state == "skipped" and skipped.new_reviews == 6
+    _store_reviews(sessions, examples[6:])
+    run = service.run("scheduled:2026-11-25T02:00:00Z", "scheduled")
+    assert run is not None and run.state == "succeeded", run.error if run else None
+    assert run.new_reviews == 12 and run.verdict == "passed"
+    version = next(v for v in list_model_versions(sessions) if v.version == run.candidate_version)
+    assert version.state == "candidate"  # auto_promote is off: waiting for an admin
+    manifest = json.loads((Path(version.path) / "configs" / "manifest.json").read_text())
+    reviewed = {e["key"]: e for e in manifest["training"] if e["source"] == "review"}
+    assert set(reviewed) == {e.sop_instance_uid for e in examples}
+    by_uid = {e.sop_instance_uid: e.label for e in examples}
+    # The radiologist's corrected label is what was trained on (the AI said the opposite).
+    assert all(entry["label"]["fracture"] == by_uid[k]["fracture"] for k, entry in reviewed.items())
+    # The same firing seen again (another scheduler, a restart) does nothing.
+    assert service.run("scheduled:2026-11-25T02:00:00Z", "scheduled") is None
+    storage.engine.dispose()
