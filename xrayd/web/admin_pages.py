@@ -16,6 +16,7 @@ import io
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -38,7 +39,7 @@ from storage.registry import (
 )
 from storage.schema import Role, Source
 from storage.status import status_counts
-from storage.training import list_runs
+from storage.training import get_run, list_runs
 from storage.users import add_user, list_tokens, list_users, revoke_token, set_disabled
 from xrayd.web.admin_api import (
     EchoOut,
@@ -325,6 +326,28 @@ def models_page(request: Request) -> Response:
         runs=list_runs(ctx.sessions, limit=20),
         flash=_flash(request),
     )
+
+
+REPORT_FILES = {
+    "report.json": "application/json",
+    "metrics.png": "image/png",
+    "roc.png": "image/png",
+    "disagreement.png": "image/png",
+}
+
+
+@router.get("/admin/runs/{run_id}/report/{name}")
+def run_report_file(request: Request, run_id: int, name: str) -> Response:
+    """A retraining run's report file (only the known names inside its report directory)."""
+    if name not in REPORT_FILES:
+        raise HTTPException(404, "no such report file")
+    run = get_run(context(request).sessions, run_id)
+    if run is None or not run.report_path:
+        raise HTTPException(404, "this run has no report")
+    path = Path(run.report_path) / name
+    if not path.is_file():
+        raise HTTPException(404, "this report file is missing")
+    return Response(path.read_bytes(), media_type=REPORT_FILES[name])
 
 
 @router.post("/admin/models/{version}/promote")

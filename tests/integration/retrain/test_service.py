@@ -224,4 +224,24 @@ def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None
     assert all(entry["label"]["fracture"] == by_uid[k]["fracture"] for k, entry in reviewed.items())
     # The same firing seen again (another scheduler, a restart) does nothing.
     assert service.run("scheduled:2026-11-25T02:00:00Z", "scheduled") is None
+
+    # The run's report is visible in the admin UI.
+    from fastapi.testclient import TestClient
+
+    from storage.users import add_user, create_api_token
+    from xrayd.web.app import create_app
+    from xrayd.web.context import WebContext
+
+    add_user(sessions, "boss", "admin", "a long enough password")
+    headers = {"Authorization": f"Bearer {create_api_token(sessions, 'boss', 't', actor='t')}"}
+    client = TestClient(create_app(WebContext(settings, sessions, storage.spool)))
+    page = client.get("/admin/models", headers=headers)
+    assert page.status_code == 200 and f"/admin/runs/{run.id}/report/roc.png" in page.text
+    png = client.get(f"/admin/runs/{run.id}/report/roc.png", headers=headers)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    report = client.get(f"/admin/runs/{run.id}/report/report.json", headers=headers).json()
+    assert report
+    assert (
+        client.get(f"/admin/runs/{run.id}/report/..%2Fconfigs", headers=headers).status_code == 404
+    )
     storage.engine.dispose()
