@@ -29,6 +29,7 @@ __all__ = [
     "list_model_versions",
     "promote",
     "register_version",
+    "relocate",
     "rollback",
 ]
 
@@ -181,6 +182,26 @@ def ensure_active(
         model.promoted_at = utcnow()
         model.promoted_by = actor
         return _row(model)
+
+
+def relocate(sm: sessionmaker[Session], version: str, sha256: str, path: str) -> bool:
+    """Point ``version`` at a new directory holding the same weights (a reinstall moved the
+    bundle); refused (False) when the sha256 differs. Audited."""
+    with sm.begin() as session:
+        row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
+        if row is None or row.sha256 != sha256:
+            return False
+        if row.path != path:
+            record_audit(
+                session,
+                "xrayd",
+                "model_relocated",
+                "model_version",
+                version,
+                {"from": row.path, "to": path},
+            )
+            row.path = path
+        return True
 
 
 def promote(sm: sessionmaker[Session], version: str, *, actor: str) -> ModelVersionRow:

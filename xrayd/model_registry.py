@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from models.bundle import bundle_identity, demo_bundle_path
-from storage.models_registry import ModelVersionRow, active_version, ensure_active
+from storage.models_registry import ModelVersionRow, active_version, ensure_active, relocate
 
 __all__ = ["active_bundle_reader", "register_configured_model"]
 
@@ -37,7 +37,11 @@ def register_configured_model(
         path=str(path),
         actor="xrayd",
     )
-    if Path(row.path) != path:
+    if Path(row.path) != path and not Path(row.path).exists() and row.sha256 == info.sha256:
+        # The same weights moved (a reinstall put the demo bundle elsewhere): follow them.
+        relocate(sessions, row.version, info.sha256, str(path))
+        LOGGER.info("model %s %s moved to %s", row.name, row.version, path)
+    elif Path(row.path) != path:
         LOGGER.info(
             "serving the registry's active model %s %s (not the [model] bundle %s %s)",
             row.name,

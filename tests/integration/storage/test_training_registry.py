@@ -211,3 +211,14 @@ def test_reviewed_examples_take_each_studys_newest_review(sm: sessionmaker[Sessi
     assert [e.sop_instance_uid for e in examples] == ["1.2.3.1.0", "1.2.3.1.1"]
     assert all(e.label == right and e.agree is False and e.user_name == "b" for e in examples)
     assert reviews_since(sm, None) == 2 and reviews_since(sm, T0) == 1
+
+
+def test_a_moved_bundle_with_the_same_weights_is_followed(sm: sessionmaker[Session]) -> None:
+    from storage.models_registry import relocate
+
+    ensure_active(sm, name="m", version="1.0.0", sha256="a" * 64, path="/old", actor="xrayd")
+    assert not relocate(sm, "1.0.0", "b" * 64, "/new")  # other weights: refused
+    assert relocate(sm, "1.0.0", "a" * 64, "/new")
+    active = active_version(sm)
+    assert active is not None and active.path == "/new"
+    assert any(e.action == "model_relocated" for e in list_audit(sm))
