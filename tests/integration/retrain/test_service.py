@@ -196,6 +196,8 @@ def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None
         tmp_path / "data",
         retrain={
             "min_new_reviews": 12,
+            "schedule": "* * * * * *",
+            "auto_promote": True,
             "base_cases": 16,
             "validation_cases": 60,
             "epochs": 1,
@@ -211,11 +213,27 @@ def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None
     skipped = service.run("scheduled:2026-11-24T02:00:00Z", "scheduled")
     assert skipped is not None and skipped.state == "skipped" and skipped.new_reviews == 6
     _store_reviews(sessions, examples[6:])
-    run = service.run("scheduled:2026-11-25T02:00:00Z", "scheduled")
-    assert run is not None and run.state == "succeeded", run.error if run else None
+    # Now the schedule fires (every second here) and the run trains.
+    finished: list[Any] = []
+    done = threading.Event()
+
+    def fire(slot: str) -> None:
+        result = service.run(slot, "scheduled")
+        if result is not None and result.state != "skipped":
+            finished.append(result)
+            done.set()
+
+    scheduler = RetrainScheduler(settings.retrain.schedule, fire)
+    scheduler.start()
+    try:
+        assert done.wait(600)
+    finally:
+        scheduler.stop(wait=True)
+    run = finished[0]
+    assert run.state == "succeeded", run.error
     assert run.new_reviews == 12 and run.verdict == "passed"
     version = next(v for v in list_model_versions(sessions) if v.version == run.candidate_version)
-    assert version.state == "candidate"  # auto_promote is off: waiting for an admin
+    assert version.state == "active"  # passed the gate; auto_promote is on
     manifest = json.loads((Path(version.path) / "configs" / "manifest.json").read_text())
     reviewed = {e["key"]: e for e in manifest["training"] if e["source"] == "review"}
     assert set(reviewed) == {e.sop_instance_uid for e in examples}
@@ -223,7 +241,7 @@ def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None
     # The radiologist's corrected label is what was trained on (the AI said the opposite).
     assert all(entry["label"]["fracture"] == by_uid[k]["fracture"] for k, entry in reviewed.items())
     # The same firing seen again (another scheduler, a restart) does nothing.
-    assert service.run("scheduled:2026-11-25T02:00:00Z", "scheduled") is None
+    assert service.run(run.slot, "scheduled") is None
 
     # The run's report is visible in the admin UI.
     from fastapi.testclient import TestClient
