@@ -39,7 +39,7 @@ from xrayd.receiver import SpoolingSink, utcnow
 from xrayd.retention_worker import RetentionWorker
 from xrayd.retraining import RetrainService
 from xrayd.review_sr import VerifiedSRWriter
-from xrayd.shutdown import SETTLE_SECONDS, exit_now, unfinished_threads
+from xrayd.shutdown import SETTLE_SECONDS, block_stop_signals, exit_now, unfinished_threads
 from xrayd.systemd_notify import Notifier
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer, check_bind_allowed
@@ -353,11 +353,11 @@ def serve(
     the main process reports ``READY=1`` once the listener and the web UI accept connections,
     and ``STOPPING=1`` when a stop signal arrives (:mod:`xrayd.systemd_notify`).
     """
-    # Block the stop signals before any thread exists, so that every thread inherits the mask
-    # and the main thread alone takes them with sigwait() (a handler can miss a signal that the
-    # kernel hands to another thread while the main thread sleeps on a lock).
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    # Block the stop signals before xrayd starts a thread, so that every thread inherits the
+    # mask and the main thread alone takes them with sigwait() (a handler can miss a signal
+    # that the kernel hands to another thread while the main thread sleeps on a lock).
+    # ``xrayd serve`` blocks them already before importing torch, whose import starts a thread.
+    stop_signals = block_stop_signals()
     # Type=notify: only the main process speaks for the service (unset for the children).
     systemd = Notifier(None) if listener_only else Notifier.from_environment()
     if listener_only:

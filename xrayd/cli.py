@@ -27,6 +27,9 @@ def _ae(value: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from xrayd.shutdown import block_stop_signals
+
+    block_stop_signals()  # before xrayd.app imports torch (see block_stop_signals)
     from xrayd.app import serve
 
     return serve(settings, args.config, listener_only=args.listener_only)

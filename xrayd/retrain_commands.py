@@ -95,6 +95,9 @@ def cmd_validation(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     """Run only the retraining scheduler, in the foreground, until SIGTERM/SIGINT."""
+    from xrayd.shutdown import block_stop_signals
+
+    stop_signals = block_stop_signals()  # before torch is imported (see block_stop_signals)
     from retrain.scheduler import RetrainScheduler
 
     service = _service(settings)
@@ -102,10 +105,9 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     scheduler = RetrainScheduler(
         r.schedule, lambda slot: service.run(slot, "scheduled"), timezone=r.timezone
     )
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     scheduler.start()
     print(f"xrayd scheduler: next retraining {scheduler.next_fire_time()}", flush=True)
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    signal.sigwait(stop_signals)
     scheduler.stop(wait=True)
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -22,12 +23,33 @@ from typing import NoReturn
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["SETTLE_SECONDS", "THREAD_PREFIX", "exit_now", "unfinished_threads"]
+__all__ = [
+    "SETTLE_SECONDS",
+    "STOP_SIGNALS",
+    "THREAD_PREFIX",
+    "block_stop_signals",
+    "exit_now",
+    "unfinished_threads",
+]
 
 #: the threads xrayd starts are named so (workers, senders, the model loader, the web server)
 THREAD_PREFIX = "xrayd-"
 #: how long ``serve`` waits for them after ``Node.stop`` (systemd's TimeoutStopSec= covers it)
 SETTLE_SECONDS = 30.0
+#: the signals that stop ``xrayd serve`` and ``xrayd scheduler`` (systemd sends SIGTERM)
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def block_stop_signals() -> set[signal.Signals]:
+    """Block SIGTERM and SIGINT in the calling thread; returns them, for ``signal.sigwait``.
+
+    Call it first, before importing torch: ``import torch`` starts a native thread, and every
+    thread inherits the mask of the thread that creates it. A thread that does not block them
+    takes a stop signal that arrives while the main thread is not yet in ``sigwait``, and with
+    no handler installed that kills the process (exit status -15 instead of a graceful stop).
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    return set(STOP_SIGNALS)
 
 
 def unfinished_threads(timeout: float, *, prefix: str = THREAD_PREFIX) -> list[str]:

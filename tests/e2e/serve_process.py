@@ -33,6 +33,23 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def threads_taking_stop_signals(pid: int) -> list[int]:
+    """The threads of ``pid`` other than the main one that do not block SIGTERM or SIGINT."""
+    stop_mask = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+    open_to_them = []
+    for task in (Path("/proc") / str(pid) / "task").iterdir():
+        if int(task.name) == pid:
+            continue  # the main thread: in sigwait(), which unblocks them while it waits
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        blocked = next(line for line in status.splitlines() if line.startswith("SigBlk:"))
+        if int(blocked.split()[1], 16) & stop_mask != stop_mask:
+            open_to_them.append(int(task.name))
+    return open_to_them
+
+
 class ServeProcess:
     """``xrayd serve --config CFG``; stdout's two start lines parsed, stderr kept line by line."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
-from serve_process import ServeProcess, clean_env, write_config
+from serve_process import ServeProcess, clean_env, threads_taking_stop_signals, write_config
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -97,6 +97,9 @@ def test_ready_after_listening_and_stopping_on_sigterm(
         assert assoc.is_established
         assert assoc.send_c_echo().Status == 0
         assoc.release()
+        # a stop signal can reach only the main thread: any other thread open to it (torch's
+        # import starts one) would let a SIGTERM before sigwait() kill the process outright
+        assert threads_taking_stop_signals(served.proc.pid) == []
         # only the main process speaks for the service: the listener process has no socket
         children = _children(served.proc.pid)
         assert children
