@@ -25,7 +25,8 @@ An eligible study is purged, oldest ``last_received_at`` first,
 Protected (never purged, whatever the age or the disk): studies with a delivery ``pending`` or
 ``dead`` (of any of their result objects), studies awaiting review (newest analysis with a
 decision says ``present`` or ``indeterminate`` and no override exists), reviewed studies (any
-override: training examples) — see :func:`protected_study_ids`.
+override: training examples), studies holding a case of the locked validation set — see
+:func:`protected_study_ids`.
 
 Each batch is one transaction: the studies are locked, checked again, their files deleted,
 their rows marked and an audit event with counts only (``retention.purged``) is written. A
@@ -55,6 +56,7 @@ from storage.schema import (
     Result,
     Study,
     StudyState,
+    ValidationCase,
 )
 from storage.spool import DiskUsage, Spool
 
@@ -129,10 +131,11 @@ def protected_study_ids(session: Session, candidates: Collection[int]) -> set[in
     * a delivery of one of its result objects is ``pending`` or ``dead``;
     * it awaits review: its newest analysis with a decision says ``present`` or
       ``indeterminate`` (and nobody reviewed it: reviewed studies are protected anyway);
-    * it was reviewed (an override exists): reviewed studies are training examples.
+    * it was reviewed (an override exists): reviewed studies are training examples;
+    * it holds a case of the locked validation set (models are compared on those images, so
+      they must stay even if the review that put them there were ever removed).
 
-    Extend this (e.g. with a training or validation set) to keep more: retention asks it once
-    per batch and again, under lock, right before deleting.
+    Retention asks it once per batch and again, under lock, right before deleting.
     """
     ids = sorted(set(candidates))
     if not ids:
@@ -151,6 +154,11 @@ def protected_study_ids(session: Session, candidates: Collection[int]) -> set[in
     )
     protected.update(
         session.scalars(select(Override.study_id).where(Override.study_id.in_(ids)).distinct())
+    )
+    protected.update(
+        session.scalars(
+            select(ValidationCase.study_id).where(ValidationCase.study_id.in_(ids)).distinct()
+        )
     )
     latest: dict[int, object] = {}
     for study_id, detail in session.execute(

@@ -24,7 +24,17 @@ from storage.retention import (
     purge_target_bytes,
     run_retention,
 )
-from storage.schema import AuditEvent, Delivery, Instance, Job, Override, Result, Series, Study
+from storage.schema import (
+    AuditEvent,
+    Delivery,
+    Instance,
+    Job,
+    Override,
+    Result,
+    Series,
+    Study,
+    ValidationCase,
+)
 from storage.spool import DiskUsage, Spool
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -379,3 +389,26 @@ def test_the_same_bytes_sent_again_restore_a_purged_instance(
     assert outcome is StoreOutcome.DUPLICATE
     with sm() as session:
         assert session.get(Instance, inst.id).purged_at is None  # type: ignore[union-attr]
+
+
+def test_a_locked_validation_case_keeps_its_study(
+    sm: sessionmaker[Session], spool: Spool, seeded: dict[str, Seeded]
+) -> None:
+    """A study holding a case of the locked validation set is never purged, review or not."""
+    target = seeded["old_absent_delivered"]
+    with sm.begin() as session:
+        session.add(
+            ValidationCase(
+                source="review",
+                key=f"1.2.826.0.1.val.{target.study_id}",
+                study_id=target.study_id,
+                patient_group="0" * 64,
+                label={"fracture": "absent"},
+                added_by="admin",
+            )
+        )
+    with sm() as session:
+        assert target.study_id in protected_study_ids(session, [target.study_id])
+    report = run_retention(sm, spool, POLICY, NOW, disk=SpoolDisk(spool))
+    assert report.studies == len(BY_AGE) - 1
+    assert all(present(spool, target)) and not purged(sm, target)
