@@ -134,18 +134,20 @@ def test_scheduled_retraining_promotes_and_rollback_restores(tmp_path: Path) -> 
     storage.engine.dispose()
 
 
-def _store_reviews(sessions: Any, examples: list[Any]) -> None:
-    """The reviewed studies as the node and the web UI leave them: study, series, instance
-    and an override whose label corrects a wrong AI label."""
+def _review_wrong_analyses(sessions: Any, client: Any, token: str, examples: list[Any]) -> None:
+    """Each reviewed image as a study the node stored and analysed, with a deliberate AI
+    mistake (the opposite fracture decision), then the radiologist's correction sent through
+    the REST API as the review form does: ``POST /api/v1/overrides``, disagree, true label."""
     from datetime import UTC, datetime
 
     from pydicom.uid import generate_uid
 
-    from storage.schema import Instance, Override, Series, Study
+    from storage.schema import Instance, Result, Series, Study
 
     when = datetime.now(UTC)
-    with sessions.begin() as s:
-        for e in examples:
+    for e in examples:
+        wrong = "absent" if e.label["fracture"] == "present" else "present"
+        with sessions.begin() as s:
             study = Study(
                 study_instance_uid=str(generate_uid()),
                 state="analysed",
@@ -174,17 +176,35 @@ def _store_reviews(sessions: Any, examples: list[Any]) -> None:
                     calling_ae_title="MODALITY",
                 )
             )
-            wrong = "absent" if e.label["fracture"] == "present" else "present"
             s.add(
-                Override(
+                Result(
                     study_id=study.id,
-                    user_name="dr_bone",
-                    agree=False,
-                    ai_label={"decision": wrong},
-                    radiologist_label=e.label,
-                    created_at=when,
+                    kind="analysis",
+                    detail={
+                        "model": {"name": "xrayd-demo", "version": "1.0.0"},
+                        "decision": wrong,
+                        "fracture_probability": 0.9 if wrong == "present" else 0.1,
+                        "count": "1" if wrong == "present" else "0",
+                        "hardware": not e.label["hardware"],
+                        "images": [
+                            {
+                                "sop_instance_uid": e.sop_instance_uid,
+                                "decision": wrong,
+                                "body_part": e.label["body_part"],
+                            }
+                        ],
+                    },
                 )
             )
+            s.flush()
+            study_id = study.id
+        answer = client.post(
+            "/api/v1/overrides",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"study_id": study_id, "agree": False, "label": e.label},
+        )
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["ai_label"]["decision"] == wrong
 
 
 def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None:
@@ -209,10 +229,19 @@ def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None
     sessions = storage.sessions
     service = RetrainService(settings, sessions, storage.spool)
     examples = write_reviewed_spool(storage.spool.root, patients=6, studies_per_patient=2)
-    _store_reviews(sessions, examples[:6])
+    from fastapi.testclient import TestClient
+
+    from storage.users import add_user, create_api_token
+    from xrayd.web.app import create_app
+    from xrayd.web.context import WebContext
+
+    client = TestClient(create_app(WebContext(settings, sessions, storage.spool)))
+    add_user(sessions, "dr_bone", "radiologist", "a long enough password")
+    reader = create_api_token(sessions, "dr_bone", "reviews", actor="test")
+    _review_wrong_analyses(sessions, client, reader, examples[:6])
     skipped = service.run("scheduled:2026-11-24T02:00:00Z", "scheduled")
     assert skipped is not None and skipped.state == "skipped" and skipped.new_reviews == 6
-    _store_reviews(sessions, examples[6:])
+    _review_wrong_analyses(sessions, client, reader, examples[6:])
     # Now the schedule fires (every second here) and the run trains.
     finished: list[Any] = []
     done = threading.Event()
@@ -244,15 +273,8 @@ def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None
     assert service.run(run.slot, "scheduled") is None
 
     # The run's report is visible in the admin UI.
-    from fastapi.testclient import TestClient
-
-    from storage.users import add_user, create_api_token
-    from xrayd.web.app import create_app
-    from xrayd.web.context import WebContext
-
     add_user(sessions, "boss", "admin", "a long enough password")
     headers = {"Authorization": f"Bearer {create_api_token(sessions, 'boss', 't', actor='t')}"}
-    client = TestClient(create_app(WebContext(settings, sessions, storage.spool)))
     page = client.get("/admin/models", headers=headers)
     assert page.status_code == 200 and f"/admin/runs/{run.id}/report/roc.png" in page.text
     png = client.get(f"/admin/runs/{run.id}/report/roc.png", headers=headers)
