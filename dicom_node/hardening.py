@@ -247,6 +247,16 @@ class BoundedAssociationServer(ThreadedAssociationServer):
         self.refused_connections = 0
         super().__init__(*args, **kwargs)
 
+    def service_actions(self) -> None:
+        """Called by ``serve_forever`` at each poll; does nothing.
+
+        pynetdicom's ``AssociationServer.service_actions`` runs a full ``gc.collect()`` every
+        60th poll (every 12 s here). In a process that has imported torch that pass walks
+        about half a million objects and holds the GIL for some 350 ms, stalling every
+        association's transfer. Python's own cyclic collector already frees ended
+        associations; nothing needs a forced collection.
+        """
+
     def track(self, assoc: Association) -> None:
         with self._live_lock:
             self._live.add(assoc)

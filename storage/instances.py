@@ -180,6 +180,10 @@ def _existing_outcome(session: Session, rec: InstanceRecord) -> StoreOutcome | N
 
 
 def _lock_or_create_study(session: Session, rec: InstanceRecord) -> Study:
+    """The study's row, locked (created first if missing: most instances find it)."""
+    study = _locked_study(session, rec.study_instance_uid)
+    if study is not None:
+        return study
     _insert_ignore(
         session,
         Study,
@@ -196,31 +200,40 @@ def _lock_or_create_study(session: Session, rec: InstanceRecord) -> Study:
         },
         "study_instance_uid",
     )
+    study = _locked_study(session, rec.study_instance_uid)
+    if study is None:  # pragma: no cover - inserted or found by the statement above
+        raise StorageError("study insert conflicted but no row was found")
+    return study
+
+
+def _locked_study(session: Session, study_instance_uid: str) -> Study | None:
     return session.execute(
         select(Study)
-        .where(Study.study_instance_uid == rec.study_instance_uid)
+        .where(Study.study_instance_uid == study_instance_uid)
         .with_for_update()
         .execution_options(populate_existing=True)
-    ).scalar_one()
+    ).scalar_one_or_none()
 
 
 def _series_id(session: Session, rec: InstanceRecord, study_id: int) -> int:
-    _insert_ignore(
-        session,
-        Series,
-        {
-            "study_id": study_id,
-            "series_instance_uid": rec.series_instance_uid,
-            "modality": rec.modality,
-            "body_part_examined": rec.body_part_examined,
-        },
-        "series_instance_uid",
+    """The series' row id (inserted first if missing: most instances find it)."""
+    query = select(Series.id, Series.study_id).where(
+        Series.series_instance_uid == rec.series_instance_uid
     )
-    row = session.execute(
-        select(Series.id, Series.study_id).where(
-            Series.series_instance_uid == rec.series_instance_uid
+    row = session.execute(query).one_or_none()
+    if row is None:
+        _insert_ignore(
+            session,
+            Series,
+            {
+                "study_id": study_id,
+                "series_instance_uid": rec.series_instance_uid,
+                "modality": rec.modality,
+                "body_part_examined": rec.body_part_examined,
+            },
+            "series_instance_uid",
         )
-    ).one()
+        row = session.execute(query).one()
     if row[1] != study_id:
         logger.warning("series already belongs to another study", extra={"series_id": row[0]})
     return int(row[0])

@@ -479,3 +479,21 @@ def test_p_data_pdu_over_the_negotiated_maximum_aborts(
     assert rows(node, Instance) == []
     assert list(node.storage.spool.tmp_dir().iterdir()) == []
     assert echo(remote(node), "MODALITY") == 0  # and still serves others
+
+
+def test_the_listener_never_forces_a_full_garbage_collection(
+    start_node: StartNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom's server loop calls gc.collect() every 60th poll; with torch imported that
+    holds the GIL for hundreds of milliseconds and stalls every transfer. Ours does not."""
+    import gc
+
+    node = start_node()
+    server = node.scp._server
+    assert server is not None
+    collected: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: collected.append(1) or 0)
+    for _ in range(3 * 60):  # three times pynetdicom's period
+        server.service_actions()
+    assert collected == []
+    assert echo(remote(node), "MODALITY") == 0
