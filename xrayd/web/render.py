@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -11,9 +12,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-__all__ = ["LOGIN_CSRF_COOKIE", "TEMPLATES", "login_page", "render", "safe_next"]
+__all__ = ["LOGIN_CSRF_COOKIE", "login_page", "render", "safe_next", "templates"]
 
-TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 LOGIN_CSRF_COOKIE = "xrayd_login_csrf"
 
 
@@ -25,8 +25,13 @@ def _pct(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{100 * value:.{digits}f} %"
 
 
-TEMPLATES.env.filters["when"] = _when
-TEMPLATES.env.filters["pct"] = _pct
+@functools.cache
+def templates() -> Jinja2Templates:
+    """The pages' Jinja2 environment (autoescaped), built at the first page rendered."""
+    made = Jinja2Templates(directory=Path(__file__).parent / "templates")
+    made.env.filters["when"] = _when
+    made.env.filters["pct"] = _pct
+    return made
 
 
 def render(request: Request, name: str, *, status_code: int = 200, **values: Any) -> HTMLResponse:
@@ -34,7 +39,7 @@ def render(request: Request, name: str, *, status_code: int = 200, **values: Any
     values.setdefault("principal", principal)
     values.setdefault("status_code", status_code)
     values.setdefault("csrf_token", getattr(principal, "csrf_token", None) or "")
-    response: HTMLResponse = TEMPLATES.TemplateResponse(
+    response: HTMLResponse = templates().TemplateResponse(
         request, name, values, status_code=status_code
     )
     return response
