@@ -1,7 +1,8 @@
 """The radiologist's flow in a real browser (Debian's chromium, driven by Playwright) on a real
 node: a study arrives over DICOM and is analysed by the demo model, then a radiologist logs in,
-finds it on the worklist, looks at the radiograph and heatmap, disagrees with the AI and saves
-the correction; the override and its audit event end up in the database."""
+finds it on the worklist, looks at the radiograph (heatmap and box toggles, zoom), disagrees
+with the AI and saves the correction; the override and its audit event end up in the
+database."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from storage.registry import list_audit
 from storage.reviews import list_overrides
 from storage.users import add_user
 from xrayd.app import Node, open_storage, seed_registry
+from xrayd.web.auth import COOKIE
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer
 from xrayd.worker import CompletionTimer, Wakeup, Worker
@@ -52,11 +54,10 @@ def node(tmp_path: Path) -> Iterator[Node]:
         tmp_path / "data",
         "",
         study={"quiet_seconds": 0, "release_ends_wait": True},
-        # Plain http on 127.0.0.1: Chromium does not keep or send cookies marked Secure that
-        # come over http (whether a loopback origin is exempt depends on the browser version),
-        # and TLS here would need a certificate the browser trusts. The Secure flag itself is
-        # covered by the web unit tests; here the session cookie must simply work.
-        web={"host": "127.0.0.1", "port": 0, "cookie_secure": False},
+        # Plain http on 127.0.0.1 with the default [web] cookie_secure = true: Chromium counts
+        # loopback origins as potentially trustworthy and keeps (and sends back) the Secure
+        # session cookie over http there; the test checks the cookie it got is Secure.
+        web={"host": "127.0.0.1", "port": 0},
     )
     storage = open_storage(settings, create_if_empty=True, require_current=True)
     try:
@@ -142,6 +143,26 @@ def _images_loaded(page: Any) -> None:
     )
 
 
+def _sizes(page: Any) -> dict[str, float]:
+    """Widths in CSS pixels of the first radiograph (natural and as drawn), of its heatmap
+    overlay, and the share of the radiograph's width that its first box covers."""
+    return dict(
+        page.evaluate(
+            """() => {
+                const stack = document.querySelector('.stack');
+                const img = stack.querySelector('img.radiograph');
+                const width = (el) => el.getBoundingClientRect().width;
+                return {
+                    natural: img.naturalWidth,
+                    radiograph: width(img),
+                    heatmap: width(stack.querySelector('img.heatmap')),
+                    box_share: width(stack.querySelector('.box')) / width(img),
+                };
+            }"""
+        )
+    )
+
+
 def test_radiologist_reviews_a_study_in_the_browser(node: Node, web: WebServer, page: Any) -> None:
     from playwright.sync_api import expect
 
@@ -158,8 +179,12 @@ def test_radiologist_reviews_a_study_in_the_browser(node: Node, web: WebServer, 
     login.locator("input[name=password]").fill(PASSWORD)
     login.locator("button[type=submit]").click()
 
-    # The worklist, with the analysed study.
+    # The worklist, with the analysed study: the Secure session cookie (the default) works.
     expect(page).to_have_url(f"{base}/worklist", timeout=EXPECT_MS)
+    assert node.settings.web.cookie_secure is True
+    [session] = [c for c in page.context.cookies(base) if c["name"] == COOKIE]
+    assert session["secure"] is True and session["httpOnly"] is True, session
+    assert session["sameSite"] == "Strict", session
     rows = page.locator("table.worklist tr[data-study-id]")
     expect(rows).to_have_count(1, timeout=EXPECT_MS)
     study_id = rows.first.get_attribute("data-study-id")
@@ -181,6 +206,35 @@ def test_radiologist_reviews_a_study_in_the_browser(node: Node, web: WebServer, 
     page.locator("#show-heatmap").check()
     expect(heatmap).to_be_visible()
     expect(page.locator("#review-state")).to_contain_text(f"assigned to {USER}")
+
+    # The AI's boxes: drawn over the radiograph, hidden and shown by their own checkbox.
+    boxes = page.locator(".stack .box")
+    assert boxes.count() >= 1, "the demo model found no region to box on a fracture case"
+    expect(boxes.first).to_be_visible()
+    page.locator("#show-boxes").uncheck()
+    for n in range(boxes.count()):
+        expect(boxes.nth(n)).to_be_hidden()
+    expect(heatmap).to_be_visible()  # the other overlay stays
+    page.locator("#show-boxes").check()
+    expect(boxes.first).to_be_visible()
+
+    # Zoom: + and - step the radiograph's size, the overlays follow it; "fit" restores it.
+    level = page.locator("#zoom-level")
+    expect(level).to_have_text("fit")
+    fit = _sizes(page)
+    page.locator("#zoom-in").click()
+    expect(level).to_have_text("150 %")
+    zoomed = _sizes(page)
+    assert zoomed["radiograph"] == round(fit["natural"] * 1.5), (fit, zoomed)
+    assert zoomed["heatmap"] == zoomed["radiograph"], zoomed
+    assert abs(zoomed["box_share"] - fit["box_share"]) < 0.01, (fit, zoomed)  # box follows
+    page.locator("#zoom-out").click()
+    page.locator("#zoom-out").click()
+    expect(level).to_have_text("75 %")
+    assert _sizes(page)["radiograph"] == round(fit["natural"] * 0.75)
+    page.locator("#zoom-reset").click()
+    expect(level).to_have_text("fit")
+    assert _sizes(page) == fit
 
     # Disagree with the AI and correct it.
     form = page.locator("#review-form")

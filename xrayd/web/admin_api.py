@@ -436,7 +436,10 @@ class ModelVersionOut(BaseModel):
 
 class ModelsOut(BaseModel):
     bundle: BundleOut = Field(description="the bundle the settings name (or the demo bundle)")
-    versions: list[ModelVersionOut] = Field(description="the model_versions table, newest first")
+    items: list[ModelVersionOut] = Field(description="the model_versions table, newest first")
+    total: int
+    limit: int
+    offset: int
 
 
 class AuditOut(BaseModel):
@@ -714,11 +717,15 @@ def retry_one_job(request: Request, job_id: int, principal: Admin) -> Retried:
 
 
 @router.get("/models", response_model=ModelsOut, summary="The model bundle in use and versions")
-def models(request: Request) -> ModelsOut:
+def models(request: Request, limit: Limit = 100, offset: Offset = 0) -> ModelsOut:
     ctx = context(request)
+    rows = list_model_versions(ctx.sessions)
     return ModelsOut(
         bundle=model_bundle(ctx.settings),
-        versions=[_version(v) for v in list_model_versions(ctx.sessions)],
+        items=[_version(v) for v in _page(rows, limit, offset)],
+        total=len(rows),
+        limit=limit,
+        offset=offset,
     )
 
 

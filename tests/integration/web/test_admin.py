@@ -461,7 +461,7 @@ def test_models_page_and_api_show_the_demo_bundle(web: Web) -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", bundle["sha256"])
     auc = next(m for m in bundle["metrics"] if m["name"] == "AUC")
     assert auc["low"] < auc["value"] < auc["high"]
-    assert out["versions"] == []
+    assert (out["items"], out["total"], out["offset"]) == ([], 0, 0)
 
 
 # -- audit ---------------------------------------------------------------------------------------
@@ -655,3 +655,19 @@ def test_admin_promotes_and_rolls_back_models(web: Web) -> None:
     assert active is not None and active.version == "1.0.0" and changed == [1, 1]
     rad = web.login("rad", web.new_client())
     assert rad.post("/admin/models/rollback", data={"csrf_token": web.csrf(rad)}).status_code == 403
+    # one audit row per change, by the admin who made it; the refused ones left none
+    (promoted,) = _audit(web, "model_promoted")
+    assert (promoted.actor, promoted.object_type, promoted.object_id) == (
+        "admin",
+        "model_version",
+        "1.0.0+r1",
+    )
+    assert promoted.detail == {"previous": "1.0.0"}
+    (rolled_back,) = _audit(web, "model_rolled_back")
+    assert (rolled_back.actor, rolled_back.object_type, rolled_back.object_id) == (
+        "admin",
+        "model_version",
+        "1.0.0",
+    )
+    assert rolled_back.detail == {"from": "1.0.0+r1"}
+    assert promoted.at <= rolled_back.at

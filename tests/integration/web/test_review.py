@@ -90,6 +90,7 @@ def test_disagree_by_form_stores_the_override_and_shows_it(web: Web) -> None:
     study = seed_study(web.sessions, web.ctx.spool, decision="present", count="2+")
     web.login("rad")
     csrf = web.csrf(page=f"/studies/{study}")
+    before = datetime.now(UTC)
     r = web.client.post(
         f"/studies/{study}/review",
         data={
@@ -102,10 +103,13 @@ def test_disagree_by_form_stores_the_override_and_shows_it(web: Web) -> None:
             "comment": "growth plate, not a fracture",
         },
     )
+    after = datetime.now(UTC)
     assert r.status_code == 200 and "Review saved" in r.text
     assert "reviewed by rad" in r.text and "growth plate" in r.text
     [override], total = list_overrides(web.sessions, study_id=study)
     assert total == 1 and override.agree is False and override.user_name == "rad"
+    assert override.created_at.utcoffset() is not None
+    assert before <= override.created_at <= after
     assert override.radiologist_label == {
         "fracture": "absent",
         "count": "0",
@@ -158,14 +162,20 @@ def test_review_validation_errors_are_clear(web: Web) -> None:
 def test_override_round_trip_through_the_api(web: Web) -> None:
     study = seed_study(web.sessions, web.ctx.spool, decision="present", body_part="ankle")
     headers = web.token("rad")
+    before = datetime.now(UTC)
     r = web.client.post(
         "/api/v1/overrides",
         json={"study_id": study, "agree": True, "comment": "clear distal fibula fracture"},
         headers=headers,
     )
+    after = datetime.now(UTC)
     assert r.status_code == 201
     created = r.json()
     assert created["agree"] is True and created["radiologist_label"]["body_part"] == "ankle"
+    assert created["user_name"] == "rad"
+    when = datetime.fromisoformat(created["created_at"])
+    assert when.utcoffset() is not None  # an aware time, not a local one left to guess
+    assert before <= when <= after  # stored when the request was made
     label = {"fracture": "present", "count": "2+", "body_part": "ankle", "hardware": True}
     second = web.client.post(
         "/api/v1/overrides",
@@ -177,6 +187,8 @@ def test_override_round_trip_through_the_api(web: Web) -> None:
         second["id"],
         created["id"],
     ]
+    assert datetime.fromisoformat(listed["items"][1]["created_at"]) == when
+    assert when <= datetime.fromisoformat(second["created_at"])
     mine = web.client.get("/api/v1/overrides", params={"user": "rad"}, headers=headers).json()
     assert [o["id"] for o in mine["items"]] == [created["id"]]
     one = web.client.get(f"/api/v1/studies/{study}", headers=headers).json()
@@ -186,12 +198,65 @@ def test_override_round_trip_through_the_api(web: Web) -> None:
     assert preds["model"]["version"] == "1.0.0"
 
 
+def test_a_study_viewed_through_the_api_is_audited(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool)
+
+    def viewed() -> list[tuple[str, str, str | None, dict[str, object]]]:
+        events = sorted(
+            (e for e in list_audit(web.sessions) if e.action == "study_viewed"),
+            key=lambda e: e.id,
+        )
+        return [(e.actor, e.object_type, e.object_id, e.detail) for e in events]
+
+    listed = web.client.get("/api/v1/studies", headers=web.token("rad"))
+    assert listed.status_code == 200 and viewed() == []  # the worklist shows no one study
+    one = web.client.get(f"/api/v1/studies/{study}", headers=web.token("rad"))
+    assert one.status_code == 200 and one.json()["id"] == study
+    assert viewed() == [("rad", "study", str(study), {"via": "api"})]
+    preds = web.client.get(f"/api/v1/studies/{study}/predictions", headers=web.token("rad2"))
+    assert preds.status_code == 200
+    assert viewed() == [
+        ("rad", "study", str(study), {"via": "api"}),
+        ("rad2", "study", str(study), {"via": "api"}),
+    ]
+    for missing in ("/api/v1/studies/999", "/api/v1/studies/999/predictions"):
+        assert web.client.get(missing, headers=web.token("rad")).status_code == 404
+    assert len(viewed()) == 2  # nothing was shown, nothing is recorded
+
+
 def test_openapi_document_lists_the_api(web: Web) -> None:
     doc = web.client.get("/api/v1/openapi.json", headers=web.token("rad")).json()
     paths = set(doc["paths"])
     assert {
         "/api/v1/studies",
+        "/api/v1/studies/{study_id}",
         "/api/v1/overrides",
         "/api/v1/studies/{study_id}/predictions",
+        "/api/v1/stats",
     } <= paths
+    admin = {
+        "/api/v1/callers": {"get", "post", "delete"},
+        "/api/v1/destinations": {"get", "post"},
+        "/api/v1/destinations/{name}": {"delete"},
+        "/api/v1/destinations/{name}/echo": {"post"},
+        "/api/v1/outbox": {"get"},
+        "/api/v1/outbox/retry-dead": {"post"},
+        "/api/v1/outbox/{delivery_id}/retry": {"post"},
+        "/api/v1/jobs": {"get"},
+        "/api/v1/jobs/{job_id}/retry": {"post"},
+        "/api/v1/models": {"get"},
+        "/api/v1/audit": {"get"},
+        "/api/v1/users": {"get"},
+    }
+    for path, methods in admin.items():
+        assert path in paths, path
+        assert set(doc["paths"][path]) == methods, (path, set(doc["paths"][path]))
+        for method in methods:
+            assert doc["paths"][path][method]["tags"] == ["admin"], (path, method)
+    paged = ("callers", "destinations", "outbox", "jobs", "audit", "users")
+    for path in (f"/api/v1/{name}" for name in paged):
+        parameters = {p["name"] for p in doc["paths"][path]["get"]["parameters"]}
+        assert {"limit", "offset"} <= parameters, path
+    models = {p["name"] for p in doc["paths"]["/api/v1/models"]["get"]["parameters"]}
+    assert models == {"limit", "offset"}
     assert not any(p.startswith(("/studies", "/admin", "/login")) for p in paths)  # pages hidden

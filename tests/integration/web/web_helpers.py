@@ -103,6 +103,8 @@ def seed_study(
     received_at: datetime | None = None,
     images: int = 1,
     model_version: str = "1.0.0",
+    patient_name: str = "Doe^Jane",
+    patient_id: str = "PAT-SECRET-42",
 ) -> int:
     """An analysed study as the analysis job leaves it; returns the study id."""
     when = received_at or datetime.now(UTC) - timedelta(minutes=5)
@@ -131,7 +133,13 @@ def seed_study(
         predictions = []
         for n in range(images):
             ds = make_radiograph(
-                study_uid=study_uid, series_uid=series_uid, seed=n, rows=200, cols=160
+                study_uid=study_uid,
+                series_uid=series_uid,
+                seed=n,
+                rows=200,
+                cols=160,
+                patient_name=patient_name,
+                patient_id=patient_id,
             )
             rel = f"instances/{study.id}/{n}.dcm"
             path = spool.absolute(rel)
