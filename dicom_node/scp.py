@@ -315,6 +315,21 @@ class StoreSCP:
     ) -> StoreStatus:
         sop_class = str(request.AffectedSOPClassUID)
         sop_instance = str(request.AffectedSOPInstanceUID)
+        # The header is checked while the flusher makes the last stretch durable.
+        stream.end_of_data()
+        header = None  # not read when the write failed: finish() raises that error
+        if stream.error is None:
+            try:
+                header = read_header(stream.path, sop_class, sop_instance)
+            except HeaderError as exc:
+                LOGGER.warning(
+                    "C-STORE refused (0x%04X %s) from %r: %s",
+                    exc.status,
+                    exc.status.name,
+                    peer.calling_ae_title,
+                    exc.reason,
+                )
+                return exc.status
         try:
             size, digest = stream.finish()
         except OSError as exc:
@@ -324,17 +339,9 @@ class StoreSCP:
                 exc.strerror or type(exc).__name__,
             )
             return StoreStatus.OUT_OF_RESOURCES
-        try:
-            study, series, modality, body_part = read_header(stream.path, sop_class, sop_instance)
-        except HeaderError as exc:
-            LOGGER.warning(
-                "C-STORE refused (0x%04X %s) from %r: %s",
-                exc.status,
-                exc.status.name,
-                peer.calling_ae_title,
-                exc.reason,
-            )
-            return exc.status
+        if header is None:  # pragma: no cover - finish() raised the write error
+            return StoreStatus.OUT_OF_RESOURCES
+        study, series, modality, body_part = header
         instance = ReceivedInstance(
             path=stream.path,
             size=size,

@@ -1,0 +1,125 @@
+"""StreamingFile: a flusher thread makes the data durable in stretches while it arrives."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from dicom_node import streaming
+from dicom_node.streaming import SYNC_BYTES, StreamingFile
+
+FRAGMENT = 128 * 1024
+WAIT = 60.0  # seconds: a bound on waiting for the flusher, never a synchronisation by sleep
+
+
+class Syncs:
+    """Records the file's size at each fdatasync (the real call still runs, unless failing)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, fail: bool = False) -> None:
+        self.sizes: list[int] = []
+        self.threads: list[str] = []
+        self.happened = threading.Event()
+        self._fail = fail
+        self._real = os.fdatasync
+        monkeypatch.setattr(streaming.os, "fdatasync", self)
+
+    def __call__(self, fd: int) -> None:
+        self.sizes.append(os.fstat(fd).st_size)
+        self.threads.append(threading.current_thread().name)
+        self.happened.set()
+        if self._fail:
+            raise OSError(errno.EIO, "Input/output error")
+        self._real(fd)
+
+
+def _fragments(total: int) -> list[bytes]:
+    data = os.urandom(total)
+    return [data[i : i + FRAGMENT] for i in range(0, total, FRAGMENT)]
+
+
+def test_stretches_are_synced_while_the_data_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = Syncs(monkeypatch)
+    total = 3 * SYNC_BYTES + 3 * FRAGMENT + 17
+    fragments = _fragments(total)
+    first = SYNC_BYTES // FRAGMENT + 1  # just past one stretch
+    stream = StreamingFile(tmp_path / "a.part")
+    for fragment in fragments[:first]:
+        stream.write(fragment)
+    # The flusher syncs a first stretch while the data set is still incomplete.
+    assert syncs.happened.wait(WAIT)
+    assert SYNC_BYTES <= syncs.sizes[0] <= first * FRAGMENT
+    assert syncs.threads[0] == "stream-flusher"
+    for fragment in fragments[first:]:
+        stream.write(fragment)
+    size, digest = stream.finish()
+    stream.close()
+
+    whole = b"".join(fragments)
+    assert size == total
+    assert digest == hashlib.sha256(whole).hexdigest()
+    assert (tmp_path / "a.part").read_bytes() == whole
+    assert syncs.sizes[-1] == total  # the last stretch is durable before finish() returns
+    assert syncs.sizes == sorted(syncs.sizes)
+
+
+def test_the_last_stretch_is_synced_after_end_of_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """end_of_data() hands the final sync to the flusher; finish() waits for it."""
+    syncs = Syncs(monkeypatch)
+    stream = StreamingFile(tmp_path / "b.part")
+    stream.write(b"x" * FRAGMENT)  # under one stretch: no sync while arriving
+    stream.end_of_data()
+    assert syncs.happened.wait(WAIT)
+    assert syncs.sizes == [FRAGMENT]
+    assert syncs.threads == ["stream-flusher"]
+    assert stream.finish()[0] == FRAGMENT
+    stream.close()
+    assert syncs.sizes == [FRAGMENT]  # finish() found it durable already
+
+
+def test_an_empty_file_is_still_synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = Syncs(monkeypatch)
+    stream = StreamingFile(tmp_path / "c.part")
+    assert stream.finish() == (0, hashlib.sha256(b"").hexdigest())
+    stream.close()
+    assert syncs.sizes == [0]
+
+
+def test_a_discarded_stream_is_not_synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = Syncs(monkeypatch)
+    path = tmp_path / "d.part"
+    stream = StreamingFile(path)
+    stream.write(b"x" * FRAGMENT)
+    stream.discard()
+    assert syncs.sizes == []
+    assert not path.exists()
+
+
+def test_a_failed_sync_mid_stream_fails_finish_and_removes_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = Syncs(monkeypatch, fail=True)
+    path = tmp_path / "e.part"
+    stream = StreamingFile(path)
+    fragments = _fragments(3 * SYNC_BYTES)
+    sent = 0
+    while not syncs.happened.is_set() and sent < len(fragments):
+        stream.write(fragments[sent])
+        sent += 1
+    assert syncs.happened.wait(WAIT)
+    for fragment in fragments[sent:]:
+        stream.write(fragment)  # dropped after the failure, not raised
+    with pytest.raises(OSError) as raised:
+        stream.finish()
+    assert raised.value.errno == errno.EIO
+    assert syncs.sizes[0] >= SYNC_BYTES
+    assert len(syncs.sizes) == 1  # the flusher stopped at the first failure
+    assert not path.exists()
