@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pynetdicom import _config
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from dicom_node.reactor import use_select_reactor
+from dicom_node.reactor import use_association_reactor, use_select_reactor
 from dicom_node.streaming import NewPath, StreamingFile, stream_into
 from dicom_node.tls import accept_tls
 
@@ -207,6 +207,7 @@ class BoundedRequestHandler(RequestHandler):
         dul = assoc.dul
         dul._read_pdu_data = lambda: bounded_read_pdu(dul, max_pdata)  # type: ignore[method-assign]
         use_select_reactor(dul)
+        use_association_reactor(assoc)
         if server.new_stream_path is not None:
             stream_into(dul, server.new_stream_path)
         hook = server.accept_hook

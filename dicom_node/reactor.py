@@ -1,45 +1,86 @@
-"""A DUL reactor loop that waits on the socket instead of sleeping blindly.
+"""Reactor loops for acceptor associations that wait on their inputs instead of sleeping blindly.
 
 pynetdicom's ``DULServiceProvider.run_reactor`` sleeps 1 ms whenever a pass of its loop found
 nothing to do. A peer sending a 10 MB image as ~80 PDUs of 128 KiB (DCMTK's usual size) then
-costs up to tens of milliseconds of pure sleeping per image. This loop is the same state machine
-driver, except that an idle pass waits in ``select`` on the socket for at most that same delay:
-incoming data wakes it at once, outgoing primitives are picked up no later than before.
+costs up to tens of milliseconds of pure sleeping per image. :func:`run_reactor` is the same
+state machine driver, except that an idle pass waits in ``select`` on the socket and on a wake-up
+socket that the DUL's outgoing queue pokes: incoming data and our own responses are both handled
+at once.
 
-Adapted from pynetdicom 3.0 ``dul.py`` (MIT licence); pinned by pyproject's ``pynetdicom<3.1``.
+pynetdicom's ``Association._run_reactor`` (the acceptor's DIMSE loop) also sleeps 1 ms before
+each non-blocking look at the DIMSE message queue: up to a millisecond between the last fragment
+of a C-STORE and its handler, and a thousand wake-ups a second per idle association, each taking
+the GIL. :func:`run_association_reactor` waits on the queue itself.
+
+Adapted from pynetdicom 3.0 ``dul.py`` and ``association.py`` (MIT licence); pinned by
+pyproject's ``pynetdicom<3.1``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import select
+import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from pynetdicom import evt
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
 
 if TYPE_CHECKING:
+    from pynetdicom.association import Association
     from pynetdicom.dul import DULServiceProvider
 
 LOGGER = logging.getLogger(__name__)
 
+#: the longest an idle DUL thread waits before it looks at its timers again (pynetdicom's delay)
+DUL_IDLE_SECONDS = 0.001
+#: the longest the association thread waits for a DIMSE message before it looks for a release,
+#: an abort, a dead DUL thread or the network timeout again
+ASSOCIATION_IDLE_SECONDS = 0.005
 
-def _wait_for_data(dul: DULServiceProvider) -> None:
-    delay = dul._run_loop_delay
+
+class _WakingQueue(queue.Queue[Any]):
+    """The DUL's outgoing primitive queue: each put also wakes the DUL thread's ``select``."""
+
+    def __init__(self, wake: socket.socket) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        # OSError: closed (the reactor ended) or full (the DUL thread is awake anyway)
+        with contextlib.suppress(OSError):
+            self._wake.send(b"\0")
+
+
+def _wait_for_data(dul: DULServiceProvider, woken: socket.socket) -> None:
     sock = dul.socket.socket if dul.socket is not None else None
     if sock is None or not dul.socket._is_connected:  # type: ignore[union-attr]
-        time.sleep(delay)
+        time.sleep(DUL_IDLE_SECONDS)
         return
     try:
-        select.select([sock], [], [], delay)
+        ready, _, _ = select.select([sock, woken], [], [], DUL_IDLE_SECONDS)
     except (OSError, ValueError):  # closed meanwhile: the next pass reports it
-        time.sleep(delay)
+        time.sleep(DUL_IDLE_SECONDS)
+        return
+    if woken in ready:
+        with contextlib.suppress(OSError):
+            woken.recv(4096)
 
 
-def run_reactor(dul: DULServiceProvider) -> None:
+def run_reactor(dul: DULServiceProvider, woken: socket.socket) -> None:
     """The DUL thread's main loop (see the module docstring)."""
+    try:
+        _run_dul(dul, woken)
+    finally:
+        woken.close()
+
+
+def _run_dul(dul: DULServiceProvider, woken: socket.socket) -> None:
     dul._idle_timer.start()
     idle = False
     while True:
@@ -47,7 +88,7 @@ def run_reactor(dul: DULServiceProvider) -> None:
             dul.assoc._dul_ready.set()
             idle = True
         if idle:
-            _wait_for_data(dul)
+            _wait_for_data(dul, woken)
         if dul._kill_thread:
             break
         if dul.artim_timer.expired:
@@ -80,4 +121,71 @@ def run_reactor(dul: DULServiceProvider) -> None:
 
 def use_select_reactor(dul: DULServiceProvider) -> None:
     """Make a not yet started DUL thread run :func:`run_reactor`."""
-    dul._target = make_target(lambda: run_reactor(dul))  # type: ignore[attr-defined]
+    woken, wake = socket.socketpair()
+    woken.setblocking(False)
+    wake.setblocking(False)
+    dul.to_provider_queue = _WakingQueue(wake)
+
+    def target() -> None:
+        try:
+            run_reactor(dul, woken)
+        finally:
+            wake.close()
+
+    dul._target = make_target(target)  # type: ignore[attr-defined]
+
+
+def run_association_reactor(assoc: Association) -> None:
+    """``Association._run_reactor`` waiting on the DIMSE queue (see the module docstring).
+
+    Only for acceptors that never send requests of their own on the association: pynetdicom's
+    ``send_*`` methods pause the reactor and then read the same queue, and here a message may
+    be taken during the pause handshake's longer wait.
+    """
+    assoc._is_paused = False
+    messages = assoc.dimse.msg_queue
+    while not assoc._kill:
+        assoc._is_paused = True
+        assoc._reactor_checkpoint.wait()
+        assoc._is_paused = False
+        try:
+            context_id, msg = messages.get(timeout=ASSOCIATION_IDLE_SECONDS)
+        except queue.Empty:
+            context_id, msg = None, None
+        if msg:
+            assoc._serve_request(msg, context_id)  # type: ignore[arg-type]
+        if assoc.is_established and assoc.acse.is_release_requested():
+            assoc.acse.send_release(is_response=True)
+            LOGGER.debug("association released by the peer")
+            assoc.is_released = True
+            assoc.is_established = False
+            evt.trigger(assoc, evt.EVT_RELEASED, {})
+            assoc.kill()
+            return
+        if assoc.acse.is_aborted():
+            LOGGER.debug("association aborted")
+            assoc.dul.receive_pdu(wait=False)  # EVT_ACSE_RECV fires for the abort
+            assoc.is_aborted = True
+            assoc.is_established = False
+            evt.trigger(assoc, evt.EVT_ABORTED, {})
+            assoc.kill()
+            return
+        if not assoc.dul.is_alive():
+            assoc.kill()
+            return
+        if assoc.dul.idle_timer_expired():
+            LOGGER.warning("association network timeout reached")
+            if assoc.network_timeout_response == "A-RELEASE":
+                assoc._is_paused = True
+                assoc._reactor_checkpoint.wait()
+                assoc.release()
+                assoc._is_paused = False
+            else:
+                assoc.abort()
+            assoc.kill()
+            return
+
+
+def use_association_reactor(assoc: Association) -> None:
+    """Make a not yet started acceptor association run :func:`run_association_reactor`."""
+    assoc._run_reactor = lambda: run_association_reactor(assoc)  # type: ignore[method-assign]
