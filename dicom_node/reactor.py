@@ -3,9 +3,11 @@
 pynetdicom's ``DULServiceProvider.run_reactor`` sleeps 1 ms whenever a pass of its loop found
 nothing to do. A peer sending a 10 MB image as ~80 PDUs of 128 KiB (DCMTK's usual size) then
 costs up to tens of milliseconds of pure sleeping per image. :func:`run_reactor` is the same
-state machine driver, except that an idle pass waits in ``select`` on the socket and on a wake-up
-socket that the DUL's outgoing queue pokes: incoming data and our own responses are both handled
-at once.
+state machine driver, except that an idle pass waits in ``select`` on the socket for at most that
+same delay: incoming data wakes it at once, outgoing primitives are picked up no later than
+before. (A wake-up socket poked by the DUL's outgoing queue was tried, to send responses at once:
+with it, xrayd's own deliveries to Orthanc were aborted after a rejected association, in
+``tests/e2e/test_results_to_pacs.py``; it was taken out, and the cause is not yet understood.)
 
 pynetdicom's ``Association._run_reactor`` (the acceptor's DIMSE loop) also sleeps 1 ms before
 each non-blocking look at the DIMSE message queue: up to a millisecond between the last fragment
@@ -18,13 +20,11 @@ pyproject's ``pynetdicom<3.1``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import select
-import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pynetdicom import evt
 from pynetdicom.pdu import A_ABORT_RQ
@@ -43,44 +43,19 @@ DUL_IDLE_SECONDS = 0.001
 ASSOCIATION_IDLE_SECONDS = 0.005
 
 
-class _WakingQueue(queue.Queue[Any]):
-    """The DUL's outgoing primitive queue: each put also wakes the DUL thread's ``select``."""
-
-    def __init__(self, wake: socket.socket) -> None:
-        super().__init__()
-        self._wake = wake
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        # OSError: closed (the reactor ended) or full (the DUL thread is awake anyway)
-        with contextlib.suppress(OSError):
-            self._wake.send(b"\0")
-
-
-def _wait_for_data(dul: DULServiceProvider, woken: socket.socket) -> None:
+def _wait_for_data(dul: DULServiceProvider) -> None:
     sock = dul.socket.socket if dul.socket is not None else None
     if sock is None or not dul.socket._is_connected:  # type: ignore[union-attr]
         time.sleep(DUL_IDLE_SECONDS)
         return
     try:
-        ready, _, _ = select.select([sock, woken], [], [], DUL_IDLE_SECONDS)
+        select.select([sock], [], [], DUL_IDLE_SECONDS)
     except (OSError, ValueError):  # closed meanwhile: the next pass reports it
         time.sleep(DUL_IDLE_SECONDS)
-        return
-    if woken in ready:
-        with contextlib.suppress(OSError):
-            woken.recv(4096)
 
 
-def run_reactor(dul: DULServiceProvider, woken: socket.socket) -> None:
+def run_reactor(dul: DULServiceProvider) -> None:
     """The DUL thread's main loop (see the module docstring)."""
-    try:
-        _run_dul(dul, woken)
-    finally:
-        woken.close()
-
-
-def _run_dul(dul: DULServiceProvider, woken: socket.socket) -> None:
     dul._idle_timer.start()
     idle = False
     while True:
@@ -88,7 +63,7 @@ def _run_dul(dul: DULServiceProvider, woken: socket.socket) -> None:
             dul.assoc._dul_ready.set()
             idle = True
         if idle:
-            _wait_for_data(dul, woken)
+            _wait_for_data(dul)
         if dul._kill_thread:
             break
         if dul.artim_timer.expired:
@@ -121,18 +96,7 @@ def _run_dul(dul: DULServiceProvider, woken: socket.socket) -> None:
 
 def use_select_reactor(dul: DULServiceProvider) -> None:
     """Make a not yet started DUL thread run :func:`run_reactor`."""
-    woken, wake = socket.socketpair()
-    woken.setblocking(False)
-    wake.setblocking(False)
-    dul.to_provider_queue = _WakingQueue(wake)
-
-    def target() -> None:
-        try:
-            run_reactor(dul, woken)
-        finally:
-            wake.close()
-
-    dul._target = make_target(target)  # type: ignore[attr-defined]
+    dul._target = make_target(lambda: run_reactor(dul))  # type: ignore[attr-defined]
 
 
 def run_association_reactor(assoc: Association) -> None:
