@@ -29,7 +29,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pynetdicom import _config, dimse_messages
 
@@ -40,6 +40,9 @@ WRITEBACK_BYTES = 2 * 1024 * 1024
 SYNC_BYTES = 2 * 1024 * 1024
 #: fragments (at most one PDU each) queued between the network thread and the writer
 QUEUED_FRAGMENTS = 8
+#: size of each pooled receive buffer, and how many one association has (see BufferPool)
+POOL_BUFFER_BYTES = 1024 * 1024
+POOL_BUFFERS = 4
 _SYNC_FILE_RANGE_WRITE = 2
 _STREAM_PATH_ATTR = "_xrayd_new_stream_path"
 
@@ -57,6 +60,37 @@ def _load_sync_file_range() -> Any:
     func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
     func.restype = ctypes.c_int
     return func
+
+
+class BufferPool:
+    """A fixed set of reusable receive buffers for one association.
+
+    The network thread fills a buffer with data-set bytes (several PDUs' worth), hands it to
+    :meth:`StreamingFile.write_pooled`, and takes the next free one; the writer thread gives
+    each back once it is on disk. Reusing them spares a fresh zero-filled allocation (and its
+    page faults) per PDU, and handing over a megabyte at a time spares a thread hand-off per
+    PDU. When all are in the writer's queue, :meth:`take` waits: back-pressure on the sender.
+    """
+
+    def __init__(self, count: int = POOL_BUFFERS, size: int = POOL_BUFFER_BYTES) -> None:
+        self.size = size
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(count):
+            self._free.put(bytearray(size))
+
+    def take(self) -> bytearray:
+        return self._free.get()
+
+    def give(self, buffer: bytearray) -> None:
+        self._free.put(buffer)
+
+
+class _Pooled(NamedTuple):
+    """A pooled buffer's first ``length`` bytes, queued for the writer."""
+
+    buffer: bytearray
+    length: int
+    pool: BufferPool
 
 
 class StreamingFile:
@@ -83,7 +117,7 @@ class StreamingFile:
         self._started_to = 0
         self._synced_to = 0
         self._sync_file_range = _load_sync_file_range()
-        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(
+        self._queue: queue.Queue[bytes | memoryview | _Pooled | None] = queue.Queue(
             maxsize=QUEUED_FRAGMENTS
         )
         self._writer: threading.Thread | None = None
@@ -101,6 +135,22 @@ class StreamingFile:
         length = len(data)
         if self._closed or self._ended or self.error is not None:
             return length
+        self._start_threads()
+        # pynetdicom passes fresh bytes, the fast path views of a buffer it never reuses:
+        # either may be queued without a copy.
+        self._queue.put(data if isinstance(data, bytes | memoryview) else bytes(data))
+        return length
+
+    def write_pooled(self, buffer: bytearray, length: int, pool: BufferPool) -> None:
+        """Queue ``buffer[:length]``; the buffer goes back to ``pool`` once written (or
+        dropped, after an error or once the stream ended)."""
+        if self._closed or self._ended or self.error is not None:
+            pool.give(buffer)
+            return
+        self._start_threads()
+        self._queue.put(_Pooled(buffer, length, pool))
+
+    def _start_threads(self) -> None:
         if self._writer is None:
             self._writer = threading.Thread(target=self._run, name="stream-writer", daemon=True)
             self._flusher = threading.Thread(
@@ -108,37 +158,42 @@ class StreamingFile:
             )
             self._writer.start()
             self._flusher.start()
-        # pynetdicom passes fresh bytes, the fast path views of a buffer it never reuses:
-        # either may be queued without a copy.
-        self._queue.put(data if isinstance(data, bytes | memoryview) else bytes(data))
-        return length
 
     def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            if self.error is not None:
-                continue  # drop what is left after a failure
-            try:
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(self._fd, view)
-                    view = view[written:]
-            except OSError as exc:
-                self.error = exc
-                continue
-            self._hash.update(chunk)
-            with self._changed:
-                self.size += len(chunk)
-                if self.size - self._synced_to >= SYNC_BYTES:
-                    self._changed.notify_all()
-            pending = self.size - self._started_to
-            if self._sync_file_range is not None and pending >= WRITEBACK_BYTES:
-                self._sync_file_range(
-                    self._fd,
-                    self._started_to,
-                    pending,
-                    _SYNC_FILE_RANGE_WRITE,
-                )
-                self._started_to = self.size
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, _Pooled):
+                try:
+                    self._write_chunk(memoryview(item.buffer)[: item.length])
+                finally:
+                    item.pool.give(item.buffer)
+            else:
+                self._write_chunk(item)
+
+    def _write_chunk(self, chunk: bytes | memoryview) -> None:
+        if self.error is not None:
+            return  # drop what is left after a failure
+        try:
+            view = memoryview(chunk)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.error = exc
+            return
+        self._hash.update(chunk)
+        with self._changed:
+            self.size += len(chunk)
+            if self.size - self._synced_to >= SYNC_BYTES:
+                self._changed.notify_all()
+        pending = self.size - self._started_to
+        if self._sync_file_range is not None and pending >= WRITEBACK_BYTES:
+            self._sync_file_range(
+                self._fd,
+                self._started_to,
+                pending,
+                _SYNC_FILE_RANGE_WRITE,
+            )
+            self._started_to = self.size
 
     def _flush_loop(self) -> None:
         """Sync a stretch whenever ``SYNC_BYTES`` more were written; at the end, the rest."""
