@@ -259,7 +259,11 @@ class _Filler:
                 self._buffer = self.pool.take()
                 self._fill = 0
             n = min(count, len(self._buffer) - self._fill)
-            got = _recv_into(sock, memoryview(self._buffer)[self._fill : self._fill + n])
+            try:
+                got = _recv_into(sock, memoryview(self._buffer)[self._fill : self._fill + n])
+            except BaseException:  # reset or timeout: the buffer goes back, the caller reports
+                self.drop()
+                raise
             self._fill += got
             count -= got
             if got < n:

@@ -96,8 +96,10 @@ class _Pooled(NamedTuple):
 class StreamingFile:
     """The file pynetdicom writes one data set into (meta header first, then fragments).
 
-    ``write`` only queues the fragment: a writer thread of this file puts it on disk, hashes it
-    and starts its writeback, so that the network thread goes on receiving meanwhile. The queue
+    ``write`` only queues the fragment: a writer thread of this file puts it on disk and starts
+    its writeback, so that the network thread goes on receiving meanwhile, and hands it on to a
+    hasher thread (SHA-256 costs about as much CPU as the write; in the writer it made the
+    writer fall behind the network, in the network thread it slowed the transfer). The queue
     is bounded (back-pressure on the sender when the disk is slower than the network). A flusher
     thread makes the written bytes durable, ``SYNC_BYTES`` or more at a time; once the data set
     is complete (:meth:`end_of_data`) it makes the rest durable, while the caller may read the
@@ -120,7 +122,11 @@ class StreamingFile:
         self._queue: queue.Queue[bytes | memoryview | _Pooled | None] = queue.Queue(
             maxsize=QUEUED_FRAGMENTS
         )
+        self._to_hash: queue.Queue[bytes | memoryview | _Pooled | None] = queue.Queue(
+            maxsize=QUEUED_FRAGMENTS
+        )
         self._writer: threading.Thread | None = None
+        self._hasher: threading.Thread | None = None
         self._flusher: threading.Thread | None = None
         self._changed = threading.Condition()  # guards size, _synced_to, _ended
         self._ended = False
@@ -153,21 +159,41 @@ class StreamingFile:
     def _start_threads(self) -> None:
         if self._writer is None:
             self._writer = threading.Thread(target=self._run, name="stream-writer", daemon=True)
+            self._hasher = threading.Thread(
+                target=self._hash_loop, name="stream-hasher", daemon=True
+            )
             self._flusher = threading.Thread(
                 target=self._flush_loop, name="stream-flusher", daemon=True
             )
             self._writer.start()
+            self._hasher.start()
             self._flusher.start()
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        """Write each chunk, then pass it on to the hasher (the disk is the slower part)."""
+        try:
+            while (item := self._queue.get()) is not None:
+                try:
+                    if isinstance(item, _Pooled):
+                        self._write_chunk(memoryview(item.buffer)[: item.length])
+                    else:
+                        self._write_chunk(item)
+                finally:
+                    self._to_hash.put(item)
+        finally:
+            self._to_hash.put(None)
+
+    def _hash_loop(self) -> None:
+        """Hash the chunks in file order; give pooled buffers back."""
+        while (item := self._to_hash.get()) is not None:
             if isinstance(item, _Pooled):
                 try:
-                    self._write_chunk(memoryview(item.buffer)[: item.length])
+                    if self.error is None:
+                        self._hash.update(memoryview(item.buffer)[: item.length])
                 finally:
                     item.pool.give(item.buffer)
-            else:
-                self._write_chunk(item)
+            elif self.error is None:
+                self._hash.update(item)
 
     def _write_chunk(self, chunk: bytes | memoryview) -> None:
         if self.error is not None:
@@ -180,7 +206,6 @@ class StreamingFile:
         except OSError as exc:
             self.error = exc
             return
-        self._hash.update(chunk)
         with self._changed:
             self.size += len(chunk)
             if self.size - self._synced_to >= SYNC_BYTES:
@@ -230,11 +255,13 @@ class StreamingFile:
                 self._changed.notify_all()
 
     def _join_flusher(self, *, abandon: bool = False) -> None:
+        """After :meth:`end_of_data`, wait for the hasher and the flusher to finish."""
         self.end_of_data(abandon=abandon)
-        flusher = self._flusher
-        if flusher is not None:
-            flusher.join()
-            self._flusher = None
+        for name in ("_hasher", "_flusher"):
+            thread: threading.Thread | None = getattr(self, name)
+            if thread is not None:
+                thread.join()
+                setattr(self, name, None)
 
     def flush(self) -> None:
         """Nothing to do: :meth:`end_of_data` and :meth:`finish` write and sync."""

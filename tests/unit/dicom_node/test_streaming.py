@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dicom_node import streaming
-from dicom_node.streaming import SYNC_BYTES, StreamingFile
+from dicom_node.streaming import SYNC_BYTES, BufferPool, StreamingFile
 
 FRAGMENT = 128 * 1024
 WAIT = 60.0  # seconds: a bound on waiting for the flusher, never a synchronisation by sleep
@@ -123,3 +123,96 @@ def test_a_failed_sync_mid_stream_fails_finish_and_removes_the_file(
     assert syncs.sizes[0] >= SYNC_BYTES
     assert len(syncs.sizes) == 1  # the flusher stopped at the first failure
     assert not path.exists()
+
+
+def _take(pool: BufferPool) -> bytearray:
+    """A free buffer of ``pool``, waiting at most WAIT for the writer to give one back."""
+    return pool._free.get(timeout=WAIT)
+
+
+def _fill(pool: BufferPool, data: bytes) -> bytearray:
+    """A pooled buffer starting with ``data``; the rest is junk that must never be written."""
+    buffer = _take(pool)
+    buffer[:] = b"\xee" * len(buffer)
+    buffer[: len(data)] = data
+    return buffer
+
+
+def test_pooled_buffers_are_written_in_order_with_plain_writes_and_given_back(
+    tmp_path: Path,
+) -> None:
+    pool = BufferPool(count=2, size=64 * 1024)
+    pieces = [os.urandom(n) for n in (1000, 60_000, 17, 64 * 1024, 5, 1, 33_333, 2048)]
+    stream = StreamingFile(tmp_path / "f.part")
+    # plain, pooled, plain, pooled, pooled (a buffer given back and filled again), plain, ...
+    stream.write(pieces[0])
+    stream.write_pooled(_fill(pool, pieces[1]), len(pieces[1]), pool)
+    stream.write(pieces[2])
+    stream.write_pooled(_fill(pool, pieces[3]), len(pieces[3]), pool)  # a full buffer
+    stream.write_pooled(_fill(pool, pieces[4]), len(pieces[4]), pool)  # waits for one back
+    stream.write(bytearray(pieces[5]))
+    stream.write_pooled(_fill(pool, pieces[6]), len(pieces[6]), pool)
+    stream.write(memoryview(pieces[7]))
+    size, digest = stream.finish()
+    stream.close()
+
+    whole = b"".join(pieces)
+    assert size == len(whole)
+    assert digest == hashlib.sha256(whole).hexdigest()
+    assert (tmp_path / "f.part").read_bytes() == whole
+    assert pool._free.qsize() == 2  # every buffer is back
+
+
+def test_pooled_buffers_after_a_write_error_go_back_and_finish_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "g.part"
+    stream = StreamingFile(path)
+    gate = threading.Event()
+    attempts: list[int] = []
+    real_write = os.write
+
+    def failing_write(fd: int, data: bytes | memoryview) -> int:
+        if fd != stream._fd:
+            return real_write(fd, data)
+        attempts.append(len(data))
+        assert gate.wait(WAIT)  # hold the writer until the next buffers are queued behind
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", failing_write)  # the writer thread's os.write
+    pool = BufferPool(count=3, size=4096)
+    stream.write_pooled(_fill(pool, b"a" * 4096), 4096, pool)  # its write fails
+    stream.write_pooled(_fill(pool, b"b" * 100), 100, pool)  # queued: dropped after the error
+    stream.write(b"c" * 10)  # queued: dropped too
+    stream.write_pooled(_fill(pool, b"d" * 200), 200, pool)
+    assert pool._free.qsize() == 0
+    gate.set()
+    with pytest.raises(OSError) as raised:
+        stream.finish()
+    assert raised.value.errno == errno.ENOSPC
+    assert attempts == [4096]  # nothing was written after the failure
+    assert pool._free.qsize() == 3
+    assert not path.exists()
+    stream.write_pooled(_take(pool), 4096, pool)  # after the failure: straight back
+    assert pool._free.qsize() == 3
+
+
+@pytest.mark.parametrize("how", ["end_of_data", "discard"])
+def test_pooled_buffer_after_the_end_goes_back_at_once(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "h.part"
+    pool = BufferPool(count=2, size=4096)
+    stream = StreamingFile(path)
+    stream.write(b"abc")
+    if how == "end_of_data":
+        stream.end_of_data()
+    else:
+        stream.discard()
+    stream.write_pooled(_fill(pool, b"late"), 4, pool)
+    assert pool._free.qsize() == 2  # given back in the call, not by a writer
+    assert stream._writer is None  # and no writer was started again for it
+    if how == "end_of_data":
+        assert stream.finish() == (3, hashlib.sha256(b"abc").hexdigest())
+        stream.close()
+        assert path.read_bytes() == b"abc"
+    else:
+        assert not path.exists()
