@@ -73,14 +73,49 @@ def make_images(count: int, megabytes: float) -> list[Path]:
     return sorted(folder.glob("*.dcm"))
 
 
-def _listeners(port: int) -> int:
-    """Sockets listening on ``port`` (from /proc/net/tcp: state 0A)."""
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-            count += 1
-    return count
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def wait_listener_processes(proc: subprocess.Popen[bytes], extra: int) -> None:
+    """Wait until the ``extra`` listener processes have started and gone idle.
+
+    They share the main process's listening socket, so nothing outside tells when each one
+    listens; a process whose start-up (imports, database) is over uses no more CPU. Starting
+    the timing early would only make xrayd look slower (the main process would take more).
+    """
+    deadline = time.monotonic() + 120
+    quiet_since: float | None = None
+    last: list[int] = []
+    while time.monotonic() < deadline:
+        kids = _children(proc.pid)
+        try:
+            ticks = [_cpu_ticks(k) for k in kids]
+        except OSError:
+            ticks = []
+        if len(kids) >= extra and ticks == last:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 1.0:
+                return
+        else:
+            quiet_since = None
+        last = ticks
+        time.sleep(0.1)
+    raise SystemExit("the listener processes did not start")
 
 
 def wait_ready(port: int, aec: str, proc: subprocess.Popen[bytes]) -> None:
@@ -197,9 +232,8 @@ def run_xrayd(files: list[Path], associations: int, processes: int = 1) -> float
         wait_ready(port, "XRAYD", proc)
         # steady state: the model loaded (a node receives for days; its start-up is not timed)
         wait_model_loaded(web_port, proc)
-        # the extra listener processes start in parallel; count their bound sockets
-        while processes > 1 and _listeners(port) < processes:
-            time.sleep(0.1)
+        if processes > 1:
+            wait_listener_processes(proc, processes - 1)
         os.sync()
         elapsed = send(files, port, "XRAYD", associations)
         with sqlite3.connect(data / "xrayd.sqlite3") as db:

@@ -208,7 +208,7 @@ class NodeSettings(_Section):
     port: int = Field(default=11112, ge=0, le=65535)  # 0: any free port (tests, demo)
     accept_any_caller: bool = False
     max_associations: int = Field(default=16, ge=1, le=1024)
-    #: processes sharing the port (SO_REUSEPORT); each accepts up to max_associations
+    #: processes sharing the listening socket; each accepts up to max_associations
     listener_processes: int = Field(default=1, ge=1, le=32)
     callers: list[CallerSettings] = Field(default_factory=list)
     max_pdu_bytes: int = Field(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import socket
 import ssl
@@ -366,9 +367,12 @@ class BoundedAssociationServer(ThreadedAssociationServer):
     #: seconds a TLS client has to complete its handshake (only with an ssl_context)
     handshake_timeout: float = 10.0
 
-    def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, reuse_port: bool = False, listen_fd: int | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("request_handler", BoundedRequestHandler)
         self._reuse_port = reuse_port
+        self._listen_fd = listen_fd
         self._live: weakref.WeakSet[Association] = weakref.WeakSet()
         self._live_lock = threading.Lock()
         self._handshaking = 0
@@ -396,10 +400,36 @@ class BoundedAssociationServer(ThreadedAssociationServer):
             return self._handshaking + sum(1 for a in list(self._live) if a.is_alive())
 
     def server_bind(self) -> None:
+        """Bind, or take over the listening socket ``listen_fd`` of another process.
+
+        The listening socket is non-blocking: where processes share it (``listen_fd``), each
+        one's accept loop wakes for a new connection and the first to call ``accept`` takes
+        it (the others find nothing and go back to waiting). A process busy with its own
+        associations comes later, so connections go to the less busy ones. With
+        ``SO_REUSEPORT`` the kernel instead picks the process by a hash of the addresses,
+        and four associations from one sender often landed three on one process.
+        """
+        assert self.socket is not None
+        if self._listen_fd is not None:
+            self.socket.close()
+            self.socket = socket.socket(fileno=os.dup(self._listen_fd))
+            self.socket.setblocking(False)
+            self.server_address = self.socket.getsockname()
+            return
         if self._reuse_port:
-            assert self.socket is not None
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+        self.socket.setblocking(False)
+
+    def server_activate(self) -> None:
+        if self._listen_fd is None:  # a taken-over socket is listening already
+            super().server_activate()
+
+    @property
+    def listen_fd(self) -> int:
+        """The listening socket's descriptor (for processes that share it)."""
+        assert self.socket is not None
+        return self.socket.fileno()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Handle the connection in the accepting thread; it only starts the association thread."""
@@ -459,4 +489,9 @@ class BoundedAssociationServer(ThreadedAssociationServer):
 
     def server_close(self) -> None:
         self._closed = True
+        if self._listen_fd is not None:
+            # Shared with the process that made it: close our copy, do not shut it down.
+            assert self.socket is not None
+            self.socket.close()
+            return
         super().server_close()

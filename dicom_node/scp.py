@@ -66,6 +66,9 @@ class ListenerConfig:
     reject_headroom: int = 4
     #: share the port with other processes (SO_REUSEPORT)
     reuse_port: bool = False
+    #: serve on this already listening socket, shared with the process that opened it,
+    #: instead of binding one (host and port are then ignored)
+    listen_fd: int | None = None
     #: DICOM TLS (see dicom_node.tls.server_context); None: plain DICOM. Each handshake must
     #: complete within idle_timeout_seconds.
     ssl_context: ssl.SSLContext | None = None
@@ -170,6 +173,7 @@ class StoreSCP:
                     server_class=BoundedAssociationServer,
                     ssl_context=self.config.ssl_context,
                     reuse_port=self.config.reuse_port,
+                    listen_fd=self.config.listen_fd,
                 ),
             )
         except OSError as exc:
@@ -202,6 +206,12 @@ class StoreSCP:
     def port(self) -> int:
         assert self._server is not None, "listener not started"
         return int(self._server.server_address[1])
+
+    @property
+    def listen_fd(self) -> int:
+        """The listening socket's descriptor, to share with listener processes."""
+        assert self._server is not None, "listener not started"
+        return self._server.listen_fd
 
     @property
     def refused_connections(self) -> int:

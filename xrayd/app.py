@@ -31,7 +31,7 @@ from storage.training import list_runs
 from storage.users import user_count
 from xrayd.analysis import StudyAnalyser
 from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
-from xrayd.listeners import ListenerProcesses, exit_with_parent
+from xrayd.listeners import ListenerProcesses, exit_with_parent, inherited_listen_fd
 from xrayd.metrics import Metrics
 from xrayd.model_holder import ModelHolder
 from xrayd.model_registry import active_bundle_reader, register_configured_model
@@ -207,7 +207,7 @@ class Node:
                 idle_timeout_seconds=node.idle_timeout_seconds,
                 extra_sop_classes=tuple(node.extra_sop_classes),
                 new_stream_path=storage.spool.new_tmp_path,
-                reuse_port=node.listener_processes > 1,
+                listen_fd=inherited_listen_fd(),
                 ssl_context=listener_ssl_context(settings),
                 free_bytes=self.free_bytes,
                 min_free_bytes=min_free_bytes,
@@ -402,7 +402,10 @@ def serve(
             node.start()
             if settings.node.listener_processes > 1:
                 extra = ListenerProcesses(
-                    settings.node.listener_processes - 1, node.scp.port, config_path
+                    settings.node.listener_processes - 1,
+                    node.scp.port,
+                    config_path,
+                    listen_fd=node.scp.listen_fd,
                 )
                 extra.start()
         role = "listener process" if listener_only else "xrayd"

@@ -1,11 +1,13 @@
-"""Extra listener processes sharing the DICOM port (``SO_REUSEPORT``).
+"""Extra listener processes sharing the DICOM port (one listening socket, inherited).
 
 pynetdicom spends CPU per byte received, and the associations of one Python process contend for
 one GIL. With ``node.listener_processes = N`` the main ``xrayd serve`` process starts N-1 more
-processes that run only the listener on the same port; the kernel spreads new connections over
-all of them. They share the database and the spool; the main process alone runs the completion
-timer and the workers. A child that dies is restarted; children stop with the main process,
-even when it is killed (they watch a pipe whose write end only the main process holds).
+processes that run only the listener on the main process's listening socket (inherited, not
+bound again): whichever process is free first accepts a new connection (see
+:class:`dicom_node.hardening.BoundedAssociationServer`). They share the database and the spool;
+the main process alone runs the completion timer and the workers. A child that dies is
+restarted; children stop with the main process, even when it is killed (they watch a pipe
+whose write end only the main process holds).
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from pathlib import Path
 LOGGER = logging.getLogger(__name__)
 
 PARENT_FD_ENV = "XRAYD_PARENT_FD"
+LISTEN_FD_ENV = "XRAYD_LISTEN_FD"
+
+
+def inherited_listen_fd() -> int | None:
+    """In a listener process: the main process's listening socket, passed down to share."""
+    value = os.environ.get(LISTEN_FD_ENV)
+    return int(value) if value and value.isdigit() else None
 
 
 def exit_with_parent() -> None:
@@ -47,9 +56,12 @@ def exit_with_parent() -> None:
 class ListenerProcesses:
     """Starts, restarts and stops the extra listener processes."""
 
-    def __init__(self, count: int, port: int, config_path: Path | None) -> None:
+    def __init__(
+        self, count: int, port: int, config_path: Path | None, listen_fd: int | None = None
+    ) -> None:
         self.count = count
         self.port = port
+        self.listen_fd = listen_fd
         self.config_path = config_path
         self._procs: list[subprocess.Popen[bytes]] = []
         self._stopping = threading.Event()
@@ -67,9 +79,11 @@ class ListenerProcesses:
             "XRAYD_NODE__PORT": str(self.port),
             PARENT_FD_ENV: str(self._lifeline_r),
         }
-        return subprocess.Popen(
-            cmd, env=env, stdout=subprocess.DEVNULL, pass_fds=(self._lifeline_r,)
-        )
+        fds = [self._lifeline_r]
+        if self.listen_fd is not None:
+            env[LISTEN_FD_ENV] = str(self.listen_fd)
+            fds.append(self.listen_fd)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, pass_fds=fds)
 
     def start(self) -> None:
         for index in range(self.count):

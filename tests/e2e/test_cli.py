@@ -209,6 +209,17 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _listening_inode(port: int) -> str:
+    """The inode of the only socket listening on ``port`` (from /proc/net/tcp)."""
+    found = [
+        fields[9]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if (fields := line.split())[3] == "0A" and int(fields[1].split(":")[1], 16) == port
+    ]
+    assert len(found) == 1, f"{len(found)} sockets listen on port {port}"
+    return found[0]
+
+
 def test_listener_processes_share_the_port(tmp_path: Path, served: list[Served]) -> None:
     cfg = write_config(tmp_path)
     cfg.write_text(cfg.read_text().replace("port = 0\n", "port = 0\nlistener_processes = 3\n", 1))
@@ -220,8 +231,13 @@ def test_listener_processes_share_the_port(tmp_path: Path, served: list[Served])
 
     remote = RemoteAE("XRAYD", "127.0.0.1", s.port)
     sent = [make_radiograph(seed=i) for i in range(12)]
-    for ds in sent:  # one association each: the kernel spreads them over the processes
+    for ds in sent:  # one association each, taken by whichever process is free
         assert store_datasets(remote, "MODALITY", [ds]) == [0]
+    # One listening socket, held by every process (not one socket each, bound again).
+    inode = _listening_inode(s.port)
+    for pid in [s.proc.pid, *children]:
+        links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        assert f"socket:[{inode}]" in links
     from config.loader import load_settings
     from storage.schema import Instance
     from xrayd.app import open_storage
