@@ -37,23 +37,9 @@ from dicom_factory import (
     save_as_is,
 )
 from helpers import need_tool
+from node_helpers import remote, rows, stored_file
 
 StartNode = Callable[..., Any]
-
-
-def remote(node: Any) -> RemoteAE:
-    return RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
-
-
-def rows(node: Any, model: Any) -> list[Any]:
-    with node.storage.sessions() as session:
-        return list(session.scalars(select(model)))
-
-
-def stored_file(node: Any, sop_uid: str) -> Path:
-    with node.storage.sessions() as session:
-        inst = session.scalars(select(Instance).where(Instance.sop_instance_uid == sop_uid)).one()
-        return node.storage.spool.absolute(inst.spool_path)
 
 
 def test_c_echo(start_node: StartNode) -> None:

@@ -23,36 +23,20 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 from pynetdicom.pdu_primitives import P_DATA
-from sqlalchemy import select
 
 from dicom_node import hardening
-from dicom_node.scu import RemoteAE, echo, store_datasets
+from dicom_node.scu import echo, store_datasets
 from dicom_node.streaming import POOL_BUFFER_BYTES, POOL_BUFFERS, BufferPool
 from storage.schema import Instance
 
 from dicom_factory import DX, make_radiograph, save
+from node_helpers import remote, rows, stored_file
 
 StartNode = Callable[..., Any]
 
 #: buffers of the tiny pool: smaller than one PDU's fragment, so that PDUs span buffers
 TINY_BUFFER = 10_000
 TINY_COUNT = 3
-
-
-def remote(node: Any) -> RemoteAE:
-    return RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
-
-
-def rows(node: Any, model: Any) -> list[Any]:
-    with node.storage.sessions() as session:
-        return list(session.scalars(select(model)))
-
-
-def stored_file(node: Any, sop_uid: str) -> Path:
-    with node.storage.sessions() as session:
-        inst = session.scalars(select(Instance).where(Instance.sop_instance_uid == sop_uid)).one()
-        path: Path = node.storage.spool.absolute(inst.spool_path)
-        return path
 
 
 def _data_set_bytes(raw: bytes) -> bytes:
