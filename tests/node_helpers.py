@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pynetdicom import AE, evt
 from sqlalchemy import select
 
 from dicom_node.scu import RemoteAE
 from storage.schema import Instance
+
+from dicom_factory import DX, make_radiograph
 
 
 def remote(node: Any) -> RemoteAE:
@@ -28,3 +34,17 @@ def stored_file(node: Any, sop_uid: str) -> Path:
         inst = session.scalars(select(Instance).where(Instance.sop_instance_uid == sop_uid)).one()
         path: Path = node.storage.spool.absolute(inst.spool_path)
         return path
+
+
+def store_cut_off(node: Any, closed: threading.Event, on_pdu_sent: Callable[[Any], None]) -> None:
+    """Send a 2 MB DX data set whose sender runs ``on_pdu_sent`` after each PDU it sends (a
+    hook that cuts the connection off), then wait until the node has handled the close."""
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(DX, "1.2.840.10008.1.2.1")
+    assoc = ae.associate(
+        "127.0.0.1", node.scp.port, ae_title="XRAYD", evt_handlers=[(evt.EVT_PDU_SENT, on_pdu_sent)]
+    )
+    assert assoc.is_established
+    with contextlib.suppress(Exception):  # the sender sees its own connection die
+        assoc.send_c_store(make_radiograph(rows=1024, cols=1024))
+    assert closed.wait(timeout=60)

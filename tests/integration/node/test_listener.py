@@ -37,7 +37,7 @@ from dicom_factory import (
     save_as_is,
 )
 from helpers import need_tool
-from node_helpers import remote, rows, stored_file
+from node_helpers import remote, rows, store_cut_off, stored_file
 
 StartNode = Callable[..., Any]
 
@@ -402,8 +402,6 @@ def test_instance_counts_after_many(start_node: StartNode) -> None:
 
 
 def test_transfer_cut_off_midway_leaves_no_partial_file(closing_node: Any) -> None:
-    from pynetdicom import evt
-
     node, closed = closing_node(node={"max_pdu_bytes": 4096})
     sent = {"pdata": 0}
 
@@ -413,15 +411,7 @@ def test_transfer_cut_off_midway_leaves_no_partial_file(closing_node: Any) -> No
             if sent["pdata"] == 40:  # well into the 2 MB data set
                 event.assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
 
-    ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(DX, "1.2.840.10008.1.2.1")
-    assoc = ae.associate(
-        "127.0.0.1", node.scp.port, ae_title="XRAYD", evt_handlers=[(evt.EVT_PDU_SENT, cut)]
-    )
-    assert assoc.is_established
-    with contextlib.suppress(Exception):  # the sender sees its own connection die
-        assoc.send_c_store(make_radiograph(rows=1024, cols=1024))
-    assert closed.wait(timeout=60)
+    store_cut_off(node, closed, cut)
     assert sent["pdata"] >= 40
     assert list(node.storage.spool.tmp_dir().iterdir()) == []
     assert rows(node, Instance) == []

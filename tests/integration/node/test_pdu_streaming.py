@@ -9,7 +9,6 @@ data sets on one association, and cut transfers off between and inside PDUs.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import socket
 import struct
@@ -20,7 +19,6 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -29,8 +27,8 @@ from dicom_node.scu import echo, store_datasets
 from dicom_node.streaming import POOL_BUFFER_BYTES, POOL_BUFFERS, BufferPool
 from storage.schema import Instance
 
-from dicom_factory import DX, make_radiograph, save
-from node_helpers import remote, rows, stored_file
+from dicom_factory import make_radiograph, save
+from node_helpers import remote, rows, store_cut_off, stored_file
 
 StartNode = Callable[..., Any]
 
@@ -222,15 +220,7 @@ def test_transfer_cut_off_with_pooled_buffers_leaves_nothing_behind(
 
         transport.send = half_then_cut
 
-    ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(DX, "1.2.840.10008.1.2.1")
-    assoc = ae.associate(
-        "127.0.0.1", node.scp.port, ae_title="XRAYD", evt_handlers=[(evt.EVT_PDU_SENT, cut)]
-    )
-    assert assoc.is_established
-    with contextlib.suppress(Exception):  # the sender sees its own connection die
-        assoc.send_c_store(make_radiograph(rows=1024, cols=1024))
-    assert closed.wait(timeout=60)
+    store_cut_off(node, closed, cut)
     assert sent["pdata"] >= 40
     assert paths.pooled >= 30  # the data set was streaming through the pool when cut off
     # the pooled read's own message (the whole-PDU read adds byte counts to it)
