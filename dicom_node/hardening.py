@@ -367,11 +367,8 @@ class BoundedAssociationServer(ThreadedAssociationServer):
     #: seconds a TLS client has to complete its handshake (only with an ssl_context)
     handshake_timeout: float = 10.0
 
-    def __init__(
-        self, *args: Any, reuse_port: bool = False, listen_fd: int | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, *args: Any, listen_fd: int | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", BoundedRequestHandler)
-        self._reuse_port = reuse_port
         self._listen_fd = listen_fd
         self._live: weakref.WeakSet[Association] = weakref.WeakSet()
         self._live_lock = threading.Lock()
@@ -405,9 +402,9 @@ class BoundedAssociationServer(ThreadedAssociationServer):
         The listening socket is non-blocking: where processes share it (``listen_fd``), each
         one's accept loop wakes for a new connection and the first to call ``accept`` takes
         it (the others find nothing and go back to waiting). A process busy with its own
-        associations comes later, so connections go to the less busy ones. With
-        ``SO_REUSEPORT`` the kernel instead picks the process by a hash of the addresses,
-        and four associations from one sender often landed three on one process.
+        associations comes later, so connections go to the less busy ones. (With
+        ``SO_REUSEPORT``, used before, the kernel picked the process by a hash of the
+        addresses, and four associations from one sender often landed three on one process.)
         """
         assert self.socket is not None
         if self._listen_fd is not None:
@@ -416,8 +413,6 @@ class BoundedAssociationServer(ThreadedAssociationServer):
             self.socket.setblocking(False)
             self.server_address = self.socket.getsockname()
             return
-        if self._reuse_port:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
         self.socket.setblocking(False)
 

@@ -64,8 +64,6 @@ class ListenerConfig:
     extra_sop_classes: Sequence[str] = ()
     #: connections beyond max_associations that still get a proper A-ASSOCIATE-RJ
     reject_headroom: int = 4
-    #: share the port with other processes (SO_REUSEPORT)
-    reuse_port: bool = False
     #: serve on this already listening socket, shared with the process that opened it,
     #: instead of binding one (host and port are then ignored)
     listen_fd: int | None = None
@@ -172,7 +170,6 @@ class StoreSCP:
                     evt_handlers=handlers,
                     server_class=BoundedAssociationServer,
                     ssl_context=self.config.ssl_context,
-                    reuse_port=self.config.reuse_port,
                     listen_fd=self.config.listen_fd,
                 ),
             )
