@@ -107,6 +107,8 @@ def save_bundle(
         raise BundleError(f"network arch {network.arch!r} != metadata arch {metadata.arch!r}")
     if network.body_part_head.out_features != len(metadata.body_parts):
         raise BundleError("the network's body-part head does not match metadata.body_parts")
+    if (network.localisation_head is not None) != metadata.localisation_head:
+        raise BundleError("the network's localisation head does not match the metadata")
     metadata_from_json(metadata_to_json(metadata, "0" * 64))  # what load_bundle would refuse
     directory = Path(directory)
     weights = directory / WEIGHTS_PATH
@@ -178,7 +180,11 @@ def load_bundle(directory: Path, device: str = "cpu") -> LoadedModel:
         )
     target = resolve_device(device)
     network = build_network(
-        metadata.arch, dropout=metadata.dropout, body_parts=len(metadata.body_parts)
+        metadata.arch,
+        dropout=metadata.dropout,
+        body_parts=len(metadata.body_parts),
+        input_size=metadata.input_size,
+        localise=metadata.localisation_head,
     )
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)

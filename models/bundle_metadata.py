@@ -39,9 +39,16 @@ class BundleMetadata:
     metrics: Mapping[str, float | None] = field(default_factory=dict)
     count_classes: tuple[str, ...] = COUNT_CLASSES
     dropout: float = 0.0
+    #: The network has the localisation head (boxes from it instead of Grad-CAM).
+    localisation_head: bool = False
+    #: ``dataset``, ``licence`` and ``attribution`` of the training data.
+    training_data: Mapping[str, str] = field(default_factory=dict)
+    #: The pretrained weights the backbone started from ("" for none).
+    pretrained: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+        object.__setattr__(self, "training_data", MappingProxyType(dict(self.training_data)))
 
     @property
     def input_size(self) -> int:
@@ -81,6 +88,9 @@ def metadata_to_json(meta: BundleMetadata, weights_sha256: str) -> dict[str, Any
         "temperature": meta.temperature,
         "training_manifest_sha256": meta.training_manifest_sha256,
         "metrics": dict(meta.metrics),
+        "localisation_head": meta.localisation_head,
+        "training_data": dict(meta.training_data),
+        "pretrained": meta.pretrained,
         "weights_sha256": weights_sha256,
     }
 
@@ -145,6 +155,12 @@ def _preprocess(doc: Mapping[str, Any], input_size: int) -> PreprocessParams:
     }
     values: dict[str, Any] = {k: _get(doc, k, t, "preprocessing.") for k, t in kinds.items()}
     values["modalities"] = frozenset(_strings(doc, "modalities", "preprocessing."))
+    # Optional (bundles written before it existed did not stretch after a VOI window).
+    values["stretch_after_voi"] = (
+        _get(doc, "stretch_after_voi", bool, "preprocessing.")
+        if "stretch_after_voi" in doc
+        else False
+    )
     if values["input_size"] != input_size:
         raise BundleError("bundle metadata: 'preprocessing.input_size' differs from 'input_size'")
     try:
@@ -199,6 +215,13 @@ def metadata_from_json(doc: Any) -> tuple[BundleMetadata, str]:
     for key in ("name", "version"):
         if not _get(doc, key, str).strip():
             raise BundleError(f"bundle metadata: key {key!r} must not be empty")
+    localisation = _get(doc, "localisation_head", bool) if "localisation_head" in doc else False
+    training_data: dict[str, str] = {}
+    if "training_data" in doc:
+        record = _get(doc, "training_data", dict)
+        for key in record:
+            training_data[key] = _get(record, key, str, "training_data.")
+    pretrained = _get(doc, "pretrained", str) if "pretrained" in doc else ""
     meta = BundleMetadata(
         name=doc["name"],
         version=doc["version"],
@@ -211,5 +234,8 @@ def metadata_from_json(doc: Any) -> tuple[BundleMetadata, str]:
         metrics={k: (None if v is None else float(v)) for k, v in metrics.items()},
         count_classes=count_classes,
         dropout=dropout,
+        localisation_head=localisation,
+        training_data=training_data,
+        pretrained=pretrained,
     )
     return meta, sha

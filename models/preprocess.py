@@ -53,7 +53,11 @@ class PreprocessParams:
     collimation rows/columns at the edges (``border_tolerance`` = largest 2-98 % spread of a
     "constant" line, as a fraction of the image's robust range). Without VOI information the
     window is the ``percentile_low``..``percentile_high`` percentiles of the pixels inside the
-    borders. Output values are in [0, 1] (0 = black); the padding is 0.
+    borders. With ``stretch_after_voi`` that percentile window is applied *also* after a VOI
+    LUT or window, so a DICOM object and the 8-bit picture exported from it (whose values
+    already went through its window, and which :mod:`models.plain_image` stretches to its
+    percentiles) give the same model input. Output values are in [0, 1] (0 = black); the
+    padding is 0.
     """
 
     input_size: int = 320
@@ -63,6 +67,7 @@ class PreprocessParams:
     percentile_high: float = 99.5
     min_size: int = 64
     modalities: frozenset[str] = field(default=RADIOGRAPH_MODALITIES)
+    stretch_after_voi: bool = False
 
     def __post_init__(self) -> None:
         if self.input_size < 8:
@@ -114,11 +119,19 @@ def window_to_display(ds: Dataset, params: PreprocessParams) -> DisplayImage:
             values, tolerance=params.border_tolerance, min_extent=params.min_size
         )
     applied = voi_unit(values, ds)
+    row0, col0, row1, col1 = crop
+    valid = padding_mask(ds, stored)
     if applied is not None:
         unit, source = applied
+        if params.stretch_after_voi:
+            low, high = percentile_window(
+                unit[row0:row1, col0:col1],
+                params.percentile_low,
+                params.percentile_high,
+                None if valid is None else valid[row0:row1, col0:col1],
+            )
+            unit = linear_unit(unit, low, high)
     else:
-        row0, col0, row1, col1 = crop
-        valid = padding_mask(ds, stored)
         low, high = percentile_window(
             values[row0:row1, col0:col1],
             params.percentile_low,

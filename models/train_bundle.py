@@ -10,7 +10,8 @@ goes through ``xrayd evaluate``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,8 @@ class BundleSpec:
     per_body_part: bool = False
     half: bool = True
     batch_size: int = 64
+    training_data: Mapping[str, str] = field(default_factory=dict)
+    pretrained: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ def finish_bundle(
         temperature=temperature,
         training_manifest_sha256=train_manifest_sha256,
         metrics=recorded,
+        localisation_head=network.localisation_head is not None,
+        training_data=spec.training_data,
+        pretrained=spec.pretrained,
     )
     info = save_bundle(directory, network, metadata, half=spec.half)
     logger.info(

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DATASETS = ("synthetic", "mura", "fracatlas", "csv")
+#: Backbones fine-tuned from ImageNet weights (by xrayd.finetune_command); keep in step with
+#: models.network.PRETRAINED_ARCHS (not imported here: torch loads slowly).
+PRETRAINED_ARCHS = ("efficientnet_lite0",)
 #: Seeds of the synthetic sets: training uses --seed, validation --seed + 1; evaluation
 #: defaults to a seed no training command uses.
 EVALUATION_SEED = 20261123
@@ -76,6 +79,10 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.dataset != "synthetic" and not args.data:
         raise XraydError(f"--data is required for --dataset {args.dataset}")
+    if args.arch in PRETRAINED_ARCHS:
+        from xrayd.finetune_command import run_finetune
+
+        return run_finetune(args)
     params = PreprocessParams(input_size=args.input_size)
     train = _tensors(args, params, "train", args.n_train, args.seed)
     val = _tensors(args, params, "validation", args.n_val, args.seed + 1)
@@ -234,7 +241,10 @@ def add_parsers(
     p.add_argument("--name", default="xrayd-model")
     p.add_argument("--version", default="0.1.0")
     p.add_argument(
-        "--arch", default="resnet18", choices=("resnet18", "resnet18_half", "densenet121")
+        "--arch",
+        default="resnet18",
+        choices=("resnet18", "resnet18_half", "densenet121", *PRETRAINED_ARCHS),
+        help="efficientnet_lite0: fine-tune from ImageNet weights (real datasets)",
     )
     p.add_argument("--input-size", type=int, default=256)
     p.add_argument("--n-train", type=int, default=4000, help="synthetic training cases")
@@ -251,6 +261,24 @@ def add_parsers(
         help="DataLoader processes for augmentation (0: in the training process)",
     )
     p.add_argument("--no-augment", action="store_true")
+    tune = p.add_argument_group("fine-tuning a pretrained backbone (--arch efficientnet_lite0)")
+    tune.add_argument("--checkpoint-dir", default=None, help="default: <out>.checkpoints")
+    tune.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint of the last epoch"
+    )
+    tune.add_argument("--warmup-epochs", type=int, default=1, help="epochs training heads only")
+    tune.add_argument(
+        "--frozen-stages", type=int, default=3, help="early backbone stages kept frozen"
+    )
+    tune.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with it)")
+    tune.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    tune.add_argument(
+        "--stop-after", type=int, default=0, help="checkpoint and stop after this epoch"
+    )
+    tune.add_argument("--limit", type=int, default=0, help="images per part (smoke runs)")
+    tune.add_argument(
+        "--no-pretrained", action="store_true", help="random backbone (for comparisons)"
+    )
     p.add_argument("--target-sensitivity", type=float, default=0.95)
     p.add_argument("--per-body-part-thresholds", action="store_true")
     p.add_argument(

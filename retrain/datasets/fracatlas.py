@@ -6,7 +6,8 @@
         dataset.csv
         images/Fractured/IMG0000019.jpg
         images/Non_fractured/IMG0000000.jpg
-        Annotations/...  Utilities/...      (not used here)
+        Annotations/YOLO/IMG0000019.txt     fracture boxes: ``class cx cy w h``, normalised
+        Utilities/...                       (not used here)
 
 ``dataset.csv`` has a header: ``image_id`` (the JPEG file name), then 0/1 columns ``hand``,
 ``leg``, ``hip``, ``shoulder``, ``mixed`` (several body parts), ``hardware``, ``multiscan``
@@ -15,12 +16,18 @@ view flags ``frontal``, ``lateral``, ``oblique``. An image is in ``images/Fractu
 ``fractured`` is 1, else in ``images/Non_fractured``.
 
 FracAtlas publishes **no patient or study identifiers**, and no grouping of images by patient is
-documented, so each image is its own "patient" (and study) here. Images of one patient may
-therefore land in different splits: validation figures on FracAtlas can be optimistic.
+documented. It does contain byte-identical duplicates (the same image under two or four names),
+so the split group ("patient") of an image is the SHA-256 of its file: identical files always
+land in the same split. Different images of one patient may still land in different splits:
+validation figures on FracAtlas can be optimistic (see the model card).
+
+The data set's own truncated JPEGs are not refused here (the file exists); preparing them
+fails with a clear :class:`DatasetError`, and the preparation steps skip and count them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -30,7 +37,17 @@ from retrain.datasets.tables import Row, read_header_rows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FRACATLAS_COLUMNS", "FRACATLAS_DIR", "load_fracatlas"]
+__all__ = [
+    "FRACATLAS_COLUMNS",
+    "FRACATLAS_DIR",
+    "FractureBox",
+    "content_group",
+    "fracatlas_boxes",
+    "load_fracatlas",
+]
+
+#: A fracture box as the YOLO annotation gives it: ``(cx, cy, w, h)``, fractions of the image.
+FractureBox = tuple[float, float, float, float]
 
 FRACATLAS_DIR = "FracAtlas"
 #: The columns of the published ``dataset.csv``, in order.
@@ -78,6 +95,44 @@ def _body_part(row: Row) -> str | None:
     return flagged[0]
 
 
+def content_group(path: Path) -> str:
+    """The split group of an image file: ``sha256:<hex>`` of its bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def fracatlas_boxes(image: Path) -> tuple[FractureBox, ...] | None:
+    """The fracture boxes of a FracAtlas image from ``Annotations/YOLO/<stem>.txt``.
+
+    ``image`` is ``<root>/images/<folder>/<name>``. Returns ``None`` when there is no
+    annotation file (unknown), an empty tuple for a file without boxes. Raises
+    :class:`DatasetError` for a malformed line.
+    """
+    path = image.parent.parent.parent / "Annotations" / "YOLO" / f"{image.stem}.txt"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(path, f"cannot read the annotation: {exc}") from exc
+    boxes: list[FractureBox] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            cx, cy, w, h = (float(v) for v in fields[1:5])
+        except ValueError:
+            raise DatasetError(path, f"line {number}: expected 'class cx cy w h'") from None
+        if len(fields) != 5 or not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
+            raise DatasetError(path, f"line {number}: expected 'class cx cy w h' in [0, 1]")
+        boxes.append((cx, cy, w, h))
+    return tuple(boxes)
+
+
 def _record(folder: Path, row: Row, check_files: bool) -> ImageRecord:
     name = row.text("image_id")
     if not name or "/" in name or "\\" in name or name in (".", ".."):
@@ -101,7 +156,7 @@ def _record(folder: Path, row: Row, check_files: bool) -> ImageRecord:
         raise row.error("image_id", f"image file not found: {path}")
     return ImageRecord(
         image=FileImage(path),
-        patient_id=name,
+        patient_id=content_group(path) if check_files else name,
         study_id=name,
         fracture=fractured,
         count=count,
@@ -114,9 +169,11 @@ def _record(folder: Path, row: Row, check_files: bool) -> ImageRecord:
 def load_fracatlas(root: Path, *, check_files: bool = True) -> list[ImageRecord]:
     """Records of every row of ``dataset.csv``; ``root`` is ``FracAtlas`` or its parent.
 
-    Labels: ``fracture`` from ``fractured``, ``count`` from ``fracture_count`` (0, 1, 2+; unknown
-    when it contradicts ``fractured``), ``body_part`` from the one-hot part columns (``mixed`` ->
-    ``"other"``; no flag -> unknown), ``hardware``. Raises :class:`DatasetError` naming the file,
+    The patient (split group) of an image is the SHA-256 of its file (:func:`content_group`;
+    the image name when ``check_files`` is off). Labels: ``fracture`` from ``fractured``,
+    ``count`` from ``fracture_count`` (0, 1, 2+; unknown when it contradicts ``fractured``),
+    ``body_part`` from the one-hot part columns (``mixed`` -> ``"other"``; no flag -> unknown),
+    ``hardware``. Raises :class:`DatasetError` naming the file,
     line and column of a problem (missing column, bad value, missing image, duplicate image).
     """
     folder = _folder(root)
@@ -124,9 +181,9 @@ def load_fracatlas(root: Path, *, check_files: bool = True) -> list[ImageRecord]
     seen: set[str] = set()
     for row in read_header_rows(folder / "dataset.csv", required=_REQUIRED, allowed=None):
         record = _record(folder, row, check_files)
-        if record.patient_id in seen:
+        if record.study_id in seen:
             raise row.error("image_id", "image listed twice")
-        seen.add(record.patient_id)
+        seen.add(record.study_id)
         records.append(record)
     logger.info("FracAtlas: %d images", len(records))
     return records

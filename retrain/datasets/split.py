@@ -2,14 +2,16 @@
 
 Each patient (``record.group``: source and patient id) is placed by a keyed hash of its id: the
 same seed always gives the same split, on any machine and Python version, and adding patients
-never moves the others. A dataset's own split can be kept instead (MURA's train/valid) through
+never moves the others. :func:`split_stratified` instead fills each stratum (for example label
+and body part) in proportion, groups ranked by the same keyed hash. A dataset's own split can be
+kept instead (MURA's train/valid) through
 ``keep_given``; a patient with images in two given splits is an error, not a silent leak.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,7 +19,16 @@ from typing import Literal
 from retrain.datasets.errors import DatasetError
 from retrain.datasets.records import ImageRecord
 
-__all__ = ["MURA_AS_GIVEN", "SPLIT_NAMES", "Split", "SplitName", "assign", "split_by_patient"]
+__all__ = [
+    "MURA_AS_GIVEN",
+    "SPLIT_NAMES",
+    "Split",
+    "SplitName",
+    "assign",
+    "split_by_patient",
+    "split_stratified",
+    "stratum_of",
+]
 
 SplitName = Literal["train", "validation", "test"]
 SPLIT_NAMES: tuple[SplitName, SplitName, SplitName] = ("train", "validation", "test")
@@ -85,3 +96,53 @@ def split_by_patient(
             )
         sets[target].append(record)
     return Split(tuple(sets["train"]), tuple(sets["validation"]), tuple(sets["test"]))
+
+
+def stratum_of(record: ImageRecord) -> Hashable:
+    """The default stratum: fracture label and body part."""
+    return (record.fracture, record.body_part)
+
+
+def _rank(group: str, seed: int) -> bytes:
+    return hashlib.sha256(f"{seed}\x00{group}".encode()).digest()
+
+
+def split_stratified(
+    records: Iterable[ImageRecord],
+    *,
+    seed: int = 0,
+    validation: float = 0.15,
+    test: float = 0.15,
+    stratum: Callable[[ImageRecord], Hashable] = stratum_of,
+) -> Split:
+    """Split by group (``record.group``), stratified: each stratum's groups are ranked by a
+    keyed hash and the first ``round(test * n)`` go to test, the next ``round(validation *
+    n)`` to validation, the rest to train.
+
+    A group's stratum is that of its first record with a positive fracture label (else its
+    first record), so a group is never split. The result depends on the seed and the groups,
+    not on the order of the records.
+    """
+    if not (0.0 <= validation < 1.0 and 0.0 <= test < 1.0 and validation + test < 1.0):
+        raise ValueError("need 0 <= validation, test and validation + test < 1")
+    members: dict[str, list[ImageRecord]] = {}
+    for record in records:
+        members.setdefault(record.group, []).append(record)
+    strata: dict[Hashable, list[str]] = {}
+    for group, items in members.items():
+        lead = next((r for r in items if r.fracture), items[0])
+        strata.setdefault(stratum(lead), []).append(group)
+    where: dict[str, SplitName] = {}
+    for groups in strata.values():
+        ranked = sorted(groups, key=lambda g: _rank(g, seed))
+        n_test = round(test * len(ranked))
+        n_val = round(validation * len(ranked))
+        for i, group in enumerate(ranked):
+            where[group] = "test" if i < n_test else "validation" if i < n_test + n_val else "train"
+    sets: dict[SplitName, list[ImageRecord]] = {name: [] for name in SPLIT_NAMES}
+    for group, items in members.items():
+        sets[where[group]].extend(items)
+    order = {id(r): i for i, r in enumerate(r for items in members.values() for r in items)}
+    return Split(
+        *(tuple(sorted(sets[name], key=lambda r: order[id(r)])) for name in SPLIT_NAMES)
+    )

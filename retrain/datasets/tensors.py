@@ -3,8 +3,9 @@
 The split is by patient with a *fixed* split seed, independent of any training seed: the
 ``test`` part read by an evaluation run must be the same patients that training held out.
 MURA: its ``valid`` set (the public stand-in for its hidden test set) is the ``test`` part and
-10 % of its ``train`` patients are the ``validation`` part. FracAtlas and CSV folders: 80 / 10 /
-10 % of patients. Pixels are float16 like :func:`models.synthetic_data.synthetic_tensors`.
+10 % of its ``train`` patients are the ``validation`` part. FracAtlas: 70 / 15 / 15 % of its
+content-hash groups, stratified by fracture label and body part. CSV folders: 80 / 10 / 10 % of
+patients. Pixels are float16 like :func:`models.synthetic_data.synthetic_tensors`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from models.synthetic_data import LabelledTensors
 from retrain.datasets.catalog import load_records
 from retrain.datasets.images import prepare_image
 from retrain.datasets.records import GeneratedImage, ImageRecord, label_codes
-from retrain.datasets.split import SPLIT_NAMES, split_by_patient
+from retrain.datasets.split import SPLIT_NAMES, split_by_patient, split_stratified
 from retrain.datasets.torch_data import targets_from
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ def dataset_split(
     if name is None:
         raise ValueError(f"unknown part {part!r}; expected one of {SPLIT_NAMES}")
     records = load_records(kind, root)
-    if kind == "mura":
+    if kind == "fracatlas":
+        split = split_stratified(records, seed=split_seed, validation=0.15, test=0.15)
+    elif kind == "mura":
         split = split_by_patient(
             records, seed=split_seed, validation=0.1, test=0.0, keep_given={"valid": "test"}
         )

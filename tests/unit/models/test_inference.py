@@ -69,15 +69,19 @@ def _check(prediction: Prediction, image: PreparedImage, model: LoadedModel) -> 
     assert not heat.flags.writeable
     assert not heat[~content_mask(image.geometry)].any()
     assert len(prediction.boxes) <= 3
-    assert bool(prediction.boxes) == (float(heat.max()) > 0.0)  # Grad-CAM may be all zero
+    # Grad-CAM may be all zero; an "absent" decision never carries a box.
+    drawn = float(heat.max()) > 0.0 and prediction.decision is not Decision.ABSENT
+    assert bool(prediction.boxes) == drawn
     g = image.geometry
     assert all(type(v) is float for box in prediction.boxes for v in box)
     for r0, c0, r1, c1 in prediction.boxes:
         assert 0 <= r0 < r1 <= g.source_rows and 0 <= c0 < c1 <= g.source_cols
     # Mapped back to the input, the boxes are those of the heatmap's strongest regions.
-    regions = strongest_regions(heat)
+    regions = strongest_regions(heat) if drawn else []
     back = [g.box_to_input(*box) for box in prediction.boxes]
-    assert np.allclose(back, [r.box for r in regions], atol=1.0)  # clipped to the crop
+    assert len(back) == len(regions)
+    if back:
+        assert np.allclose(back, [r.box for r in regions], atol=1.0)  # clipped to the crop
     assert (prediction.model_name, prediction.model_version) == ("tiny", "0.1")
 
 

@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_forward_shapes(arch: str) -> None:
     torch.manual_seed(0)
-    net = build_network(arch).eval()
+    net = build_network(arch, input_size=64).eval()
     with torch.inference_mode():
         out = net(torch.rand(2, 1, 64, 64))
         features = net.feature_map(torch.rand(1, 1, 64, 64))
@@ -26,6 +26,21 @@ def test_forward_shapes(arch: str) -> None:
     assert features.shape[:2] == (1, ARCHS[arch])
     assert float(features.min()) >= 0.0  # after the final activation, as Grad-CAM expects
     assert all(torch.isfinite(t).all() for t in (out.fracture, out.count, out.hardware))
+
+
+def test_localisation_head_scores_every_feature_cell() -> None:
+    net = build_network("efficientnet_lite0", input_size=96, localise=True).eval()
+    with torch.inference_mode():
+        out = net(torch.rand(2, 1, 96, 96))
+    assert out.localisation is not None and out.localisation.shape == (2, 3, 3)
+    assert build_network("resnet18").eval()(torch.rand(1, 1, 64, 64)).localisation is None
+
+
+def test_sized_and_pretrained_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="input size"):
+        build_network("efficientnet_lite0")
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        build_network("resnet18", pretrained=True)
 
 
 def test_body_part_head_follows_the_vocabulary_size() -> None:
