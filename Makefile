@@ -35,7 +35,7 @@ bench-receive: $(STAMP)
 	$(BIN)/python bench/receive.py
 
 bench-infer: $(STAMP)
-	$(BIN)/python bench/infer.py --bundle models/bundles/xrayd-demo
+	$(BIN)/python bench/infer.py --bundle models/bundles/xrayd-phantom
 
 bench-e2e: $(STAMP)
 	$(BIN)/python bench/e2e.py

@@ -31,13 +31,16 @@ from models.network import MultiTaskNet, build_network, resolve_device
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_BUNDLE",
     "METADATA_PATH",
+    "PHANTOM_BUNDLE",
     "WEIGHTS_PATH",
     "BundleInfo",
     "LoadedModel",
     "bundle_identity",
-    "demo_bundle_path",
+    "default_bundle_path",
     "load_bundle",
+    "phantom_bundle_path",
     "round_to_half",
     "save_bundle",
     "sha256_file",
@@ -67,9 +70,21 @@ class LoadedModel:
     device: torch.device
 
 
-def demo_bundle_path() -> Path:
-    """The demo bundle shipped with xrayd (trained on synthetic phantoms only)."""
-    return Path(__file__).resolve().parent / "bundles" / "xrayd-demo"
+#: The bundle xrayd uses unless a site configures another: fine-tuned on real radiographs.
+DEFAULT_BUNDLE = "xrayd-fracatlas-effnetlite0"
+#: A small network trained on synthetic phantoms: for pipeline tests, never for patients.
+PHANTOM_BUNDLE = "xrayd-phantom"
+
+
+def default_bundle_path() -> Path:
+    """The default bundle shipped with xrayd (EfficientNet-Lite0 fine-tuned on FracAtlas)."""
+    return Path(__file__).resolve().parent / "bundles" / DEFAULT_BUNDLE
+
+
+def phantom_bundle_path() -> Path:
+    """The phantom bundle shipped with xrayd (trained on synthetic phantoms only: pipeline
+    tests and demonstrations of the plumbing, not a fracture detector)."""
+    return Path(__file__).resolve().parent / "bundles" / PHANTOM_BUNDLE
 
 
 def sha256_file(path: Path) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.bundle import LoadedModel, demo_bundle_path, load_bundle
+from models.bundle import LoadedModel, default_bundle_path, load_bundle
 from models.inference import Classifier
 from models.preprocess import prepare
 from models.runtime_choice import RuntimeChoice, choose_runtime
@@ -59,7 +59,7 @@ def load_classifier(
     Sets torch's CPU thread count to ``threads`` (process-wide: this is the process's model).
     Raises :class:`models.errors.BundleError` for a bad bundle.
     """
-    model = load_bundle(bundle or demo_bundle_path(), device=device)
+    model = load_bundle(bundle or default_bundle_path(), device=device)
     if model.device.type == "cpu":
         torch.set_num_threads(threads)
     choice: RuntimeChoice | None = None

@@ -263,7 +263,7 @@ def make_demo_bundle(
     seed: int = 0,
     arch: str = "resnet18",
     batch_size: int = 16,
-    name: str = "xrayd-demo",
+    name: str = "xrayd-phantom",
     version: str = "0.0.0-demo",
 ) -> BundleInfo:
     """Train a small network briefly on synthetic cases and save it as a bundle.

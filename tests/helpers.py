@@ -11,6 +11,9 @@ import pytest
 
 PG_ADMIN_URL = os.environ.get("XRAYD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI") == "true"
+#: The phantom bundle (kept in step with models.bundle.phantom_bundle_path without importing
+#: torch here).
+PHANTOM = Path(__file__).resolve().parents[1] / "models" / "bundles" / "xrayd-phantom"
 
 
 def need(condition: bool, reason: str) -> None:
@@ -58,8 +61,10 @@ def make_settings(data_dir: Path, database_url: str = "", **sections: Any) -> An
         "node": node,
         "storage": {"data_dir": str(data_dir), "database_url": database_url},
         "study": {"quiet_seconds": 3600, "max_wait_seconds": 7200},
-        # eager: no ONNX export / OpenVINO compile at every node start (runtimes have own tests)
-        "model": {"runtime": "eager"},
+        # eager: no ONNX export / OpenVINO compile at every node start (runtimes have own tests);
+        # the phantom bundle: pipeline tests need a small model whose answers on phantoms are
+        # known (the default bundle has tests of its own)
+        "model": {"runtime": "eager", "bundle": str(PHANTOM)},
         # retention by age only: no purge because the test machine's disk is nearly full
         "retention": {"min_free_mb": 0},
     }
@@ -68,3 +73,12 @@ def make_settings(data_dir: Path, database_url: str = "", **sections: Any) -> An
             {key: value}
         )
     return Settings.model_validate(data)
+
+
+def fracatlas_root() -> Path:
+    """The FracAtlas share beside the checkout (``../shared/datasets/fracatlas``, or
+    ``$XRAYD_FRACATLAS``); skips where it is absent, fails in CI."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fracatlas"
+    root = Path(os.environ.get("XRAYD_FRACATLAS", str(default)))
+    need((root / "dataset.csv").is_file(), f"the FracAtlas share is not at {root}")
+    return root

@@ -1,10 +1,14 @@
 """`xrayd demo` / `make demo`: the whole mission end to end on the embedded defaults.
 
-Starts a stand-in PACS on loopback, starts xrayd (SQLite + a local spool + the demo model) with
-that PACS as its destination, sends synthetic studies with and without fractures as a modality
-would, waits until the PACS holds xrayd's results (TID 1500 SR, burned-in Secondary Captures,
-Encapsulated PDF) and prints a table. The images are synthetic phantoms from
-``models.synthetic``; the demo model knows only such phantoms and is not for clinical use.
+Starts a stand-in PACS on loopback, starts xrayd (SQLite + a local spool + the default model)
+with that PACS as its destination, sends synthetic studies with and without drawn fractures as
+a modality would, waits until the PACS holds xrayd's results (TID 1500 SR, burned-in Secondary
+Captures, Encapsulated PDF) and prints a table.
+
+The images are synthetic phantoms from ``models.synthetic`` (no patient data ships with xrayd);
+the default model was trained on real radiographs (FracAtlas), so its answers on phantoms say
+nothing about its accuracy: the demo shows the plumbing, and says so. The model's measured
+accuracy is in its model card.
 """
 
 from __future__ import annotations
@@ -150,13 +154,15 @@ def run_demo(data_dir: Path, images: int = 6, timeout: float = 240.0) -> int:
         again = store_datasets(peer, MODALITY_AE, datasets[:1])
         print(f"5. sent one again: status 0x{again[0]:04X}, stored once (duplicate counted)")
         ready = node.model.get()
+        trained_on = ready.model.metadata.training_data.get("dataset", "unknown data")
         print(
-            f"6. model {ready.model.info.name} {ready.model.info.version} "
-            f"(synthetic phantoms only, NOT for clinical use), runtime {ready.runtime}"
+            f"6. model {ready.model.info.name} {ready.model.info.version}, trained on "
+            f"{trained_on}; runtime {ready.runtime}; research software, NOT for clinical use"
         )
         finished = arrivals.all_done.wait(timeout)
-        print("7. results at the PACS:")
-        print("   study  truth      AI decision    p      objects at PACS   seconds*")
+        print("7. results at the PACS (the images are drawn phantoms, not radiographs: the AI")
+        print("   decisions below show the pipeline working, not the model's accuracy)")
+        print("   study  phantom    AI decision    p      objects at PACS   seconds*")
         for n, (uid, _, _) in enumerate(plan):
             items = arrivals.by_study.get(uid, [])
             kinds: dict[str, int] = {}
@@ -168,7 +174,7 @@ def run_demo(data_dir: Path, images: int = 6, timeout: float = 240.0) -> int:
             seconds = f"{took - sent_at[uid]:.1f}" if took else "-"
             objects = " ".join(f"{k}x{v}" for k, v in sorted(kinds.items())) or "none"
             print(
-                f"   {n + 1:<6} {'fracture' if truth[uid] else 'normal':<10} "
+                f"   {n + 1:<6} {'drawn' if truth[uid] else 'none':<10} "
                 f"{decision:<14} {probability:<6} {objects:<17} {seconds}"
             )
         print(

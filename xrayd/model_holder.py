@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config.settings import ModelSettings
-from models.bundle import demo_bundle_path
+from models.bundle import default_bundle_path
 from models.loading import ReadyClassifier, load_classifier
 
 LOGGER = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class ModelHolder:
         self._wanted: Path | None = None
 
     def _configured(self) -> Path:
-        return self.settings.bundle or demo_bundle_path()
+        return self.settings.bundle or default_bundle_path()
 
     def _wanted_path(self) -> Path:
         now = self._clock()

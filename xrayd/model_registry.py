@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
-from models.bundle import bundle_identity, demo_bundle_path
+from models.bundle import bundle_identity, default_bundle_path
 from storage.models_registry import ModelVersionRow, active_version, ensure_active, relocate
 
 __all__ = ["active_bundle_reader", "register_configured_model"]
@@ -27,7 +27,7 @@ def register_configured_model(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> ModelVersionRow:
     """Make sure a version is active; registers the configured bundle when none is."""
-    path = (settings.model.bundle or demo_bundle_path()).resolve()
+    path = (settings.model.bundle or default_bundle_path()).resolve()
     info = bundle_identity(path)
     row = ensure_active(
         sessions,

@@ -32,11 +32,11 @@ class Outcome:
 
 
 def _bundle_dir(args: argparse.Namespace, settings: Settings) -> Path:
-    from models.bundle import demo_bundle_path
+    from models.bundle import default_bundle_path
 
     if args.bundle:
         return Path(args.bundle)
-    return settings.model.bundle or demo_bundle_path()
+    return settings.model.bundle or default_bundle_path()
 
 
 def load_classifier(args: argparse.Namespace, settings: Settings) -> Classifier:

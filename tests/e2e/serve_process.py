@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+from helpers import PHANTOM
+
 XRAYD = str(Path(sys.executable).parent / "xrayd")
 
 
@@ -20,7 +22,7 @@ def write_config(tmp_path: Path, database_url: str = "", extra: str = "") -> Pat
         '[node]\nae_title = "XRAYD"\nhost = "127.0.0.1"\nport = 0\nmin_free_mb = 0\n'
         '[[node.callers]]\nae_title = "MODALITY"\n'
         f'[storage]\ndata_dir = "{tmp_path / "data"}"\ndatabase_url = "{database_url}"\n'
-        '[model]\nruntime = "eager"\n'
+        f'[model]\nruntime = "eager"\nbundle = "{PHANTOM}"\n'
         '[web]\nhost = "127.0.0.1"\nport = 0\n' + extra
     )
     return cfg

@@ -40,12 +40,12 @@ def test_predict_reports_each_file_or_why_it_was_not_analysed(
     for result in results[:-1]:
         assert result["analysed"] is True
         assert result["decision"] in ("present", "absent", "indeterminate")
-        assert result["model"] == {"name": "xrayd-demo", "version": "1.0.0"}
+        assert result["model"] == {"name": "xrayd-phantom", "version": "1.0.0"}
         assert 0.0 <= result["fracture_probability"] <= 1.0 and result["seconds"] > 0
         assert result["body_part"] and len(result["count_probabilities"]) == 3
     assert results[-1]["analysed"] is False and "cannot read DICOM" in results[-1]["reason"]
     text = xrayd("predict", str(files[0]))
-    assert text.returncode == 0 and "model xrayd-demo 1.0.0" in text.stdout
+    assert text.returncode == 0 and "model xrayd-phantom 1.0.0" in text.stdout
     assert "not a diagnosis" in text.stdout
 
 

@@ -289,11 +289,11 @@ def _report_metrics(report: Mapping[str, Any]) -> list[MetricOut]:
 def model_bundle(settings: Settings) -> BundleOut:
     """What the configured bundle (or the demo bundle) says about itself; never raises for a
     broken bundle: ``problems`` says what could not be read."""
-    from models.bundle import METADATA_PATH, demo_bundle_path  # torch: only when asked
+    from models.bundle import METADATA_PATH, default_bundle_path  # torch: only when asked
     from models.bundle_metadata import metadata_from_json
     from models.errors import BundleError
 
-    path = settings.model.bundle or demo_bundle_path()
+    path = settings.model.bundle or default_bundle_path()
     out = BundleOut(path=str(path), demo=settings.model.bundle is None)
     try:
         doc = json.loads((path / METADATA_PATH).read_text(encoding="utf-8"))

@@ -96,7 +96,7 @@ def test_a_study_is_analysed_once_and_a_rerun_changes_nothing(node: Any) -> None
     [analysis] = analyses_of(sessions, job.study_id)
     detail = analysis.detail
     assert len(detail["images"]) == 2 and detail["decision"] in ("present", "indeterminate")
-    assert detail["model"]["name"] == "xrayd-demo" and len(detail["model"]["sha256"]) == 64
+    assert detail["model"]["name"] == "xrayd-phantom" and len(detail["model"]["sha256"]) == 64
     [skipped] = detail["not_analysed"]
     assert skipped["reason"].endswith("[modality]")  # an OT colour capture is no radiograph
     for image in detail["images"]:

@@ -14,7 +14,7 @@ import torch
 from pydicom.uid import generate_uid
 
 from dicom_node.scu import RemoteAE, store_datasets
-from models.bundle import demo_bundle_path, load_bundle, save_bundle
+from models.bundle import load_bundle, phantom_bundle_path, save_bundle
 from models.loading import ReadyClassifier
 from models.synthetic import generate_case, to_dicom
 from storage import jobs
@@ -43,7 +43,7 @@ def node(database_url: str, tmp_path: Path) -> Any:
 
 def _candidate(directory: Path) -> Any:
     """The demo model with its fracture head shifted: other weights, other outputs."""
-    demo = load_bundle(demo_bundle_path())
+    demo = load_bundle(phantom_bundle_path())
     with torch.no_grad():
         demo.network.fracture_head.bias.add_(0.75)
     meta = dataclasses.replace(demo.metadata, version=NEW)

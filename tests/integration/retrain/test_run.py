@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import retrain.run
-from models.bundle import bundle_identity, demo_bundle_path, load_bundle, sha256_file
+from models.bundle import bundle_identity, load_bundle, phantom_bundle_path, sha256_file
 from models.fit import EpochRecord, FitResult
 from retrain.errors import RetrainError
 from retrain.gate import GateConfig
@@ -70,14 +70,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 def _inputs(world: World, out: Path, **changes: Any) -> RetrainInputs:
     base = RetrainInputs(
-        current_bundle=demo_bundle_path(),
+        current_bundle=phantom_bundle_path(),
         base=world.base,
         reviewed=world.examples,
         validation_cases=world.cases,
         spool_root=world.spool,
         salt=SALT,
         out_dir=out,
-        name="xrayd-demo",
+        name="xrayd-phantom",
         version="1.0.1",
         review_weight=1,
         epochs=1,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.bundle import demo_bundle_path
+from models.bundle import phantom_bundle_path
 from models.preprocess import prepare
 from models.synthetic import generate_case, to_dicom
 from retrain.scheduler import RetrainScheduler
@@ -128,7 +128,7 @@ def test_scheduled_retraining_promotes_and_rollback_restores(tmp_path: Path) -> 
 
     # A crash after publishing but before registering leaves a bundle nobody names: removed.
     orphan = service.models_dir / "1.0.0+r999"
-    shutil.copytree(demo_bundle_path(), orphan)
+    shutil.copytree(phantom_bundle_path(), orphan)
     assert orphan in service.clean_unregistered()
     assert not orphan.exists() and Path(candidate.path).exists()
     storage.engine.dispose()
@@ -181,7 +181,7 @@ def _review_wrong_analyses(sessions: Any, client: Any, token: str, examples: lis
                     study_id=study.id,
                     kind="analysis",
                     detail={
-                        "model": {"name": "xrayd-demo", "version": "1.0.0"},
+                        "model": {"name": "xrayd-phantom", "version": "1.0.0"},
                         "decision": wrong,
                         "fracture_probability": 0.9 if wrong == "present" else 0.1,
                         "count": "1" if wrong == "present" else "0",

@@ -110,7 +110,7 @@ def _register(sm: sessionmaker[Session], version: str, state: str, verdict: str 
     with sm.begin() as session:
         register_version(
             session,
-            name="xrayd-demo",
+            name="xrayd-phantom",
             version=version,
             sha256=version.ljust(64, "0")[:64],
             path=f"/models/{version}",
@@ -123,7 +123,7 @@ def _register(sm: sessionmaker[Session], version: str, state: str, verdict: str 
 
 def test_promote_rollback_and_the_gate(sm: sessionmaker[Session]) -> None:
     base = ensure_active(
-        sm, name="xrayd-demo", version="1.0.0", sha256="a" * 64, path="/b", actor="xrayd"
+        sm, name="xrayd-phantom", version="1.0.0", sha256="a" * 64, path="/b", actor="xrayd"
     )
     assert base.state == "active" and base.promoted_by == "xrayd"
     again = ensure_active(sm, name="other", version="9", sha256="b" * 64, path="/c", actor="x")

@@ -445,7 +445,7 @@ def test_all_dead_jobs_retried_at_once(web: Web) -> None:
 def test_models_page_and_api_show_the_demo_bundle(web: Web) -> None:
     web.login("admin")
     page = web.client.get("/admin/models").text
-    assert 'id="model-name">xrayd-demo<' in page and 'id="model-version">1.0.0<' in page
+    assert 'id="model-name">xrayd-phantom<' in page and 'id="model-version">1.0.0<' in page
     assert "AUC" in page and "0.994" in page and "0.991 \u2013 0.997" in page
     assert "sensitivity" in page and "specificity" in page
     assert "No model versions registered yet" in page
@@ -454,7 +454,7 @@ def test_models_page_and_api_show_the_demo_bundle(web: Web) -> None:
     bundle = out["bundle"]
     assert bundle["demo"] is True and bundle["problems"] == []
     assert (bundle["name"], bundle["version"], bundle["arch"]) == (
-        "xrayd-demo",
+        "xrayd-phantom",
         "1.0.0",
         "resnet18_half",
     )

@@ -198,7 +198,7 @@ def seed_study(
                 detail={
                     "revision": revision,
                     "model": {
-                        "name": "xrayd-demo",
+                        "name": "xrayd-phantom",
                         "version": model_version,
                         "sha256": "ab" * 32,
                         "runtime": "eager",

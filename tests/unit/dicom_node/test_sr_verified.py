@@ -38,7 +38,7 @@ REVIEWED_AT = datetime(2021, 3, 5, 10, 30, 15, tzinfo=timezone(timedelta(hours=1
 ORGANIZATION = "St Elsewhere Radiology"
 COMMENT = "Nutrient canal, not a fracture.\nNo follow-up needed."
 
-ALGORITHM = Algorithm("xrayd-demo", "1.0.0", "cd" * 32, {"threshold": "0.5000"})
+ALGORITHM = Algorithm("xrayd-phantom", "1.0.0", "cd" * 32, {"threshold": "0.5000"})
 FINDINGS = StudyFindings(
     study_instance_uid=STUDY,
     decision="present",

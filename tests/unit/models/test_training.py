@@ -117,4 +117,4 @@ def test_demo_bundle_trains_saves_and_loads(tmp_path: Path) -> None:
     image = prepare(to_dicom(generate_case(9, 64)), meta.preprocess)
     (prediction,) = Classifier(loaded).predict([image])
     assert 0.0 <= prediction.fracture_probability <= 1.0
-    assert prediction.model_name == "xrayd-demo"
+    assert prediction.model_name == "xrayd-phantom"

@@ -76,8 +76,8 @@ def test_usual_versions_are_accepted() -> None:
 
 
 def test_a_bundle_without_manifest_has_no_trained_reviews() -> None:
-    from models.bundle import demo_bundle_path
+    from models.bundle import phantom_bundle_path
     from retrain.manifest import read_manifest, trained_review_keys
 
-    assert read_manifest(demo_bundle_path()) is None
-    assert trained_review_keys(demo_bundle_path()) == frozenset()
+    assert read_manifest(phantom_bundle_path()) is None
+    assert trained_review_keys(phantom_bundle_path()) == frozenset()
