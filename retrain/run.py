@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.bundle import BundleInfo, load_bundle
+from models.bundle import BundleInfo, LoadedModel, load_bundle
 from models.fit import EpochRecord, FitConfig, fit
 from models.operating_point import DEFAULT_TARGET_SENSITIVITY
 from models.train_bundle import BundleSpec, finish_bundle
@@ -177,6 +177,21 @@ def _finite(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
+def _lineage(parent: LoadedModel, base_kind: str, base_images: int, reviews: int) -> dict[str, str]:
+    """The candidate's training-data record: what this run added to what its parent saw.
+
+    The parent's licence and attribution stay: the candidate's weights derive from them."""
+    record = dict(parent.metadata.training_data)
+    before = record.get("dataset", "unrecorded data")
+    record["dataset"] = (
+        f"{parent.info.name} {parent.info.version} ({before}), fine-tuned on {base_images} "
+        f"{base_kind} images and {reviews} radiologist-reviewed images of this site"
+    )
+    record.setdefault("licence", "see the parent model")
+    record.setdefault("attribution", "")
+    return record
+
+
 def run_retraining(inputs: RetrainInputs) -> RetrainOutcome:
     """Run the steps of the module docstring. Raises :class:`RetrainError` (nothing to train
     on, a version that exists already), :class:`ValidationSetError`, or ``BundleError`` for a
@@ -257,6 +272,8 @@ def run_retraining(inputs: RetrainInputs) -> RetrainOutcome:
         preprocess=meta.preprocess,
         target_sensitivity=target,
         per_body_part=bool(meta.thresholds.per_body_part),
+        training_data=_lineage(current, inputs.base.kind, len(base), len(reviews)),
+        pretrained=meta.pretrained,
     )
     partial = new_partial_dir(inputs.out_dir, inputs.version)
     try:

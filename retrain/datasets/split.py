@@ -119,8 +119,9 @@ def split_stratified(
     keyed hash and the first ``round(test * n)`` go to test, the next ``round(validation *
     n)`` to validation, the rest to train.
 
-    A group's stratum is that of its first record with a positive fracture label (else its
-    first record), so a group is never split. The result depends on the seed and the groups,
+    A group's stratum is that of its fractured record with the smallest study id (else of its
+    record with the smallest study id), so a group is never split and the order of the
+    records does not matter. The result depends on the seed and the groups,
     not on the order of the records.
     """
     if not (0.0 <= validation < 1.0 and 0.0 <= test < 1.0 and validation + test < 1.0):
@@ -130,7 +131,7 @@ def split_stratified(
         members.setdefault(record.group, []).append(record)
     strata: dict[Hashable, list[str]] = {}
     for group, items in members.items():
-        lead = next((r for r in items if r.fracture), items[0])
+        lead = min(items, key=lambda r: (not r.fracture, r.study_id, str(r.path)))
         strata.setdefault(stratum(lead), []).append(group)
     where: dict[str, SplitName] = {}
     for groups in strata.values():
