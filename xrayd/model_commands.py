@@ -160,6 +160,11 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.dataset == "fracatlas":
+        from xrayd.evaluate_dataset import evaluate_localised
+
+        return evaluate_localised(args)
+
     import numpy as np
 
     from models.bundle import load_bundle
