@@ -91,8 +91,8 @@ class LiteFeatures(nn.Module):
 
 def _relu6_everywhere(net: EfficientNet) -> None:
     net._swish = nn.ReLU6()
-    for stage in net._blocks:
-        for block in stage:
+    for stage in net._blocks.children():
+        for block in stage.children():
             block._swish = nn.ReLU6()
 
 

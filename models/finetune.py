@@ -285,7 +285,7 @@ def fine_tune(
     bf16 = config.bf16 and device.type == "cpu"
     network.to(device)
     if device.type == "cpu":
-        network.to(memory_format=torch.channels_last)
+        network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     labels = train.targets.fracture
     positives = float((labels == 1).sum())
     negatives = float((labels == 0).sum())
@@ -426,8 +426,9 @@ def fine_tune(
             raise InterruptedTraining(epoch)
     network.load_state_dict(best_state)
     with torch.no_grad():
-        network.fracture_head.bias -= math.log(pos_weight)
-    network.to(memory_format=torch.contiguous_format).eval()
+        network.fracture_head.bias.sub_(math.log(pos_weight))
+    network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    network.eval()
     return FineTuneResult(
         network=network,
         best_epoch=best_epoch,

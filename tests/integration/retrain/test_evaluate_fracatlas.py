@@ -50,7 +50,8 @@ def _picture(seed: int, fractured: bool) -> np.ndarray:
     image = bone + rng.normal(40, 10, (ROWS, COLS))
     if fractured:
         image[20:30, 50:80] -= 80  # a dark crack where the box is
-    return np.clip(image, 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(image, 0, 255).astype(np.uint8)
+    return out
 
 
 def _row(name: str, part: str, fractured: bool, hardware: bool) -> list[str]:
