@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from models.losses import Targets, head_losses
 from models.metrics import roc_auc
-from models.network import MultiTaskNet, resolve_device
+from models.network import MultiTaskNet, build_network, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ __all__ = [
     "augment_batch",
     "fine_tune",
     "localisation_targets",
+    "seeded_network",
+    "torch_threads",
 ]
 
 CHECKPOINT = "checkpoint.pt"
@@ -132,6 +134,17 @@ class FineTuneResult:
     pos_weight: float
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seeded_network(arch: str, input_size: int, *, seed: int, pretrained: bool) -> MultiTaskNet:
+    """The network to fine-tune (with the localisation head), its random heads seeded."""
+    torch.manual_seed(seed)
+    return build_network(arch, input_size=input_size, localise=True, pretrained=pretrained)
+
+
+def torch_threads() -> int:
+    """The number of threads torch computes with in this process."""
+    return torch.get_num_threads()
 
 
 def augment_batch(

@@ -2,12 +2,13 @@
 
 :func:`choose_runtime` builds each candidate (:mod:`models.runtimes`), runs it on sample
 images, compares every head's probabilities (sigmoid of the fracture and hardware logits,
-softmax of the count and body-part logits, computed in torch from the candidate's feature
-map) with eager's, times it (median of ``repeats`` runs after a warm-up, the whole sample as
-one batch, the candidates taking turns) and returns the fastest candidate within
-``tolerance``, with a record per candidate. A candidate that cannot be built, fails on the
-sample or differs too much is logged and skipped; eager is the fallback. A model on CUDA
-uses eager on the GPU.
+softmax of the count and body-part logits and, for a network with the localisation head, the
+sigmoid of every feature-map cell's localisation logit, the map the boxes come from; all
+computed in torch from the candidate's feature map) with eager's, times it (median of
+``repeats`` runs after a warm-up, the whole sample as one batch, the candidates taking turns)
+and returns the fastest candidate within ``tolerance``, with a record per candidate. A
+candidate that cannot be built, fails on the sample or differs too much is logged and skipped;
+eager is the fallback. A model on CUDA uses eager on the GPU.
 """
 
 from __future__ import annotations
@@ -81,19 +82,24 @@ class RuntimeChoice:
 
 
 def head_probabilities(network: MultiTaskNet, features: Tensor) -> Tensor:
-    """All heads' probabilities (N, 1 + 3 + P + 1) on the CPU from a feature map."""
+    """All heads' probabilities on the CPU from a feature map (N, C, h, w).
+
+    (N, 1 + 3 + P + 1): fracture, count, body part, hardware; with the localisation head
+    (N, 1 + 3 + P + 1 + h * w): then every cell's localisation probability, so a runtime that
+    spoils the localisation map (and with it the boxes) is noticed too.
+    """
     device = next(network.parameters()).device
     with torch.no_grad():
         out = network.heads(features.to(device=device, dtype=torch.float32))
-        probs = torch.cat(
-            [
-                torch.sigmoid(out.fracture)[:, None],
-                torch.softmax(out.count, dim=1),
-                torch.softmax(out.body_part, dim=1),
-                torch.sigmoid(out.hardware)[:, None],
-            ],
-            dim=1,
-        )
+        parts = [
+            torch.sigmoid(out.fracture)[:, None],
+            torch.softmax(out.count, dim=1),
+            torch.softmax(out.body_part, dim=1),
+            torch.sigmoid(out.hardware)[:, None],
+        ]
+        if out.localisation is not None:
+            parts.append(torch.sigmoid(out.localisation).flatten(start_dim=1))
+        probs = torch.cat(parts, dim=1)
     return probs.cpu()
 
 

@@ -521,6 +521,8 @@ def evaluate_localised(args: argparse.Namespace) -> int:
         "localisation.json": {
             "bundle": {"name": meta.name, "version": meta.version, "sha256": model.info.sha256},
             "heatmap": method,
+            "decisions": "at the default operating point (boxes are drawn where present or "
+            "indeterminate)",
             "boxes": "models.regions.strongest_regions(heatmap, limit=3) of the content-masked "
             "heatmap normalised to max 1, as models.inference draws them; model-input pixels",
             "model": own.as_json(),

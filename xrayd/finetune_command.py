@@ -86,11 +86,14 @@ def _arrays(data: LocalisedTensors) -> LocalisedArrays:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    import torch
-
-    from models.finetune import FineTuneConfig, InterruptedTraining, fine_tune
+    from models.finetune import (
+        FineTuneConfig,
+        InterruptedTraining,
+        fine_tune,
+        seeded_network,
+        torch_threads,
+    )
     from models.fit import EpochRecord, FitResult
-    from models.network import build_network
     from models.preprocess import PreprocessParams
     from models.synthetic_data import LabelledTensors
     from models.train_bundle import BundleSpec, finish_bundle
@@ -120,9 +123,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         progress=args.progress,
         stop_after=args.stop_after,
     )
-    torch.manual_seed(args.seed)
-    network = build_network(
-        args.arch, input_size=args.input_size, localise=True, pretrained=not args.no_pretrained
+    network = seeded_network(
+        args.arch, args.input_size, seed=args.seed, pretrained=not args.no_pretrained
     )
     checkpoints = Path(args.checkpoint_dir or f"{args.out}.checkpoints")
     try:
@@ -171,7 +173,7 @@ def run_finetune(args: argparse.Namespace) -> int:
                 "pos_weight": result.pos_weight,
                 "training_seconds": result.seconds,
                 "wall_seconds_this_run": wall,
-                "threads": torch.get_num_threads(),
+                "threads": torch_threads(),
                 "device": str(next(result.network.parameters()).device),
                 "recipe": {k: v for k, v in vars(config).items() if k != "progress"},
                 "best_epoch": result.best_epoch,

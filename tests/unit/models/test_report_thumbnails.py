@@ -61,8 +61,13 @@ def test_boxes_are_drawn_in_their_colours_at_their_places() -> None:
     for point in [(16, 30), (47, 30), (30, 16), (30, 47), (16, 16), (47, 47)]:
         assert image.getpixel((x + point[0], y + point[1])) == TRUE_COLOUR, point
     assert image.getpixel((x + 30, y + 30)) == (0, 0, 0)  # inside: the image
-    assert image.getpixel((x + 14, y + 30)) == (0, 0, 0)  # outside the outline
-    assert image.getpixel((x + 50, y + 30)) == (0, 0, 0)
+    # The outline is 2 pixels wide, inside the box: columns 16-17 and 46-47.
+    assert image.getpixel((x + 17, y + 30)) == TRUE_COLOUR
+    assert image.getpixel((x + 46, y + 30)) == TRUE_COLOUR
+    assert image.getpixel((x + 15, y + 30)) == (0, 0, 0)  # outside the outline
+    assert image.getpixel((x + 48, y + 30)) == (0, 0, 0)
+    assert image.getpixel((x + 18, y + 30)) == (0, 0, 0)  # inside the outline
+    assert image.getpixel((x + 30, y + 48)) == (0, 0, 0)
     # Predicted box (26, 2, 30, 10) -> rows 52..59, columns 4..19.
     for point in [(4, 55), (19, 55), (10, 52), (10, 59)]:
         assert image.getpixel((x + point[0], y + point[1])) == PREDICTED_COLOUR, point
