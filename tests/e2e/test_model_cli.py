@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 XRAYD = str(Path(sys.executable).parent / "xrayd")
+DEFAULT = "xrayd-fracatlas-effnetlite0"
 
 
 def xrayd(*args: str) -> subprocess.CompletedProcess[str]:
@@ -40,12 +41,12 @@ def test_predict_reports_each_file_or_why_it_was_not_analysed(
     for result in results[:-1]:
         assert result["analysed"] is True
         assert result["decision"] in ("present", "absent", "indeterminate")
-        assert result["model"] == {"name": "xrayd-phantom", "version": "1.0.0"}
+        assert result["model"] == {"name": DEFAULT, "version": "1.0.0"}  # the real model
         assert 0.0 <= result["fracture_probability"] <= 1.0 and result["seconds"] > 0
         assert result["body_part"] and len(result["count_probabilities"]) == 3
     assert results[-1]["analysed"] is False and "cannot read DICOM" in results[-1]["reason"]
     text = xrayd("predict", str(files[0]))
-    assert text.returncode == 0 and "model xrayd-phantom 1.0.0" in text.stdout
+    assert text.returncode == 0 and f"model {DEFAULT} 1.0.0" in text.stdout
     assert "not a diagnosis" in text.stdout
 
 
@@ -180,3 +181,38 @@ def test_a_validation_part_with_one_class_is_a_clear_error(tmp_path: Path) -> No
     )
     assert done.returncode == 1
     assert "not both fractured and normal" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_fine_tune_on_fracatlas_resumes_then_evaluates(tmp_path: Path) -> None:
+    """``xrayd train --arch efficientnet_lite0 --dataset fracatlas`` as the model card says,
+    on a small subset: stopped after the first epoch, resumed, then ``xrayd evaluate``."""
+    from helpers import fracatlas_root
+
+    root = str(fracatlas_root())
+    bundle, report = tmp_path / "bundle", tmp_path / "report"
+    train = [
+        "train", "--dataset", "fracatlas", "--data", root, "--arch", "efficientnet_lite0",
+        "--input-size", "96", "--epochs", "2", "--warmup-epochs", "1", "--limit", "32",
+        "--batch-size", "8", "--lr", "4e-4", "--target-sensitivity", "0.9", "--workers", "2",
+        "--name", "tiny-real", "--version", "0.0.1", "--out", str(bundle),
+        "--cache", str(tmp_path / "cache"), "--no-progress",
+    ]  # fmt: skip
+    done = xrayd(*train, "--stop-after", "1")
+    assert done.returncode == 0, done.stderr
+    assert "stopping after epoch 1" in done.stderr and not bundle.exists()
+    done = xrayd(*train, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "resumed from" in done.stderr and "saved bundle tiny-real 0.0.1" in done.stdout
+    training = json.loads((bundle / "configs" / "training.json").read_text())
+    assert [h["epoch"] for h in training["history"]] == [1, 2]
+    assert training["history"][0]["phase"] == "heads"
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["training_data"]["licence"] == "CC BY 4.0" and meta["localisation_head"]
+    done = xrayd(
+        "evaluate", "--dataset", "fracatlas", "--data", root, "--bundle", str(bundle),
+        "--out", str(report), "--workers", "2", "--no-progress", "--bootstrap", "50",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (report / "report.md").is_file() and (report / "localisation.json").is_file()
+    assert "AUC" in done.stdout
