@@ -32,7 +32,7 @@ from models.training_data import FRACATLAS
 from retrain.datasets.fracatlas import FRACATLAS_COLUMNS, fracatlas_boxes
 from retrain.datasets.tensors import dataset_split
 from xrayd.cli import main
-from xrayd.evaluate_dataset import ATTRIBUTION
+from xrayd.evaluation_markdown import ATTRIBUTION
 
 torch.set_num_threads(1)
 
