@@ -311,7 +311,7 @@ class DeliverySettings(_Section):
 class ModelSettings(_Section):
     """The fracture model the analysis workers and ``xrayd predict`` use."""
 
-    #: a bundle directory; empty: the synthetic-data demo bundle shipped with xrayd
+    #: a bundle directory; empty: the default bundle shipped with xrayd (FracAtlas-trained)
     bundle: Path | None = None
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
     #: CPU threads for inference

@@ -54,7 +54,7 @@ def load_classifier(
     threads: int = 2,
     batch_size: int = 8,
 ) -> ReadyClassifier:
-    """Load ``bundle`` (default: the demo bundle) and put the chosen runtime behind it.
+    """Load ``bundle`` (default: the default bundle) and put the chosen runtime behind it.
 
     Sets torch's CPU thread count to ``threads`` (process-wide: this is the process's model).
     Raises :class:`models.errors.BundleError` for a bad bundle.

@@ -63,7 +63,7 @@ def manifest_bytes(document: Mapping[str, Any]) -> tuple[bytes, str]:
 
 
 def read_manifest(bundle_dir: Path) -> dict[str, Any] | None:
-    """A bundle's manifest, or ``None`` when it has none (e.g. the shipped demo bundle)."""
+    """A bundle's manifest, or ``None`` when it has none (e.g. the shipped default bundle)."""
     path = Path(bundle_dir) / MANIFEST_PATH
     if not path.is_file():
         return None

@@ -152,7 +152,7 @@ def ensure_active(
     sm: sessionmaker[Session], *, name: str, version: str, sha256: str, path: str, actor: str
 ) -> ModelVersionRow:
     """The active version; on a registry with none, register this bundle as active (the
-    configured or demo bundle at first start)."""
+    configured or default bundle at first start)."""
     with sm.begin() as session:
         current = session.scalar(
             select(ModelVersion).where(ModelVersion.state == ModelState.ACTIVE).with_for_update()

@@ -1,6 +1,6 @@
 """The model registry seen from the daemon and the CLI: which bundle is served.
 
-At first start the ``[model]`` bundle (or the demo bundle) becomes the registry's active
+At first start the ``[model]`` bundle (or the default bundle) becomes the registry's active
 version. From then on the registry decides: ``xrayd models promote|rollback`` (or an
 automatic promotion after retraining) changes what the analysis workers load, without a
 restart. ``[model] bundle`` matters again only on a database with no active version.
@@ -38,7 +38,7 @@ def register_configured_model(
         actor="xrayd",
     )
     if Path(row.path) != path and not Path(row.path).exists() and row.sha256 == info.sha256:
-        # The same weights moved (a reinstall put the demo bundle elsewhere): follow them.
+        # The same weights moved (a reinstall put the default bundle elsewhere): follow them.
         relocate(sessions, row.version, info.sha256, str(path))
         LOGGER.info("model %s %s moved to %s", row.name, row.version, path)
     elif Path(row.path) != path:

@@ -126,7 +126,8 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for outcome in outcomes:
             print(_text(outcome))
-        print("AI result, not a diagnosis. The demo model knows only synthetic phantoms.")
+        trained_on = classifier.metadata.training_data.get("dataset", "unrecorded data")
+        print(f"AI result, not a diagnosis. Research software; trained on {trained_on}.")
     return 0
 
 
@@ -158,7 +159,7 @@ def add_parsers(
     p.add_argument(
         "--bundle",
         default=None,
-        help="model bundle directory (default: [model] bundle, else the demo model)",
+        help="model bundle directory (default: [model] bundle, else the default model)",
     )
     p.add_argument("--device", default=None, help="auto, cpu, cuda (default: [model] device)")
     p.add_argument(

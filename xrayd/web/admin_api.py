@@ -287,7 +287,7 @@ def _report_metrics(report: Mapping[str, Any]) -> list[MetricOut]:
 
 
 def model_bundle(settings: Settings) -> BundleOut:
-    """What the configured bundle (or the demo bundle) says about itself; never raises for a
+    """What the configured bundle (or the default bundle) says about itself; never raises for a
     broken bundle: ``problems`` says what could not be read."""
     from models.bundle import METADATA_PATH, default_bundle_path  # torch: only when asked
     from models.bundle_metadata import metadata_from_json
@@ -435,7 +435,7 @@ class ModelVersionOut(BaseModel):
 
 
 class ModelsOut(BaseModel):
-    bundle: BundleOut = Field(description="the bundle the settings name (or the demo bundle)")
+    bundle: BundleOut = Field(description="the bundle the settings name (or the default bundle)")
     items: list[ModelVersionOut] = Field(description="the model_versions table, newest first")
     total: int
     limit: int

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from models.bundle import default_bundle_path, phantom_bundle_path
 from models.loading import load_classifier
 from models.preprocess import PreparedImage, PreprocessParams, prepare
 from models.synthetic import generate_case, to_dicom
@@ -11,9 +16,16 @@ def _prepared(params: PreprocessParams, n: int) -> list[PreparedImage]:
     return [prepare(to_dicom(generate_case(50 + i, 512)), params) for i in range(n)]
 
 
-def test_auto_runtime_matches_eager_on_the_demo_bundle() -> None:
-    eager = load_classifier(runtime="eager", threads=2)
-    auto = load_classifier(runtime="auto", threads=2)
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        pytest.param(phantom_bundle_path(), id="phantom"),
+        pytest.param(default_bundle_path(), id="default", marks=pytest.mark.slow),
+    ],
+)
+def test_auto_runtime_matches_eager(bundle: Path) -> None:
+    eager = load_classifier(bundle, runtime="eager", threads=2)
+    auto = load_classifier(bundle, runtime="auto", threads=2)
     assert eager.runtime == "eager" and eager.choice is None
     assert auto.choice is not None and auto.runtime == auto.choice.name
     passed = [r for r in auto.choice.records if r.passed]
@@ -28,5 +40,5 @@ def test_auto_runtime_matches_eager_on_the_demo_bundle() -> None:
 
 
 def test_a_named_runtime_is_used() -> None:
-    ready = load_classifier(runtime="channels_last", threads=1)
+    ready = load_classifier(phantom_bundle_path(), runtime="channels_last", threads=1)
     assert ready.runtime == "channels_last"
