@@ -232,7 +232,9 @@ class MetricOut(BaseModel):
 
 class BundleOut(BaseModel):
     path: str
-    demo: bool
+    shipped: bool = Field(description="the default bundle shipped with xrayd (none configured)")
+    trained_on: str | None = Field(default=None, description="the training data it names")
+    licence: str | None = Field(default=None, description="the training data's licence")
     name: str | None = None
     version: str | None = None
     sha256: str | None = Field(default=None, description="of the weights file")
@@ -294,7 +296,7 @@ def model_bundle(settings: Settings) -> BundleOut:
     from models.errors import BundleError
 
     path = settings.model.bundle or default_bundle_path()
-    out = BundleOut(path=str(path), demo=settings.model.bundle is None)
+    out = BundleOut(path=str(path), shipped=settings.model.bundle is None)
     try:
         doc = json.loads((path / METADATA_PATH).read_text(encoding="utf-8"))
         meta, sha = metadata_from_json(doc)
@@ -303,6 +305,8 @@ def model_bundle(settings: Settings) -> BundleOut:
     else:
         out.name, out.version, out.sha256, out.arch = meta.name, meta.version, sha, meta.arch
         out.input_size = meta.input_size
+        out.trained_on = meta.training_data.get("dataset")
+        out.licence = meta.training_data.get("licence")
         out.threshold = meta.thresholds.default.threshold
         out.training_manifest_sha256 = meta.training_manifest_sha256 or None
         out.training_metrics = {k: v for k, v in meta.metrics.items()}

@@ -442,7 +442,7 @@ def test_all_dead_jobs_retried_at_once(web: Web) -> None:
 # -- models --------------------------------------------------------------------------------------
 
 
-def test_models_page_and_api_show_the_demo_bundle(web: Web) -> None:
+def test_models_page_and_api_show_the_configured_bundle(web: Web) -> None:
     web.login("admin")
     page = web.client.get("/admin/models").text
     assert 'id="model-name">xrayd-phantom<' in page and 'id="model-version">1.0.0<' in page
@@ -452,7 +452,8 @@ def test_models_page_and_api_show_the_demo_bundle(web: Web) -> None:
 
     out = web.client.get("/api/v1/models", headers=web.token("admin")).json()
     bundle = out["bundle"]
-    assert bundle["demo"] is True and bundle["problems"] == []
+    # The test node is configured with the phantom bundle, not the shipped default.
+    assert bundle["shipped"] is False and bundle["problems"] == []
     assert (bundle["name"], bundle["version"], bundle["arch"]) == (
         "xrayd-phantom",
         "1.0.0",
