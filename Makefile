@@ -43,7 +43,7 @@ FRACATLAS ?= ../shared/datasets/fracatlas
 MODEL_OUT ?= runs/xrayd-fracatlas-effnetlite0
 train-fracatlas: $(STAMP)
 	$(BIN)/xrayd train --dataset fracatlas --data $(FRACATLAS) --arch efficientnet_lite0 \
-	    --input-size 384 --epochs 14 --warmup-epochs 1 --patience 4 --batch-size 16 --lr 4e-4 \
+	    --input-size 448 --epochs 14 --warmup-epochs 1 --patience 4 --batch-size 16 --lr 4e-4 \
 	    --target-sensitivity 0.9 --bf16 --name xrayd-fracatlas-effnetlite0 --version 1.0.0 \
 	    --out $(MODEL_OUT) --cache runs/cache $(RESUME)
 
