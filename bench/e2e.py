@@ -1,6 +1,6 @@
 """Seconds from the last C-STORE acknowledgement of a study to all its results at the PACS.
 
-Runs xrayd in this process on the embedded defaults (SQLite, local spool, the demo model with
+Runs xrayd in this process on the embedded defaults (SQLite, local spool, the default model with
 ``[model] runtime = "auto"``) and a stand-in PACS (a pynetdicom storage SCP) in a *separate
 process*, so the PACS does not share xrayd's interpreter. A modality (pynetdicom, this process)
 sends 3-image synthetic studies one association each; the time runs from the moment the
@@ -124,7 +124,7 @@ def main() -> int:
     configure_logging("WARNING")
     work = Path(tempfile.mkdtemp(prefix="xrayd-bench-e2e-"))
     print(f"{args.studies} studies of 3 synthetic {args.size}x{args.size} DX images each "
-          f"(+1 warm-up), results: SR + 3 SC + PDF; demo model, runtime auto")
+          f"(+1 warm-up), results: SR + 3 SC + PDF; default model, runtime auto")
     try:
         for mode in args.modes.split(","):
             lat = run(mode, args.studies, args.size, args.quiet, work)
