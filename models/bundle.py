@@ -15,7 +15,6 @@ refuses it; it never loads new weights with old metadata.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from models.bundle_metadata import BundleMetadata, metadata_from_json, metadata_to_json
+from models.digest import sha256_file
 from models.errors import BundleError
 from models.network import MultiTaskNet, build_network, resolve_device
 
@@ -85,14 +85,6 @@ def phantom_bundle_path() -> Path:
     """The phantom bundle shipped with xrayd (trained on synthetic phantoms only: pipeline
     tests and demonstrations of the plumbing, not a fracture detector)."""
     return Path(__file__).resolve().parent / "bundles" / PHANTOM_BUNDLE
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _replace(tmp: Path, final: Path) -> None:

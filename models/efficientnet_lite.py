@@ -21,7 +21,6 @@ The input of :class:`LiteFeatures` is the model input in [0, 1]; it is mapped to
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import re
@@ -31,6 +30,8 @@ from pathlib import Path
 import torch
 from monai.networks.nets.efficientnet import EfficientNet
 from torch import Tensor, nn
+
+from models.digest import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -129,14 +130,6 @@ def pretrained_path() -> Path:
     return Path(spec.origin).parent / "models" / PRETRAINED_FILE
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _our_key(key: str) -> str:
     """``_blocks.<stage>.<i>.rest`` -> ``_blocks.<i>.rest`` (the file's naming); others as is."""
     match = _STAGED.match(key)
@@ -153,7 +146,7 @@ def pretrained_state(features: LiteFeatures, path: Path | None = None) -> Ordere
     source = path or pretrained_path()
     if not source.is_file():
         raise PretrainedWeightsError(f"pretrained weights not found: {source}")
-    actual = _sha256(source)
+    actual = sha256_file(source)
     if actual != PRETRAINED_SHA256:
         raise PretrainedWeightsError(
             f"pretrained weights {source} have sha256 {actual}, expected {PRETRAINED_SHA256}"

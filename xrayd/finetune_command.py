@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from config.errors import XraydError
+from xrayd.bundle_summary import print_saved_bundle
 
 if TYPE_CHECKING:
     from models.finetune import LocalisedArrays
@@ -185,15 +186,11 @@ def run_finetune(args: argparse.Namespace) -> int:
         + "\n",
         encoding="utf-8",
     )
-    m = done.metrics
-    point = done.metadata.thresholds.default
-    print(f"saved bundle {done.info.name} {done.info.version} to {args.out}")
-    print(f"  weights sha256 {done.info.sha256}")
-    print(f"  best epoch {result.best_epoch} of {len(result.history)}")
-    print(f"  training time {result.seconds / 60:.1f} min")
-    print(
-        f"  validation AUC {m.fracture_auc}, sensitivity {m.sensitivity}, "
-        f"specificity {m.specificity} at threshold {point.threshold:.4f} "
-        f"(indeterminate {point.indeterminate_low:.4f}-{point.indeterminate_high:.4f})"
+    print_saved_bundle(
+        done,
+        args.out,
+        result.best_epoch,
+        len(result.history),
+        [f"training time {result.seconds / 60:.1f} min"],
     )
     return 0

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from config.errors import XraydError
 from config.settings import Settings
+from xrayd.bundle_summary import print_saved_bundle
 
 if TYPE_CHECKING:
     from models.preprocess import PreprocessParams
@@ -146,16 +147,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         + "\n",
         encoding="utf-8",
     )
-    m = done.metrics
-    point = done.metadata.thresholds.default
-    print(f"saved bundle {done.info.name} {done.info.version} to {args.out}")
-    print(f"  weights sha256 {done.info.sha256}")
-    print(f"  best epoch {result.best_epoch} of {len(result.history)}")
-    print(
-        f"  validation AUC {m.fracture_auc}, sensitivity {m.sensitivity}, "
-        f"specificity {m.specificity} at threshold {point.threshold:.4f} "
-        f"(indeterminate {point.indeterminate_low:.4f}-{point.indeterminate_high:.4f})"
-    )
+    print_saved_bundle(done, args.out, result.best_epoch, len(result.history))
     return 0
 
 
