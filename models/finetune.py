@@ -20,7 +20,8 @@ The recipe (each step measured on FracAtlas, see the model card):
   warm-up, AdamW, optional bfloat16 autocast on CPUs that have it.
 * **Checkpoints**: after every epoch ``checkpoint.pt`` (weights, optimiser, schedule, history,
   the best weights so far) is written atomically; ``resume`` continues from it bit for bit
-  (each epoch's shuffling and augmentation are seeded by ``seed`` and the epoch number).
+  (each epoch's shuffling, augmentation, dropout and drop-connect are seeded by ``seed`` and
+  the epoch number; with the same thread count).
 """
 
 from __future__ import annotations
@@ -348,6 +349,9 @@ def fine_tune(
         _set_trainable(network, not warm, frozen)
         _train_mode(network, not warm, frozen)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        # Drop-connect and dropout draw from torch's global generator: seed it per epoch too,
+        # so that a resumed run draws what an uninterrupted one would.
+        torch.manual_seed(config.seed * 1_000_003 + epoch)
         losses: list[float] = []
         batches = list(_batches(len(train), config.batch_size, generator))
         for step, index in enumerate(batches, start=1):
