@@ -167,9 +167,10 @@ def build_network(
     if pretrained and arch not in PRETRAINED_ARCHS:
         raise ValueError(f"no pretrained weights for {arch!r}; only {sorted(PRETRAINED_ARCHS)}")
     backbone: nn.Module
+    if arch in SIZED_ARCHS and input_size is None:
+        raise ValueError(f"{arch} needs the input size")
     if arch == "efficientnet_lite0":
-        if input_size is None:
-            raise ValueError(f"{arch} needs the input size")
+        assert input_size is not None
         lite = build_lite0(input_size)
         if pretrained:
             load_pretrained(lite)

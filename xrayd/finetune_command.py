@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from models.finetune import LocalisedArrays
     from models.preprocess import PreprocessParams
     from retrain.datasets.localised import LocalisedTensors
+    from retrain.datasets.records import ImageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _localised(args: argparse.Namespace, params: PreprocessParams, part: str) ->
     return data
 
 
-def _limited(records: list, limit: int) -> list:  # type: ignore[type-arg]
+def _limited(records: list[ImageRecord], limit: int) -> list[ImageRecord]:
     """The first ``limit`` records, half fractured where possible (smoke runs and tests)."""
     fractured = [r for r in records if r.fracture]
     normal = [r for r in records if not r.fracture]
