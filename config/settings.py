@@ -121,8 +121,12 @@ class DestinationTLSSettings(_Section):
     #: our client certificate, when the destination asks for one (may also hold the key)
     cert_file: OptionalSecretPath = None
     key_file: OptionalSecretPath = None
-    #: the name the destination's certificate must carry; empty: the chain alone is checked
+    #: the name the destination's certificate must carry; empty: the destination's host
     server_hostname: str | None = Field(default=None, max_length=253)
+    #: check the certificate's name (server_hostname, else host). Set false only for a
+    #: destination whose certificate names no reachable host; the chain is still verified
+    #: against ca_file, but any certificate that CA signed is then accepted.
+    check_hostname: bool = True
 
     @field_validator("cert_file", "key_file", "server_hostname", mode="before")
     @classmethod
@@ -218,6 +222,15 @@ class NodeSettings(_Section):
         description="largest PDU we accept; larger declared PDUs abort the association",
     )
     idle_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    #: seconds a new connection has to complete its A-ASSOCIATE-RQ (the DICOM ARTIM timer);
+    #: a peer that connects and says nothing (or too little) is closed after this
+    artim_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    #: live connections one source address may hold at once (the rest are closed at accept);
+    #: 0: max_associations // 2, at least 1
+    max_connections_per_host: int = Field(default=0, ge=0, le=1024)
+    #: largest C-STORE data set accepted (MiB); larger ones are refused with 0xA700 before
+    #: they fill the disk. A 7,000 x 17,000 x 16-bit long-leg DX is about 230 MiB.
+    max_instance_mb: int = Field(default=1024, ge=1, le=65536)
     extra_sop_classes: list[str] = Field(
         default_factory=list,
         description="further storage SOP Class UIDs this site accepts",
@@ -227,6 +240,11 @@ class NodeSettings(_Section):
     )
     #: DICOM TLS; absent: plain DICOM
     tls: NodeTLSSettings | None = None
+
+    @property
+    def connections_per_host(self) -> int:
+        """The per-source-address connection cap in force."""
+        return self.max_connections_per_host or max(1, self.max_associations // 2)
 
     @model_validator(mode="after")
     def _check_uids(self) -> NodeSettings:
@@ -239,6 +257,21 @@ class NodeSettings(_Section):
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "xrayd"
+
+
+class LimitsSettings(_Section):
+    """Bounds on what an image may cost before any of it is decoded (analysis, web viewer,
+    retraining). An image beyond them is "not analysed: image too large", never decoded."""
+
+    #: Rows x Columns x frames; a 7,000 x 17,000 stitched long-leg DX is 119 million
+    max_image_pixels: int = Field(default=200_000_000, ge=1_000_000)
+    #: the decoded pixel data (Rows x Columns x frames x samples x bytes per sample), MiB
+    max_decoded_mb: int = Field(default=512, ge=16)
+    #: decoded bytes per stored byte of compressed pixel data (a few-byte JPEG 2000 that
+    #: declares 8192 x 8192 is a bomb; real radiographs compress far less than 1000:1)
+    max_compression_ratio: float = Field(default=1000.0, ge=10)
+    #: largest inflated size of a Deflated Explicit VR Little Endian data set, MiB
+    max_inflated_mb: int = Field(default=1024, ge=1)
 
 
 class StorageSettings(_Section):
@@ -298,6 +331,10 @@ class DeliverySettings(_Section):
     retry_base_seconds: float = Field(default=30.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
     send_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    #: TCP connect (and TLS handshake) deadline for outgoing associations
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    #: largest PDU we accept from a destination (its declared length is checked first)
+    max_pdu_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
     lease_seconds: float = Field(default=600.0, gt=0)
     poll_seconds: float = Field(default=30.0, gt=0, le=3600)
 
@@ -468,6 +505,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     destinations: list[DestinationSettings] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
