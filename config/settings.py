@@ -5,6 +5,7 @@ Load it with :func:`config.loader.load_settings`; nothing here reads files at im
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import ssl
@@ -374,6 +375,14 @@ class DestinationSettings(_Section):
     tls: DestinationTLSSettings | None = None
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 class WebSettings(_Section):
     """The web UI and REST API served by ``xrayd serve``."""
 
@@ -383,9 +392,18 @@ class WebSettings(_Section):
     #: the Secure flag on the session cookie (browsers honour it on http://localhost too)
     cookie_secure: bool = True
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
-    #: failed logins per user name (and per client address) within the window before refusing
+    #: a session unused this long ends, whatever session_hours says (last use is recorded
+    #: at most once a minute, so the end comes up to a minute later)
+    session_idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    #: failed logins per (user name, client address) within the window before that pair is
+    #: refused; a client address may fail 4x as often over all names (storage.logins)
     login_max_failures: int = Field(default=5, ge=1, le=1000)
     login_window_seconds: float = Field(default=900.0, gt=0)
+    #: Host header values the web app answers (DNS rebinding): names and addresses, "*.domain"
+    #: for a domain's names, "*" for any; a specific web.host is added by itself
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+    #: reverse proxies (addresses or networks) whose X-Forwarded-For names the client
+    trusted_proxies: tuple[str, ...] = ()
     #: HTTPS for the web UI (else put a TLS reverse proxy in front)
     tls_cert_file: OptionalSecretPath = None
     tls_key_file: OptionalSecretPath = None
@@ -394,6 +412,34 @@ class WebSettings(_Section):
     @classmethod
     def _empty_path(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = []
+        for entry in value:
+            host = entry.strip().lower()
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]  # [::1] as written in a URL
+            pattern = host[2:] if host.startswith("*.") else host
+            if host != "*" and (
+                not pattern
+                or "*" in pattern
+                or "/" in pattern
+                or len(pattern) > 253
+                or (":" in pattern and not _is_ip(pattern))  # no ports: any port is fine
+            ):
+                raise ValueError(f"allowed_hosts: {entry!r} is not a host name or address")
+            hosts.append(host)
+        return tuple(hosts)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(str(ipaddress.ip_network(v.strip(), strict=False)) for v in value)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebSettings:
