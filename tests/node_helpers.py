@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE, evt
 from sqlalchemy import select
 
-from dicom_node.scu import RemoteAE
+from dicom_node.scu import RemoteAE, store_datasets
+from dicom_node.statuses import StoreStatus
 from storage.schema import Instance
 
 from dicom_factory import DX, make_radiograph
@@ -20,6 +21,38 @@ from dicom_factory import DX, make_radiograph
 def remote(node: Any) -> RemoteAE:
     """The node's listener as a peer to associate with."""
     return RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
+
+
+def store_and_wait_for_release(
+    node: Any, datasets: Sequence[Any], calling_ae: str = "MODALITY", timeout: float = 60.0
+) -> list[int]:
+    """C-STORE ``datasets`` to ``node`` over one association; return the statuses once the node
+    has handled that association's release.
+
+    The sender's ``release()`` returns when the peer's A-RELEASE-RP arrives, which may be before
+    the listener's association thread has run the sink's ``association_released`` (where, with
+    ``release_ends_wait``, the study becomes complete and its job is queued). Waiting on the sink
+    itself, not on time, makes "sent, so its job is queued" hold. Only an association that stored
+    something reports its release, so there is nothing to wait for otherwise.
+    """
+    handled = threading.Event()
+    sink = node.sink
+    original = sink.association_released
+
+    def on_released(peer: Any, studies: frozenset[str]) -> None:
+        try:
+            original(peer, studies)
+        finally:
+            handled.set()
+
+    sink.association_released = on_released
+    try:
+        statuses = store_datasets(remote(node), calling_ae, list(datasets))
+        if StoreStatus.SUCCESS in statuses:
+            assert handled.wait(timeout), "the node did not handle the association's release"
+    finally:
+        sink.association_released = original
+    return statuses
 
 
 def rows(node: Any, model: Any) -> list[Any]:

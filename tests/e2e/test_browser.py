@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_node.scu import RemoteAE, store_datasets
 from models.synthetic import generate_case, to_dicom
 from storage import jobs
 from storage.registry import list_audit
@@ -30,6 +29,7 @@ from xrayd.web.server import WebServer
 from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings, need
+from node_helpers import store_and_wait_for_release
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -120,8 +120,8 @@ def _receive_and_analyse(node: Node) -> str:
         patient_id="SYNTH-B",
         instance_number=1,
     )
-    remote = RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
-    assert store_datasets(remote, "MODALITY", [view]) == [0]
+    # the release queues the study: wait until the node has handled it, not only sent it
+    assert store_and_wait_for_release(node, [view]) == [0]
     stop = threading.Event()
     sessions = node.storage.sessions
     clock = node.sink.clock

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dicom_node.scu import RemoteAE, store_datasets
 from models.synthetic import generate_case, to_dicom
 from storage import jobs
 from storage.analysis import analyses_of, objects_of
@@ -21,6 +20,7 @@ from xrayd.app import Node, open_storage, seed_registry
 from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings
+from node_helpers import store_and_wait_for_release
 
 
 @pytest.fixture
@@ -74,8 +74,8 @@ def test_a_study_is_analysed_once_and_a_rerun_changes_nothing(node: Any) -> None
         )
         for i in range(2)
     ]
-    remote = RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
-    assert store_datasets(remote, "MODALITY", [*views, _colour_image(study_uid)]) == [0] * 3
+    # the release queues the study: wait until the node has handled it, not only sent it
+    assert store_and_wait_for_release(node, [*views, _colour_image(study_uid)]) == [0] * 3
     stop = threading.Event()
     timer = CompletionTimer(
         node.storage.sessions,

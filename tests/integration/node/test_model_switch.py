@@ -13,7 +13,6 @@ import pytest
 import torch
 from pydicom.uid import generate_uid
 
-from dicom_node.scu import RemoteAE, store_datasets
 from models.bundle import load_bundle, phantom_bundle_path, save_bundle
 from models.loading import ReadyClassifier
 from models.synthetic import generate_case, to_dicom
@@ -25,6 +24,7 @@ from xrayd.model_registry import register_configured_model
 from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings
+from node_helpers import store_and_wait_for_release
 
 NEW = "1.0.0+t1"
 
@@ -53,8 +53,8 @@ def _candidate(directory: Path) -> Any:
 def _send_study(node: Any, seed: int) -> str:
     study_uid = str(generate_uid())
     ds = to_dicom(generate_case(seed, 256, fracture=True), study_uid=study_uid, patient_id="S")
-    remote = RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
-    assert store_datasets(remote, "MODALITY", [ds]) == [0]
+    # the release queues the study: wait until the node has handled it, not only sent it
+    assert store_and_wait_for_release(node, [ds]) == [0]
     return study_uid
 
 

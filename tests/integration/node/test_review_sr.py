@@ -17,7 +17,6 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dicom_node.scu import RemoteAE, store_datasets
 from models.synthetic import generate_case, to_dicom
 from storage import jobs
 from storage.analysis import ObjectRow, analyses_of, objects_of, study_id_of
@@ -28,6 +27,7 @@ from xrayd.review_sr import VerifiedSRError, VerifiedSRWriter
 from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings, need_tool
+from node_helpers import store_and_wait_for_release
 
 PATIENT_ID = "SYNTH-REVIEW-17"
 LABEL = {"fracture": "absent", "count": "0", "body_part": "wrist", "hardware": False}
@@ -70,8 +70,8 @@ def node(database_url: str, tmp_path: Path) -> Any:
 
 def _analyse(node: Any, datasets: list[Dataset]) -> int:
     """Send ``datasets`` (one study) to the node and run its analysis job; the study id."""
-    remote = RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
-    assert store_datasets(remote, "MODALITY", datasets) == [0] * len(datasets)
+    # the release queues the study: wait until the node has handled it, not only sent it
+    assert store_and_wait_for_release(node, datasets) == [0] * len(datasets)
     stop = threading.Event()
     sessions = node.storage.sessions
     timer = CompletionTimer(
