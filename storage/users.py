@@ -1,9 +1,18 @@
 """Web users, their passwords, browser sessions and API tokens.
 
 Passwords are hashed with scrypt (RFC 7914, memory-hard; in the standard library) as
-``scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>``. Session cookies and API tokens are 256-bit
-random strings; only their SHA-256 is stored, so a database dump does not log anyone in.
-Failed logins are audit events (``login_failed``), which is also what rate limiting counts.
+``scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>``, at the OWASP Password Storage Cheat
+Sheet's parameters (N=2^17, r=8, p=1: 128 MiB and about 0.4 s per hash). A hash made with
+other parameters still verifies and is replaced at the user's next successful login. At most
+:data:`HASH_SLOTS` hashes run at once, so a flood of login requests cannot take more than
+``HASH_SLOTS x 128 MiB`` of memory.
+
+Session cookies and API tokens are 256-bit random strings; only their SHA-256 is stored, so a
+database dump does not log anyone in. A session ends ``session_hours`` after the login or after
+``session_idle_minutes`` without a request, whichever is first (its last use is written at most
+once a minute). An API token may carry an expiry. Setting a password revokes the user's API
+tokens and ends their sessions. Failed logins are audit events (``login_failed``); the
+lock-out is :mod:`storage.logins`.
 """
 
 from __future__ import annotations
@@ -12,19 +21,24 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import StorageError
 from storage.registry import InvalidEntryError, record_audit
-from storage.schema import ApiToken, AuditEvent, Role, User, WebSession, utcnow
+from storage.schema import ApiToken, Role, User, WebSession, utcnow
 
 __all__ = [
+    "HASH_SLOTS",
     "LOGIN_FAILED",
+    "SCRYPT_LOG2_N",
+    "SCRYPT_P",
+    "SCRYPT_R",
     "ApiTokenRow",
     "SessionUser",
     "UserExistsError",
@@ -37,7 +51,7 @@ __all__ = [
     "hash_password",
     "list_tokens",
     "list_users",
-    "recent_login_failures",
+    "needs_rehash",
     "revoke_token",
     "set_disabled",
     "set_password",
@@ -50,7 +64,18 @@ __all__ = [
 LOGIN_FAILED = "login_failed"
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
-_LOG2_N, _R, _P = 15, 8, 1  # ~32 MiB of memory per hash, ~0.1 s
+#: scrypt cost of new hashes: OWASP's minimum (N=2^17, r=8, p=1), 128 x r x N = 128 MiB and
+#: ~0.4 s per hash. Module constants so that tests creating many users may lower them (the
+#: web tests' conftest does, with a fixture named for it); production never does.
+SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P = 17, 8, 1
+#: memory ceiling of one hash (OpenSSL refuses parameters above it: 128 x r x (N + 2) bytes
+#: plus a little must fit; 2^17 x 8 needs 128 MiB)
+SCRYPT_MAXMEM = 256 << 20
+#: password hashes computed at once (the others wait)
+HASH_SLOTS = 4
+_HASHING = threading.BoundedSemaphore(HASH_SLOTS)
+#: last use of a session or token is written only when older than this
+TOUCH_INTERVAL = timedelta(minutes=1)
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -88,6 +113,10 @@ class ApiTokenRow:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or utcnow())
 
 
 # -- passwords ---------------------------------------------------------------------------------
@@ -98,9 +127,18 @@ def _b64(data: bytes) -> str:
 
 
 def _scrypt(password: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=1 << log2_n, r=r, p=p, maxmem=256 << 20, dklen=32
-    )
+    if not 1 <= log2_n <= 24:  # a stored hash is data: no 2^64 loop from a tampered row
+        raise ValueError("scrypt log2 N out of range")
+    with _HASHING:
+        return hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=salt,
+            n=1 << log2_n,
+            r=r,
+            p=p,
+            maxmem=SCRYPT_MAXMEM,
+            dklen=32,
+        )
 
 
 def check_password_policy(password: str) -> None:
@@ -113,8 +151,13 @@ def check_password_policy(password: str) -> None:
 def hash_password(password: str) -> str:
     check_password_policy(password)
     salt = secrets.token_bytes(16)
-    digest = _scrypt(password, salt, _LOG2_N, _R, _P)
-    return f"scrypt${_LOG2_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
+    digest = _scrypt(password, salt, SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P)
+    return f"scrypt${SCRYPT_LOG2_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def needs_rehash(stored: str) -> bool:
+    """True if ``stored`` was not made with the current scrypt parameters."""
+    return not stored.startswith(f"scrypt${SCRYPT_LOG2_N}${SCRYPT_R}${SCRYPT_P}$")
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -125,13 +168,14 @@ def verify_password(password: str, stored: str) -> bool:
             return False
         expected = base64.b64decode(digest)
         actual = _scrypt(password, base64.b64decode(salt), int(log2_n), int(r), int(p))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, MemoryError):
         return False
     return hmac.compare_digest(actual, expected)
 
 
-# A hash to check against when the user does not exist, so both cases cost the same time.
-_DUMMY_HASH = "scrypt$15$8$1$" + _b64(b"\0" * 16) + "$" + _b64(b"\0" * 32)
+def _dummy_hash() -> str:
+    """A hash to check against when the user does not exist, so both cases cost the same."""
+    return f"scrypt${SCRYPT_LOG2_N}${SCRYPT_R}${SCRYPT_P}${_b64(bytes(16))}${_b64(bytes(32))}"
 
 
 # -- users -------------------------------------------------------------------------------------
@@ -171,15 +215,42 @@ def add_user(
         raise UserExistsError(f"user {name!r} exists already") from exc
 
 
-def set_password(sm: sessionmaker[Session], name: str, password: str, *, actor: str) -> None:
+def set_password(
+    sm: sessionmaker[Session],
+    name: str,
+    password: str,
+    *,
+    actor: str,
+    keep_session: str | None = None,
+) -> tuple[int, int]:
+    """Set ``name``'s password; revoke all their API tokens and end their sessions (but
+    ``keep_session``, the cookie of a session changing its own password). Whoever knew the
+    old password may have made those. Returns ``(tokens revoked, sessions ended)``."""
     hashed = hash_password(password)
+    now = utcnow()
     with sm.begin() as session:
         user = session.scalar(select(User).where(User.name == name))
         if user is None:
             raise StorageError(f"no user {name!r}")
         user.password_hash = hashed
-        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
-        record_audit(session, actor, "password_changed", "user", name, {})
+        ended = delete(WebSession).where(WebSession.user_id == user.id)
+        if keep_session is not None:
+            ended = ended.where(WebSession.token_sha256 != _sha(keep_session))
+        sessions = _rowcount(session.execute(ended))
+        tokens = _rowcount(
+            session.execute(
+                update(ApiToken)
+                .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+        )
+        detail = {"tokens_revoked": tokens, "sessions_ended": sessions}
+        record_audit(session, actor, "password_changed", "user", name, detail)
+        return tokens, sessions
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def set_disabled(sm: sessionmaker[Session], name: str, disabled: bool, *, actor: str) -> None:
@@ -205,27 +276,27 @@ def user_count(sm: sessionmaker[Session]) -> int:
 
 
 def authenticate(sm: sessionmaker[Session], name: str, password: str) -> UserRow | None:
-    """The enabled user with that name and password, else None (same cost either way)."""
+    """The enabled user with that name and password, else None (same cost either way).
+
+    A right password stored with older scrypt parameters is hashed again with the current
+    ones (one more hash, once)."""
     with sm() as session:
         user = session.scalar(select(User).where(User.name == name[:64]))
-        stored = user.password_hash if user is not None else _DUMMY_HASH
+        stored = user.password_hash if user is not None else _dummy_hash()
         ok = verify_password(password, stored)
         if user is None or not ok or user.disabled:
             return None
-        return _user_row(user)
-
-
-def recent_login_failures(
-    sm: sessionmaker[Session], *, since: datetime, user_name: str, client: str
-) -> tuple[int, int]:
-    """Failed logins since ``since``: ``(for this user name, from this client address)``."""
-    with sm() as session:
-        events = session.scalars(
-            select(AuditEvent).where(AuditEvent.action == LOGIN_FAILED, AuditEvent.at >= since)
-        ).all()
-    by_user = sum(1 for e in events if e.object_id == user_name[:128])
-    by_client = sum(1 for e in events if e.detail.get("client") == client)
-    return by_user, by_client
+        row = _user_row(user)
+    if needs_rehash(stored):
+        rehashed = hash_password(password)
+        with sm.begin() as session:
+            # Only if nobody changed the password meanwhile.
+            session.execute(
+                update(User)
+                .where(User.id == row.id, User.password_hash == stored)
+                .values(password_hash=rehashed)
+            )
+    return row
 
 
 # -- sessions ----------------------------------------------------------------------------------
@@ -257,7 +328,11 @@ def create_session(
     return token, SessionUser(user, csrf, now + lifetime)
 
 
-def user_for_session(sm: sessionmaker[Session], token: str) -> SessionUser | None:
+def user_for_session(
+    sm: sessionmaker[Session], token: str, *, idle: timedelta | None = None
+) -> SessionUser | None:
+    """The session's user, if the session is neither past its end nor unused for longer
+    than ``idle`` (its last use is recorded at most once per :data:`TOUCH_INTERVAL`)."""
     now = utcnow()
     with sm() as session:
         row = session.execute(
@@ -268,9 +343,20 @@ def user_for_session(sm: sessionmaker[Session], token: str) -> SessionUser | Non
         if row is None:
             return None
         ws, user = row
+        found = SessionUser(_user_row(user), ws.csrf_token, ws.expires_at)
+        session_id, last_seen = ws.id, ws.last_seen_at
         if ws.expires_at <= now or user.disabled:
             return None
-        return SessionUser(_user_row(user), ws.csrf_token, ws.expires_at)
+    if idle is not None and now - last_seen > idle:
+        with sm.begin() as session:
+            session.execute(delete(WebSession).where(WebSession.id == session_id))
+        return None
+    if now - last_seen > TOUCH_INTERVAL:
+        with sm.begin() as session:
+            session.execute(
+                update(WebSession).where(WebSession.id == session_id).values(last_seen_at=now)
+            )
+    return found
 
 
 def end_session(sm: sessionmaker[Session], token: str) -> None:
@@ -281,19 +367,34 @@ def end_session(sm: sessionmaker[Session], token: str) -> None:
 # -- API tokens --------------------------------------------------------------------------------
 
 
-def create_api_token(sm: sessionmaker[Session], user_name: str, name: str, *, actor: str) -> str:
-    """A new API token for ``user_name``; the token is shown once and only its hash is kept."""
+def create_api_token(
+    sm: sessionmaker[Session],
+    user_name: str,
+    name: str,
+    *,
+    actor: str,
+    lifetime: timedelta | None = None,
+) -> str:
+    """A new API token for ``user_name``, valid for ``lifetime`` (None: until revoked); the
+    token is shown once and only its hash is kept."""
     if not 1 <= len(name) <= 64 or not name.isprintable():
         raise InvalidEntryError("token name must be 1 to 64 printable characters")
+    if lifetime is not None and lifetime <= timedelta(0):
+        raise InvalidEntryError("a token's lifetime must be positive")
     token = "xrd_" + secrets.token_urlsafe(32)
+    now = utcnow()
+    expires = None if lifetime is None else now + lifetime
     with sm.begin() as session:
         user = session.scalar(select(User).where(User.name == user_name))
         if user is None:
             raise StorageError(f"no user {user_name!r}")
-        row = ApiToken(user_id=user.id, name=name, token_sha256=_sha(token), created_at=utcnow())
+        row = ApiToken(
+            user_id=user.id, name=name, token_sha256=_sha(token), created_at=now, expires_at=expires
+        )
         session.add(row)
         session.flush()
-        record_audit(session, actor, "token_created", "api_token", str(row.id), {"user": user_name})
+        detail = {"user": user_name, "expires_at": None if expires is None else expires.isoformat()}
+        record_audit(session, actor, "token_created", "api_token", str(row.id), detail)
     return token
 
 
@@ -310,7 +411,9 @@ def user_for_token(sm: sessionmaker[Session], token: str) -> UserRow | None:
         tok, user = row
         if tok.revoked_at is not None or user.disabled:
             return None
-        if tok.last_used_at is None or now - tok.last_used_at > timedelta(minutes=1):
+        if tok.expires_at is not None and tok.expires_at <= now:
+            return None
+        if tok.last_used_at is None or now - tok.last_used_at > TOUCH_INTERVAL:
             tok.last_used_at = now
         return _user_row(user)
 
@@ -323,7 +426,7 @@ def list_tokens(sm: sessionmaker[Session]) -> list[ApiTokenRow]:
             .order_by(ApiToken.id)
         ).all()
         return [
-            ApiTokenRow(t.id, n, t.name, t.created_at, t.last_used_at, t.revoked_at)
+            ApiTokenRow(t.id, n, t.name, t.created_at, t.last_used_at, t.revoked_at, t.expires_at)
             for t, n in rows
         ]
 

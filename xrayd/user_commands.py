@@ -1,7 +1,9 @@
 """``xrayd users``: web users, passwords and API tokens (the CLI is the audit actor "cli").
 
 Passwords are prompted (twice, not echoed) or read from a file's first line
-(``--password-file``, e.g. a systemd credential); never from the command line.
+(``--password-file``, e.g. a systemd credential); never from the command line. Setting a
+password revokes the user's API tokens and ends their sessions. Tokens may expire
+(``users token NAME --days N``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,8 +62,22 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
     from storage.users import set_password
 
-    set_password(_sessions(settings), args.name, _password(args), actor="cli")
-    print(f"password of {args.name} changed; its sessions ended")
+    tokens, sessions = set_password(_sessions(settings), args.name, _password(args), actor="cli")
+    print(
+        f"password of {args.name} changed; {sessions} session(s) ended, "
+        f"{tokens} API token(s) revoked"
+    )
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.logins import clear_failures
+    from storage.registry import record_audit
+
+    sm = _sessions(settings)
+    cleared = clear_failures(sm, args.name)
+    record_audit(sm, "cli", "login_unlocked", "user", args.name, {"failures_cleared": cleared})
+    print(f"{args.name}: {cleared} counted failed login(s) forgotten")
     return 0
 
 
@@ -75,9 +92,13 @@ def cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from storage.users import create_api_token
 
-    token = create_api_token(_sessions(settings), args.name, args.label, actor="cli")
+    lifetime = None if args.days is None else timedelta(days=args.days)
+    token = create_api_token(
+        _sessions(settings), args.name, args.label, actor="cli", lifetime=lifetime
+    )
     print(token)
-    print("(shown once: xrayd keeps only its hash)", file=sys.stderr)
+    until = "never expires" if args.days is None else f"expires in {args.days:g} day(s)"
+    print(f"(shown once: xrayd keeps only its hash; {until})", file=sys.stderr)
     return 0
 
 
@@ -85,10 +106,18 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
     from storage.users import list_tokens
 
     for t in list_tokens(_sessions(settings)):
-        state = "revoked" if t.revoked_at else "active"
+        state = "revoked" if t.revoked_at else "expired" if t.expired() else "active"
         used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
-        print(f"{t.id:>5} {t.user_name:<24} {t.name:<24} {state:<8} last used {used}")
+        until = f" expires {t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else ""
+        print(f"{t.id:>5} {t.user_name:<24} {t.name:<24} {state:<8} last used {used}{until}")
     return 0
+
+
+def _days(value: str) -> float:
+    days = float(value)
+    if not 0 < days <= 3650:
+        raise argparse.ArgumentTypeError("days must be more than 0 and at most 3650")
+    return days
 
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,10 +145,20 @@ def add_parsers(
     q = usub.add_parser("list", parents=[common], help="list users")
     q.set_defaults(func=cmd_list)
 
-    q = usub.add_parser("passwd", parents=[common], help="set a user's password")
+    q = usub.add_parser(
+        "passwd",
+        parents=[common],
+        help="set a user's password (revokes their API tokens, ends their sessions)",
+    )
     q.add_argument("name")
     q.add_argument("--password-file", type=Path, default=None)
     q.set_defaults(func=cmd_passwd)
+
+    q = usub.add_parser(
+        "unlock", parents=[common], help="forget a user's failed logins (ends their lock-out)"
+    )
+    q.add_argument("name")
+    q.set_defaults(func=cmd_unlock)
 
     for action in ("disable", "enable"):
         q = usub.add_parser(action, parents=[common], help=f"{action} a user")
@@ -129,6 +168,9 @@ def add_parsers(
     q = usub.add_parser("token", parents=[common], help="create an API token for a user")
     q.add_argument("name")
     q.add_argument("--label", default="api", help="what the token is for")
+    q.add_argument(
+        "--days", type=_days, default=None, help="the token expires after this many days"
+    )
     q.set_defaults(func=cmd_token)
 
     q = usub.add_parser("tokens", parents=[common], help="list API tokens")

@@ -105,7 +105,8 @@ def test_review_sends_a_verified_sr_that_supersedes_the_ai_sr(
 
         add_user(storage.sessions, "dr_bone", "radiologist", "a long enough password")
         token = create_api_token(storage.sessions, "dr_bone", "test", actor="test")
-        client = TestClient(create_app(web_context(settings, storage, node)))
+        app = create_app(web_context(settings, storage, node))
+        client = TestClient(app, base_url="http://localhost")  # an allowed Host
         headers = {"Authorization": f"Bearer {token}"}
         [study] = client.get("/api/v1/studies", headers=headers).json()["items"]
         label = {"fracture": "absent", "count": "0", "body_part": "wrist", "hardware": False}

@@ -1,4 +1,9 @@
-"""The FastAPI application: pages, REST API, error handling and security headers."""
+"""The FastAPI application: pages, REST API, error handling and security headers.
+
+Middleware, outermost first: the Host allow-list (:mod:`xrayd.web.peers`; 400 before
+anything else runs), then the security headers (CSP, no sniffing, no framing, no referrer,
+no caching of pages; HSTS when xrayd serves HTTPS itself).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from storage.registry import InvalidEntryError
 from xrayd.web import admin_api, admin_pages, api, dashboards, ops, pages
 from xrayd.web.auth import CsrfError, Forbidden, NotAuthenticated
 from xrayd.web.context import WebContext
+from xrayd.web.peers import HostAllowList, allowed_hosts
 from xrayd.web.render import login_page, render
 
 __all__ = ["ROUTERS", "create_app"]
@@ -29,6 +35,8 @@ CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+#: one year, this host only (a site decides about includeSubDomains/preload for its domain)
+HSTS = "max-age=31536000"
 
 
 #: every router of the app (the route-guard test walks these)
@@ -44,8 +52,14 @@ ROUTERS: tuple[APIRouter, ...] = (
 
 
 class SecurityHeaders(BaseHTTPMiddleware):
+    def __init__(self, app: Any, *, hsts: bool = False) -> None:
+        super().__init__(app)
+        self.hsts = hsts
+
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
+        if self.hsts:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -138,7 +152,9 @@ def create_app(ctx: WebContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
-    app.add_middleware(SecurityHeaders)
+    web = ctx.settings.web
+    app.add_middleware(SecurityHeaders, hsts=web.tls_cert_file is not None)
+    app.add_middleware(HostAllowList, allowed=allowed_hosts(web))  # outermost
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _install_handlers(app)
     for router in ROUTERS:

@@ -4,13 +4,16 @@ Every route except ``/health``, ``/ready``, ``/metrics`` and the login page depe
 :func:`authenticated` or :func:`admin`. Unsafe methods authenticated by the session cookie
 must carry the session's CSRF token (form field ``csrf_token`` or header ``X-CSRF-Token``);
 bearer-token requests need none (a browser never sends the token by itself). The cookie is
-HttpOnly and SameSite=Strict as well.
+HttpOnly and SameSite=Strict as well. A session ends ``web.session_hours`` after the login or
+``web.session_idle_minutes`` after its last request, whichever comes first; an API token ends
+when revoked, when it expires, or when its user's password is set.
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 from fastapi import Depends, Request
@@ -78,7 +81,8 @@ def principal_of(request: Request) -> Principal | None:
         return None if user is None else Principal(user, "token")
     cookie = request.cookies.get(COOKIE)
     if cookie:
-        found = user_for_session(ctx.sessions, cookie)
+        idle = timedelta(minutes=ctx.settings.web.session_idle_minutes)
+        found = user_for_session(ctx.sessions, cookie, idle=idle)
         if found is not None:
             return Principal(found.user, "session", found.csrf_token)
     return None

@@ -13,19 +13,15 @@ from starlette.concurrency import run_in_threadpool
 
 from models.errors import NotAnalysable
 from models.labels import BODY_PARTS as MODEL_BODY_PARTS
+from storage.logins import LoginLimits, attempt_failed, attempt_succeeded, begin_attempt
 from storage.registry import InvalidEntryError, record_audit
 from storage.reviews import ReviewLabel, WorklistFilter, assign, create_override, study_review
 from storage.reviews import worklist as load_worklist
 from storage.schema import Role
-from storage.users import (
-    LOGIN_FAILED,
-    authenticate,
-    create_session,
-    end_session,
-    recent_login_failures,
-)
+from storage.users import LOGIN_FAILED, authenticate, create_session, end_session
 from xrayd.web.auth import COOKIE, Principal, authenticated, context
 from xrayd.web.images import heatmap_overlay_png, radiograph_png, read_header
+from xrayd.web.peers import client_address
 from xrayd.web.render import LOGIN_CSRF_COOKIE, login_page, render, safe_next
 from xrayd.web.verified import send_verified_sr
 
@@ -38,12 +34,11 @@ router = APIRouter(include_in_schema=False)
 BODY_PARTS: tuple[str, ...] = tuple(MODEL_BODY_PARTS)
 DECISIONS = ("present", "indeterminate", "absent")
 PAGE_SIZE = 50
-CLIENT_FACTOR = 4  # failed logins allowed per client address, in units of login_max_failures
 PNG_HEADERS = {"Cache-Control": "private, max-age=300"}
 
 
 def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    return client_address(request, context(request).settings.web.trusted_proxies)
 
 
 # -- login -------------------------------------------------------------------------------------
@@ -70,21 +65,13 @@ def login(
         return login_page(
             request, status_code=403, next_url=next, error="The form expired; please try again."
         )
-    since = datetime.now(UTC) - timedelta(seconds=web.login_window_seconds)
-    by_user, by_client = recent_login_failures(
-        ctx.sessions, since=since, user_name=username, client=client
-    )
-    # Per user name, and (looser: colleagues may share a workstation or a proxy) per client.
-    if by_user >= web.login_max_failures or by_client >= CLIENT_FACTOR * web.login_max_failures:
-        record_audit(
-            ctx.sessions,
-            username or "-",
-            "login_refused",
-            "user",
-            username or "-",
-            {"client": client, "reason": "too many failed logins"},
-        )
-        LOGGER.warning("login refused: too many failures", extra={"client": client})
+    # The lock-out (storage.logins): per (name, address), per address, and per name only for
+    # addresses that failed; a refused attempt checks no password and writes no audit event.
+    limits = LoginLimits(web.login_max_failures, timedelta(seconds=web.login_window_seconds))
+    attempt = begin_attempt(ctx.sessions, username, client, limits)
+    if attempt.refused is not None:
+        _count_login(request, "refused")
+        LOGGER.debug("login refused: locked out (%s)", attempt.refused)
         minutes = max(1, round(web.login_window_seconds / 60))
         return login_page(
             request,
@@ -97,10 +84,15 @@ def login(
         record_audit(
             ctx.sessions, username or "-", LOGIN_FAILED, "user", username or "-", {"client": client}
         )
+        _count_login(request, "failed")
         LOGGER.info("login failed", extra={"client": client})
+        for scope in attempt_failed(ctx.sessions, attempt, limits):
+            LOGGER.warning("login lock-out started (%s)", scope, extra={"client": client})
         return login_page(
             request, status_code=401, next_url=next, error="Wrong user name or password."
         )
+    attempt_succeeded(ctx.sessions, attempt)
+    _count_login(request, "ok")
     token, _ = create_session(ctx.sessions, user, timedelta(hours=web.session_hours))
     record_audit(ctx.sessions, user.name, "login", "user", user.name, {"client": client})
     response = RedirectResponse(safe_next(next), status_code=303)
@@ -115,6 +107,12 @@ def login(
     )
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
+
+
+def _count_login(request: Request, outcome: str) -> None:
+    metrics = context(request).metrics
+    if metrics is not None:
+        metrics.login(outcome)
 
 
 @router.post("/logout")

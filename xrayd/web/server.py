@@ -60,6 +60,9 @@ class WebServer:
             ssl_certfile=str(web.tls_cert_file) if web.tls_cert_file else None,
             ssl_keyfile=str(web.tls_key_file) if web.tls_key_file else None,
             server_header=False,
+            # X-Forwarded-For only from web.trusted_proxies (xrayd.web.peers): uvicorn's own
+            # handling would believe any local process (forwarded_allow_ips 127.0.0.1)
+            proxy_headers=False,
             timeout_graceful_shutdown=5,
         )
         self._server = uvicorn.Server(config)

@@ -235,7 +235,8 @@ def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None
     from xrayd.web.app import create_app
     from xrayd.web.context import WebContext
 
-    client = TestClient(create_app(WebContext(settings, sessions, storage.spool)))
+    app = create_app(WebContext(settings, sessions, storage.spool))
+    client = TestClient(app, base_url="http://localhost")  # an allowed Host
     add_user(sessions, "dr_bone", "radiologist", "a long enough password")
     reader = create_api_token(sessions, "dr_bone", "reviews", actor="test")
     _review_wrong_analyses(sessions, client, reader, examples[:6])

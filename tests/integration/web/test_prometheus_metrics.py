@@ -92,7 +92,8 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 def test_metrics_count_what_the_node_received_analysed_and_sent(
     node: Node, json_log: io.StringIO
 ) -> None:
-    client = TestClient(create_app(web_context(node.settings, node.storage, node)))
+    app = create_app(web_context(node.settings, node.storage, node))
+    client = TestClient(app, base_url="http://localhost")  # an allowed Host
     before = scrape(client)
     assert value(before, "xrayd_instances_received_total", outcome="new") == 0
     assert value(before, "xrayd_database_up") == 1

@@ -82,6 +82,10 @@ class Web:
 
 
 def make_web(data_dir: Path, database_url: str = "", **sections: Any) -> Web:
+    # The test client's Host is "testserver" (the allow-list of xrayd.web.peers); the
+    # loopback defaults stay for the real servers some tests start.
+    web = sections.setdefault("web", {})
+    web.setdefault("allowed_hosts", ["127.0.0.1", "localhost", "::1", "testserver"])
     settings = make_settings(data_dir, database_url, **sections)
     storage = open_storage(settings, create_if_empty=True, require_current=True)
     ctx = WebContext(settings=settings, sessions=storage.sessions, spool=storage.spool)
