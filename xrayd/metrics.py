@@ -199,6 +199,15 @@ class Metrics:
         self.retention_bytes = Counter(
             "xrayd_retention_freed_bytes", "Bytes retention deleted from the spool", registry=r
         )
+        self.web_logins = Counter(
+            "xrayd_web_logins",
+            "Login form submissions, by outcome: ok, failed (wrong name or password), "
+            "refused (locked out: no password check, no audit event)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("ok", "failed", "refused"):
+            self.web_logins.labels(outcome)
         r.register(_ScrapeTime(sessions, disk, min_free_bytes, model))
 
     # -- observers (called on the threads that do the work) -------------------------------
@@ -218,6 +227,9 @@ class Metrics:
         self.delivery_attempts.labels(destination).inc()
         if not report.outcome.ok:
             self.delivery_failures.labels(destination, report.recorded).inc()
+
+    def login(self, outcome: str) -> None:
+        self.web_logins.labels(outcome).inc()
 
     def retention(self, report: RetentionReport) -> None:
         if report.by_age:
