@@ -8,7 +8,14 @@ every TCP connection before the association limit is looked at, and logs identif
   longer than allowed aborts the association before its body is read, and the body is read with
   ``recv_into`` into one pre-sized buffer (pynetdicom reads 4 KiB at a time into a growing array).
 * :class:`BoundedAssociationServer` refuses TCP connections beyond a fixed number of live
-  associations *before* creating a thread, and accepts without a helper thread per connection.
+  associations, or beyond a number per source address, *before* creating a thread, and accepts
+  without a helper thread per connection.
+* Every accepted socket reads under a :class:`~dicom_node.deadline.ReadDeadline`: the ARTIM
+  timeout until the A-ASSOCIATE-RQ is in, the idle timeout for each read after it. A peer that
+  stalls mid-PDU is disconnected and its slot freed (see :mod:`dicom_node.deadline`).
+* A PDU's buffer grows as its bytes arrive: a declared length costs no memory by itself.
+* DIMSE command sets and in-memory data sets are capped (:mod:`dicom_node.dimse_limits`);
+  C-STORE data sets are capped where they stream to disk.
 * :func:`quiet_identifiers` turns off pynetdicom's logging of request/response identifiers.
 
 With an ``ssl_context`` the server also runs each TLS handshake on a thread of its own with a
@@ -26,6 +33,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -33,6 +41,8 @@ from typing import TYPE_CHECKING, Any, cast
 from pynetdicom import _config
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_node.deadline import ReadDeadline
+from dicom_node.dimse_limits import bound_dimse
 from dicom_node.reactor import use_association_reactor, use_select_reactor
 from dicom_node.streaming import BufferPool, NewPath, StreamingFile, stream_into
 from dicom_node.tls import accept_tls
@@ -49,6 +59,10 @@ MAX_ASSOCIATE_PDU = 1024 * 1024
 #: Release and abort PDUs have a 4-byte body.
 MAX_SMALL_PDU = 64
 _VALID_PDU_TYPES = frozenset({0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07})
+#: the first allocation for a PDU body; it doubles as bytes arrive, up to the declared length
+FIRST_CHUNK = 64 * 1024
+#: a refusal of the same kind from the same address is logged at most once per this many s
+REFUSAL_LOG_SECONDS = 60.0
 
 
 def quiet_identifiers() -> None:
@@ -67,11 +81,16 @@ def pdu_limit(pdu_type: int, max_pdata: int) -> int:
     return MAX_SMALL_PDU
 
 
-def _recv_into(sock: socket.socket, view: memoryview) -> int:
-    """Fill ``view`` from ``sock``; returns the byte count read (short only at end of stream)."""
+def _recv_into(sock: socket.socket, view: memoryview, deadline: ReadDeadline | None) -> int:
+    """Fill ``view`` from ``sock``; returns the byte count read (short only at end of stream).
+
+    Each read waits no longer than ``deadline`` allows (TimeoutError past it).
+    """
     total = 0
     size = len(view)
     while total < size:
+        if deadline is not None:
+            deadline.arm()
         n = sock.recv_into(view[total:], min(size - total, 1 << 20))
         if n == 0:
             break
@@ -80,6 +99,12 @@ def _recv_into(sock: socket.socket, view: memoryview) -> int:
 
 
 _REFUSED = "_xrayd_refused"
+_DEADLINE = "_xrayd_deadline"
+
+
+def _deadline_of(dul: DULServiceProvider) -> ReadDeadline | None:
+    deadline = getattr(dul, _DEADLINE, None)
+    return deadline if isinstance(deadline, ReadDeadline) else None
 
 
 def _refuse_rest(dul: DULServiceProvider, sock: socket.socket) -> None:
@@ -112,9 +137,10 @@ def bounded_read_pdu(dul: DULServiceProvider, max_pdata: int) -> None:
         dul.event_queue.put("Evt17")
         return
     filler: _Filler | None = None
+    deadline = _deadline_of(dul)
     try:
         while True:
-            read = _read_pdu(dul, raw, max_pdata, filler)
+            read = _read_pdu(dul, raw, max_pdata, filler, deadline)
             if read is None:  # an event was queued; a half-read fragment is dropped
                 if filler is not None:
                     filler.drop()
@@ -133,17 +159,45 @@ def bounded_read_pdu(dul: DULServiceProvider, max_pdata: int) -> None:
                 LOGGER.warning("aborting association: undecodable PDU type 0x%02X", buf[0])
                 dul.event_queue.put("Evt19")
                 return
+            if buf[0] == 0x01 and deadline is not None:
+                deadline.association_requested()
             dul.event_queue.put(event)
             dul._recv_pdu.put(pdu)
             return
-    except (OSError, TimeoutError):
+    except TimeoutError:
+        if filler is not None:
+            filler.drop()
+        _log_timeout(dul, deadline)
+        _refuse_rest(dul, raw)
+        dul.event_queue.put("Evt17")
+    except OSError:
         if filler is not None:
             filler.drop()
         dul.event_queue.put("Evt17")
 
 
+def _log_timeout(dul: DULServiceProvider, deadline: ReadDeadline | None) -> None:
+    peer = getattr(dul.assoc.requestor, "address", "?")
+    if deadline is not None and deadline.negotiating:
+        LOGGER.warning(
+            "closing connection from %s: no complete A-ASSOCIATE-RQ within %.0f s (ARTIM)",
+            peer,
+            deadline.artim_seconds,
+        )
+    else:
+        LOGGER.warning(
+            "closing connection from %s: stalled mid-PDU for %.0f s (idle timeout)",
+            peer,
+            deadline.idle_seconds if deadline is not None else 0.0,
+        )
+
+
 def _read_pdu(
-    dul: DULServiceProvider, raw: socket.socket, max_pdata: int, filler: _Filler | None
+    dul: DULServiceProvider,
+    raw: socket.socket,
+    max_pdata: int,
+    filler: _Filler | None,
+    deadline: ReadDeadline | None = None,
 ) -> tuple[_Filler | None, bytearray | None] | None:
     """Read one PDU.
 
@@ -152,7 +206,7 @@ def _read_pdu(
     bytes reach the stream before this PDU's); None after queuing Evt17 or Evt19.
     """
     header = bytearray(6)
-    if _recv_into(raw, memoryview(header)) != 6:
+    if _recv_into(raw, memoryview(header), deadline) != 6:
         dul.event_queue.put("Evt17")
         return None
     pdu_type, _, length = struct.unpack(">BBL", header)
@@ -177,7 +231,7 @@ def _read_pdu(
         stream, context_id = _streaming_target(dul)
         if stream is not None:
             item = bytearray(6)
-            if _recv_into(raw, memoryview(item)) != 6:
+            if _recv_into(raw, memoryview(item), deadline) != 6:
                 dul.event_queue.put("Evt17")
                 return None
             item_length = int.from_bytes(item[:4], "big")
@@ -186,16 +240,13 @@ def _read_pdu(
                     if filler is not None:
                         filler.flush()
                     filler = _Filler(stream, _pool_of(dul))
-                if not filler.receive(raw, item_length - 2):
+                if not filler.receive(raw, item_length - 2, deadline):
                     LOGGER.info("connection closed mid-PDU")
                     dul.event_queue.put("Evt17")
                     return None
                 return filler, None
-    buf = bytearray(6 + length)
-    buf[:6] = header
-    got = len(item)
-    buf[6 : 6 + got] = item
-    got += _recv_into(raw, memoryview(buf)[6 + got :])
+    buf = _recv_growing(raw, header + item, 6 + length, deadline)
+    got = len(buf) - 6
     if got != length:
         LOGGER.info("connection closed mid-PDU (%d of %d bytes)", got, length)
         dul.event_queue.put("Evt17")
@@ -203,6 +254,28 @@ def _read_pdu(
     if filler is not None:
         filler.flush()
     return None, buf
+
+
+def _recv_growing(
+    sock: socket.socket, start: bytearray, total: int, deadline: ReadDeadline | None
+) -> bytearray:
+    """Read until ``total`` bytes (``start`` included) or the end of the stream.
+
+    The buffer starts at :data:`FIRST_CHUNK` past ``start`` and doubles as it fills, so memory
+    follows the bytes that arrived, not the length the peer declared.
+    """
+    buf = start
+    got = len(buf)
+    while got < total:
+        size = min(total, max(got + FIRST_CHUNK, 2 * got))
+        buf.extend(bytes(size - len(buf)))
+        with memoryview(buf) as view:
+            n = _recv_into(sock, view[got:size], deadline)
+        got += n
+        if got < size:  # end of stream
+            del buf[got:]
+            break
+    return buf
 
 
 def _streaming_target(dul: DULServiceProvider) -> tuple[StreamingFile | None, int]:
@@ -253,7 +326,9 @@ class _Filler:
         self._buffer: bytearray | None = None
         self._fill = 0
 
-    def receive(self, sock: socket.socket, count: int) -> bool:
+    def receive(
+        self, sock: socket.socket, count: int, deadline: ReadDeadline | None = None
+    ) -> bool:
         """Read ``count`` bytes from ``sock``; False when the connection ended first."""
         while count:
             if self._buffer is None:
@@ -261,7 +336,8 @@ class _Filler:
                 self._fill = 0
             n = min(count, len(self._buffer) - self._fill)
             try:
-                got = _recv_into(sock, memoryview(self._buffer)[self._fill : self._fill + n])
+                view = memoryview(self._buffer)[self._fill : self._fill + n]
+                got = _recv_into(sock, view, deadline)
             except BaseException:  # reset or timeout: the buffer goes back, the caller reports
                 self.drop()
                 raise
@@ -334,11 +410,26 @@ class BoundedRequestHandler(RequestHandler):
         server = self.server
         max_pdata = server.max_pdata
         dul = assoc.dul
+        raw: socket.socket = self.request
+        deadline = ReadDeadline(
+            raw,
+            artim_seconds=server.artim_timeout,
+            idle_seconds=server.idle_timeout,
+            accepted_at=server.accepted_at(raw),
+        )
+        deadline.arm()  # bounds sends too, from the first byte on
+        setattr(dul, _DEADLINE, deadline)
         dul._read_pdu_data = lambda: bounded_read_pdu(dul, max_pdata)  # type: ignore[method-assign]
         use_select_reactor(dul)
         use_association_reactor(assoc)
+
+        def refuse() -> None:
+            _refuse_rest(dul, raw)
+            dul.event_queue.put("Evt19")
+
+        bound_dimse(assoc, refuse)
         if server.new_stream_path is not None:
-            stream_into(dul, server.new_stream_path)
+            stream_into(dul, server.new_stream_path, server.max_instance_bytes)
         hook = server.accept_hook
         if hook is not None:
             acse = assoc.acse
@@ -356,16 +447,29 @@ class BoundedRequestHandler(RequestHandler):
 class BoundedAssociationServer(ThreadedAssociationServer):
     """An association server with a hard cap on live connections and no thread per accept.
 
-    Connections beyond ``max_connections`` are closed at once, before any thread exists;
-    connections within it become associations whose own negotiation applies the finer limits.
+    Connections beyond ``max_connections``, or beyond ``max_per_host`` from one source
+    address, are closed at once, before any thread exists; connections within them become
+    associations whose own negotiation applies the finer limits. Each refusal is counted
+    (``refused_connections``, ``refused_by_reason``) and passed to ``on_refused(host, reason)``
+    (called on the accepting thread: it must not block); the log has one line per address and
+    reason a minute, not one per connection.
     """
 
     max_pdata: int = 16384
     max_connections: int = 32
+    #: live connections one source address may hold (0: no per-address cap)
+    max_per_host: int = 0
     accept_hook: AcceptHook | None = None
     new_stream_path: NewPath | None = None
+    #: largest C-STORE data set streamed to disk (None: no limit)
+    max_instance_bytes: int | None = None
     #: seconds a TLS client has to complete its handshake (only with an ssl_context)
     handshake_timeout: float = 10.0
+    #: seconds from accept until the A-ASSOCIATE-RQ must be in (TLS handshake included)
+    artim_timeout: float = 10.0
+    #: seconds a read may wait for the next byte once the association is requested
+    idle_timeout: float = 30.0
+    on_refused: Callable[[str, str], None] | None = None
 
     def __init__(self, *args: Any, listen_fd: int | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", BoundedRequestHandler)
@@ -373,8 +477,12 @@ class BoundedAssociationServer(ThreadedAssociationServer):
         self._live: weakref.WeakSet[Association] = weakref.WeakSet()
         self._live_lock = threading.Lock()
         self._handshaking = 0
+        self._handshaking_from: dict[str, int] = {}
+        self._accepted_at: dict[int, float] = {}
+        self._refusal_logged: dict[tuple[str, str], tuple[float, int]] = {}
         self._closed = False
         self.refused_connections = 0
+        self.refused_by_reason: dict[str, int] = {}
         super().__init__(*args, **kwargs)
 
     def service_actions(self) -> None:
@@ -395,6 +503,38 @@ class BoundedAssociationServer(ThreadedAssociationServer):
         """Live associations plus connections still in their TLS handshake."""
         with self._live_lock:
             return self._handshaking + sum(1 for a in list(self._live) if a.is_alive())
+
+    def live_connections_from(self, host: str) -> int:
+        """Live associations and handshakes from source address ``host``."""
+        with self._live_lock:
+            live = sum(1 for a in list(self._live) if a.is_alive() and a.requestor.address == host)
+            return live + self._handshaking_from.get(host, 0)
+
+    def accepted_at(self, sock: socket.socket) -> float | None:
+        """When ``sock`` was accepted (monotonic clock), once; None if unknown."""
+        with self._live_lock:
+            return self._accepted_at.pop(sock.fileno(), None)
+
+    def _refuse(self, request: Any, host: str, reason: str, why: str) -> None:
+        self.refused_connections += 1
+        self.refused_by_reason[reason] = self.refused_by_reason.get(reason, 0) + 1
+        now = time.monotonic()
+        key = (host, reason)
+        logged_at, suppressed = self._refusal_logged.get(key, (-REFUSAL_LOG_SECONDS, 0))
+        if now - logged_at >= REFUSAL_LOG_SECONDS:
+            more = f" ({suppressed} more since the last line)" if suppressed else ""
+            LOGGER.warning("refusing TCP connection from %s: %s%s", host, why, more)
+            if len(self._refusal_logged) > 4096:  # many addresses: forget the old ones
+                self._refusal_logged.clear()
+            self._refusal_logged[key] = (now, 0)
+        else:
+            self._refusal_logged[key] = (logged_at, suppressed + 1)
+        self.shutdown_request(request)
+        if self.on_refused is not None:
+            try:
+                self.on_refused(host, reason)
+            except Exception:
+                LOGGER.exception("on_refused failed")
 
     def server_bind(self) -> None:
         """Bind, or take over the listening socket ``listen_fd`` of another process.
@@ -428,20 +568,24 @@ class BoundedAssociationServer(ThreadedAssociationServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Handle the connection in the accepting thread; it only starts the association thread."""
+        host = str(client_address[0])
         if self.live_connections() >= self.max_connections:
-            self.refused_connections += 1
-            LOGGER.warning(
-                "refusing TCP connection: live connection limit %d reached",
-                self.max_connections,
-            )
-            self.shutdown_request(request)
+            why = f"live connection limit {self.max_connections} reached"
+            self._refuse(request, host, "connection_limit", why)
             return
+        if self.max_per_host and self.live_connections_from(host) >= self.max_per_host:
+            why = f"limit of {self.max_per_host} connections per address reached"
+            self._refuse(request, host, "per_host_limit", why)
+            return
+        with self._live_lock:
+            self._accepted_at[request.fileno()] = time.monotonic()
         context = self.ssl_context
         if context is None:
             self._start_association(request, client_address)
             return
         with self._live_lock:
             self._handshaking += 1
+            self._handshaking_from[host] = self._handshaking_from.get(host, 0) + 1
         try:
             threading.Thread(
                 target=self._handshake_then_start,
@@ -450,10 +594,18 @@ class BoundedAssociationServer(ThreadedAssociationServer):
                 daemon=True,
             ).start()
         except Exception:
-            with self._live_lock:
-                self._handshaking -= 1
+            self._handshake_done(host)
             LOGGER.exception("could not start a TLS handshake")
             self.shutdown_request(request)
+
+    def _handshake_done(self, host: str) -> None:
+        with self._live_lock:
+            self._handshaking -= 1
+            left = self._handshaking_from.get(host, 0) - 1
+            if left > 0:
+                self._handshaking_from[host] = left
+            else:
+                self._handshaking_from.pop(host, None)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept only: the TLS handshake runs later, bounded (see :meth:`process_request`)."""
@@ -463,23 +615,28 @@ class BoundedAssociationServer(ThreadedAssociationServer):
     def _handshake_then_start(
         self, context: ssl.SSLContext, request: socket.socket, client_address: Any
     ) -> None:
+        fileno = request.fileno()
         try:
             tls = accept_tls(context, request, self.handshake_timeout, str(client_address[0]))
             if tls is None:
+                with self._live_lock:
+                    self._accepted_at.pop(fileno, None)
                 return
             if self._closed:  # stopped meanwhile: no new associations
                 self.shutdown_request(tls)
                 return
             self._start_association(tls, client_address)
         finally:
-            with self._live_lock:  # after the association is tracked: the count never dips
-                self._handshaking -= 1
+            # after the association is tracked: the count never dips
+            self._handshake_done(str(client_address[0]))
 
     def _start_association(self, request: socket.socket, client_address: Any) -> None:
         try:
             self.finish_request(request, client_address)
         except Exception:
             LOGGER.exception("could not start an association")
+            with self._live_lock:
+                self._accepted_at.pop(request.fileno(), None)
             self.shutdown_request(request)
 
     def server_close(self) -> None:

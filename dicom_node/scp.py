@@ -74,6 +74,15 @@ class ListenerConfig:
     #: min_free_bytes new associations are rejected (transient, local limit exceeded)
     free_bytes: Callable[[], int] | None = None
     min_free_bytes: int = 0
+    #: seconds from accept until the A-ASSOCIATE-RQ must be in (TLS handshake included)
+    artim_timeout_seconds: float = 10.0
+    #: live connections one source address may hold (0: no per-address cap)
+    max_connections_per_host: int = 0
+    #: largest C-STORE data set accepted; larger ones are answered 0xA700 (None: no limit)
+    max_instance_bytes: int | None = None
+    #: told of each TCP connection refused at accept, as (source address, reason); called on
+    #: the accepting thread, so it must not block (count it, aggregate it)
+    on_connection_refused: Callable[[str, str], None] | None = None
 
 
 class HeaderError(ValueError):
@@ -144,7 +153,7 @@ class StoreSCP:
         ae = AE(ae_title=cfg.ae_title)
         ae.maximum_associations = cfg.max_associations
         ae.maximum_pdu_size = cfg.max_pdu_bytes
-        ae.acse_timeout = cfg.idle_timeout_seconds
+        ae.acse_timeout = cfg.artim_timeout_seconds  # also pynetdicom's ARTIM timer
         ae.dimse_timeout = cfg.idle_timeout_seconds
         ae.network_timeout = cfg.idle_timeout_seconds
         ae.require_called_aet = True
@@ -181,7 +190,12 @@ class StoreSCP:
         server.max_connections = self.config.max_associations + self.config.reject_headroom
         server.accept_hook = self._accept_hook
         server.new_stream_path = self.config.new_stream_path
-        server.handshake_timeout = self.config.idle_timeout_seconds
+        server.handshake_timeout = self.config.artim_timeout_seconds
+        server.artim_timeout = self.config.artim_timeout_seconds
+        server.idle_timeout = self.config.idle_timeout_seconds
+        server.max_per_host = self.config.max_connections_per_host
+        server.max_instance_bytes = self.config.max_instance_bytes
+        server.on_refused = self.config.on_connection_refused
         ae._servers.append(server)
         self._server = server
         self._thread = threading.Thread(
@@ -213,6 +227,11 @@ class StoreSCP:
     @property
     def refused_connections(self) -> int:
         return self._server.refused_connections if self._server is not None else 0
+
+    @property
+    def refused_by_reason(self) -> dict[str, int]:
+        """TCP connections refused at accept so far, by reason."""
+        return dict(self._server.refused_by_reason) if self._server is not None else {}
 
     def stop_accepting(self) -> None:
         """Close the listening socket; running associations continue."""
@@ -322,6 +341,18 @@ class StoreSCP:
     ) -> StoreStatus:
         sop_class = str(request.AffectedSOPClassUID)
         sop_instance = str(request.AffectedSOPInstanceUID)
+        if stream.too_large:
+            stream.end_of_data(abandon=True)
+            LOGGER.warning(
+                "C-STORE refused (0x%04X %s) from %r: data set larger than %d MiB "
+                "(node.max_instance_mb)",
+                StoreStatus.OUT_OF_RESOURCES,
+                StoreStatus.OUT_OF_RESOURCES.name,
+                peer.calling_ae_title,
+                (stream.max_bytes or 0) // (1024 * 1024),
+            )
+            return StoreStatus.OUT_OF_RESOURCES
+        # The header is checked while the flusher makes the last stretch durable.
         # The header is checked while the flusher makes the last stretch durable.
         stream.end_of_data()
         header = None  # not read when the write failed: finish() raises that error

@@ -45,6 +45,7 @@ POOL_BUFFER_BYTES = 1024 * 1024
 POOL_BUFFERS = 4
 _SYNC_FILE_RANGE_WRITE = 2
 _STREAM_PATH_ATTR = "_xrayd_new_stream_path"
+_STREAM_LIMIT_ATTR = "_xrayd_stream_max_bytes"
 
 
 @functools.cache
@@ -107,12 +108,19 @@ class StreamingFile:
 
     A write or sync error (disk full, I/O error) is remembered and later fragments are dropped,
     so that the DIMSE message still completes; :meth:`finish` then raises it and removes the file.
+
+    With ``max_bytes``, a data set that grows past it is cut off the same way: ``too_large``
+    turns true, the rest is received but not written, and the caller refuses the C-STORE.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
         self.name = str(path)
         self.size = 0
+        self.max_bytes = max_bytes
+        #: bytes handed to this file so far (written or queued), counted on the network thread
+        self.received = 0
+        self.too_large = False
         self.error: OSError | None = None
         self.file = self  # pynetdicom calls ``.file.flush()``
         self._hash = hashlib.sha256()
@@ -133,13 +141,18 @@ class StreamingFile:
         self._abandoned = False  # discarded: no final sync
         self._lock = threading.RLock()
         self._closed = False
-        self._fd = os.open(
-            self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
-        )
+        self._fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+    def _over(self, length: int) -> bool:
+        """Count ``length`` more bytes; True once the data set is past ``max_bytes``."""
+        self.received += length
+        if self.max_bytes is not None and self.received > self.max_bytes:
+            self.too_large = True
+        return self.too_large
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         length = len(data)
-        if self._closed or self._ended or self.error is not None:
+        if self._closed or self._ended or self.error is not None or self._over(length):
             return length
         self._start_threads()
         # pynetdicom passes fresh bytes, the fast path views of a buffer it never reuses:
@@ -150,7 +163,7 @@ class StreamingFile:
     def write_pooled(self, buffer: bytearray, length: int, pool: BufferPool) -> None:
         """Queue ``buffer[:length]``; the buffer goes back to ``pool`` once written (or
         dropped, after an error or once the stream ended)."""
-        if self._closed or self._ended or self.error is not None:
+        if self._closed or self._ended or self.error is not None or self._over(length):
             pool.give(buffer)
             return
         self._start_threads()
@@ -317,10 +330,11 @@ _install_lock = threading.Lock()
 
 
 def _factory(*args: Any, **kwargs: Any) -> Any:
-    new_path = getattr(threading.current_thread(), _STREAM_PATH_ATTR, None)
+    thread = threading.current_thread()
+    new_path = getattr(thread, _STREAM_PATH_ATTR, None)
     if new_path is None:  # not one of our associations: pynetdicom's own behaviour
         return _original_factory(*args, **kwargs)
-    return StreamingFile(new_path())
+    return StreamingFile(new_path(), getattr(thread, _STREAM_LIMIT_ATTR, None))
 
 
 def install_streaming() -> None:
@@ -334,6 +348,8 @@ NewPath = Callable[[], Path]
 """Gives a fresh, unused file path where the sink wants a received data set (its spool's tmp/)."""
 
 
-def stream_into(thread: threading.Thread, new_path: NewPath) -> None:
-    """Data sets decoded on ``thread`` (an association's DUL thread) go to ``new_path()``."""
+def stream_into(thread: threading.Thread, new_path: NewPath, max_bytes: int | None = None) -> None:
+    """Data sets decoded on ``thread`` (an association's DUL thread) go to ``new_path()``,
+    each cut off past ``max_bytes`` (see :class:`StreamingFile`)."""
     setattr(thread, _STREAM_PATH_ATTR, new_path)
+    setattr(thread, _STREAM_LIMIT_ATTR, max_bytes)

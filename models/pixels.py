@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +12,7 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_modality_lut
 
 from models.errors import NotAnalysable, RefusalReason
+from models.limits import DEFAULT_LIMITS, ImageLimits, check_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +58,16 @@ def check_analysable(ds: Dataset, *, modalities: Collection[str], min_size: int)
         )
 
 
-def decode_pixels(ds: Dataset) -> npt.NDArray[np.integer]:
+def decode_pixels(
+    ds: Dataset, *, limits: ImageLimits = DEFAULT_LIMITS
+) -> npt.NDArray[np.integer]:
     """Decode the single frame of ``ds`` with pydicom's pixel plugins, without caching it.
 
     Uses the same decoders as ``ds.pixel_array`` (native, RLE, JPEG baseline/extended/lossless,
-    JPEG-LS, JPEG 2000, HTJ2K through pylibjpeg), but leaves ``ds`` untouched.
+    JPEG-LS, JPEG 2000, HTJ2K through pylibjpeg), but leaves ``ds`` untouched. Refuses an
+    image beyond ``limits`` ("image too large") before any decoder runs.
     """
+    check_image_size(ds, limits)
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if syntax is None:
@@ -99,6 +104,18 @@ def decode_pixels(ds: Dataset) -> npt.NDArray[np.integer]:
 def modality_values(ds: Dataset, stored: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
     """Apply the Modality LUT or rescale slope/intercept; float64 output values."""
     return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+
+
+def modality_function(
+    ds: Dataset,
+) -> Callable[[npt.NDArray[np.integer]], npt.NDArray[np.float64]]:
+    """:func:`modality_values` as an element-wise function of stored values, to apply to a
+    part of an image at a time (no full-size float copy)."""
+
+    def apply(stored: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
+        return modality_values(ds, stored)
+
+    return apply
 
 
 def padding_mask(ds: Dataset, stored: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_] | None:

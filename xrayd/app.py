@@ -37,6 +37,7 @@ from xrayd.model_holder import ModelHolder
 from xrayd.model_registry import active_bundle_reader, register_configured_model
 from xrayd.pipeline import Analyser
 from xrayd.receiver import SpoolingSink, utcnow
+from xrayd.refusal_audit import RefusalAudit, RefusalAuditFlusher
 from xrayd.retention_worker import RetentionWorker
 from xrayd.retraining import RetrainService
 from xrayd.review_sr import VerifiedSRWriter
@@ -185,6 +186,7 @@ class Node:
             on_queued=self.delivery_wakeup.set,
             on_inference=self.metrics.inference,
         )
+        self.refusals = RefusalAudit(storage.sessions)
         self.sink = SpoolingSink(
             storage.spool,
             storage.sessions,
@@ -195,6 +197,7 @@ class Node:
             on_stored=self.metrics.instance_stored,
             on_rejected=self.metrics.association_rejected,
             on_low_disk=self.retention_wakeup.set,
+            audit_rejection=self.refusals.audit_rejection,
         )
         self.scp = StoreSCP(
             ListenerConfig(
@@ -211,6 +214,10 @@ class Node:
                 ssl_context=listener_ssl_context(settings),
                 free_bytes=self.free_bytes,
                 min_free_bytes=min_free_bytes,
+                artim_timeout_seconds=node.artim_timeout_seconds,
+                max_connections_per_host=node.connections_per_host,
+                max_instance_bytes=node.max_instance_mb * 1024 * 1024,
+                on_connection_refused=self._connection_refused,
             ),
             self.sink,
         )
@@ -218,6 +225,10 @@ class Node:
 
     def free_bytes(self) -> int:
         return self.disk().free_bytes
+
+    def _connection_refused(self, host: str, reason: str) -> None:
+        self.metrics.connection_refused(reason)
+        self.refusals.connection_refused(host, reason)
 
     def _delivered(self, report: DeliveryReport) -> None:
         self.metrics.delivery(report)
@@ -289,6 +300,7 @@ class Node:
                 on_report=self.metrics.retention,
             )
         )
+        self.threads.append(RefusalAuditFlusher(self.refusals, self.stop_event))
         if self.preload_model:
             self.model.preload()
         for thread in self.threads:

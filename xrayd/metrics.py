@@ -168,6 +168,15 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.connections_refused = Counter(
+            "xrayd_connections_refused",
+            "TCP connections closed at accept, before any association, by reason "
+            "(connection_limit, per_host_limit)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("connection_limit", "per_host_limit"):
+            self.connections_refused.labels(reason)
         self.inference_seconds = Histogram(
             "xrayd_inference_seconds",
             "Seconds of one forward pass of the classifier (all analysable images of a study)",
@@ -217,6 +226,9 @@ class Metrics:
 
     def association_rejected(self, reason: str) -> None:
         self.associations_rejected.labels(reason).inc()
+
+    def connection_refused(self, reason: str) -> None:
+        self.connections_refused.labels(reason).inc()
 
     def inference(self, seconds: float, images: int) -> None:
         self.inference_seconds.observe(seconds)

@@ -55,6 +55,7 @@ class SpoolingSink:
         on_stored: Callable[[str], None] | None = None,
         on_rejected: Callable[[str], None] | None = None,
         on_low_disk: Callable[[], None] | None = None,
+        audit_rejection: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         self.spool = spool
         self.sessions = sessions
@@ -66,6 +67,8 @@ class SpoolingSink:
         self.on_stored = on_stored
         self.on_rejected = on_rejected
         self.on_low_disk = on_low_disk
+        #: (host, calling AE, reason) -> whether this rejection gets its own audit row
+        self.audit_rejection = audit_rejection
         self._lock = threading.Lock()
         self._low_disk_audited: OrderedDict[int, None] = OrderedDict()
 
@@ -166,6 +169,9 @@ class SpoolingSink:
             self.on_rejected(reason.slug)
         if reason is RejectReason.LOW_DISK_SPACE and self.on_low_disk is not None:
             self.on_low_disk()
+        gate = self.audit_rejection
+        if gate is not None and not gate(peer.host, peer.calling_ae_title, reason.slug):
+            return  # counted into the next aggregate row instead
         with self.sessions.begin() as session:
             registry.record_audit(
                 session,

@@ -355,7 +355,8 @@ def test_oversized_pdu_aborts_before_reading_it(start_node: StartNode) -> None:
 
 
 def test_idle_connections_cannot_exhaust_threads(start_node: StartNode) -> None:
-    node = start_node(node={"max_associations": 2})
+    # one address may fill every slot here (the per-address cap is tested on its own)
+    node = start_node(node={"max_associations": 2, "max_connections_per_host": 100})
     limit = 2 + 4  # max_associations + reject headroom
     baseline = threading.active_count()
     socks = [socket.create_connection(("127.0.0.1", node.scp.port), timeout=15) for _ in range(30)]
