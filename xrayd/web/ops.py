@@ -1,15 +1,21 @@
-"""Unauthenticated operational endpoints (no patient data): liveness, readiness, metrics."""
+"""Unauthenticated operational endpoints (no patient data): liveness, readiness, metrics.
+
+``/ready`` only reads: it may be polled every few seconds by a load balancer or an
+orchestrator, and anyone who can reach it may call it, so it must not turn into writes to the
+database or the disk (no probe rows, no probe files).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
-from storage.errors import StorageError
+from storage.spool import TMP_DIR, Spool
 from xrayd.metrics import CONTENT_TYPE
 from xrayd.web.auth import context
 from xrayd.web.context import WebContext
@@ -28,24 +34,42 @@ def health() -> dict[str, str]:
 
 
 def readiness(ctx: WebContext) -> dict[str, Any]:
-    """Each check's outcome: database reachable, model loaded, spool writable, and the spool's
-    free space above the listener's low-water mark (``node.min_free_mb``)."""
+    """Each check's outcome: database reachable and its schema readable, model loaded, spool
+    writable, and the spool's free space above the listener's low-water mark
+    (``node.min_free_mb``). Nothing is written."""
     checks: dict[str, Any] = {}
     try:
         with ctx.sessions() as session:
-            session.execute(text("SELECT 1"))
+            # SQLite: a deferred transaction, so /ready takes no write lock (and never waits
+            # for the analysis or the listener writing); PostgreSQL ignores the option.
+            conn = session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+            conn.execute(text("SELECT 1"))
+            # a read of a table: the schema is there and this role may read it
+            conn.execute(text("SELECT version_num FROM alembic_version")).first()
         checks["database"] = "ok"
     except Exception as exc:  # any driver error means "not ready"
         LOGGER.warning("readiness: database unreachable (%s)", type(exc).__name__)
         checks["database"] = f"unreachable ({type(exc).__name__})"
     checks["model"] = "ok" if ctx.model_loaded() else "not loaded"
-    try:
-        ctx.spool.check_writable()
-        checks["spool"] = "ok"
-    except (OSError, StorageError) as exc:
-        checks["spool"] = f"not writable ({type(exc).__name__})"
+    checks["spool"] = _spool_check(ctx.spool)
     checks["disk"] = _disk_check(ctx)
     return checks
+
+
+def _spool_check(spool: Spool) -> str:
+    """Whether the spool could be written, judged without writing: its filesystem is not
+    mounted read-only and this process may create files in the spool and its tmp directory
+    (``os.access``, with the process's real ids: xrayd does not run set-uid)."""
+    try:
+        if os.statvfs(spool.root).f_flag & os.ST_RDONLY:
+            return "not writable (read-only filesystem)"
+    except OSError as exc:
+        return f"not writable ({type(exc).__name__})"
+    tmp = spool.root / TMP_DIR
+    for directory in (spool.root, tmp) if tmp.is_dir() else (spool.root,):
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return "not writable (permissions)"
+    return "ok"
 
 
 def _disk_check(ctx: WebContext) -> str:

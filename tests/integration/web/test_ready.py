@@ -18,8 +18,10 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from storage.spool import DiskUsage
 
@@ -180,5 +182,56 @@ def test_ready_is_503_below_the_low_water_mark(tmp_path: Path) -> None:
         st = os.statvfs(web.ctx.spool.root)
         assert abs(web.ctx.disk_usage().free_bytes - st.f_bavail * st.f_frsize) < 64 * MIB
         assert web.client.get("/ready").status_code == 200
+    finally:
+        web.storage.engine.dispose()
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """(mtime_ns, size) of every file and directory under ``root``, but SQLite's -shm file
+    (its shared-memory index, where readers record read marks: not data)."""
+    found = {}
+    for path in [root, *root.rglob("*")]:
+        if not path.name.endswith("-shm"):
+            st = path.stat()
+            found[str(path.relative_to(root))] = (st.st_mtime_ns, st.st_size)
+    return found
+
+
+def test_ready_writes_nothing(tmp_path: Path, database_url: str) -> None:
+    """Neither a statement that changes the database nor a file created (even briefly) in the
+    data directory: every directory's mtime would move."""
+    web = make_web(tmp_path / "data", database_url)
+    try:
+        assert web.client.get("/ready").status_code == 200  # connections are pooled now
+        data = tmp_path / "data"
+        past = 1_000_000_000  # 2001: whatever /ready touches gets "now" instead
+        for path in [data, *data.rglob("*")]:
+            os.utime(path, (past, past), follow_symlinks=False)
+        before = _tree(data)
+        statements: list[str] = []
+
+        @event.listens_for(web.storage.engine, "before_cursor_execute")
+        def _record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(statement)
+
+        for _ in range(3):
+            r = web.client.get("/ready")
+            assert r.status_code == 200 and r.json()["status"] == "ready", r.text
+        assert statements, "the database was not even asked"
+        # Reads only, and on SQLite in a deferred transaction (no write lock taken).
+        assert all(s.startswith(("SELECT ", "BEGIN DEFERRED")) for s in statements), statements
+        assert _tree(data) == before
+    finally:
+        web.storage.engine.dispose()
+
+
+def test_ready_reports_a_missing_spool_without_making_it_again(tmp_path: Path) -> None:
+    web = make_web(tmp_path / "data")
+    try:
+        shutil.rmtree(web.ctx.spool.root)
+        r = web.client.get("/ready")
+        assert r.status_code == 503
+        assert r.json()["checks"]["spool"] == "not writable (FileNotFoundError)"
+        assert not web.ctx.spool.root.exists()
     finally:
         web.storage.engine.dispose()
