@@ -58,9 +58,7 @@ def check_analysable(ds: Dataset, *, modalities: Collection[str], min_size: int)
         )
 
 
-def decode_pixels(
-    ds: Dataset, *, limits: ImageLimits = DEFAULT_LIMITS
-) -> npt.NDArray[np.integer]:
+def decode_pixels(ds: Dataset, *, limits: ImageLimits = DEFAULT_LIMITS) -> npt.NDArray[np.integer]:
     """Decode the single frame of ``ds`` with pydicom's pixel plugins, without caching it.
 
     Uses the same decoders as ``ds.pixel_array`` (native, RLE, JPEG baseline/extended/lossless,
@@ -70,7 +68,7 @@ def decode_pixels(
     check_image_size(ds, limits)
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if syntax is None:
+    if not isinstance(syntax, str):  # absent, or several values
         raise NotAnalysable(
             RefusalReason.UNSUPPORTED_TRANSFER_SYNTAX, "the transfer syntax is unknown"
         )
@@ -103,7 +101,12 @@ def decode_pixels(
 
 def modality_values(ds: Dataset, stored: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
     """Apply the Modality LUT or rescale slope/intercept; float64 output values."""
-    return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    try:
+        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    except Exception as exc:  # a malformed LUT: AttributeError, IndexError, struct.error...
+        raise NotAnalysable(
+            RefusalReason.CORRUPT_PIXELS, "the Modality LUT or rescale values are invalid"
+        ) from exc
 
 
 def modality_function(
