@@ -11,17 +11,22 @@ import itertools
 import logging
 import ssl
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from pynetdicom import AE, evt
 
+from dicom_node.bounded_dataset import (
+    DEFAULT_MAX_INFLATED_BYTES,
+    HeaderTooLarge,
+    InflatedTooLarge,
+    read_bounded_header,
+)
 from dicom_node.errors import ListenerStartError
 from dicom_node.hardening import BoundedAssociationServer, quiet_identifiers
 from dicom_node.received import InstanceSink, Peer, ReceivedInstance, uid_hash
@@ -99,17 +104,34 @@ def _valid_uid(value: object) -> bool:
 
 
 def read_header(
-    source: Path | bytes, sop_class_uid: str, sop_instance_uid: str
+    source: Path | bytes,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    *,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
 ) -> tuple[str, str, str, str | None]:
     """Return (study UID, series UID, modality, body part) after checking the data set's UIDs.
 
+    A deflated data set is inflated with bounded memory and refused once it inflates beyond
+    ``max_inflated_bytes`` (see :mod:`dicom_node.bounded_dataset`).
     Raises :class:`HeaderError` with the status to answer.
     """
     try:
-        fp = BytesIO(source) if isinstance(source, bytes) else source
-        ds = dcmread(fp, stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
+        ds = read_bounded_header(
+            source, specific_tags=_HEADER_TAGS, max_inflated_bytes=max_inflated_bytes
+        )
         values = {tag: ds.get(tag) for tag in _HEADER_TAGS}
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
+    except (InflatedTooLarge, HeaderTooLarge) as exc:
+        raise HeaderError(StoreStatus.OUT_OF_RESOURCES, str(exc)) from None
+    except (
+        InvalidDicomError,
+        ValueError,
+        EOFError,
+        OSError,
+        KeyError,
+        TypeError,
+        zlib.error,
+    ) as exc:
         raise HeaderError(
             StoreStatus.CANNOT_UNDERSTAND, f"unparseable data set ({type(exc).__name__})"
         ) from None

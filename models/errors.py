@@ -17,6 +17,9 @@ class RefusalReason(StrEnum):
     CORRUPT_PIXELS = "corrupt_pixels"
     NO_PIXELS = "no_pixels"
     UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"
+    #: beyond the configured [limits] (pixels, decoded bytes, compression ratio, inflated
+    #: size): refused before any decoding, a final state (never retried)
+    IMAGE_TOO_LARGE = "image_too_large"
 
 
 class ModelsError(XraydError):

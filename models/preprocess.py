@@ -15,7 +15,10 @@ No torch here: the caller turns :attr:`PreparedImage.pixels` into a tensor.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,15 +26,16 @@ from pydicom.dataset import Dataset
 
 from models.borders import find_uniform_borders
 from models.geometry import Geometry
+from models.limits import DEFAULT_LIMITS, ImageLimits
 from models.pixels import (
     RADIOGRAPH_MODALITIES,
     check_analysable,
     decode_pixels,
-    modality_values,
+    modality_function,
     padding_mask,
 )
 from models.resample import letterbox
-from models.voi import VoiSource, linear_unit, percentile_window, voi_unit
+from models.voi import BLOCK_PIXELS, F64, VoiSource, linear_unit, percentile_window, voi_function
 
 logger = logging.getLogger(__name__)
 
@@ -104,55 +108,103 @@ class PreparedImage:
     voi_source: VoiSource
 
 
-def window_to_display(ds: Dataset, params: PreprocessParams) -> DisplayImage:
+def _band(cols: int) -> int:
+    """Rows per band of the element-wise steps (about :data:`models.voi.BLOCK_PIXELS`)."""
+    return max(1, BLOCK_PIXELS // max(cols, 1))
+
+
+def _windowed(
+    stored: npt.NDArray[np.integer], steps: Sequence[Callable[[npt.NDArray[Any]], F64]]
+) -> npt.NDArray[np.float32]:
+    """``steps`` (element-wise, float64) applied in turn to ``stored``, a band of rows at a
+    time, into one float32 image: the same values as applying them to the whole image at
+    once, with no full-size float64 copy."""
+    rows, cols = stored.shape
+    out = np.empty((rows, cols), dtype=np.float32)
+    band = _band(cols)
+    for row in range(0, rows, band):
+        block: npt.NDArray[Any] = stored[row : row + band]
+        for step in steps:
+            block = step(block)
+        out[row : row + band] = block
+    return out
+
+
+def window_to_display(
+    ds: Dataset, params: PreprocessParams, *, limits: ImageLimits = DEFAULT_LIMITS
+) -> DisplayImage:
     """Refuse, decode, apply Modality LUT and VOI, invert MONOCHROME1; find the borders.
 
-    Raises :class:`models.errors.NotAnalysable` for objects that are not analysable.
+    Raises :class:`models.errors.NotAnalysable` for objects that are not analysable, or
+    beyond ``limits`` ("image too large", before anything is decoded).
+
+    Memory: besides the decoded integers, one float32 image. The Modality LUT, the VOI and
+    the inversion are element-wise and run a band of rows at a time in float64 (the same values
+    as on the whole image at once); the borders and percentile windows look at samples only.
     """
     check_analysable(ds, modalities=params.modalities, min_size=params.min_size)
-    stored = decode_pixels(ds)
-    values = modality_values(ds, stored)
-    rows, cols = values.shape
+    stored = decode_pixels(ds, limits=limits)
+    modality = modality_function(ds)
+    rows, cols = stored.shape
     crop = (0, 0, rows, cols)
     if params.crop_borders:
         crop = find_uniform_borders(
-            values, tolerance=params.border_tolerance, min_extent=params.min_size
+            stored,
+            tolerance=params.border_tolerance,
+            min_extent=params.min_size,
+            transform=modality,
         )
-    applied = voi_unit(values, ds)
     row0, col0, row1, col1 = crop
     valid = padding_mask(ds, stored)
-    if applied is not None:
-        unit, source = applied
+    valid_crop = None if valid is None else valid[row0:row1, col0:col1]
+    del valid
+    voi = voi_function(ds)
+    steps: list[Callable[[npt.NDArray[Any]], F64]] = [modality]
+    source: VoiSource
+    if voi is not None:
+        function, source = voi
+        steps.append(function)
         if params.stretch_after_voi:
             low, high = percentile_window(
-                unit[row0:row1, col0:col1],
+                stored[row0:row1, col0:col1],
                 params.percentile_low,
                 params.percentile_high,
-                None if valid is None else valid[row0:row1, col0:col1],
+                valid_crop,
+                transform=lambda sample: function(modality(sample)),
             )
-            unit = linear_unit(unit, low, high)
+            steps.append(partial(linear_unit, low=low, high=high))
     else:
         low, high = percentile_window(
-            values[row0:row1, col0:col1],
+            stored[row0:row1, col0:col1],
             params.percentile_low,
             params.percentile_high,
-            None if valid is None else valid[row0:row1, col0:col1],
+            valid_crop,
+            transform=modality,
         )
-        unit, source = linear_unit(values, low, high), "percentile"
+        steps.append(partial(linear_unit, low=low, high=high))
+        source = "percentile"
     inverted = str(ds.PhotometricInterpretation).strip().upper() == "MONOCHROME1"
     if inverted:
-        unit = 1.0 - unit
+        steps.append(_invert)
+    unit = _windowed(stored, steps)
     logger.debug("windowed %dx%d image (%s), crop %s", rows, cols, source, crop)
-    return DisplayImage(unit.astype(np.float32), crop, source, inverted)
+    return DisplayImage(unit, crop, source, inverted)
 
 
-def prepare(ds: Dataset, params: PreprocessParams) -> PreparedImage:
+def _invert(unit: F64) -> F64:
+    return 1.0 - unit
+
+
+def prepare(
+    ds: Dataset, params: PreprocessParams, *, limits: ImageLimits = DEFAULT_LIMITS
+) -> PreparedImage:
     """Turn a radiograph into the model input; see the module docstring for the steps.
 
     Raises :class:`models.errors.NotAnalysable` (with a ``reason`` code) for colour,
-    multi-frame, non-radiograph, too small or undecodable objects.
+    multi-frame, non-radiograph, too small or undecodable objects, and for images beyond
+    ``limits`` ("image too large"), which are refused before anything is decoded.
     """
-    shown = window_to_display(ds, params)
+    shown = window_to_display(ds, params, limits=limits)
     return prepared_from_unit(shown.unit, shown.crop, params, shown.voi_source)
 
 
@@ -178,7 +230,10 @@ def prepared_from_unit(
         content_cols=boxed.content_cols,
     )
     pixels = np.clip(boxed.pixels, 0.0, 1.0).astype(np.float32)
-    display = np.rint(unit * 255.0).astype(np.uint8)
+    display = np.empty(unit.shape, dtype=np.uint8)
+    band = _band(cols)
+    for row in range(0, rows, band):  # a band at a time: no full-size float temporary
+        display[row : row + band] = np.rint(unit[row : row + band] * 255.0)
     pixels.setflags(write=False)
     display.setflags(write=False)
     return PreparedImage(pixels, geometry, display, voi_source)

@@ -22,21 +22,37 @@ class Letterboxed:
     content_cols: int
 
 
+#: rows of the source converted to float64 at a time (about 2 M values)
+BLOCK_VALUES = 1 << 21
+
+
 def _resize_axis0(image: FloatArray, scale: float, size: int) -> npt.NDArray[np.float64]:
     """Resize along axis 0: output row ``i`` averages source rows over ``[i/scale, (i+1)/scale)``.
 
     Exact box-filter (area) averaging through the cumulative integral of the rows, so a
-    downscale by any real factor costs one pass over the data.
+    downscale by any real factor costs one pass over the data. The integral is accumulated a
+    band of rows at a time (the running sum carried from band to band, so the sums are the same
+    as in one pass) and kept only at the rows the output needs: no full-size float64 copy.
     """
     n = image.shape[0]
-    data = np.ascontiguousarray(image, dtype=np.float64)
-    integral = np.zeros((n + 1, *data.shape[1:]), dtype=np.float64)
-    np.cumsum(data, axis=0, out=integral[1:])
+    tail = image.shape[1:]
     edges = np.clip(np.arange(size + 1, dtype=np.float64) / scale, 0.0, float(n))
     index = np.minimum(np.floor(edges).astype(np.intp), n - 1)
-    frac = (edges - index).reshape(-1, *([1] * (data.ndim - 1)))
-    at_edges = integral[index] + frac * data[index]
-    widths = np.diff(edges).reshape(-1, *([1] * (data.ndim - 1)))
+    integral_at = np.empty((size + 1, *tail), dtype=np.float64)
+    data_at = np.empty((size + 1, *tail), dtype=np.float64)
+    band = max(1, BLOCK_VALUES // max(1, int(np.prod(tail))))
+    running = np.zeros((1, *tail), dtype=np.float64)
+    for start in range(0, n, band):
+        stop = min(n, start + band)
+        data = np.asarray(image[start:stop], dtype=np.float64)
+        integral = np.cumsum(np.concatenate([running, data]), axis=0)  # rows start..stop
+        wanted = np.flatnonzero((index >= start) & (index < stop))
+        integral_at[wanted] = integral[index[wanted] - start]
+        data_at[wanted] = data[index[wanted] - start]
+        running = integral[-1:]
+    frac = (edges - index).reshape(-1, *([1] * len(tail)))
+    at_edges = integral_at + frac * data_at
+    widths = np.diff(edges).reshape(-1, *([1] * len(tail)))
     return np.asarray(np.diff(at_edges, axis=0) / widths, dtype=np.float64)
 
 

@@ -8,6 +8,7 @@ PS3.3 C.11.2.1.2 suggests (the first is the default presentation).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -61,19 +62,55 @@ def linear_unit(values: npt.NDArray[np.floating], low: float, high: float) -> F6
     return np.asarray(np.clip((x - low) / (high - low), 0.0, 1.0), dtype=np.float64)
 
 
+#: percentile windows are taken on about this many pixels (every n-th in raster order)
+PERCENTILE_SAMPLE = 1_000_000
+#: rows of an image handled at a time by the element-wise steps (about 2 M pixels)
+BLOCK_PIXELS = 1 << 21
+
+
+def _every_nth(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None) -> npt.NDArray[Any]:
+    """``values[valid][::step]`` (or ``values.ravel()[::step]``) with ``step`` chosen to keep
+    about :data:`PERCENTILE_SAMPLE` pixels, read a band of rows at a time: no full-size copy
+    of a (cropped, non-contiguous) image or of its masked pixels."""
+    rows, cols = values.shape
+    count = int(np.count_nonzero(valid)) if valid is not None else values.size
+    if valid is not None and count == 0:
+        return _every_nth(values, None)
+    step = max(1, count // PERCENTILE_SAMPLE)
+    band = max(1, BLOCK_PIXELS // max(cols, 1))
+    parts: list[npt.NDArray[Any]] = []
+    seen = 0  # pixels (valid ones, with a mask) before this band, in raster order
+    for row in range(0, rows, band):
+        block = values[row : row + band]
+        if valid is None:
+            flat = np.arange((-seen) % step, block.size, step)
+            parts.append(block[flat // cols, flat % cols])
+            seen += block.size
+        else:
+            where = np.flatnonzero(valid[row : row + band])
+            picked = where[(-seen) % step :: step]
+            parts.append(block[picked // cols, picked % cols])
+            seen += where.size
+    return np.concatenate(parts) if parts else values.ravel()
+
+
 def percentile_window(
-    values: npt.NDArray[np.floating],
+    values: npt.NDArray[Any],
     low_pct: float,
     high_pct: float,
     valid: npt.NDArray[np.bool_] | None = None,
+    *,
+    transform: Callable[[npt.NDArray[Any]], npt.NDArray[np.floating]] | None = None,
 ) -> tuple[float, float]:
-    """Robust window: the ``low_pct``/``high_pct`` percentiles of the (valid) values."""
-    sample = values[valid] if valid is not None else values.ravel()
-    if sample.size == 0:
-        sample = values.ravel()
+    """Robust window: the ``low_pct``/``high_pct`` percentiles of the (valid) values.
+
+    ``transform`` (element-wise, e.g. the Modality LUT) is applied to the sampled pixels only,
+    so ``values`` may be the stored integers rather than a full-size float image.
+    """
     # Subsample large images: percentiles of ~1 M pixels are as good and much cheaper.
-    step = max(1, sample.size // 1_000_000)
-    low, high = np.percentile(sample[::step], [low_pct, high_pct])
+    sample = _every_nth(values, valid)
+    sample = transform(sample) if transform is not None else sample
+    low, high = np.percentile(np.asarray(sample, dtype=np.float64), [low_pct, high_pct])
     return float(low), float(high)
 
 
@@ -100,8 +137,12 @@ def _lut_table(item: Dataset, ds: Dataset, entries: int) -> npt.NDArray[np.int64
     return np.asarray(values[:entries], dtype=np.int64)
 
 
-def _voi_lut_unit(values: npt.NDArray[np.floating], ds: Dataset) -> F64 | None:
-    """Apply the first VOI LUT (PS3.3 C.11.2.1.1) and scale its output range to [0, 1].
+UnitFunction = Callable[[npt.NDArray[np.floating]], F64]
+
+
+def _voi_lut_function(ds: Dataset) -> UnitFunction | None:
+    """The first VOI LUT (PS3.3 C.11.2.1.1), its output range scaled to [0, 1], as an
+    element-wise function; ``None`` when it is unusable.
 
     Done here rather than with pydicom's ``apply_voi``, which indexes 8-bit LUTs of more than
     256 entries through a uint8 array (the indices wrap).
@@ -115,24 +156,30 @@ def _voi_lut_unit(values: npt.NDArray[np.floating], ds: Dataset) -> F64 | None:
     table = _lut_table(item, ds, entries)
     if table is None or table.size == 0:
         return None
-    index = np.clip(np.rint(values) - first, 0, table.size - 1).astype(np.intp)
     low, high = float(table.min()), float(table.max())
     if high <= low:
         return None
-    return linear_unit(table[index].astype(np.float64), low, high)
+    lut = table
+
+    def apply(values: npt.NDArray[np.floating]) -> F64:
+        index = np.clip(np.rint(values) - first, 0, lut.size - 1).astype(np.intp)
+        return linear_unit(lut[index].astype(np.float64), low, high)
+
+    return apply
 
 
-def voi_unit(values: npt.NDArray[np.floating], ds: Dataset) -> tuple[F64, VoiSource] | None:
-    """Apply the dataset's first VOI LUT, else its first window; ``None`` when it has neither.
+def voi_function(ds: Dataset) -> tuple[UnitFunction, VoiSource] | None:
+    """The dataset's first VOI LUT, else its first window, as an element-wise function of
+    Modality LUT output values to [0, 1]; ``None`` when it has neither (or they are unusable).
 
-    ``values`` are Modality LUT output values. A VOI LUT is preferred over a window when both
-    are present (pydicom's ``prefer_lut=True``). The LUT output is scaled by the range of the
-    LUT's own data (some devices declare 16 bits and use 12).
+    A VOI LUT is preferred over a window when both are present (pydicom's ``prefer_lut=True``).
+    The LUT output is scaled by the range of the LUT's own data (some devices declare 16 bits
+    and use 12). Being element-wise, it can be applied to a part of an image at a time.
     """
     if ds.get("VOILUTSequence"):
-        unit = _voi_lut_unit(values, ds)
-        if unit is not None:
-            return unit, "voi_lut"
+        lut = _voi_lut_function(ds)
+        if lut is not None:
+            return lut, "voi_lut"
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if center is None or width is None:
         return None
@@ -141,8 +188,25 @@ def voi_unit(values: npt.NDArray[np.floating], ds: Dataset) -> tuple[F64, VoiSou
         logger.warning("unknown VOI LUT function; using LINEAR")
         function = "LINEAR"
     try:
-        unit = window_unit(values, _first(center), _first(width), cast(WindowFunction, function))
+        c, w, f = _first(center), _first(width), cast(WindowFunction, function)
+        window_unit(np.zeros(1), c, w, f)  # the same checks as on the image itself
     except (ValueError, TypeError, IndexError) as exc:
         logger.warning("unusable window (%s); falling back to a percentile window", exc)
         return None
-    return unit, "window"
+
+    def apply(values: npt.NDArray[np.floating]) -> F64:
+        return window_unit(values, c, w, f)
+
+    return apply, "window"
+
+
+def voi_unit(values: npt.NDArray[np.floating], ds: Dataset) -> tuple[F64, VoiSource] | None:
+    """Apply the dataset's first VOI LUT, else its first window; ``None`` when it has neither.
+
+    ``values`` are Modality LUT output values. See :func:`voi_function`.
+    """
+    found = voi_function(ds)
+    if found is None:
+        return None
+    function, source = found
+    return function(values), source
