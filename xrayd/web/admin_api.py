@@ -469,6 +469,7 @@ class TokenOut(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = Field(description="None: valid until revoked")
 
 
 class UserOut(BaseModel):
@@ -556,6 +557,7 @@ def _user(u: UserRow, tokens: Sequence[ApiTokenRow]) -> UserOut:
                 created_at=t.created_at,
                 last_used_at=t.last_used_at,
                 revoked_at=t.revoked_at,
+                expires_at=t.expires_at,
             )
             for t in tokens
             if t.user_name == u.name
