@@ -300,7 +300,8 @@ def test_https_answers_carry_hsts(tmp_path: Path) -> None:
     finally:
         server.stop(timeout=10)
         web.storage.engine.dispose()
-
-
-def test_plain_http_sends_no_hsts(web: Web) -> None:
-    assert "strict-transport-security" not in web.client.get("/login").headers
+    plain = make_web(tmp_path / "plain")  # plain HTTP: no HSTS (browsers would ignore it)
+    try:
+        assert "strict-transport-security" not in plain.client.get("/login").headers
+    finally:
+        plain.storage.engine.dispose()
