@@ -88,6 +88,8 @@ class ListenerConfig:
     #: told of each TCP connection refused at accept, as (source address, reason); called on
     #: the accepting thread, so it must not block (count it, aggregate it)
     on_connection_refused: Callable[[str, str], None] | None = None
+    #: a deflated data set inflating beyond this is refused with 0xA700 ([limits] max_inflated_mb)
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
 
 
 class HeaderError(ValueError):
@@ -380,7 +382,12 @@ class StoreSCP:
         header = None  # not read when the write failed: finish() raises that error
         if stream.error is None:
             try:
-                header = read_header(stream.path, sop_class, sop_instance)
+                header = read_header(
+                    stream.path,
+                    sop_class,
+                    sop_instance,
+                    max_inflated_bytes=self.config.max_inflated_bytes,
+                )
             except HeaderError as exc:
                 LOGGER.warning(
                     "C-STORE refused (0x%04X %s) from %r: %s",

@@ -44,6 +44,7 @@ __all__ = [
     "DisplayImage",
     "PreparedImage",
     "PreprocessParams",
+    "map_bands",
     "prepare",
     "window_to_display",
 ]
@@ -113,7 +114,7 @@ def _band(cols: int) -> int:
     return max(1, BLOCK_PIXELS // max(cols, 1))
 
 
-def _windowed(
+def map_bands(
     stored: npt.NDArray[np.integer], steps: Sequence[Callable[[npt.NDArray[Any]], F64]]
 ) -> npt.NDArray[np.float32]:
     """``steps`` (element-wise, float64) applied in turn to ``stored``, a band of rows at a
@@ -186,7 +187,7 @@ def window_to_display(
     inverted = str(ds.PhotometricInterpretation).strip().upper() == "MONOCHROME1"
     if inverted:
         steps.append(_invert)
-    unit = _windowed(stored, steps)
+    unit = map_bands(stored, steps)
     logger.debug("windowed %dx%d image (%s), crop %s", rows, cols, source, crop)
     return DisplayImage(unit, crop, source, inverted)
 

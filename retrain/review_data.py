@@ -6,7 +6,8 @@ exactly as analysis prepares it (:func:`models.preprocess.prepare`). Left out, a
 * images of the locked validation set, by SOP Instance UID *and* by patient (a new image of a
   patient whose images are locked is never trained on) -> ``excluded_locked``;
 * images that cannot be used -> ``skipped`` by reason (``missing_file``, ``unreadable``,
-  ``bad_path``, ``not_analysable:<reason>``, e.g. a colour secondary capture in the study).
+  ``bad_path``, ``not_analysable:<reason>``, e.g. a colour secondary capture in the study, or
+  ``not_analysable:image_too_large`` for an image beyond the ``[limits]``).
 
 Labels: see :mod:`retrain.labels` (a body part the model has no class for is "missing").
 """
@@ -17,6 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from models.limits import DEFAULT_LIMITS, ImageLimits
 from models.preprocess import PreprocessParams
 from retrain.base_data import ImageSet, TrainingImage
 from retrain.datasets.records import LabelCodes
@@ -44,9 +46,12 @@ def review_training_set(
     weight: int = 1,
     pool: WorkerPool | None = None,
     progress: Callable[[int], None] | None = None,
+    limits: ImageLimits = DEFAULT_LIMITS,
 ) -> ImageSet:
     """The usable reviewed images not in the locked set, as tensors with manifest entries
-    (``weight``: how often each is repeated in training, recorded in the entries)."""
+    (``weight``: how often each is repeated in training, recorded in the entries). An image
+    beyond ``limits`` is skipped from its header, never decoded, and counted as
+    ``not_analysable:image_too_large``."""
     locked_list = list(locked)
     locked_keys = {c.key for c in locked_list if c.source == "review"}
     locked_groups = {c.patient_group for c in locked_list}
@@ -54,7 +59,7 @@ def review_training_set(
     skipped: dict[str, int] = {}
     excluded = 0
     todo: list[ReviewedExample] = []
-    jobs: list[tuple[str, str, str, PreprocessParams | None]] = []
+    jobs: list[tuple[str, str, str, PreprocessParams | None, ImageLimits]] = []
     for ex in examples:
         if ex.sop_instance_uid in locked_keys:
             excluded += 1
@@ -65,7 +70,7 @@ def review_training_set(
             skipped["bad_path"] = skipped.get("bad_path", 0) + 1
             continue
         todo.append(ex)
-        jobs.append((str(path), salt, f"study:{ex.study_id}", params))
+        jobs.append((str(path), salt, f"study:{ex.study_id}", params, limits))
     reads = (pool or WorkerPool(1)).map(read_spool_file, jobs, progress)
     pixels: list[Pixels] = []
     codes: list[LabelCodes] = []

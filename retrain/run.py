@@ -33,6 +33,7 @@ from typing import Any
 
 from models.bundle import BundleInfo, LoadedModel, load_bundle
 from models.fit import EpochRecord, FitConfig, fit
+from models.limits import DEFAULT_LIMITS, ImageLimits
 from models.operating_point import DEFAULT_TARGET_SENSITIVITY
 from models.train_bundle import BundleSpec, finish_bundle
 from retrain.atomic import (
@@ -99,6 +100,8 @@ class RetrainInputs:
     new_reviews: int | None = None
     disagreements: Sequence[BodyPartReviews] = ()
     drift: DriftCheck | None = None
+    #: what one image may cost ([limits]); reviewed images beyond are skipped, never decoded
+    limits: ImageLimits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
         check_version(self.version)
@@ -225,6 +228,7 @@ def run_retraining(inputs: RetrainInputs) -> RetrainOutcome:
             pool=pool,
             progress=inputs.progress,
             lap=lap,
+            limits=inputs.limits,
         )
     validation, calibration, base, reviews = (
         data.validation,

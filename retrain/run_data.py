@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from models.limits import DEFAULT_LIMITS, ImageLimits
 from models.losses import Targets
 from models.preprocess import PreprocessParams
 from models.synthetic_data import LabelledTensors
@@ -76,6 +77,7 @@ def prepare_data(
     pool: WorkerPool,
     progress: bool,
     lap: Callable[[str], None],
+    limits: ImageLimits = DEFAULT_LIMITS,
 ) -> RunData:
     """Locked validation set (checked for both classes), calibration, base and reviews."""
     paths = {ex.sop_instance_uid: ex.spool_path for ex in reviewed}
@@ -132,6 +134,7 @@ def prepare_data(
             weight=review_weight,
             pool=pool,
             progress=update,
+            limits=limits,
         )
     lap("training_data")
     return RunData(validation, calibration_images, base_images, reviews)

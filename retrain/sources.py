@@ -13,17 +13,17 @@ itself never leaves this module. A file without a PatientID is its own patient p
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
 from pydicom.errors import InvalidDicomError
 
 from models.errors import NotAnalysable
+from models.limits import DEFAULT_LIMITS, ImageLimits
 from models.preprocess import PreprocessParams, prepare
+from models.reading import read_header, read_image
 from models.synthetic import case_seed, generate_case, to_dicom
 
 __all__ = [
@@ -123,18 +123,29 @@ class SpoolRead:
     problem: str | None
 
 
-def read_spool_file(job: tuple[str, str, str, PreprocessParams | None]) -> SpoolRead:
-    """``(path, salt, fallback patient, params)``: with ``params`` None only the header."""
-    path, salt, fallback, params = job
+def read_spool_file(
+    job: tuple[str, str, str, PreprocessParams | None]
+    | tuple[str, str, str, PreprocessParams | None, ImageLimits],
+) -> SpoolRead:
+    """``(path, salt, fallback patient, params[, limits])``: with ``params`` None only the
+    header. An image beyond the limits (default: the settings' defaults) is refused from its
+    header, never decoded: ``not_analysable:image_too_large``."""
+    path, salt, fallback, params = job[:4]
+    limits = job[4] if len(job) > 4 else DEFAULT_LIMITS
     try:
         if params is None:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+            ds = read_header(Path(path), limits, specific_tags=["PatientID"])
             data = b""
         else:
             data = Path(path).read_bytes()
-            ds = pydicom.dcmread(io.BytesIO(data))
+            ds = read_image(data, limits)
     except FileNotFoundError:
         return SpoolRead(None, None, None, "missing_file")
+    except NotAnalysable as exc:
+        if params is not None:  # the patient is not known: the header alone is read again
+            group = _patient_of(path, salt, fallback, limits)
+            return SpoolRead(group, None, None, f"not_analysable:{exc.reason.value}")
+        return SpoolRead(None, None, None, f"not_analysable:{exc.reason.value}")
     except (InvalidDicomError, OSError, ValueError, EOFError):
         return SpoolRead(None, None, None, "unreadable")
     patient = str(ds.get("PatientID", "") or "").strip()
@@ -142,9 +153,19 @@ def read_spool_file(job: tuple[str, str, str, PreprocessParams | None]) -> Spool
     if params is None:
         return SpoolRead(group, None, None, None)
     try:
-        pixels = prepare(ds, params).pixels.astype(np.float16)
+        pixels = prepare(ds, params, limits=limits).pixels.astype(np.float16)
     except NotAnalysable as exc:
         return SpoolRead(group, None, None, f"not_analysable:{exc.reason.value}")
     except (ValueError, TypeError, AttributeError, KeyError):  # broken pixel data
         return SpoolRead(group, None, None, "unreadable")
     return SpoolRead(group, pixels, hashlib.sha256(data).hexdigest(), None)
+
+
+def _patient_of(path: str, salt: str, fallback: str, limits: ImageLimits) -> str | None:
+    """The patient group from the header alone (None if even that cannot be read)."""
+    try:
+        ds = read_header(Path(path), limits, specific_tags=["PatientID"])
+    except (NotAnalysable, InvalidDicomError, OSError, ValueError, EOFError):
+        return None
+    patient = str(ds.get("PatientID", "") or "").strip()
+    return patient_group(patient or fallback, salt)

@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
@@ -41,12 +41,15 @@ from dicom_node.secondary_capture import build_secondary_capture, dataset_bytes
 from dicom_node.sr import build_sr, sr_bytes
 from models.errors import NotAnalysable
 from models.heatmap import heatmap_to_source
+from models.limits import DEFAULT_LIMITS, ImageLimits
 from models.loading import ReadyClassifier
 from models.prediction import Prediction, aggregate_study
 from models.preprocess import PreparedImage, prepare
+from models.reading import read_header, read_image
 from storage import analysis as store
 from storage.jobs import ClaimedJob
 from storage.outbox import queue_deliveries
+from storage.redact import describe_exception, redact
 from storage.spool import Spool, uid_hash
 from xrayd.findings import algorithm_of, image_finding, prediction_detail
 from xrayd.pdf_report import render_pdf_report
@@ -87,10 +90,13 @@ class StudyAnalyser:
         *,
         on_queued: Callable[[], None] | None = None,
         on_inference: Callable[[float, int], None] | None = None,
+        limits: ImageLimits = DEFAULT_LIMITS,
     ) -> None:
         self.sessions = sessions
         self.spool = spool
         self.model = model
+        #: what one image may cost; beyond: "not analysed: image too large", never decoded
+        self.limits = limits
         self.on_queued = on_queued
         #: observes each forward pass: (seconds, images), e.g. for the metrics histogram
         self.on_inference = on_inference
@@ -210,13 +216,25 @@ class StudyAnalyser:
     def _read(self, instance: store.SourceInstance, ready: ReadyClassifier) -> _Source:
         path = self.spool.absolute(instance.spool_path)
         try:
-            ds = dcmread(path)
-        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-            return _Source(instance, Dataset(), None, f"cannot read the stored file: {exc}")
-        try:
-            prepared = prepare(ds, ready.model.metadata.preprocess)
+            # The header first: an image beyond the limits is refused before its pixel data
+            # is read or decoded, and a deflated one is inflated only up to its limit.
+            ds = read_image(path, self.limits)
         except NotAnalysable as exc:
-            return _Source(instance, _header(ds), None, str(exc))
+            # A final outcome, recorded like any other refusal: the job completes, no retry.
+            LOGGER.warning(
+                "instance %s not analysed: %s",
+                uid_hash(instance.sop_instance_uid),
+                exc.reason.value,
+            )
+            return _Source(instance, _bare_header(path, self.limits), None, redact(str(exc)))
+        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+            reason = f"cannot read the stored file: {describe_exception(exc)}"
+            return _Source(instance, Dataset(), None, reason)
+        try:
+            prepared = prepare(ds, ready.model.metadata.preprocess, limits=self.limits)
+        except NotAnalysable as exc:
+            # stored, shown and put in the SR: a value quoted from the data set stays out
+            return _Source(instance, _header(ds), None, redact(str(exc)))
         return _Source(instance, _header(ds), prepared, None)
 
     def _hint(self, source: _Source, ready: ReadyClassifier) -> str | None:
@@ -437,6 +455,14 @@ def result_path(study_instance_uid: str, kind: str, uid: str, ext: str) -> str:
     """Where a result object of the study lies in the spool (relative path)."""
     h = uid_hash(study_instance_uid)
     return f"results/{h[:2]}/{h}/{kind}-{uid}.{ext}"
+
+
+def _bare_header(path: Path, limits: ImageLimits) -> Dataset:
+    """The header of an image refused before it was read (empty if even that fails)."""
+    try:
+        return _header(read_header(path, limits))
+    except (NotAnalysable, InvalidDicomError, OSError, ValueError, EOFError):
+        return Dataset()
 
 
 def _header(ds: Dataset) -> Dataset:

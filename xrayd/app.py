@@ -31,6 +31,7 @@ from storage.training import list_runs
 from storage.users import user_count
 from xrayd.analysis import StudyAnalyser
 from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
+from xrayd.limits import image_limits
 from xrayd.listeners import ListenerProcesses, exit_with_parent, inherited_listen_fd
 from xrayd.metrics import Metrics
 from xrayd.model_holder import ModelHolder
@@ -185,6 +186,7 @@ class Node:
             self.model.get,
             on_queued=self.delivery_wakeup.set,
             on_inference=self.metrics.inference,
+            limits=image_limits(settings.limits),
         )
         self.refusals = RefusalAudit(storage.sessions)
         self.sink = SpoolingSink(
@@ -218,6 +220,7 @@ class Node:
                 max_connections_per_host=node.connections_per_host,
                 max_instance_bytes=node.max_instance_mb * 1024 * 1024,
                 on_connection_refused=self._connection_refused,
+                max_inflated_bytes=settings.limits.max_inflated_mb * 1024 * 1024,
             ),
             self.sink,
         )

@@ -42,6 +42,7 @@ from storage.training import (
     reviews_since,
     validation_cases,
 )
+from xrayd.limits import image_limits
 from xrayd.model_registry import register_configured_model
 
 __all__ = ["RetrainService"]
@@ -211,6 +212,7 @@ class RetrainService:
                     new_reviews=new_reviews,
                     disagreements=disagreements,
                     drift=drift,
+                    limits=image_limits(self.settings.limits),
                 )
             )
         finally:

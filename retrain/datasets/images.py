@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
 
 from models.errors import NotAnalysable
+from models.limits import DEFAULT_LIMITS, ImageLimits
 from models.plain_image import prepare_array
 from models.preprocess import PreparedImage, PreprocessParams, prepare
+from models.reading import read_image
 from models.synthetic import to_dicom
 from retrain.datasets.errors import DatasetError
 from retrain.datasets.records import (
@@ -58,14 +59,15 @@ def read_picture(path: Path) -> npt.NDArray[np.generic]:
         raise DatasetError(path, f"cannot read the image: {exc}") from exc
 
 
-def _prepare_file(path: Path, params: PreprocessParams) -> PreparedImage:
+def _prepare_file(path: Path, params: PreprocessParams, limits: ImageLimits) -> PreparedImage:
     try:
         if is_dicom_file(path):
             try:
-                ds = pydicom.dcmread(path)
+                # header first: an image beyond the limits is refused before it is read
+                ds = read_image(path, limits)
             except (InvalidDicomError, OSError, ValueError) as exc:
                 raise DatasetError(path, f"cannot read the DICOM file: {exc}") from exc
-            return prepare(ds, params)
+            return prepare(ds, params, limits=limits)
         return prepare_array(read_picture(path), params)
     except FileNotFoundError as exc:
         raise DatasetError(path, "image file not found") from exc
@@ -75,16 +77,19 @@ def _prepare_file(path: Path, params: PreprocessParams) -> PreparedImage:
         raise DatasetError(path, f"not analysable: {exc}") from exc
 
 
-def prepare_image(image: ImageSource, params: PreprocessParams) -> PreparedImage:
+def prepare_image(
+    image: ImageSource, params: PreprocessParams, limits: ImageLimits = DEFAULT_LIMITS
+) -> PreparedImage:
     """The prepared model input of ``image`` (pixels float32, ``input_size`` square, [0, 1]).
 
     Raises :class:`DatasetError` naming the file when it is missing, unreadable or not
-    analysable (the :class:`models.errors.NotAnalysable` is chained as the cause).
+    analysable, "image too large" (beyond ``limits``, never decoded) included (the
+    :class:`models.errors.NotAnalysable` is chained as the cause).
     """
     if isinstance(image, GeneratedImage):
         return prepare(to_dicom(image.case), params)
     assert isinstance(image, FileImage)
-    return _prepare_file(image.path, params)
+    return _prepare_file(image.path, params, limits)
 
 
 def prepare_record(

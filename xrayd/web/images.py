@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import convert_color_space
 
-from models.pixels import decode_pixels, modality_values
-from models.preprocess import PreprocessParams, window_to_display
+from models.limits import DEFAULT_LIMITS, ImageLimits, check_image_size
+from models.pixels import decode_pixels, modality_function
+from models.preprocess import PreprocessParams, map_bands, window_to_display
+from models.reading import read_header as read_dicom_header
+from models.reading import read_image
 from models.voi import window_unit
 
 __all__ = ["MAX_SIDE", "ImageHeader", "heatmap_overlay_png", "radiograph_png", "read_header"]
@@ -57,8 +62,10 @@ def _first(value: object) -> float | None:
         return None
 
 
-def read_header(path: Path) -> ImageHeader:
-    ds = dcmread(path, stop_before_pixels=True)
+def read_header(path: Path, limits: ImageLimits = DEFAULT_LIMITS) -> ImageHeader:
+    """What the page shows of the image at ``path``; a deflated one is inflated with bounded
+    memory (raises ``models.errors.NotAnalysable`` beyond ``limits``)."""
+    ds = read_dicom_header(path, limits)
     return ImageHeader(
         rows=int(ds.get("Rows", 0) or 0),
         columns=int(ds.get("Columns", 0) or 0),
@@ -74,34 +81,54 @@ def read_header(path: Path) -> ImageHeader:
     )
 
 
-def _unit(ds: Dataset, center: float | None, width: float | None) -> npt.NDArray[np.float32]:
+def _unit(
+    ds: Dataset, center: float | None, width: float | None, limits: ImageLimits
+) -> npt.NDArray[np.float32]:
     if center is None or width is None:
         # Any greyscale modality can be shown (the analysis refuses non-radiographs, not us).
         modality = str(ds.get("Modality") or "").strip().upper()
         params = replace(_ANY_MODALITY, modalities=frozenset({modality}))
-        return window_to_display(ds, params).unit
-    values = modality_values(ds, decode_pixels(ds))
-    unit = window_unit(values, center, max(width, 1.0))
+        return window_to_display(ds, params, limits=limits).unit
+    stored = decode_pixels(ds, limits=limits)
+    steps: list[Callable[[npt.NDArray[Any]], npt.NDArray[np.float64]]] = [
+        modality_function(ds),
+        partial(window_unit, center=center, width=max(width, 1.0)),
+    ]
     if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
-        unit = 1.0 - unit
-    return unit.astype(np.float32)
+        steps.append(_invert)
+    return map_bands(stored, steps)
+
+
+def _invert(unit: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return 1.0 - unit
 
 
 def radiograph_png(
-    path: Path, *, center: float | None = None, width: float | None = None, max_side: int = MAX_SIDE
+    path: Path,
+    *,
+    center: float | None = None,
+    width: float | None = None,
+    max_side: int = MAX_SIDE,
+    limits: ImageLimits = DEFAULT_LIMITS,
 ) -> bytes:
     """The image windowed (its own VOI LUT/window, else a percentile window; or the given
     ``center``/``width``), MONOCHROME1 inverted, at most ``max_side`` pixels on its long side.
 
-    Raises ``models.errors.NotAnalysable`` or ``ValueError`` for pixel data it cannot show.
+    Raises ``models.errors.NotAnalysable`` or ``ValueError`` for pixel data it cannot show;
+    an image beyond ``limits`` is refused ("image too large") before anything is decoded.
     """
-    ds = dcmread(path)
+    ds = read_image(path, limits)  # the header is checked before the pixel data is read
     if int(ds.get("SamplesPerPixel", 1)) == 3:  # a colour capture: shown as it is
+        check_image_size(ds, limits)
         rgb = np.asarray(convert_color_space(ds.pixel_array, ds.PhotometricInterpretation, "RGB"))
         image = Image.fromarray(rgb.astype(np.uint8), mode="RGB")
     else:
-        unit = _unit(ds, center, width)
-        grey = (np.clip(unit, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        unit = _unit(ds, center, width, limits)
+        grey = np.empty(unit.shape, dtype=np.uint8)
+        band = max(1, (1 << 21) // max(1, unit.shape[1]))
+        for row in range(0, unit.shape[0], band):  # no full-size float temporaries
+            grey[row : row + band] = np.clip(unit[row : row + band], 0.0, 1.0) * 255.0 + 0.5
+        del unit
         image = Image.fromarray(grey, mode="L")
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()

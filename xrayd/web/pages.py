@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from models.errors import NotAnalysable
+from models.errors import NotAnalysable, RefusalReason
 from models.labels import BODY_PARTS as MODEL_BODY_PARTS
 from storage.logins import LoginLimits, attempt_failed, attempt_succeeded, begin_attempt
 from storage.registry import InvalidEntryError, record_audit
@@ -19,6 +19,7 @@ from storage.reviews import ReviewLabel, WorklistFilter, assign, create_override
 from storage.reviews import worklist as load_worklist
 from storage.schema import Role
 from storage.users import LOGIN_FAILED, authenticate, create_session, end_session
+from xrayd.limits import image_limits
 from xrayd.web.auth import COOKIE, Principal, authenticated, context
 from xrayd.web.images import heatmap_overlay_png, radiograph_png, read_header
 from xrayd.web.peers import client_address
@@ -208,8 +209,10 @@ def study_page(
     headers = {}
     for image in review.images:
         try:
-            headers[image.instance_id] = read_header(ctx.spool.absolute(image.spool_path))
-        except (OSError, ValueError):
+            headers[image.instance_id] = read_header(
+                ctx.spool.absolute(image.spool_path), image_limits(ctx.settings.limits)
+            )
+        except (OSError, ValueError, NotAnalysable):
             LOGGER.warning("stored image unreadable", extra={"instance_id": image.instance_id})
     record_audit(ctx.sessions, principal.name, "study_viewed", "study", str(study_id), {})
     first = next(iter(headers.values()), None)
@@ -244,12 +247,16 @@ async def image_png(
 ) -> Response:
     spool_path, _ = _image_of(request, study_id, instance_id)
     path = context(request).spool.absolute(spool_path)
+    limits = image_limits(context(request).settings.limits)
     try:
-        data = await run_in_threadpool(radiograph_png, path, center=wc, width=ww)
+        data = await run_in_threadpool(radiograph_png, path, center=wc, width=ww, limits=limits)
     except (NotAnalysable, ValueError, OSError, NotImplementedError, RuntimeError) as exc:
         LOGGER.warning(
             "image cannot be shown: %s", type(exc).__name__, extra={"instance_id": instance_id}
         )
+        if isinstance(exc, NotAnalysable) and exc.reason == RefusalReason.IMAGE_TOO_LARGE:
+            # refused from its header, before any decoding ([limits] in the settings)
+            raise HTTPException(422, "image too large to show") from exc
         raise HTTPException(422, "this image cannot be shown") from exc
     return Response(data, media_type="image/png", headers=PNG_HEADERS)
 
