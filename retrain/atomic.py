@@ -52,7 +52,7 @@ def write_file_atomic(path: Path, data: bytes) -> None:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)
+            os.fchmod(f.fileno(), 0o600)  # fchmod ignores the umask: owner only
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -68,7 +68,7 @@ def new_partial_dir(out_dir: Path, version: str) -> Path:
     check_version(version)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f".{version}{PARTIAL_MARK}{secrets.token_hex(6)}"
-    partial.mkdir(mode=0o755)
+    partial.mkdir(mode=0o700)
     return partial
 
 

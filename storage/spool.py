@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 OBJECTS_DIR = "objects"
 TMP_DIR = "tmp"
 PART_SUFFIX = ".part"
-_FILE_MODE = 0o640
+_FILE_MODE = 0o600  # the spool holds patient data: its owner only
 _READ_CHUNK = 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -307,7 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: bits xrayd always masks: what it creates (data directory, spool, SQLite database, bundles,
+#: reports, logs) is for its own user only, started by hand as under systemd (UMask=0077)
+UMASK = 0o077
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(os.umask(UMASK) | UMASK)  # tighten, never loosen, the inherited mask
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
