@@ -16,7 +16,9 @@ checking the password when
 So no sequence of wrong passwords sent from other addresses can stop an admin from logging in
 with the right password from an address that has not failed (the last admin cannot be locked
 out from outside); at worst the admin's own typos lock their own address until the window
-passes, ``xrayd users unlock NAME`` is run, or they use another address.
+passes, ``xrayd users unlock NAME`` is run, or they use another address. "Address" is what
+:mod:`xrayd.web.peers` names: behind a reverse proxy missing from ``web.trusted_proxies``
+everyone shares the proxy's address, and a guesser there does lock the others out.
 
 Refused attempts write nothing: no failure row (the lock does not extend itself), no audit
 event. Only a failure that *starts* a lock writes one ``login_locked`` audit event (with the
