@@ -33,6 +33,7 @@ __all__ = [
     "HEADER_PREFIX_BYTES",
     "HeaderTooLarge",
     "InflatedTooLarge",
+    "TruncatedDeflate",
     "read_bounded_header",
 ]
 
@@ -54,6 +55,13 @@ class InflatedTooLarge(ValueError):
         self.limit = limit
 
 
+class TruncatedDeflate(ValueError):
+    """The deflate stream ends before its final block (the data set was cut short)."""
+
+    def __init__(self) -> None:
+        super().__init__("truncated deflate stream")
+
+
 class HeaderTooLarge(ValueError):
     """The attributes before Pixel Data of a deflated data set exceed the header prefix."""
 
@@ -71,8 +79,8 @@ def _inflate_prefix(fp: BinaryIO, *, keep: int, limit: int) -> tuple[bytes, int]
     """Inflate the raw deflate stream from ``fp``'s position: its first ``keep`` bytes, and
     its whole inflated size, never holding more than ``keep`` + one chunk.
 
-    Raises :class:`InflatedTooLarge` as soon as more than ``limit`` bytes came out, and
-    ``zlib.error`` for a corrupt stream; a stream cut short ends where it ends.
+    Raises :class:`InflatedTooLarge` as soon as more than ``limit`` bytes came out,
+    :class:`TruncatedDeflate` for a stream cut short and ``zlib.error`` for a corrupt one.
     """
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     kept: list[bytes] = []
@@ -81,7 +89,7 @@ def _inflate_prefix(fp: BinaryIO, *, keep: int, limit: int) -> tuple[bytes, int]
         data = inflater.unconsumed_tail or fp.read(_IN_CHUNK)
         out = inflater.decompress(data, _OUT_CHUNK)
         if not out and not data:
-            break  # input exhausted and nothing pending: truncated stream
+            raise TruncatedDeflate  # input exhausted before the end of the deflate stream
         total += len(out)
         if total > limit:
             raise InflatedTooLarge(limit)
@@ -101,8 +109,8 @@ def read_bounded_header(
     """The data set up to (not including) Pixel Data, as ``dcmread(stop_before_pixels=True)``.
 
     A deflated data set is inflated with bounded memory (see the module docstring). Raises
-    :class:`InflatedTooLarge`, :class:`HeaderTooLarge`, pydicom's ``InvalidDicomError``,
-    ``zlib.error`` and whatever pydicom raises for a malformed header.
+    :class:`InflatedTooLarge`, :class:`HeaderTooLarge`, :class:`TruncatedDeflate`, pydicom's
+    ``InvalidDicomError``, ``zlib.error`` and whatever pydicom raises for a malformed header.
     """
     tags = list(specific_tags) if specific_tags is not None else None
     with _open(source) as fp:

@@ -74,7 +74,7 @@ def _inflate(fp: BinaryIO, *, keep: int, limit: int) -> tuple[BytesIO, int, int]
             data = inflater.unconsumed_tail or fp.read(_IN_CHUNK)
             out = inflater.decompress(data, _OUT_CHUNK)
             if not out and not data:
-                break  # input exhausted, nothing pending: a truncated stream ends here
+                raise CorruptDeflate("truncated deflate stream")
             total += len(out)
             if total > limit:
                 raise _too_large(limit)
