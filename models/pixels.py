@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable, Collection
 
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_modality_lut
+from pydicom.pixels.utils import _get_jpg_parameters  # SOF parser; pydicom is pinned to 3.0
+from pydicom.uid import (
+    UID,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+)
 
 from models.errors import NotAnalysable, RefusalReason
 from models.limits import DEFAULT_LIMITS, ImageLimits, check_image_size
@@ -68,7 +77,7 @@ def decode_pixels(ds: Dataset, *, limits: ImageLimits = DEFAULT_LIMITS) -> npt.N
     check_image_size(ds, limits)
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if not isinstance(syntax, str):  # absent, or several values
+    if not isinstance(syntax, UID):  # absent, or several values
         raise NotAnalysable(
             RefusalReason.UNSUPPORTED_TRANSFER_SYNTAX, "the transfer syntax is unknown"
         )
@@ -83,6 +92,7 @@ def decode_pixels(ds: Dataset, *, limits: ImageLimits = DEFAULT_LIMITS) -> npt.N
             RefusalReason.UNSUPPORTED_TRANSFER_SYNTAX,
             f"the decoder plugins for {syntax.name} are not installed",
         )
+    check_codestream_size(ds, syntax)
     try:
         array, _ = decoder.as_array(ds, index=0)
     except Exception as exc:  # decoders raise anything from ValueError to RuntimeError
@@ -130,3 +140,43 @@ def padding_mask(ds: Dataset, stored: npt.NDArray[np.integer]) -> npt.NDArray[np
     low, high = sorted((int(pad), int(limit)))
     mask = (stored < low) | (stored > high)
     return mask if mask.any() else None
+
+
+def codestream_size(syntax: UID, frame: bytes) -> tuple[int, int] | None:
+    """``(rows, columns)`` as the frame's own JPEG, JPEG-LS or JPEG 2000 header declares them
+    (what the decoder allocates for); ``None`` for other syntaxes or an unparseable header."""
+    if syntax in JPEG2000TransferSyntaxes:
+        at = frame.find(b"\xff\x4f\xff\x51")  # SOC, SIZ (after any JP2 boxes)
+        if at < 0 or len(frame) < at + 24:
+            return None
+        width, height, x_offset, y_offset = struct.unpack(">4I", frame[at + 8 : at + 24])
+        return height - y_offset, width - x_offset
+    if syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
+        info = _get_jpg_parameters(frame)
+        return (int(info["height"]), int(info["width"])) if "height" in info else None
+    return None
+
+
+def check_codestream_size(ds: Dataset, syntax: UID) -> None:
+    """Refuse a compressed frame whose codestream declares another size than Rows x Columns:
+    the decoders allocate what the codestream says (found by fuzzing: 1.4 KiB of JPEG-LS
+    declaring 30000 x 30000 made CharLS take 5 GB), and the image limits check the header."""
+    if not (
+        syntax in JPEG2000TransferSyntaxes
+        or syntax in JPEGTransferSyntaxes
+        or syntax in JPEGLSTransferSyntaxes
+    ):
+        return
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    except Exception:  # malformed encapsulation: the decoder refuses it
+        return
+    declared = codestream_size(syntax, frame)
+    expected = (int(ds.Rows), int(ds.Columns))
+    # a JPEG height of 0 is defined later, by a DNL marker
+    if declared is not None and declared != expected and declared != (0, expected[1]):
+        raise NotAnalysable(
+            RefusalReason.CORRUPT_PIXELS,
+            f"the {syntax.name} codestream declares "
+            f"{declared[0]}x{declared[1]} pixels, the header {expected[0]}x{expected[1]}",
+        )
