@@ -4,11 +4,19 @@
 for now (worth retrying later) or failed for good. See :func:`classify_store_status` for the
 status table and :func:`send_file` for the transfer-syntax rules. A :class:`RemoteAE` with
 ``tls`` is reached over DICOM TLS (:mod:`dicom_node.tls`).
+
+Every outgoing association is bounded by :class:`OutgoingLimits`, so that a destination that
+is silent, stalls mid-transfer or declares an enormous PDU cannot hold the calling thread (or
+the association's own threads) for longer than those bounds: pynetdicom by itself clears the
+socket timeout once connected (a peer that stops reading blocks our writes for ever) and reads
+whatever PDU length a peer declares (4 GiB at most, in 4 KiB pieces, with no deadline).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,9 +36,11 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocket
 
 from dicom_node.errors import PeerUnreachableError
-from dicom_node.hardening import quiet_identifiers
+from dicom_node.hardening import bounded_read_pdu, quiet_identifiers
 from dicom_node.statuses import StoreStatus
 from dicom_node.tls import ClientContext, ClientTLS, describe_tls_error, is_transient_tls_error
 
@@ -53,14 +63,177 @@ class RemoteAE:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
-def _tls_args(remote: RemoteAE) -> tuple[ClientContext, Any] | None:
+#: Our default maximum receive PDU on outgoing associations (what a destination may send us).
+DEFAULT_MAX_PDU = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OutgoingLimits:
+    """Bounds on one outgoing association.
+
+    ``connect_timeout``: the TCP connection and, over TLS, the handshake. ``timeout``: the
+    association negotiation, each DIMSE wait, the idle network timer, and every socket read or
+    write once connected (a destination that stops reading or writing in the middle of a PDU).
+    ``max_pdu``: the largest P-DATA-TF PDU we accept (announced to the peer as our maximum
+    length); every PDU header is checked before its body is read, and a longer one aborts the
+    association (association PDUs are bounded by
+    :data:`dicom_node.hardening.MAX_ASSOCIATE_PDU`).
+
+    A send that fails on these bounds takes at most about ``connect_timeout`` plus a few times
+    ``timeout`` (negotiation or DIMSE wait, then the abort's wait for the peer to close).
+    """
+
+    timeout: float = 30.0
+    connect_timeout: float = 10.0
+    max_pdu: int = DEFAULT_MAX_PDU
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.connect_timeout <= 0:
+            raise ValueError("outgoing timeouts must be positive")
+        if self.max_pdu < 4096:
+            raise ValueError("max_pdu must be at least 4096 bytes")
+
+
+class _BoundedSocket(AssociationSocket):
+    """pynetdicom's requestor socket with a timeout on every read and write once connected
+    (pynetdicom sets ``settimeout(None)`` after connecting, so a destination that stops
+    reading would block our writes, and the association's threads, for ever).
+
+    ``problem`` says why the association broke, when it broke on one of these bounds.
+    """
+
+    io_timeout: float = 30.0
+    problem: str | None = None
+    #: the destination closed the connection or sent an A-ABORT
+    peer_ended: bool = False
+    #: a P-DATA-TF write is in progress (on the DUL thread)
+    sending: bool = False
+
+    #: the TCP connection (and TLS handshake) succeeded
+    connected_once: bool = False
+
+    def connect(self, primitive: T_CONNECT) -> None:
+        super().connect(primitive)
+        sock = self.socket
+        if sock is not None:
+            self.connected_once = True
+            with contextlib.suppress(OSError):  # closed meanwhile: the next read reports it
+                sock.settimeout(self.io_timeout)
+
+    def send(self, bytestream: bytes) -> None:
+        """pynetdicom's ``send`` (each ``socket.send`` bounded by the timeout), noting a
+        stalled write."""
+        sock = self.socket
+        view = memoryview(bytestream)
+        self.sending = bytestream[:1] == b"\x04"
+        try:
+            if sock is None:
+                raise ConnectionError("not connected")
+            while view:
+                view = view[sock.send(view) :]
+            evt.trigger(self.assoc, evt.EVT_DATA_SENT, {"data": bytestream})
+        except TimeoutError:
+            self.note(f"the destination stopped reading for {self.io_timeout:g} s")
+            self.event_queue.put("Evt17")
+        except Exception:
+            self.event_queue.put("Evt17")
+        finally:
+            self.sending = False
+
+    def note(self, problem: str) -> None:
+        if self.problem is None:
+            self.problem = problem
+
+    def cut(self) -> None:
+        """Shut the connection down at once, from any thread: a write or read blocked on it
+        fails, so the DUL thread ends instead of sending what is still queued."""
+        sock = self.socket
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # socket.socket's own shutdown: SSLSocket.shutdown would also drop its TLS
+                # object under a write in progress on the DUL thread
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _BoundedAE(AE):
+    """An AE whose requestor associations use :class:`_BoundedSocket` and read each PDU with
+    :func:`dicom_node.hardening.bounded_read_pdu` (the same reader as the listener's)."""
+
+    def __init__(self, ae_title: str, limits: OutgoingLimits) -> None:
+        super().__init__(ae_title=ae_title)
+        self.limits = limits
+        self.acse_timeout = self.dimse_timeout = self.network_timeout = limits.timeout
+        self.connection_timeout = limits.connect_timeout
+        self.maximum_pdu_size = limits.max_pdu
+
+    def _create_socket(
+        self,
+        assoc: Association,
+        address: AddressInformation,
+        tls_args: tuple[ssl.SSLContext, str] | None,
+    ) -> AssociationSocket:
+        sock = _BoundedSocket(assoc, address=address)
+        sock.io_timeout = self.limits.timeout
+        sock.tls_args = tls_args
+        dul = assoc.dul
+        max_pdata = self.limits.max_pdu
+
+        def read_pdu() -> None:
+            bounded_read_pdu(dul, max_pdata)
+            with dul.event_queue.mutex:  # only this (the DUL) thread takes events
+                events = set(dul.event_queue.queue)
+            if "Evt19" in events:
+                sock.note("the destination sent an invalid or oversized PDU")
+            elif events & {"Evt16", "Evt17"}:  # A-ABORT received, connection closed
+                sock.peer_ended = True
+
+        dul._read_pdu_data = read_pdu  # type: ignore[method-assign]
+
+        # pynetdicom starts the DIMSE timer once the request is queued, and on its expiry
+        # aborts; the A-ABORT then waits behind the rest of the data set, which a destination
+        # that reads slowly enough can make last for ever. Drop the connection instead.
+        # (Every abort, blocking or not, goes through ``_abort_blocking``; pynetdicom swaps
+        # ``abort`` itself between the two.)
+        abort = assoc._abort_blocking
+
+        def abort_now(block: bool = True) -> None:
+            queued = dul.to_provider_queue
+            with queued.mutex:
+                data_left = any(isinstance(p, P_DATA) for p in queued.queue)
+            if data_left or sock.sending:
+                sock.note(f"the destination did not take the data within {self.limits.timeout:g} s")
+                sock.cut()
+            abort(block)
+
+        assoc._abort_blocking = abort_now  # type: ignore[method-assign]
+        return sock
+
+    def bounded_associate(
+        self,
+        remote: RemoteAE,
+        tls_args: tuple[ssl.SSLContext, str | None] | None,
+        evt_handlers: list[Any] | None = None,
+    ) -> Association:
+        """``associate`` with our maximum PDU announced (see :class:`OutgoingLimits`)."""
+        return self.associate(
+            remote.host,
+            remote.port,
+            ae_title=remote.ae_title,
+            max_pdu=self.limits.max_pdu,
+            evt_handlers=evt_handlers,
+            tls_args=tls_args,  # type: ignore[arg-type]  # pynetdicom's hint omits None
+        )
+
+
+def _tls_args(remote: RemoteAE) -> tuple[ClientContext, str | None] | None:
     """``ae.associate``'s ``tls_args`` for ``remote`` with a fresh context (one per association,
     so that it records this association's TLS error). Raises OSError/ValueError (ssl.SSLError
     included) when the CA, certificate or key files are unusable."""
     if remote.tls is None:
         return None
-    # server_hostname None: no SNI and no name check (the certificate chain is still verified)
-    return remote.tls.context(), remote.tls.server_hostname
+    # the name the certificate must carry (server_hostname, else the host) unless the
+    # destination opted out of the name check; the chain is verified either way
+    return remote.tls.context(), remote.tls.expected_name(remote.host)
 
 
 def _tls_failure(remote: RemoteAE, exc: ssl.SSLError) -> tuple[bool, str]:
@@ -86,13 +259,11 @@ def _associate(
     remote: RemoteAE,
     calling_ae_title: str,
     contexts: dict[str, list[str]],
-    timeout: float,
+    limits: OutgoingLimits,
 ) -> Association:
     """An established association proposing ``contexts`` (SOP class -> transfer syntaxes)."""
     quiet_identifiers()
-    ae = AE(ae_title=calling_ae_title)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
+    ae = _BoundedAE(calling_ae_title, limits)
     for sop_class, syntaxes in contexts.items():
         if syntaxes:
             ae.add_requested_context(sop_class, syntaxes)
@@ -102,27 +273,67 @@ def _associate(
         tls_args = _tls_args(remote)
     except (OSError, ValueError) as exc:
         raise PeerUnreachableError(f"{remote}: TLS set-up failed: {_kind(exc)}") from None
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title, tls_args=tls_args)
+    try:
+        assoc = ae.bounded_associate(remote, tls_args)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise PeerUnreachableError(f"no association with {remote}: {_kind(exc)}") from None
     if not assoc.is_established:
         if tls_args is not None and tls_args[0].tls_error is not None:
             raise PeerUnreachableError(_tls_failure(remote, tls_args[0].tls_error)[1])
+        problem = _problem(assoc)
         why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "refused"
+        if problem is not None:
+            why = f"{why}: {problem}"
+        elif _unanswered(assoc):
+            why = f"no answer to the association request within {limits.timeout:g} s"
         raise PeerUnreachableError(f"no association with {remote}: {why}")
     return assoc
 
 
-def echo(remote: RemoteAE, calling_ae_title: str, timeout: float = 10.0) -> int:
+def _problem(assoc: Association) -> str | None:
+    """Why the association broke on an :class:`OutgoingLimits` bound, if it did."""
+    sock = assoc.dul.socket
+    return sock.problem if isinstance(sock, _BoundedSocket) else None
+
+
+def _unanswered(assoc: Association) -> bool:
+    """Connected, but the association request timed out: no answer, no close, no abort."""
+    sock = assoc.dul.socket
+    return (
+        isinstance(sock, _BoundedSocket)
+        and sock.connected_once
+        and not sock.peer_ended
+        and sock.problem is None
+        and assoc.is_aborted
+        and not assoc.is_rejected
+        and assoc.acceptor.primitive is None
+    )
+
+
+def echo(
+    remote: RemoteAE,
+    calling_ae_title: str,
+    timeout: float = 10.0,
+    *,
+    limits: OutgoingLimits | None = None,
+) -> int:
     """Send a C-ECHO; returns the DIMSE status (0 on success).
 
-    Raises :class:`PeerUnreachableError` when no association could be made.
+    ``limits`` bound the association (see :class:`OutgoingLimits`); without them ``timeout``
+    bounds every step, the connection included. Raises :class:`PeerUnreachableError` when no
+    association could be made or no response came.
     """
-    assoc = _associate(remote, calling_ae_title, {VERIFICATION: []}, timeout)
+    bounds = limits or OutgoingLimits(timeout=timeout, connect_timeout=timeout)
+    assoc = _associate(remote, calling_ae_title, {VERIFICATION: []}, bounds)
     try:
         status = assoc.send_c_echo()
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
     if "Status" not in status:
-        raise PeerUnreachableError(f"no C-ECHO response from {remote}")
+        problem = _problem(assoc)
+        why = problem or f"none within {bounds.timeout:g} s, or the association was aborted"
+        raise PeerUnreachableError(f"no C-ECHO response from {remote}: {why}")
     return int(status.Status)
 
 
@@ -131,16 +342,20 @@ def store_datasets(
     calling_ae_title: str,
     datasets: Sequence[Dataset],
     timeout: float = 30.0,
+    *,
+    limits: OutgoingLimits | None = None,
 ) -> list[int]:
     """C-STORE ``datasets`` over one association; returns each DIMSE status (-1: no response).
 
-    Proposes one context per SOP class with the data sets' own transfer syntaxes.
+    Proposes one context per SOP class with the data sets' own transfer syntaxes. ``limits``
+    as for :func:`echo`.
     """
     contexts: dict[str, set[str]] = {}
     for ds in datasets:
         contexts.setdefault(str(ds.SOPClassUID), set()).add(str(ds.file_meta.TransferSyntaxUID))
+    bounds = limits or OutgoingLimits(timeout=timeout, connect_timeout=timeout)
     assoc = _associate(
-        remote, calling_ae_title, {k: sorted(v) for k, v in contexts.items()}, timeout
+        remote, calling_ae_title, {k: sorted(v) for k, v in contexts.items()}, bounds
     )
     statuses: list[int] = []
     try:
@@ -291,7 +506,12 @@ def proposed_transfer_syntaxes(file_syntax: str) -> list[UID]:
 
 
 def send_file(
-    remote: RemoteAE, path: Path, *, calling_ae: str, timeout: float = 30.0
+    remote: RemoteAE,
+    path: Path,
+    *,
+    calling_ae: str,
+    timeout: float = 30.0,
+    limits: OutgoingLimits | None = None,
 ) -> SendOutcome:
     """C-STORE the DICOM file at ``path`` to ``remote`` over a new association.
 
@@ -308,8 +528,10 @@ def send_file(
     "no presentation context accepted" are permanent. Over TLS, a refused certificate (ours
     or the peer's), protocol or version and unusable CA/certificate/key files are permanent;
     a connection broken off mid-handshake is transient. Response statuses: see
-    :func:`classify_store_status`. ``timeout`` bounds the connection, the association
-    negotiation and each DIMSE/network wait separately. Never raises for network errors.
+    :func:`classify_store_status`. ``limits`` bound the association (see
+    :class:`OutgoingLimits`: a silent or stalling destination or an oversized PDU ends the
+    send as a transient failure); without them ``timeout`` bounds each step, the connection
+    included. Never raises for network errors.
     """
     try:
         meta = read_file_meta_info(path)
@@ -333,21 +555,18 @@ def send_file(
     def on_open(_event: Any) -> None:
         seen["connected"] = True
 
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
+    bounds = limits or OutgoingLimits(timeout=timeout, connect_timeout=timeout)
+    ae = _BoundedAE(calling_ae, bounds)
     ae.add_requested_context(sop_class, proposed_transfer_syntaxes(file_syntax))
     try:
         tls_args = _tls_args(remote)
     except (OSError, ValueError) as exc:
         return SendOutcome(False, False, None, f"{remote}: TLS set-up failed: {_kind(exc)}")
     try:
-        assoc = ae.associate(
-            remote.host,
-            remote.port,
-            ae_title=remote.ae_title,
+        assoc = ae.bounded_associate(
+            remote,
+            tls_args,
             evt_handlers=[(evt.EVT_ACSE_RECV, on_acse), (evt.EVT_CONN_OPEN, on_open)],
-            tls_args=tls_args,
         )
     except (OSError, RuntimeError, ValueError) as exc:
         return SendOutcome(False, True, None, f"no association with {remote}: {_kind(exc)}")
@@ -356,15 +575,17 @@ def send_file(
         if tls_error is not None:
             transient, message = _tls_failure(remote, tls_error)
             return SendOutcome(False, transient, None, message)
-        return _association_failure(remote, assoc, seen)
+        return _association_failure(remote, assoc, seen, bounds)
     try:
-        return _store(remote, assoc, path, sop_class, UID(file_syntax))
+        return _store(remote, assoc, path, sop_class, UID(file_syntax), bounds)
     finally:
         if assoc.is_established:
             assoc.release()
 
 
-def _association_failure(remote: RemoteAE, assoc: Association, seen: dict[str, Any]) -> SendOutcome:
+def _association_failure(
+    remote: RemoteAE, assoc: Association, seen: dict[str, Any], limits: OutgoingLimits
+) -> SendOutcome:
     response = seen.get("associate_response")
     if assoc.is_rejected and response is not None:
         result, source, reason = response.result, response.result_source, response.diagnostic
@@ -380,12 +601,27 @@ def _association_failure(remote: RemoteAE, assoc: Association, seen: dict[str, A
         )
     if not seen.get("connected"):
         return SendOutcome(False, True, None, f"{remote}: could not connect (refused or timed out)")
-    what = "aborted" if assoc.is_aborted else "no answer to the association request"
+    problem = _problem(assoc)
+    if problem is not None:
+        return SendOutcome(False, True, None, f"{remote}: association aborted: {problem}")
+    if _unanswered(assoc):
+        return SendOutcome(
+            False,
+            True,
+            None,
+            f"{remote}: no answer to the association request within {limits.timeout:g} s",
+        )
+    what = "aborted" if assoc.is_aborted else "not established"
     return SendOutcome(False, True, None, f"{remote}: association {what}")
 
 
 def _store(
-    remote: RemoteAE, assoc: Association, path: Path, sop_class: str, file_syntax: UID
+    remote: RemoteAE,
+    assoc: Association,
+    path: Path,
+    sop_class: str,
+    file_syntax: UID,
+    limits: OutgoingLimits,
 ) -> SendOutcome:
     accepted = [
         cx
@@ -415,7 +651,9 @@ def _store(
     except Exception as exc:  # the association broke under us
         return SendOutcome(False, True, None, f"{remote}: C-STORE failed: {_kind(exc)}")
     if "Status" not in rsp:
-        return SendOutcome(False, True, None, f"{remote}: no C-STORE response (timeout or abort)")
+        problem = _problem(assoc)
+        why = problem or f"none within {limits.timeout:g} s, or the association was aborted"
+        return SendOutcome(False, True, None, f"{remote}: no C-STORE response: {why}")
     status = int(rsp.Status)
     kind, name = classify_store_status(status)
     text = f"{remote}: status 0x{status:04X} ({name})"

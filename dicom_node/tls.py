@@ -84,6 +84,13 @@ class _RecordingSocket(ssl.SSLSocket):
             self._record(exc)
             raise
 
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        try:
+            return super().recv_into(buffer, nbytes, flags)
+        except ssl.SSLError as exc:  # the bounded PDU reader reads with recv_into
+            self._record(exc)
+            raise
+
 
 class ClientContext(ssl.SSLContext):
     """A client context for one association; ``tls_error`` is the first TLS error it saw."""
@@ -97,14 +104,16 @@ def client_context(
     cert: StrPath | None = None,
     key: StrPath | None = None,
     *,
-    server_hostname: str | None = None,
+    check_hostname: bool = True,
 ) -> ClientContext:
     """A context for an outgoing association: the peer's certificate is verified against
-    ``ca``, and its name against ``server_hostname`` when given; ``cert``/``key`` are our
-    client certificate (``key`` may be omitted when ``cert`` holds both)."""
+    ``ca`` and, with ``check_hostname`` (the default), its name against the
+    ``server_hostname`` the socket is wrapped with (a connection without one is refused);
+    ``cert``/``key`` are our client certificate (``key`` may be omitted when ``cert`` holds
+    both)."""
     ctx = ClientContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = MINIMUM_VERSION
-    ctx.check_hostname = server_hostname is not None
+    ctx.check_hostname = check_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cafile=str(ca))
     if cert is not None:
@@ -116,17 +125,24 @@ def client_context(
 
 @dataclass(frozen=True)
 class ClientTLS:
-    """How to reach a destination over TLS (plain data; see :func:`client_context`)."""
+    """How to reach a destination over TLS (plain data; see :func:`client_context`).
+
+    The destination's certificate must carry ``server_hostname``, else the destination's host
+    (:meth:`expected_name`), unless ``check_hostname`` is False: then any certificate that
+    ``ca_file`` signed is accepted (``server_hostname`` is still sent as SNI when given).
+    """
 
     ca_file: Path
     cert_file: Path | None = None
     key_file: Path | None = None
     server_hostname: str | None = None
+    check_hostname: bool = True
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ClientTLS:
-        """From a destination's stored ``tls`` (the settings' keys); ValueError if unusable."""
-        unknown = sorted(set(data) - {"ca_file", "cert_file", "key_file", "server_hostname"})
+        """From a destination's stored ``tls`` (the settings' keys); ValueError if unusable.
+        A mapping without ``check_hostname`` checks the name (the default)."""
+        unknown = sorted(set(data) - _TLS_KEYS)
         if unknown:
             raise ValueError(f"unknown TLS key(s) {', '.join(unknown)}")
         if not data.get("ca_file"):
@@ -139,18 +155,33 @@ class ClientTLS:
             return Path(expand_env(str(value))) if value else None
 
         hostname = data.get("server_hostname")
+        check = data.get("check_hostname", True)
+        if not isinstance(check, bool):
+            raise ValueError("check_hostname must be true or false")
         return cls(
             ca_file=Path(expand_env(str(data["ca_file"]))),
             cert_file=path("cert_file"),
             key_file=path("key_file"),
             server_hostname=str(hostname) if hostname else None,
+            check_hostname=check,
         )
+
+    def expected_name(self, host: str) -> str | None:
+        """The name to wrap the connection to ``host`` with (SNI and, when checked, the name
+        the certificate must carry): ``server_hostname``, else ``host`` when the name is
+        checked; None (no SNI) when it is not checked and no ``server_hostname`` is set."""
+        if self.server_hostname:
+            return self.server_hostname
+        return host if self.check_hostname else None
 
     def context(self) -> ClientContext:
         """A fresh context (one per association: it records that association's TLS error)."""
         return client_context(
-            self.ca_file, self.cert_file, self.key_file, server_hostname=self.server_hostname
+            self.ca_file, self.cert_file, self.key_file, check_hostname=self.check_hostname
         )
+
+
+_TLS_KEYS = frozenset({"ca_file", "cert_file", "key_file", "server_hostname", "check_hostname"})
 
 
 def describe_tls_error(exc: ssl.SSLError) -> str:
