@@ -82,9 +82,9 @@ class Paths:
         real_receive = hardening._Filler.receive
         real_fragments = hardening.stream_data_fragments
 
-        def receive(filler: Any, sock: socket.socket, count: int) -> bool:
+        def receive(filler: Any, sock: socket.socket, count: int, *rest: Any) -> bool:
             self.pooled += 1
-            return real_receive(filler, sock, count)
+            return real_receive(filler, sock, count, *rest)
 
         def fragments(dul: Any, buf: bytearray) -> bool:
             done = real_fragments(dul, buf)

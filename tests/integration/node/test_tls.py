@@ -209,8 +209,8 @@ def test_silent_client_is_dropped_after_the_handshake_timeout_while_others_are_s
     handshakes: queue.Queue[tuple[int, bool]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    timeout = 1.0  # idle_timeout_seconds bounds the handshake
-    node = start_node(node={"tls": node_tls(pki), "idle_timeout_seconds": timeout})
+    timeout = 1.0  # artim_timeout_seconds bounds the handshake (and the request after it)
+    node = start_node(node={"tls": node_tls(pki), "artim_timeout_seconds": timeout})
     started = time.monotonic()
     with caplog.at_level("INFO"), socket.create_connection(("127.0.0.1", node.scp.port)) as silent:
         silent.settimeout(WAIT)
