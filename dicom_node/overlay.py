@@ -31,6 +31,8 @@ __all__ = [
 
 #: Heatmap values at or below this are not drawn (the anatomy stays readable there).
 HEATMAP_THRESHOLD = 0.3
+#: Pixels tinted at a time (a band of rows), bounding the float temporaries of the tint.
+_BAND_PIXELS = 1 << 20
 #: Opacity of the tint at the threshold and at 1.0.
 _ALPHA_MIN, _ALPHA_MAX = 0.30, 0.55
 #: Boxes: bright green, distinct from the red-to-yellow heatmap and from grey anatomy.
@@ -73,16 +75,24 @@ def render_overlay(
     rows, cols = display.shape
     if rows == 0 or cols == 0:
         raise ValueError("empty display image")
-    rgb = np.repeat(display[:, :, None], 3, axis=2)
-    if heatmap is not None:
-        if heatmap.shape != display.shape:
-            raise ValueError(f"heatmap shape {heatmap.shape} != display shape {display.shape}")
-        rgb = _tint(rgb, heatmap)
+    if heatmap is not None and heatmap.shape != display.shape:
+        raise ValueError(f"heatmap shape {heatmap.shape} != display shape {display.shape}")
+    banner = _banner(banner_lines, cols)
+    # One output array, filled a band of rows at a time: a 7,000 x 17,000 long-leg DX needs
+    # no full-size float copies of the heatmap and no second copy of the RGB image.
+    out = np.empty((banner.shape[0] + rows, cols, 3), dtype=np.uint8)
+    out[: banner.shape[0]] = banner
+    rgb = out[banner.shape[0] :]
+    band = max(1, _BAND_PIXELS // cols)
+    for row in range(0, rows, band):
+        part = rgb[row : row + band]
+        part[...] = display[row : row + band, :, None]
+        if heatmap is not None:
+            _tint(part, heatmap[row : row + band])
     width = line_width(rows, cols)
     for box in boxes:
         _draw_box(rgb, box, width, BOX_COLOUR)
-    banner = _banner(banner_lines, cols)
-    return np.ascontiguousarray(np.concatenate([banner, rgb], axis=0))
+    return out
 
 
 def line_width(rows: int, cols: int) -> int:
@@ -95,20 +105,19 @@ def font_size(cols: int) -> int:
     return max(11, round(cols / 45))
 
 
-def _tint(rgb: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+def _tint(rgb: np.ndarray, heatmap: np.ndarray) -> None:
+    """Tint ``rgb`` (a band of the image) in place where ``heatmap`` is above the threshold."""
     heat = np.nan_to_num(heatmap.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     heat = np.clip(heat, 0.0, 1.0)
     mask = heat > HEATMAP_THRESHOLD
     if not mask.any():
-        return rgb
+        return
     # Strength 0 at the threshold, 1 at the maximum; colour runs red -> yellow.
     t = (heat[mask] - HEATMAP_THRESHOLD) / (1.0 - HEATMAP_THRESHOLD)
     colour = np.stack([np.full_like(t, 255.0), 255.0 * t, np.zeros_like(t)], axis=1)
     alpha = (_ALPHA_MIN + (_ALPHA_MAX - _ALPHA_MIN) * t)[:, None]
     base = rgb[mask].astype(np.float32)
-    out = rgb.copy()
-    out[mask] = np.clip(np.rint(base * (1.0 - alpha) + colour * alpha), 0, 255).astype(np.uint8)
-    return out
+    rgb[mask] = np.clip(np.rint(base * (1.0 - alpha) + colour * alpha), 0, 255).astype(np.uint8)
 
 
 def _draw_box(rgb: np.ndarray, box: Box, width: int, colour: tuple[int, int, int]) -> None:

@@ -29,5 +29,8 @@ def heatmap_to_source(
         (col1 - col0, row1 - row0), Image.Resampling.BILINEAR
     )
     out = np.zeros((geometry.source_rows, geometry.source_cols), dtype=np.float32)
-    out[row0:row1, col0:col1] = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    region = out[row0:row1, col0:col1]
+    region[...] = np.asarray(resized, dtype=np.float32)
+    del resized
+    np.clip(region, 0.0, 1.0, out=region)  # in place: no further full-size copy
     return out

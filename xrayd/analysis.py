@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -219,6 +218,9 @@ class StudyAnalyser:
             # The header first: an image beyond the limits is refused before its pixel data
             # is read or decoded, and a deflated one is inflated only up to its limit.
             ds = read_image(path, self.limits)
+            # pydicom converts elements when first used: a corrupt one (wrong length, unknown
+            # VR) would raise from prepare or _header and fail the whole study's job (fuzzing)
+            ds.walk(lambda _ds, _element: None)
         except NotAnalysable as exc:
             # A final outcome, recorded like any other refusal: the job completes, no retry.
             LOGGER.warning(
@@ -227,7 +229,7 @@ class StudyAnalyser:
                 exc.reason.value,
             )
             return _Source(instance, _bare_header(path, self.limits), None, redact(str(exc)))
-        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        except Exception as exc:  # pydicom: ValueError, BytesLengthException, NotImplementedError..
             reason = f"cannot read the stored file: {describe_exception(exc)}"
             return _Source(instance, Dataset(), None, reason)
         try:
@@ -312,7 +314,10 @@ class StudyAnalyser:
         for n, (source, prediction) in enumerate(zip(analysable, predictions, strict=True), 1):
             assert source.prepared is not None
             finding = findings.images[n - 1]
+            # Full-resolution arrays (a long-leg DX: 119 M pixels) are made one after the other
+            # and dropped once used, so no two of them need to be held at the same time.
             heat = heatmap_to_source(prediction.heatmap, source.prepared.geometry)
+            heat_png = heatmap_png(heat)
             rgb = render_overlay(
                 np.asarray(source.prepared.display),
                 heat,
@@ -326,6 +331,7 @@ class StudyAnalyser:
                     DISCLAIMER,
                 ],
             )
+            del heat
             uid = _uid(study.study_instance_uid, revision, "sc", source.instance.sop_instance_uid)
             sc = build_secondary_capture(
                 source.header,
@@ -338,12 +344,14 @@ class StudyAnalyser:
                 algorithm=algorithm,
                 software_version=SOFTWARE_VERSION,
             )
+            sc_bytes = dataset_bytes(sc)
+            del sc
             out.append(
                 (
                     "sc",
                     uid,
                     self._path(study, "sc", uid, "dcm"),
-                    dataset_bytes(sc),
+                    sc_bytes,
                     {
                         "series_instance_uid": series["sc"],
                         "revision": revision,
@@ -352,6 +360,7 @@ class StudyAnalyser:
                 )
             )
             thumbnails.append((f"image {n}: {finding.decision}", _thumbnail(rgb)))
+            del rgb
             heat_uid = _uid(
                 study.study_instance_uid, revision, "heatmap", source.instance.sop_instance_uid
             )
@@ -360,7 +369,7 @@ class StudyAnalyser:
                     HEATMAP,
                     heat_uid,
                     self._path(study, HEATMAP, heat_uid, "png"),
-                    heatmap_png(heat),
+                    heat_png,
                     {
                         "revision": revision,
                         "source_sop_instance_uid": source.instance.sop_instance_uid,
@@ -461,7 +470,7 @@ def _bare_header(path: Path, limits: ImageLimits) -> Dataset:
     """The header of an image refused before it was read (empty if even that fails)."""
     try:
         return _header(read_header(path, limits))
-    except (NotAnalysable, InvalidDicomError, OSError, ValueError, EOFError):
+    except Exception:  # NotAnalysable, or anything pydicom raises for a corrupt element
         return Dataset()
 
 
@@ -479,8 +488,13 @@ def _header(ds: Dataset) -> Dataset:
 def heatmap_png(heat: np.ndarray, side: int = HEATMAP_SIDE) -> bytes:
     """The heatmap (values 0..1 in source geometry) as an 8-bit greyscale PNG, at most
     ``side`` pixels on its long side (the web viewer colours and scales it)."""
-    values = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
-    image = Image.fromarray((values * 255.0 + 0.5).astype(np.uint8), mode="L")
+    grey = np.empty(heat.shape, dtype=np.uint8)
+    band = max(1, (1 << 21) // max(1, heat.shape[-1]))
+    for row in range(0, heat.shape[0], band):  # a band at a time: no full-size float copies
+        values = np.clip(np.nan_to_num(np.asarray(heat[row : row + band], np.float32)), 0.0, 1.0)
+        grey[row : row + band] = values * 255.0 + 0.5
+    image = Image.fromarray(grey, mode="L")
+    del grey
     image.thumbnail((side, side), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
