@@ -159,6 +159,16 @@ def raised_by_our_code(exc: BaseException) -> bool:
     return relative.parts[0] in OUR_PACKAGES
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or a decoder plugin's "Out of free memory", behind ``exc``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MemoryError) or "out of free memory" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _pixels(data: bytes, chosen: PreprocessParams) -> None:
     ds = read_stored(data)
     if ds is None:
@@ -166,7 +176,7 @@ def _pixels(data: bytes, chosen: PreprocessParams) -> None:
     try:
         prepared = prepare(ds, chosen)
     except NotAnalysable as exc:
-        if isinstance(exc.__cause__, MemoryError):
+        if out_of_memory(exc):
             raise Finding("decoding ran out of memory instead of refusing the image") from exc
         return
     pixels = prepared.pixels
