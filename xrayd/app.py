@@ -30,7 +30,7 @@ from storage.spool import DiskUsage, Spool
 from storage.training import list_runs
 from storage.users import user_count
 from xrayd.analysis import StudyAnalyser
-from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
+from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker, stored_tls
 from xrayd.limits import image_limits
 from xrayd.listeners import ListenerProcesses, exit_with_parent, inherited_listen_fd
 from xrayd.metrics import Metrics
@@ -99,7 +99,7 @@ def seed_registry(settings: Settings, sessions: sessionmaker[Session]) -> None:
                 port=d.port,
                 send=tuple(d.send),
                 source="config",
-                tls=None if d.tls is None else d.tls.model_dump(mode="json", exclude_none=True),
+                tls=stored_tls(d.tls),
             )
             for d in settings.destinations
         ],
@@ -277,6 +277,8 @@ class Node:
             send_timeout_seconds=d.send_timeout_seconds,
             lease_seconds=d.lease_seconds,
             poll_seconds=d.poll_seconds,
+            connect_timeout_seconds=d.connect_timeout_seconds,
+            max_pdu_bytes=d.max_pdu_bytes,
         )
         for i in range(d.workers):
             self.threads.append(

@@ -38,12 +38,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_echo(args: argparse.Namespace, settings: Settings) -> int:
     from dicom_node.scu import echo, parse_remote
+    from xrayd.delivery import outgoing_limits
 
     try:
         remote = parse_remote(args.remote)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    status = echo(remote, args.calling_ae or settings.node.ae_title, timeout=args.timeout)
+    limits = outgoing_limits(settings.delivery, at_most=args.timeout)
+    status = echo(remote, args.calling_ae or settings.node.ae_title, limits=limits)
     print(f"C-ECHO {remote}: status 0x{status:04X} ({'success' if status == 0 else 'failure'})")
     return 0 if status == 0 else 1
 
@@ -109,6 +111,7 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
     from dicom_node.scu import RemoteAE, echo, parse_remote
     from dicom_node.tls import ClientTLS
     from storage import registry
+    from xrayd.delivery import outgoing_limits
 
     sessions = _sessions(settings)
     if args.action == "add":
@@ -164,7 +167,8 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
         except ValueError as exc:
             raise ConfigError(f"destination {row.name}: {exc}") from None
         remote = RemoteAE(row.ae_title, row.host, row.port, tls=tls)
-        status = echo(remote, settings.node.ae_title, timeout=args.timeout)
+        limits = outgoing_limits(settings.delivery, at_most=args.timeout)
+        status = echo(remote, settings.node.ae_title, limits=limits)
         print(f"C-ECHO {row.name} ({remote}): status 0x{status:04X}")
         return 0 if status == 0 else 1
     print(f"{'NAME':<16} {'AE TITLE':<17} {'HOST:PORT':<30} {'SEND':<10} SOURCE")
@@ -244,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("echo", parents=[common], help="C-ECHO a remote AE")
     p.add_argument("remote", metavar="AE@HOST:PORT")
     p.add_argument("--calling-ae", type=_ae, default=None)
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per step at most (default 10)"
+    )
     p.set_defaults(func=cmd_echo)
 
     p = sub.add_parser("db", parents=[common], help="database maintenance")

@@ -21,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.settings import DeliverySettings, DestinationTLSSettings
 from dicom_node.received import uid_hash
-from dicom_node.scu import RemoteAE, SendOutcome, send_file
+from dicom_node.scu import DEFAULT_MAX_PDU, OutgoingLimits, RemoteAE, SendOutcome, send_file
 from dicom_node.tls import ClientTLS
 from storage import outbox, registry
 from storage.errors import StorageError
@@ -43,9 +44,12 @@ Recorded = Literal["sent", "retry", "dead", "stale"]
 class DeliveryOptions:
     """How deliveries are sent and retried.
 
-    ``lease_seconds`` must exceed the slowest send (a send may take a few times
-    ``send_timeout_seconds``: connection, association and each DIMSE wait), or a slow send
-    can be overtaken by a second one.
+    Each send is bounded (:class:`dicom_node.scu.OutgoingLimits`): ``connect_timeout_seconds``
+    for the TCP connection and TLS handshake, ``send_timeout_seconds`` for the association
+    negotiation, each DIMSE wait and every socket read or write, ``max_pdu_bytes`` for the
+    PDUs a destination may send us. ``lease_seconds`` must exceed the slowest send (a send may
+    take the connection plus a few times ``send_timeout_seconds``: association, DIMSE wait,
+    release or abort), or a slow send can be overtaken by a second one.
     """
 
     calling_ae_title: str = "XRAYD"
@@ -55,6 +59,8 @@ class DeliveryOptions:
     send_timeout_seconds: float = 30.0
     lease_seconds: float = 600.0
     poll_seconds: float = 30.0
+    connect_timeout_seconds: float = 10.0
+    max_pdu_bytes: int = DEFAULT_MAX_PDU
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -63,6 +69,35 @@ class DeliveryOptions:
             raise ValueError("retry and poll intervals must be positive")
         if self.lease_seconds <= 3 * self.send_timeout_seconds:
             raise ValueError("lease_seconds must exceed three times send_timeout_seconds")
+        _ = self.limits  # OutgoingLimits checks the connection bounds
+
+    @property
+    def limits(self) -> OutgoingLimits:
+        """The bounds of each outgoing association."""
+        return OutgoingLimits(
+            timeout=self.send_timeout_seconds,
+            connect_timeout=self.connect_timeout_seconds,
+            max_pdu=self.max_pdu_bytes,
+        )
+
+
+def outgoing_limits(settings: DeliverySettings, *, at_most: float | None = None) -> OutgoingLimits:
+    """The bounds of every outgoing association (deliveries and C-ECHOs) from ``[delivery]``;
+    ``at_most`` caps both timeouts (an interactive C-ECHO gives up sooner, never later)."""
+    timeout, connect = settings.send_timeout_seconds, settings.connect_timeout_seconds
+    if at_most is not None:
+        timeout, connect = min(timeout, at_most), min(connect, at_most)
+    return OutgoingLimits(timeout=timeout, connect_timeout=connect, max_pdu=settings.max_pdu_bytes)
+
+
+def stored_tls(tls: DestinationTLSSettings | None) -> dict[str, Any] | None:
+    """A destination's TLS settings as the registry stores them (read back by
+    :meth:`dicom_node.tls.ClientTLS.from_mapping`): unset keys left out, and
+    ``check_hostname`` only when it is turned off (absent means checked)."""
+    if tls is None:
+        return None
+    exclude = {"check_hostname"} if tls.check_hostname else set()
+    return tls.model_dump(mode="json", exclude_none=True, exclude=exclude)
 
 
 @dataclass(frozen=True)
@@ -77,7 +112,7 @@ class DeliveryReport:
 class DeliveryWorker(threading.Thread):
     """Sends due deliveries until stopped; the send in hand is finished and recorded first.
 
-    ``sender`` defaults to :func:`send_file` with the options' calling AE title and timeout;
+    ``sender`` defaults to :func:`send_file` with the options' calling AE title and limits;
     ``on_report`` is called (on this thread) after each attempt is recorded.
     """
 
@@ -248,8 +283,5 @@ class DeliveryWorker(threading.Thread):
 
     def _send_file(self, remote: RemoteAE, path: Path) -> SendOutcome:
         return send_file(
-            remote,
-            path,
-            calling_ae=self.options.calling_ae_title,
-            timeout=self.options.send_timeout_seconds,
+            remote, path, calling_ae=self.options.calling_ae_title, limits=self.options.limits
         )

@@ -54,6 +54,7 @@ from storage.registry import (
 from storage.schema import JobState, Source
 from storage.status import status_counts
 from storage.users import ApiTokenRow, UserRow, list_tokens, list_users
+from xrayd.delivery import outgoing_limits, stored_tls
 from xrayd.web.auth import Principal, admin, context
 
 __all__ = [
@@ -74,7 +75,7 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(admin)])
 
-#: seconds a C-ECHO may take (connection, association and response each)
+#: seconds a C-ECHO may take at most (connection, association and response each)
 ECHO_TIMEOUT = 5.0
 #: outbox and job listings page through storage's oldest-first lists; deeper pages are refused
 MAX_OFFSET = 10_000
@@ -113,7 +114,7 @@ def checked_destination(values: Mapping[str, Any]) -> DestinationRow:
         port=d.port,
         send=tuple(d.send),
         source=Source.CLI.value,
-        tls=None if d.tls is None else d.tls.model_dump(mode="json", exclude_none=True),
+        tls=stored_tls(d.tls),
     )
 
 
@@ -125,14 +126,16 @@ class EchoOut(BaseModel):
 
 async def echo_destination(settings: Settings, row: DestinationRow) -> EchoOut:
     """C-ECHO ``row`` (over TLS when it has TLS settings) from the node's AE title, in a
-    worker thread, within :data:`ECHO_TIMEOUT` seconds per step."""
+    worker thread, with the deliveries' bounds (``[delivery]`` connection and read timeouts,
+    maximum PDU), each timeout at most :data:`ECHO_TIMEOUT` seconds."""
     try:
         tls = None if row.tls is None else ClientTLS.from_mapping(row.tls)
     except ValueError as exc:
         return EchoOut(ok=False, status=None, detail=f"the TLS settings are unusable: {exc}")
     remote = RemoteAE(row.ae_title, row.host, row.port, tls=tls)
+    limits = outgoing_limits(settings.delivery, at_most=ECHO_TIMEOUT)
     try:
-        status = await run_in_threadpool(echo, remote, settings.node.ae_title, ECHO_TIMEOUT)
+        status = await run_in_threadpool(echo, remote, settings.node.ae_title, limits=limits)
     except PeerUnreachableError as exc:
         return EchoOut(ok=False, status=None, detail=str(exc))
     except (OSError, ValueError, RuntimeError) as exc:
@@ -351,6 +354,11 @@ class TLSIn(BaseModel):
     cert_file: str | None = None
     key_file: str | None = None
     server_hostname: str | None = None
+    check_hostname: bool = Field(
+        default=True,
+        description="check the certificate's name (server_hostname, else host); false: any "
+        "certificate the CA signed is accepted",
+    )
 
 
 class DestinationIn(BaseModel):
