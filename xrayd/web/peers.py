@@ -82,6 +82,9 @@ class HostAllowList:
         if host_allowed(host_of(header.decode("latin-1")), self.allowed):
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
         body = b"Invalid host header: add the name to [web] allowed_hosts\n"
         await send(
             {
