@@ -105,12 +105,12 @@ def test_a_trickling_association_request_is_cut_at_the_artim_deadline(
     node = start_node(node={"artim_timeout_seconds": 1.0, "idle_timeout_seconds": 30.0})
     sock = _connect(node.scp.port)
     sockets.append(sock)
-    # An A-ASSOCIATE-RQ declaring 68 bytes, sent one byte at a time: each byte comes well
+    # An A-ASSOCIATE-RQ declaring 60,000 bytes, sent a byte at a time: each byte comes well
     # within the idle timeout, so only the ARTIM deadline can end it.
-    pdu = struct.pack(">BBL", 0x01, 0, 68) + b"\x00" * 68
+    pdu = struct.pack(">BBL", 0x01, 0, 60000) + b"\x00" * 60000
     sock.settimeout(0.2)
     closed = False
-    for byte in pdu * 100:  # far more bytes than the deadline lets through
+    for byte in pdu[:300]:  # at most 300 receive waits: far past the 1 s deadline
         try:
             sock.sendall(bytes([byte]))
             if sock.recv(1) == b"":
@@ -178,8 +178,9 @@ def _p_data(context_id: int, control: int, payload: bytes) -> P_DATA:
     ("control", "what"), [(0x01, "command set"), (0x00, "non-C-STORE data set")]
 )
 def test_oversized_commands_and_in_memory_data_sets_abort(
-    start_node: StartNode, control: int, what: str
+    start_node: StartNode, control: int, what: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("WARNING", logger="dicom_node")
     node = start_node()
     assoc = _associate(node.scp.port)
     context_id = assoc.accepted_contexts[0].context_id
@@ -192,6 +193,7 @@ def test_oversized_commands_and_in_memory_data_sets_abort(
     assoc.join(timeout=SAFETY)
     assert not assoc.is_alive()
     assert assoc.is_aborted, f"an oversized {what} did not abort the association"
+    assert f"{what.replace('non-C-STORE', 'in-memory')} over" in caplog.text
     assert echo(remote(node), "MODALITY") == 0
 
 
