@@ -90,7 +90,7 @@ def check_image_size(ds: Dataset, limits: ImageLimits, *, stored_bytes: int | No
         return
     rows, cols, frames, samples, bits = (max(0, v) for v in (rows, cols, frames, samples, bits))
     pixels = rows * cols * max(frames, 1)
-    shape = f"{rows} x {cols}" + (f" x {frames} frames" if frames > 1 else "")
+    shape = f"{rows:,} x {cols:,}" + (f" x {frames:,} frames" if frames > 1 else "")
     if pixels > limits.max_pixels:
         raise NotAnalysable(
             RefusalReason.IMAGE_TOO_LARGE,

@@ -164,14 +164,23 @@ def read_image(source: Path | bytes, limits: ImageLimits) -> Dataset:
 
     The header is read first, without the pixel data, and the stored pixel bytes are taken
     from the file size: an image too large is refused before any of its pixel data is read.
-    A deflated data set is inflated up to ``limits.max_inflated_bytes`` (its pixel data is
-    native: what is stored is what is decoded) and checked once parsed.
+    A deflated data set is inflated twice: once to read its header and count its inflated
+    size (refused beyond ``limits.max_inflated_bytes`` holding no more than the header), then
+    to read it whole (its pixel data is native: what is stored is what is decoded).
     Raises :class:`NotAnalysable` ("image too large"), :class:`CorruptDeflate`, and whatever
     ``dcmread`` raises for files it cannot read.
     """
     with _open(source) as fp:
         deflated, preamble, meta = _is_deflated(fp)
         if deflated:
+            # First pass: the header, and the inflated size counted without keeping it, so a
+            # bomb is refused before anything but the header is held; then the data set.
+            start = fp.tell()
+            header = _parse_inflated(
+                source, fp, meta, preamble, limits=limits, header_only=True, tags=None
+            )
+            check_image_size(header, limits)
+            fp.seek(start)
             ds: Dataset = _parse_inflated(
                 source, fp, meta, preamble, limits=limits, header_only=False, tags=None
             )

@@ -32,7 +32,7 @@ def test_a_tiny_jpeg2000_declaring_8192_squared_is_a_bomb_by_its_ratio() -> None
     # only the ratio of decoded to stored bytes (~500,000:1) gives it away.
     with pytest.raises(NotAnalysable) as err:
         check_image_size(ds, DEFAULT_LIMITS)
-    assert "8192 x 8192 decodes to 128.0 MiB from" in too_large(err)
+    assert "8,192 x 8,192 decodes to 128.0 MiB from" in too_large(err)
     assert "limit 1,000:1" in err.value.message
     with pytest.raises(NotAnalysable) as err:
         decode_pixels(ds)  # the decoder is never reached
@@ -44,7 +44,7 @@ def test_65535_squared_is_refused_by_its_pixel_count(kind: str) -> None:
     ds = pixel_bomb(65535, 65535, kind)
     with pytest.raises(NotAnalysable) as err:
         prepare(ds, PreprocessParams())
-    assert "65535 x 65535 is 4,294,836,225 pixels (limit 200,000,000)" in too_large(err)
+    assert "65,535 x 65,535 is 4,294,836,225 pixels (limit 200,000,000)" in too_large(err)
 
 
 def test_the_decoded_size_is_checked() -> None:
