@@ -83,3 +83,57 @@ def test_whole_data_pdus_reach_the_stream_before_the_reader_returns(tmp_path: Pa
     assert (tmp_path / "b.part").read_bytes() == first + second
     assert dul._xrayd_buffer_pool._free.qsize() == POOL_BUFFERS
     stream.discard()
+
+
+def test_a_declared_length_costs_no_memory_until_its_bytes_arrive() -> None:
+    """A PDU header declaring 4 MiB followed by 10 bytes and a close: the reader's buffer
+    follows the bytes that came, not the length declared (before: 4 MiB at once)."""
+    import socket
+    import tracemalloc
+
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(b"\x00" * 10)
+        b.close()
+        tracemalloc.start()
+        try:
+            buf = hardening._recv_growing(a, bytearray(6), 6 + 4 * 1024 * 1024, None)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert len(buf) == 16
+    assert peak < 4 * hardening.FIRST_CHUNK
+
+
+def test_a_pdu_arriving_in_pieces_is_read_whole() -> None:
+    import socket
+    import threading
+
+    payload = bytes(range(256)) * 4096  # 1 MiB, larger than the first chunk
+    a, b = socket.socketpair()
+    with a, b:
+        sender = threading.Thread(target=b.sendall, args=(payload,))
+        sender.start()
+        buf = hardening._recv_growing(a, bytearray(b"HEADER"), 6 + len(payload), None)
+        sender.join()
+    assert bytes(buf) == b"HEADER" + payload
+
+
+def test_the_artim_deadline_is_fixed_from_accept_and_the_idle_one_per_read() -> None:
+    import socket
+    import time
+
+    from dicom_node.deadline import ReadDeadline
+
+    a, b = socket.socketpair()
+    with a, b:
+        late = ReadDeadline(a, artim_seconds=5, idle_seconds=30, accepted_at=time.monotonic() - 6)
+        with pytest.raises(TimeoutError):
+            late.arm()
+        fresh = ReadDeadline(a, artim_seconds=5, idle_seconds=30)
+        fresh.arm()
+        assert a.gettimeout() is not None and a.gettimeout() <= 5
+        fresh.association_requested()
+        assert a.gettimeout() == 30
+        fresh.arm()
+        assert a.gettimeout() == 30
