@@ -11,10 +11,19 @@ through a temporary file and a rename. :func:`load_bundle` validates the metadat
 weights' sha256 *before* unpickling them (and then only with ``weights_only=True``). A reader
 that catches a bundle being overwritten between the two renames sees a sha256 mismatch and
 refuses it; it never loads new weights with old metadata.
+
+A bundle's own metadata only says which weights belong to it; whoever can rewrite the weights
+can rewrite the metadata too. A model registry therefore records the sha256 (and name and
+version) of each bundle it serves, and passes them as :class:`ExpectedBundle`:
+:func:`load_bundle` and :func:`check_bundle` refuse a bundle that differs
+(:class:`BundleMismatchError`). The weights are hashed from the very bytes that are then
+unpickled, so a file swapped between the check and the load is never loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
@@ -36,8 +45,11 @@ __all__ = [
     "PHANTOM_BUNDLE",
     "WEIGHTS_PATH",
     "BundleInfo",
+    "BundleMismatchError",
+    "ExpectedBundle",
     "LoadedModel",
     "bundle_identity",
+    "check_bundle",
     "default_bundle_path",
     "load_bundle",
     "phantom_bundle_path",
@@ -58,6 +70,20 @@ class BundleInfo:
     version: str
     sha256: str
     path: Path
+
+
+@dataclass(frozen=True)
+class ExpectedBundle:
+    """What a model registry recorded about a bundle: the bundle loaded must be this one."""
+
+    name: str
+    version: str
+    #: the weights file's sha256
+    sha256: str
+
+
+class BundleMismatchError(BundleError):
+    """A bundle is not the one the registry recorded (its weights or identity changed)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,41 +176,89 @@ def bundle_identity(directory: Path) -> BundleInfo:
     """Name, version and weights sha256 of a bundle from its metadata, without loading the
     network (the sha256 is the one the metadata records; :func:`load_bundle` verifies it)."""
     directory = Path(directory)
+    metadata, sha256 = _read_metadata(directory)
+    return BundleInfo(metadata.name, metadata.version, sha256, directory)
+
+
+def _read_metadata(directory: Path) -> tuple[BundleMetadata, str]:
     try:
         doc = json.loads((directory / METADATA_PATH).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError(f"no {METADATA_PATH} in bundle {directory}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"cannot read {METADATA_PATH} in bundle {directory}: {exc}") from exc
-    metadata, sha256 = metadata_from_json(doc)
-    return BundleInfo(metadata.name, metadata.version, sha256, directory)
+    return metadata_from_json(doc)
 
 
-def load_bundle(directory: Path, device: str = "cpu") -> LoadedModel:
+def _read_weights(directory: Path) -> tuple[bytes, str]:
+    """The weights file's bytes and their sha256 (one read: what is hashed is what loads)."""
+    weights = directory / WEIGHTS_PATH
+    if not weights.is_file():
+        raise BundleError(f"no {WEIGHTS_PATH} in bundle {directory}")
+    try:
+        data = weights.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {WEIGHTS_PATH} in bundle {directory}: {exc}") from exc
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _verify(
+    directory: Path,
+    metadata: BundleMetadata,
+    recorded: str,
+    actual: str,
+    expected: ExpectedBundle | None,
+) -> None:
+    """Refuse weights that differ from the registry's record, then from the metadata's."""
+    if expected is not None:
+        if actual != expected.sha256:
+            raise BundleMismatchError(
+                f"bundle {directory} refused: its weights are not the ones the model registry "
+                f"recorded for {expected.name} {expected.version} (registry sha256 "
+                f"{expected.sha256}, {WEIGHTS_PATH} has {actual}); the file was altered or "
+                "replaced"
+            )
+        if (metadata.name, metadata.version) != (expected.name, expected.version):
+            raise BundleMismatchError(
+                f"bundle {directory} refused: its metadata names {metadata.name} "
+                f"{metadata.version}, the model registry recorded {expected.name} "
+                f"{expected.version}"
+            )
+    if actual != recorded:
+        raise BundleError(
+            f"weights sha256 mismatch in bundle {directory}: metadata says {recorded}, "
+            f"{WEIGHTS_PATH} has {actual}"
+        )
+
+
+def check_bundle(directory: Path, expected: ExpectedBundle) -> BundleInfo:
+    """Check, without building the network, that the bundle in ``directory`` is ``expected``:
+    its weights hash to the recorded sha256 and its metadata names the recorded name and
+    version (and records the same sha256). Raises :class:`BundleMismatchError` (or
+    :class:`BundleError` for a bundle that cannot be read)."""
+    directory = Path(directory)
+    metadata, recorded = _read_metadata(directory)
+    _, actual = _read_weights(directory)
+    _verify(directory, metadata, recorded, actual, expected)
+    return BundleInfo(metadata.name, metadata.version, actual, directory)
+
+
+def load_bundle(
+    directory: Path, device: str = "cpu", *, expected: ExpectedBundle | None = None
+) -> LoadedModel:
     """Validate and load a bundle; ``device="auto"`` picks CUDA when available.
+
+    ``expected``: what a model registry recorded about this bundle; a bundle whose weights
+    (or name and version) differ is refused with :class:`BundleMismatchError`.
 
     Raises :class:`BundleError` naming what is wrong: missing files, invalid JSON, a missing
     or mistyped metadata key, an unknown arch, a weights sha256 mismatch, or weights that do
     not fit the network.
     """
     directory = Path(directory)
-    meta_path = directory / METADATA_PATH
-    weights = directory / WEIGHTS_PATH
-    try:
-        doc = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"no {METADATA_PATH} in bundle {directory}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"cannot read {METADATA_PATH} in bundle {directory}: {exc}") from exc
-    metadata, expected = metadata_from_json(doc)
-    if not weights.is_file():
-        raise BundleError(f"no {WEIGHTS_PATH} in bundle {directory}")
-    actual = sha256_file(weights)
-    if actual != expected:
-        raise BundleError(
-            f"weights sha256 mismatch in bundle {directory}: metadata says {expected}, "
-            f"{WEIGHTS_PATH} has {actual}"
-        )
+    metadata, recorded = _read_metadata(directory)
+    data, actual = _read_weights(directory)
+    _verify(directory, metadata, recorded, actual, expected)
     target = resolve_device(device)
     network = build_network(
         metadata.arch,
@@ -194,12 +268,13 @@ def load_bundle(directory: Path, device: str = "cpu") -> LoadedModel:
         localise=metadata.localisation_head,
     )
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         network.load_state_dict(state, strict=True)
     except Exception as exc:  # unpickling or key/shape mismatch: all mean a bad bundle
         raise BundleError(
             f"weights in bundle {directory} do not fit {metadata.arch}: {exc}"
         ) from exc
+    del data
     network.to(target).eval()
     logger.info("loaded bundle %s %s on %s", metadata.name, metadata.version, target)
     info = BundleInfo(metadata.name, metadata.version, actual, directory)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.bundle import LoadedModel, default_bundle_path, load_bundle
+from models.bundle import ExpectedBundle, LoadedModel, default_bundle_path, load_bundle
 from models.inference import Classifier
 from models.preprocess import prepare
 from models.runtime_choice import RuntimeChoice, choose_runtime
@@ -53,13 +53,17 @@ def load_classifier(
     runtime: str = "auto",
     threads: int = 2,
     batch_size: int = 8,
+    expected: ExpectedBundle | None = None,
 ) -> ReadyClassifier:
     """Load ``bundle`` (default: the default bundle) and put the chosen runtime behind it.
 
-    Sets torch's CPU thread count to ``threads`` (process-wide: this is the process's model).
-    Raises :class:`models.errors.BundleError` for a bad bundle.
+    ``expected``: what the model registry recorded about the bundle (see
+    :func:`models.bundle.load_bundle`). Sets torch's CPU thread count to ``threads``
+    (process-wide: this is the process's model). Raises :class:`models.errors.BundleError` for
+    a bad bundle (:class:`models.bundle.BundleMismatchError` for one the registry does not
+    know as such).
     """
-    model = load_bundle(bundle or default_bundle_path(), device=device)
+    model = load_bundle(bundle or default_bundle_path(), device=device, expected=expected)
     if model.device.type == "cpu":
         torch.set_num_threads(threads)
     choice: RuntimeChoice | None = None

@@ -3,11 +3,14 @@ how each got there (gate verdict, training manifest, who promoted it when).
 
 Exactly one version is ``active``. :func:`promote` makes a candidate (or a retired version)
 active and retires the previous one; :func:`rollback` re-activates the version that was active
-before the current one. Every change is an audit event in the same transaction.
+before the current one. Every change is an audit event in the same transaction. Both take a
+``check`` of the version about to become active (the caller verifies its bundle's files against
+the recorded sha256; storage does not read bundles): when it raises, nothing changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +26,7 @@ from storage.schema import ModelState, ModelVersion, utcnow
 __all__ = [
     "ModelVersionRow",
     "RegistryError",
+    "VersionCheck",
     "active_version",
     "ensure_active",
     "get_version",
@@ -36,6 +40,10 @@ __all__ = [
 
 class RegistryError(StorageError, ValueError):
     """A registry change that is not allowed (the message says why)."""
+
+
+#: Called with the version about to become active; raises to refuse the change.
+VersionCheck = Callable[["ModelVersionRow"], None]
 
 
 @dataclass(frozen=True)
@@ -204,8 +212,11 @@ def relocate(sm: sessionmaker[Session], version: str, sha256: str, path: str) ->
         return True
 
 
-def promote(sm: sessionmaker[Session], version: str, *, actor: str) -> ModelVersionRow:
-    """Make ``version`` active (a candidate that passed the gate, or a retired version)."""
+def promote(
+    sm: sessionmaker[Session], version: str, *, actor: str, check: VersionCheck | None = None
+) -> ModelVersionRow:
+    """Make ``version`` active (a candidate that passed the gate, or a retired version);
+    ``check`` may refuse it (see the module docstring)."""
     with sm.begin() as session:
         rows = session.scalars(select(ModelVersion).with_for_update()).all()
         target = next((r for r in rows if r.version == version), None)
@@ -217,6 +228,8 @@ def promote(sm: sessionmaker[Session], version: str, *, actor: str) -> ModelVers
             raise RegistryError(f"model {version} failed the promotion gate and cannot be served")
         if target.state == ModelState.CANDIDATE and (target.gate or {}).get("verdict") != "passed":
             raise RegistryError(f"model {version} has no passing gate verdict")
+        if check is not None:
+            check(_row(target))
         previous = next((r for r in rows if r.state == ModelState.ACTIVE), None)
         if previous is not None:
             previous.state = ModelState.RETIRED.value
@@ -234,8 +247,11 @@ def promote(sm: sessionmaker[Session], version: str, *, actor: str) -> ModelVers
         return _row(target)
 
 
-def rollback(sm: sessionmaker[Session], *, actor: str) -> ModelVersionRow:
-    """Re-activate the version that was active before the current one."""
+def rollback(
+    sm: sessionmaker[Session], *, actor: str, check: VersionCheck | None = None
+) -> ModelVersionRow:
+    """Re-activate the version that was active before the current one; ``check`` may refuse
+    it (see the module docstring)."""
     with sm.begin() as session:
         rows = session.scalars(select(ModelVersion).with_for_update()).all()
         current = next((r for r in rows if r.state == ModelState.ACTIVE), None)
@@ -251,6 +267,8 @@ def rollback(sm: sessionmaker[Session], *, actor: str) -> ModelVersionRow:
         if not earlier:
             raise RegistryError("there is no earlier model to roll back to")
         target = max(earlier, key=lambda r: (r.promoted_at, r.id))
+        if check is not None:
+            check(_row(target))
         current.state = ModelState.RETIRED.value
         target.state = ModelState.ACTIVE.value
         target.promoted_at = utcnow()

@@ -35,7 +35,11 @@ from xrayd.limits import image_limits
 from xrayd.listeners import ListenerProcesses, exit_with_parent, inherited_listen_fd
 from xrayd.metrics import Metrics
 from xrayd.model_holder import ModelHolder
-from xrayd.model_registry import active_bundle_reader, register_configured_model
+from xrayd.model_registry import (
+    active_bundle_reader,
+    register_configured_model,
+    verify_active_model,
+)
 from xrayd.pipeline import Analyser
 from xrayd.receiver import SpoolingSink, utcnow
 from xrayd.refusal_audit import RefusalAudit, RefusalAuditFlusher
@@ -242,6 +246,7 @@ class Node:
         sessions = self.storage.sessions
         seed_registry(self.settings, sessions)
         register_configured_model(self.settings, sessions)
+        verify_active_model(sessions)  # a bundle altered since it was registered: no start
         removed = self.storage.spool.cleanup_tmp()
         if removed:
             LOGGER.info("removed %d partial file(s) left by interrupted transfers", removed)

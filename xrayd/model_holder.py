@@ -4,6 +4,11 @@
 ``check_seconds`` it asks the registry which version is active, and after a promotion or a
 rollback it loads that one (the next job gets it; a job in progress keeps the classifier it
 started with, see ``xrayd.analysis``). Without a registry it serves the ``[model]`` bundle.
+
+A registered bundle is loaded only if its weights hash to the sha256 the registry recorded
+(:class:`RegisteredBundle`). A switch to a bundle that fails this (or any other check) is
+refused with an error in the log, and the model already loaded goes on serving; the refused
+bundle is not tried again until the registry names another one (or :meth:`refresh`).
 """
 
 from __future__ import annotations
@@ -12,18 +17,29 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from config.settings import ModelSettings
-from models.bundle import default_bundle_path
+from models.bundle import ExpectedBundle, default_bundle_path
+from models.errors import BundleError
 from models.loading import ReadyClassifier, load_classifier
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["ModelHolder"]
+__all__ = ["ActiveBundle", "ModelHolder", "RegisteredBundle"]
 
-#: returns the bundle directory to serve (None: the configured one)
-ActiveBundle = Callable[[], Path | None]
+
+@dataclass(frozen=True)
+class RegisteredBundle:
+    """A bundle directory and what the model registry recorded about it."""
+
+    path: Path
+    expected: ExpectedBundle
+
+
+#: returns the bundle to serve (None: the configured one); a bare path is loaded unchecked
+ActiveBundle = Callable[[], RegisteredBundle | Path | None]
 
 
 class ModelHolder:
@@ -43,14 +59,16 @@ class ModelHolder:
         self._clock = clock
         self._lock = threading.Lock()
         self._ready: ReadyClassifier | None = None
-        self._path: Path | None = None
+        self._target: RegisteredBundle | Path | None = None
         self._checked_at: float | None = None
-        self._wanted: Path | None = None
+        self._wanted: RegisteredBundle | Path | None = None
+        #: a bundle whose load failed while another model was serving (not retried)
+        self._refused: RegisteredBundle | Path | None = None
 
     def _configured(self) -> Path:
         return self.settings.bundle or default_bundle_path()
 
-    def _wanted_path(self) -> Path:
+    def _wanted_target(self) -> RegisteredBundle | Path:
         now = self._clock()
         due = self._checked_at is None or now - self._checked_at >= self._check_seconds
         if self._active is not None and due:
@@ -59,33 +77,59 @@ class ModelHolder:
             except Exception:  # the registry is unreachable: keep serving what we have
                 LOGGER.exception("cannot read the active model version; keeping the current one")
             self._checked_at = now
-        return self._wanted or self._path or self._configured()
+        return self._wanted or self._target or self._configured()
 
     def get(self) -> ReadyClassifier:
+        """The classifier to use; raises :class:`models.errors.BundleError` only when no model
+        is loaded yet and the wanted one is refused."""
         with self._lock:
-            path = self._wanted_path()
-            if self._ready is None or path != self._path:
-                s = self.settings
-                previous = self._ready
-                self._ready = load_classifier(
+            target = self._wanted_target()
+            if self._ready is not None and (target == self._target or target == self._refused):
+                return self._ready
+            path, expected = (
+                (target.path, target.expected)
+                if isinstance(target, RegisteredBundle)
+                else (target, None)
+            )
+            s = self.settings
+            previous = self._ready
+            try:
+                ready = load_classifier(
                     path,
                     device=s.device,
                     runtime=s.runtime,
                     threads=s.threads,
                     batch_size=s.batch_size,
+                    expected=expected,
                 )
-                self._path = path
-                if previous is not None:
-                    info = self._ready.model.info
-                    LOGGER.info(
-                        "switched to model %s %s (%s)", info.name, info.version, info.sha256[:12]
-                    )
-            return self._ready
+            except BundleError as exc:
+                if previous is None:
+                    LOGGER.error("model refused: %s", exc)
+                    raise
+                self._refused = target
+                info = previous.model.info
+                LOGGER.error(
+                    "model switch refused, still serving %s %s (%s): %s",
+                    info.name,
+                    info.version,
+                    info.sha256[:12],
+                    exc,
+                )
+                return previous
+            self._ready, self._target, self._refused = ready, target, None
+            if previous is not None:
+                info = ready.model.info
+                LOGGER.info(
+                    "switched to model %s %s (%s)", info.name, info.version, info.sha256[:12]
+                )
+            return ready
 
     def refresh(self) -> None:
-        """Ask the registry again at the next ``get()`` (after a promotion or rollback)."""
+        """Ask the registry again at the next ``get()`` (after a promotion or rollback), and
+        try again a bundle refused before."""
         with self._lock:
             self._checked_at = None
+            self._refused = None
 
     @property
     def loaded(self) -> bool:

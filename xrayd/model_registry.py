@@ -4,6 +4,10 @@ At first start the ``[model]`` bundle (or the default bundle) becomes the regist
 version. From then on the registry decides: ``xrayd models promote|rollback`` (or an
 automatic promotion after retraining) changes what the analysis workers load, without a
 restart. ``[model] bundle`` matters again only on a database with no active version.
+
+The registry records each version's weights sha256: :func:`active_bundle_reader` hands it to
+the loader with the path (a bundle whose weights changed is refused), and
+:func:`verify_version` checks it before a promotion or rollback makes a version active.
 """
 
 from __future__ import annotations
@@ -15,10 +19,24 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
-from models.bundle import bundle_identity, default_bundle_path
-from storage.models_registry import ModelVersionRow, active_version, ensure_active, relocate
+from models.bundle import ExpectedBundle, bundle_identity, check_bundle, default_bundle_path
+from models.errors import BundleError
+from storage.models_registry import (
+    ModelVersionRow,
+    RegistryError,
+    active_version,
+    ensure_active,
+    relocate,
+)
+from xrayd.model_holder import RegisteredBundle
 
-__all__ = ["active_bundle_reader", "register_configured_model"]
+__all__ = [
+    "active_bundle_reader",
+    "expected_bundle",
+    "register_configured_model",
+    "verify_active_model",
+    "verify_version",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -52,11 +70,42 @@ def register_configured_model(
     return row
 
 
-def active_bundle_reader(sessions: sessionmaker[Session]) -> Callable[[], Path | None]:
-    """For :class:`xrayd.model_holder.ModelHolder`: the active version's bundle directory."""
+def expected_bundle(row: ModelVersionRow) -> ExpectedBundle:
+    """What the registry recorded about ``row``'s bundle."""
+    return ExpectedBundle(name=row.name, version=row.version, sha256=row.sha256)
 
-    def read() -> Path | None:
+
+def verify_version(row: ModelVersionRow) -> None:
+    """Refuse (:class:`RegistryError`) a version whose bundle is not the one registered: its
+    weights' sha256, name or version differ from the registry's record, or it cannot be read.
+    Pass as ``check`` to :func:`storage.models_registry.promote` and ``rollback``."""
+    try:
+        check_bundle(Path(row.path), expected_bundle(row))
+    except BundleError as exc:
+        raise RegistryError(f"model {row.name} {row.version} cannot be served: {exc}") from None
+
+
+def verify_active_model(sessions: sessionmaker[Session]) -> None:
+    """At start: refuse (:class:`RegistryError`) to serve an active version whose bundle is
+    not the one registered, with what to do about it."""
+    row = active_version(sessions)
+    if row is None:
+        return
+    try:
+        verify_version(row)
+    except RegistryError as exc:
+        raise RegistryError(
+            f"{exc}. Restore the bundle's files, or serve another registered version "
+            "(xrayd models rollback, or xrayd models promote VERSION)"
+        ) from None
+
+
+def active_bundle_reader(sessions: sessionmaker[Session]) -> Callable[[], RegisteredBundle | None]:
+    """For :class:`xrayd.model_holder.ModelHolder`: the active version's bundle directory and
+    its registered identity (checked when it is loaded)."""
+
+    def read() -> RegisteredBundle | None:
         row = active_version(sessions)
-        return None if row is None else Path(row.path)
+        return None if row is None else RegisteredBundle(Path(row.path), expected_bundle(row))
 
     return read

@@ -74,16 +74,18 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from storage.models_registry import promote
+    from xrayd.model_registry import verify_version
 
-    row = promote(_sessions(settings), args.version, actor=args.actor)
+    row = promote(_sessions(settings), args.version, actor=args.actor, check=verify_version)
     print(f"model {row.name} {row.version} is active (sha256 {row.sha256[:12]})")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from storage.models_registry import rollback
+    from xrayd.model_registry import verify_version
 
-    row = rollback(_sessions(settings), actor=args.actor)
+    row = rollback(_sessions(settings), actor=args.actor, check=verify_version)
     print(f"rolled back: model {row.name} {row.version} is active again (sha256 {row.sha256[:12]})")
     return 0
 

@@ -43,7 +43,7 @@ from storage.training import (
     validation_cases,
 )
 from xrayd.limits import image_limits
-from xrayd.model_registry import register_configured_model
+from xrayd.model_registry import register_configured_model, verify_version
 
 __all__ = ["RetrainService"]
 
@@ -175,6 +175,7 @@ class RetrainService:
         r = self.settings.retrain
         current = register_configured_model(self.settings, self.sessions)
         active = active_version(self.sessions) or current
+        verify_version(active)  # the bundle retrained from is the one registered
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.clean_unregistered()
         base = self._base()
@@ -235,7 +236,7 @@ class RetrainService:
                 run_id=run.id,
             )
         if verdict == "passed" and r.auto_promote:
-            promote(self.sessions, outcome.version, actor=ACTOR)
+            promote(self.sessions, outcome.version, actor=ACTOR, check=verify_version)
             self.on_promoted()
         LOGGER.info(
             "retraining run %d: candidate %s %s (%s)",

@@ -352,16 +352,21 @@ def run_report_file(request: Request, run_id: int, name: str) -> Response:
 
 @router.post("/admin/models/{version}/promote")
 def model_promote(request: Request, version: str, principal: Admin) -> Response:
+    from xrayd.model_registry import verify_version  # here: it imports models (torch)
+
     ctx = context(request)
-    promote(ctx.sessions, version, actor=principal.name)  # audited; RegistryError -> 422
+    # audited; RegistryError (also a bundle that is not the one registered) -> 409
+    promote(ctx.sessions, version, actor=principal.name, check=verify_version)
     ctx.model_changed()
     return _back("/admin/models", "model_promoted")
 
 
 @router.post("/admin/models/rollback")
 def model_rollback(request: Request, principal: Admin) -> Response:
+    from xrayd.model_registry import verify_version
+
     ctx = context(request)
-    rollback(ctx.sessions, actor=principal.name)
+    rollback(ctx.sessions, actor=principal.name, check=verify_version)
     ctx.model_changed()
     return _back("/admin/models", "model_rolled_back")
 
