@@ -177,7 +177,11 @@ def voi_function(ds: Dataset) -> tuple[UnitFunction, VoiSource] | None:
     and use 12). Being element-wise, it can be applied to a part of an image at a time.
     """
     if ds.get("VOILUTSequence"):
-        lut = _voi_lut_function(ds)
+        try:
+            lut = _voi_lut_function(ds)
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:  # malformed (fuzzing)
+            logger.warning("unusable VOI LUT (%s); trying the window", type(exc).__name__)
+            lut = None
         if lut is not None:
             return lut, "voi_lut"
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
