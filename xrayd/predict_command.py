@@ -53,15 +53,18 @@ def load_classifier(args: argparse.Namespace, settings: Settings) -> Classifier:
 
 
 def _one(classifier: Classifier, path: Path) -> Outcome:
-    from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
     from models.errors import NotAnalysable
+    from models.limits import DEFAULT_LIMITS
     from models.preprocess import prepare
+    from models.reading import read_image
 
     start = time.perf_counter()
     try:
-        ds = dcmread(path)
+        ds = read_image(path, DEFAULT_LIMITS)  # header first: an image too large is not read
+    except NotAnalysable as exc:
+        return Outcome(str(path), None, str(exc), time.perf_counter() - start)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         return Outcome(str(path), None, f"cannot read DICOM: {exc}", time.perf_counter() - start)
     try:

@@ -34,8 +34,11 @@ from config.errors import XraydError
 from config.settings import Settings
 from dicom_node.findings import Algorithm, NotAnalysed, RadiologistReview, StudyFindings
 from dicom_node.sr import SRBuildError, build_sr, sr_bytes
+from models.errors import NotAnalysable
 from models.labels import Decision
+from models.limits import DEFAULT_LIMITS
 from models.prediction import Prediction
+from models.reading import read_header
 from storage import analysis as store
 from storage.outbox import queue_deliveries
 from storage.schema import Override
@@ -300,10 +303,12 @@ class VerifiedSRWriter:
         return findings, headers
 
     def _header(self, spool_path: str) -> Dataset | None:
-        """The stored instance's header (no pixel data), or None if it cannot be read."""
+        """The stored instance's header (no pixel data), or None if it cannot be read.
+
+        A deflated one is inflated with bounded memory (pydicom would inflate all of it)."""
         try:
-            return dcmread(self.spool.absolute(spool_path), stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
+            return read_header(self.spool.absolute(spool_path), DEFAULT_LIMITS)
+        except (InvalidDicomError, OSError, ValueError, EOFError, NotAnalysable):
             return None
 
     def _commit(self, study_id: int, ai: _AISR, uid: str, built: _Built) -> tuple[int, int]:
