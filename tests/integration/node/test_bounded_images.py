@@ -4,6 +4,7 @@ DX that is a real image and is analysed."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,13 +81,21 @@ def run_the_job(node: Node) -> dict[str, Any]:
     return detail
 
 
-def test_a_deflate_bomb_is_refused_at_the_door(node: Node, tmp_path: Path) -> None:
+def test_a_deflate_bomb_is_refused_at_the_door(
+    node: Node, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """[limits] max_inflated_mb = 16: 64 MiB of zeros (65 KiB on the wire) is answered 0xA700
     and not stored; the same data set with 8 MiB is stored."""
     bomb, fine = tmp_path / "bomb.dcm", tmp_path / "fine.dcm"
-    deflate_bomb(bomb, 64 * MIB)
+    header = deflate_bomb(bomb, 64 * MIB)
     deflate_bomb(fine, 8 * MIB)
-    assert send_files(node, [bomb, fine]) == [StoreStatus.OUT_OF_RESOURCES, StoreStatus.SUCCESS]
+    with caplog.at_level(logging.WARNING, logger="dicom_node.scp"):
+        statuses = send_files(node, [bomb, fine])
+    assert statuses == [StoreStatus.OUT_OF_RESOURCES, StoreStatus.SUCCESS]
+    [line] = [r.getMessage() for r in caplog.records if "too large" in r.getMessage()]
+    assert "0xA700" in line and "inflated data set too large (more than 16 MiB)" in line
+    for identifier in (header.PatientID, header.StudyInstanceUID, header.SOPInstanceUID):
+        assert identifier not in line
     with node.storage.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Instance)) == 1
     assert echo(remote(node), "MODALITY") == 0  # the node carries on
