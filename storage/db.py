@@ -3,6 +3,9 @@
 The composition root (``xrayd``) calls these with values from the settings; nothing here reads
 configuration or runs at import time.
 
+Engines are created with ``hide_parameters=True``: a statement's parameters (UIDs, AE titles,
+texts) appear neither in SQLAlchemy's exception messages nor in its SQL log.
+
 SQLite
 ------
 The directory of the database file is created on the first connection if it is missing.
@@ -72,11 +75,22 @@ def make_engine(
     target: str | URL = url
     if password is not None:
         target = make_url(url).set(password=password)
-    return create_engine(target, pool_pre_ping=True, connect_args=connect_args, echo=echo)
+    return create_engine(
+        target,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        echo=echo,
+        hide_parameters=True,
+    )
 
 
 def _make_sqlite_engine(url: str, *, echo: bool) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, echo=echo)
+    engine = create_engine(
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        echo=echo,
+        hide_parameters=True,
+    )
 
     database = engine.url.database
 

@@ -32,6 +32,7 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from storage.errors import JobNotFoundError
+from storage.redact import redact
 from storage.schema import Job, JobState, Study, StudyState
 
 logger = logging.getLogger(__name__)
@@ -289,15 +290,15 @@ def fail_job(
     times a jitter factor in [0.8, 1.2] and ``"retry"`` is returned. When ``attempts >=
     max_attempts`` it becomes ``dead`` (a dead letter, see :func:`retry_dead`), its study
     ``failed``, and ``"dead"`` is returned. ``"stale"``: the job was no longer running (or
-    not ours); nothing changed. ``error`` is stored truncated to 2000 characters; it must
-    not contain patient data.
+    not ours); nothing changed. ``error`` is stored redacted (:func:`storage.redact.redact`:
+    no quoted values, UIDs hashed) and truncated to 2000 characters.
     """
     with sm.begin() as session:
         job = _lock_job(session, job_id)
         if not _is_ours(job, worker_id):
             logger.warning("stale failure report ignored", extra={"job_id": job_id})
             return "stale"
-        job.last_error = error[:MAX_ERROR_CHARS]
+        job.last_error = redact(error)[:MAX_ERROR_CHARS]
         job.lease_expires_at = None
         job.updated_at = now
         if job.attempts >= job.max_attempts:

@@ -30,7 +30,7 @@ every transaction begins ``IMMEDIATE`` (see :mod:`storage.db`), one claimer at a
 
 Dead letters are audited (``delivery.dead``) in the same transaction that makes them dead.
 Nothing here stores or logs patient data; error texts come from the sender and must not
-either.
+either, and are redacted again before they are stored (:func:`storage.redact.redact`).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import StorageError
+from storage.redact import redact
 from storage.registry import record_audit
 from storage.schema import Delivery, DeliveryState, Destination, Result, utcnow
 
@@ -274,7 +275,7 @@ def delivery_sent(
             logger.warning("late success report accepted", extra={"delivery_id": claim.delivery_id})
         delivery.state = DeliveryState.SENT.value
         delivery.last_status = status
-        delivery.last_error = None if note is None else note[:MAX_ERROR_CHARS]
+        delivery.last_error = None if note is None else redact(note)[:MAX_ERROR_CHARS]
         delivery.updated_at = now
         delivery.sent_at = now
     logger.info("delivery sent", extra={"delivery_id": claim.delivery_id, "attempt": claim.attempt})
@@ -300,7 +301,8 @@ def delivery_failed(
     2**(attempts-1)) * jitter`` (jitter uniform in [0.5, 1.5] unless given) → ``"retry"``.
     Permanent, or ``attempts >= max_attempts``: ``dead`` and audited → ``"dead"``. A report
     for a claim that is no longer current (the row is not ``pending``, or was claimed again
-    since) changes nothing → ``"stale"``. ``error`` is stored truncated; no patient data.
+    since) changes nothing → ``"stale"``. ``error`` is stored redacted
+    (:func:`storage.redact.redact`) and truncated.
     """
     with sm.begin() as session:
         delivery = _lock(session, claim.delivery_id)
@@ -308,7 +310,7 @@ def delivery_failed(
             logger.warning("stale failure report ignored", extra={"delivery_id": claim.delivery_id})
             return "stale"
         delivery.last_status = status
-        delivery.last_error = error[:MAX_ERROR_CHARS]
+        delivery.last_error = redact(error)[:MAX_ERROR_CHARS]
         delivery.updated_at = now
         if not transient or delivery.attempts >= max_attempts:
             reason = "permanent failure" if not transient else "attempts exhausted"

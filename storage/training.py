@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import StorageError
+from storage.redact import redact
 from storage.registry import record_audit
 from storage.schema import (
     Instance,
@@ -197,7 +198,7 @@ def finish_run(
         run.candidate_version = candidate_version
         run.verdict = verdict
         run.report_path = report_path
-        run.error = None if error is None else error[:MAX_ERROR]
+        run.error = None if error is None else redact(error)[:MAX_ERROR]
         if detail is not None:
             run.detail = dict(detail)
         record_audit(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,15 @@ def remote(node: Any) -> RemoteAE:
     return RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
 
 
-def store_and_wait_for_release(
-    node: Any, datasets: Sequence[Any], calling_ae: str = "MODALITY", timeout: float = 60.0
-) -> list[int]:
-    """C-STORE ``datasets`` to ``node`` over one association; return the statuses once the node
-    has handled that association's release.
+@contextlib.contextmanager
+def release_handled(node: Any) -> Iterator[threading.Event]:
+    """An event set once ``node``'s sink has handled an association's release (while inside).
 
     The sender's ``release()`` returns when the peer's A-RELEASE-RP arrives, which may be before
     the listener's association thread has run the sink's ``association_released`` (where, with
     ``release_ends_wait``, the study becomes complete and its job is queued). Waiting on the sink
     itself, not on time, makes "sent, so its job is queued" hold. Only an association that stored
-    something reports its release, so there is nothing to wait for otherwise.
+    something reports its release.
     """
     handled = threading.Event()
     sink = node.sink
@@ -47,11 +45,20 @@ def store_and_wait_for_release(
 
     sink.association_released = on_released
     try:
+        yield handled
+    finally:
+        sink.association_released = original
+
+
+def store_and_wait_for_release(
+    node: Any, datasets: Sequence[Any], calling_ae: str = "MODALITY", timeout: float = 60.0
+) -> list[int]:
+    """C-STORE ``datasets`` to ``node`` over one association; return the statuses once the node
+    has handled that association's release (see :func:`release_handled`)."""
+    with release_handled(node) as handled:
         statuses = store_datasets(remote(node), calling_ae, list(datasets))
         if StoreStatus.SUCCESS in statuses:
             assert handled.wait(timeout), "the node did not handle the association's release"
-    finally:
-        sink.association_released = original
     return statuses
 
 

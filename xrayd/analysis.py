@@ -48,6 +48,7 @@ from models.reading import read_header, read_image
 from storage import analysis as store
 from storage.jobs import ClaimedJob
 from storage.outbox import queue_deliveries
+from storage.redact import describe_exception, redact
 from storage.spool import Spool, uid_hash
 from xrayd.findings import algorithm_of, image_finding, prediction_detail
 from xrayd.pdf_report import render_pdf_report
@@ -227,15 +228,15 @@ class StudyAnalyser:
                 uid_hash(instance.sop_instance_uid),
                 exc.reason.value,
             )
-            return _Source(instance, _bare_header(path, self.limits), None, str(exc))
+            return _Source(instance, _bare_header(path, self.limits), None, redact(str(exc)))
         except Exception as exc:  # pydicom: ValueError, BytesLengthException, NotImplementedError..
-            reason = f"cannot read the stored file: {exc}"
+            reason = f"cannot read the stored file: {describe_exception(exc)}"
             return _Source(instance, Dataset(), None, reason)
         try:
             prepared = prepare(ds, ready.model.metadata.preprocess, limits=self.limits)
         except NotAnalysable as exc:
             # stored, shown and put in the SR: a value quoted from the data set stays out
-            return _Source(instance, _header(ds), None, str(exc))
+            return _Source(instance, _header(ds), None, redact(str(exc)))
         return _Source(instance, _header(ds), prepared, None)
 
     def _hint(self, source: _Source, ready: ReadyClassifier) -> str | None:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import JobSettings, StudySettings
 from storage import jobs
+from storage.redact import describe_exception
 from xrayd.pipeline import Analyser
 
 LOGGER = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class Worker(threading.Thread):
                 self.sessions,
                 job.job_id,
                 self.clock(),
-                f"{type(exc).__name__}: {exc}",
+                describe_exception(exc),  # its type and message, no quoted values
                 base_delay_seconds=self.settings.retry_base_seconds,
                 max_delay_seconds=self.settings.retry_max_seconds,
             )

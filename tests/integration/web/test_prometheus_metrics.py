@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from storage.db import make_engine, make_sessionmaker
 from storage.spool import Spool
 from storage.status import status_counts
 from xrayd.app import Node, open_storage, web_context
-from xrayd.logging_setup import configure_logging
+from xrayd.logging_setup import configure_logging, reset_logging
 from xrayd.metrics import Metrics
 from xrayd.web.app import create_app
 
@@ -46,10 +45,7 @@ def json_log() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     configure_logging("INFO", "json", stream=stream)
     yield stream
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_xrayd", False):
-            root.removeHandler(handler)
+    reset_logging()
 
 
 @pytest.fixture

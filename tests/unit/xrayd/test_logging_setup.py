@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -12,17 +13,15 @@ from typing import TextIO
 import pytest
 
 from config.settings import LoggingSettings
-from xrayd.logging_setup import configure_logging, resolve_format, under_journald
+from dicom_node.received import uid_hash
+from xrayd.logging_setup import configure_logging, reset_logging, resolve_format, under_journald
 
 
 @pytest.fixture
 def stream(tmp_path: Path) -> Iterator[TextIO]:
     with (tmp_path / "stderr").open("w+", encoding="utf-8") as fh:
         yield fh
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_xrayd", False):
-            root.removeHandler(handler)
+    reset_logging()
 
 
 def journal_stream_of(fh: TextIO) -> str:
@@ -91,3 +90,70 @@ def test_configure_auto_without_journald_writes_text(
 
 def test_auto_is_the_default() -> None:
     assert LoggingSettings().format == "auto"
+
+
+UID = "1.2.826.0.1.3680043.8.498.9988776655443322"
+BIRTH_DATE = "1987" + "1345"  # built here: no source line in a traceback holds it
+
+
+def test_failures_are_logged_without_the_values_they_quote(
+    stream: TextIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure_logging("INFO", "json", stream=stream)
+    own = logging.getLogger("xrayd.test")
+    try:
+        raise ValueError(f"Invalid value for VR DA: {BIRTH_DATE!r}.")
+    except ValueError as exc:
+        own.exception("job %d failed", 7)
+        own.error("refusing C-STORE %s: %s", "ab12", exc)
+    logging.getLogger("pydicom").warning("Invalid value for VR PN: %r", "Doe^Jane")
+    logging.getLogger("highdicom.base").warning('copy attributes from dataset "%s"', UID)
+    own.info("stored %s from %r", UID, "MODALITY")
+    first, second, third, fourth, fifth = (json.loads(line) for line in lines(stream))
+    assert first["message"] == "job 7 failed"
+    assert first["exception"].startswith("Traceback (most recent call last):")
+    assert "test_logging_setup.py" in first["exception"]  # the frames stay
+    assert first["exception"].endswith("ValueError: Invalid value for VR DA (withheld).")
+    assert (
+        second["message"]
+        == "refusing C-STORE ab12: ValueError: Invalid value for VR DA (withheld)."
+    )
+    assert third["message"] == "Invalid value for VR PN (withheld)."
+    assert fourth["message"] == f'copy attributes from dataset "uid:{uid_hash(UID)}"'
+    assert fifth["message"] == f"stored uid:{uid_hash(UID)} from 'MODALITY'"  # own words kept
+    everything = stream.getvalue() if hasattr(stream, "getvalue") else "\n".join(lines(stream))
+    for secret in (BIRTH_DATE, "Doe", UID):
+        assert secret not in everything
+    # Any other handler (here pytest's) gets the same safe records: made so when created.
+    for record in caplog.records:
+        assert record.exc_info is None
+        rendered = logging.Formatter().format(record)
+        assert BIRTH_DATE not in rendered and "Doe" not in rendered and UID not in rendered
+    assert any("Traceback" in (record.exc_text or "") for record in caplog.records)
+
+
+def test_python_warnings_are_logged_redacted(stream: TextIO) -> None:
+    configure_logging("INFO", "text", stream=stream)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(f"Invalid value for VR DA: {BIRTH_DATE!r}.", UserWarning, stacklevel=1)
+    [*_, line] = [x for x in lines(stream) if "py.warnings" in x]
+    assert "UserWarning: Invalid value for VR DA (withheld)." in line
+    assert BIRTH_DATE not in "\n".join(lines(stream))
+
+
+def test_a_record_whose_arguments_do_not_fit_is_still_written(stream: TextIO) -> None:
+    configure_logging("INFO", "text", stream=stream)
+    logging.getLogger("xrayd.test").info("two %s %s", "only-one")
+    [line] = lines(stream)
+    assert "two %s %s (arguments withheld" in line and "only-one" not in line
+
+
+def test_reset_logging_restores_the_record_factory(stream: TextIO) -> None:
+    before = logging.getLogRecordFactory()
+    configure_logging("INFO", "text", stream=stream)
+    configure_logging("INFO", "text", stream=stream)  # idempotent: wrapped once
+    assert logging.getLogRecordFactory() is not before
+    reset_logging()
+    assert logging.getLogRecordFactory() is before
+    assert not [h for h in logging.getLogger().handlers if getattr(h, "_xrayd", False)]
