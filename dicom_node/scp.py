@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import ssl
+import struct
 import threading
 import zlib
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID
 from pynetdicom import AE, evt
 
@@ -133,6 +134,9 @@ def read_header(
         KeyError,
         TypeError,
         zlib.error,
+        NotImplementedError,  # an unknown VR (found by fuzzing)
+        BytesLengthException,  # a value of the wrong length for its VR (found by fuzzing)
+        struct.error,  # a file meta element cut short (found by fuzzing)
     ) as exc:
         raise HeaderError(
             StoreStatus.CANNOT_UNDERSTAND, f"unparseable data set ({type(exc).__name__})"
@@ -376,7 +380,6 @@ class StoreSCP:
                 (stream.max_bytes or 0) // (1024 * 1024),
             )
             return StoreStatus.OUT_OF_RESOURCES
-        # The header is checked while the flusher makes the last stretch durable.
         # The header is checked while the flusher makes the last stretch durable.
         stream.end_of_data()
         header = None  # not read when the write failed: finish() raises that error
