@@ -27,7 +27,7 @@ from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 from dicom_factory import make_radiograph, save
 from helpers import make_settings
-from node_helpers import remote
+from node_helpers import release_handled, remote
 
 
 def _node(database_url: str, data: Path, **sections: Any) -> Node:
@@ -50,18 +50,23 @@ def node(database_url: str, tmp_path: Path) -> Iterator[Node]:
 
 
 def send_files(node: Node, paths: list[Path]) -> list[int]:
-    """C-STORE files as they are (pynetdicom sends a file's data set without decoding it)."""
+    """C-STORE files as they are (pynetdicom sends a file's data set without decoding it);
+    returns once the node has handled the association's release (which queues the study)."""
     ae = AE(ae_title="MODALITY")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
     for path in paths:
         meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
         ae.add_requested_context(meta.SOPClassUID, [meta.file_meta.TransferSyntaxUID])
-    assoc = ae.associate("127.0.0.1", node.scp.port, ae_title="XRAYD")
-    assert assoc.is_established
-    try:
-        return [int(assoc.send_c_store(path).Status) for path in paths]
-    finally:
-        assoc.release()
+    with release_handled(node) as handled:
+        assoc = ae.associate("127.0.0.1", node.scp.port, ae_title="XRAYD")
+        assert assoc.is_established
+        try:
+            statuses = [int(assoc.send_c_store(path).Status) for path in paths]
+        finally:
+            assoc.release()
+        if StoreStatus.SUCCESS in statuses:
+            assert handled.wait(60), "the node did not handle the association's release"
+    return statuses
 
 
 def run_the_job(node: Node) -> dict[str, Any]:

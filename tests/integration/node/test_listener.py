@@ -37,7 +37,7 @@ from dicom_factory import (
     save_as_is,
 )
 from helpers import need_tool
-from node_helpers import remote, rows, store_cut_off, stored_file
+from node_helpers import remote, rows, store_and_wait_for_release, store_cut_off, stored_file
 
 StartNode = Callable[..., Any]
 
@@ -385,7 +385,8 @@ def test_no_patient_identifiers_in_logs(
     caplog.set_level("DEBUG")
     node = start_node()
     ds = make_radiograph(patient_id="PAT-SECRET-42", patient_name="Doe^Jane")
-    store_datasets(remote(node), "MODALITY", [ds, ds])
+    # after the release is handled, so that its records (the study queued) are searched too
+    store_and_wait_for_release(node, [ds, ds])
     _associate(node.scp.port, "INTRUDER")
     text = caplog.text
     assert "stored" in text
