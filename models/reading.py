@@ -188,7 +188,8 @@ def read_image(source: Path | bytes, limits: ImageLimits) -> Dataset:
             fp.seek(0)
             header = dcmread(fp, stop_before_pixels=True)
             at_pixels = fp.tell()  # pydicom stops at the Pixel Data element's tag
-            check_image_size(header, limits, stored_bytes=fp.seek(0, 2) - at_pixels)
+            stored = fp.seek(0, 2) - at_pixels  # 0: no Pixel Data (refused later as such)
+            check_image_size(header, limits, stored_bytes=stored or None)
             fp.seek(0)
             ds = dcmread(fp)
     check_image_size(ds, limits)

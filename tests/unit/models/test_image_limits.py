@@ -138,3 +138,15 @@ def test_the_8192_bomb_stream_really_declares_8192() -> None:
     """The helper's codestream is what it claims (SIZ: Xsiz, Ysiz at offsets 8 and 12)."""
     stream = j2k_declaring(65535, 65535)
     assert int.from_bytes(stream[8:12], "big") == int.from_bytes(stream[12:16], "big") == 65535
+
+
+def test_a_compressed_image_header_without_pixel_data_is_not_called_too_large(
+    tmp_path: Path,
+) -> None:
+    ds = compress_j2k(make_radiograph())
+    del ds.PixelData
+    path = tmp_path / "no-pixels.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(NotAnalysable) as err:
+        prepare(read_image(path, DEFAULT_LIMITS), PreprocessParams())
+    assert err.value.reason == RefusalReason.NO_PIXELS
