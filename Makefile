@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench-receive bench-infer bench-e2e train-fracatlas evaluate-fracatlas clean
+.PHONY: demo test lint typecheck bench-receive bench-infer bench-e2e train-fracatlas evaluate-fracatlas fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,25 @@ evaluate-fracatlas: $(STAMP)
 
 bench-e2e: $(STAMP)
 	$(BIN)/python bench/e2e.py
+
+# Fuzzing (docs/fuzzing.md): the header check and the pixel path with atheris (coverage-guided),
+# then the network fuzzer against an in-process listener, each for FUZZ_SECONDS. New inputs go
+# to $(FUZZ_WORK); crashes to tests/fuzz/crashes/<target>/, replayed by the test suite. All three
+# run whatever the others found; the exit status is 1 when any of them found something.
+FUZZ_SECONDS ?= 300
+FUZZ_SEED ?= 1
+FUZZ_WORK ?= runs/fuzz
+FUZZ_FLAGS = -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1500 -timeout=30 -print_final_stats=1
+fuzz: $(STAMP)
+	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install --quiet -e ".[fuzz]"
+	mkdir -p $(FUZZ_WORK)/header $(FUZZ_WORK)/pixels tests/fuzz/crashes/header tests/fuzz/crashes/pixels
+	cd tests/fuzz && status=0; export FUZZ_MEMORY_MB=3072; \
+	../../$(BIN)/python fuzz_header.py ../../$(FUZZ_WORK)/header corpus/header $(FUZZ_FLAGS) \
+	    -artifact_prefix=crashes/header/ || status=1; \
+	../../$(BIN)/python fuzz_pixels.py ../../$(FUZZ_WORK)/pixels corpus/pixels $(FUZZ_FLAGS) \
+	    -artifact_prefix=crashes/pixels/ || status=1; \
+	../../$(BIN)/python fuzz_network.py --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) || status=1; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache

@@ -516,6 +516,7 @@ def run(
     report = Report()
     problems = Problems()
     started = time.monotonic()
+    seen = {_signature(json.loads(p.read_text())["problem"]) for p in saved_cases()}
     with watched(problems), listener() as (scp, streams):
         port = scp.port
         number = 0
@@ -547,7 +548,9 @@ def run(
                 mine.append(f"listener did not answer a good C-ECHO after the case: {dead}")
             if mine:
                 report.findings += [f"case {number} ({case.kind}): {p}" for p in mine]
-                if save_to is not None:
+                signature = _signature(mine[0])
+                if save_to is not None and signature not in seen:
+                    seen.add(signature)
                     save_to.mkdir(parents=True, exist_ok=True)
                     path = save_to / f"seed{seed}-case{number}-{case.kind}.json"
                     path.write_text(case.to_json(seed, number, mine[0][:2000]))
@@ -563,6 +566,12 @@ def run(
             report.findings.append(leftover)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _signature(problem: str) -> str:
+    """A finding's kind, for one reproducer each: its first line, without thread numbers."""
+    first = problem.splitlines()[0] if problem else ""
+    return " ".join(w for w in first.split() if not w.startswith("Thread-"))
 
 
 def _wait_idle(scp: StoreSCP, seconds: float = 15.0) -> None:
