@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,6 @@ from pynetdicom import AE, evt
 from sqlalchemy import select
 
 from dicom_node.scu import RemoteAE, store_datasets
-from dicom_node.statuses import StoreStatus
 from storage.schema import Instance
 
 from dicom_factory import DX, make_radiograph
@@ -23,42 +22,27 @@ def remote(node: Any) -> RemoteAE:
     return RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
 
 
-@contextlib.contextmanager
-def release_handled(node: Any) -> Iterator[threading.Event]:
-    """An event set once ``node``'s sink has handled an association's release (while inside).
+def wait_for_listener(node: Any, timeout: float = 60.0) -> None:
+    """Wait until every association ``node``'s listener is serving has ended.
 
     The sender's ``release()`` returns when the peer's A-RELEASE-RP arrives, which may be before
-    the listener's association thread has run the sink's ``association_released`` (where, with
-    ``release_ends_wait``, the study becomes complete and its job is queued). Waiting on the sink
-    itself, not on time, makes "sent, so its job is queued" hold. Only an association that stored
-    something reports its release.
+    the listener's association thread has run its release handling (the sink's
+    ``association_released``: with ``release_ends_wait``, where the study becomes complete and
+    its job is queued, in a transaction that holds the study's row). That thread ends only after
+    it, so joining it is waiting on the event itself, not on time.
     """
-    handled = threading.Event()
-    sink = node.sink
-    original = sink.association_released
-
-    def on_released(peer: Any, studies: frozenset[str]) -> None:
-        try:
-            original(peer, studies)
-        finally:
-            handled.set()
-
-    sink.association_released = on_released
-    try:
-        yield handled
-    finally:
-        sink.association_released = original
+    for assoc in node.scp.active_associations():
+        assoc.join(timeout)
+        assert not assoc.is_alive(), "an association of the node did not end"
 
 
 def store_and_wait_for_release(
-    node: Any, datasets: Sequence[Any], calling_ae: str = "MODALITY", timeout: float = 60.0
+    node: Any, datasets: Sequence[Any], calling_ae: str = "MODALITY"
 ) -> list[int]:
     """C-STORE ``datasets`` to ``node`` over one association; return the statuses once the node
-    has handled that association's release (see :func:`release_handled`)."""
-    with release_handled(node) as handled:
-        statuses = store_datasets(remote(node), calling_ae, list(datasets))
-        if StoreStatus.SUCCESS in statuses:
-            assert handled.wait(timeout), "the node did not handle the association's release"
+    has finished with that association (see :func:`wait_for_listener`)."""
+    statuses = store_datasets(remote(node), calling_ae, list(datasets))
+    wait_for_listener(node)
     return statuses
 
 

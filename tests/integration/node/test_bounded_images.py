@@ -27,7 +27,7 @@ from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 from dicom_factory import make_radiograph, save
 from helpers import make_settings
-from node_helpers import release_handled, remote
+from node_helpers import remote, wait_for_listener
 
 
 def _node(database_url: str, data: Path, **sections: Any) -> Node:
@@ -57,15 +57,13 @@ def send_files(node: Node, paths: list[Path]) -> list[int]:
     for path in paths:
         meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
         ae.add_requested_context(meta.SOPClassUID, [meta.file_meta.TransferSyntaxUID])
-    with release_handled(node) as handled:
-        assoc = ae.associate("127.0.0.1", node.scp.port, ae_title="XRAYD")
-        assert assoc.is_established
-        try:
-            statuses = [int(assoc.send_c_store(path).Status) for path in paths]
-        finally:
-            assoc.release()
-        if StoreStatus.SUCCESS in statuses:
-            assert handled.wait(60), "the node did not handle the association's release"
+    assoc = ae.associate("127.0.0.1", node.scp.port, ae_title="XRAYD")
+    assert assoc.is_established
+    try:
+        statuses = [int(assoc.send_c_store(path).Status) for path in paths]
+    finally:
+        assoc.release()
+    wait_for_listener(node)  # the release is handled on the node's side too (study queued)
     return statuses
 
 
