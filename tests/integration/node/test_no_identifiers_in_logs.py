@@ -206,10 +206,16 @@ def _studies() -> list[list[Dataset]]:
     return [[clean], [invalid], [cut_short, frames]]
 
 
+#: attributes every record has (times, thread and process ids: numbers, not data)
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+
 def _rendered(record: logging.LogRecord) -> str:
-    """Everything a handler could write for ``record``."""
+    """Everything a handler could write for ``record``: its message with its arguments, its
+    traceback, and every ``extra`` attribute."""
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
-    return "\n".join([formatter.format(record), repr(record.__dict__)])
+    extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    return "\n".join([formatter.format(record), repr(record.args), repr(extra)])
 
 
 def test_failures_leave_no_patient_data_in_logs_or_error_texts(
