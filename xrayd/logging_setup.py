@@ -82,7 +82,8 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
 def _redact_in_place(record: logging.LogRecord) -> None:
     own = record.name.partition(".")[0] in OWN_LOGGERS
     try:
-        message = str(record.msg)
+        msg = record.msg  # e.g. pynetdicom's LOGGER.exception(exc): the exception itself
+        message = describe_exception(msg) if isinstance(msg, BaseException) else str(msg)
         if record.args:
             message = message % _safe_args(record.args)
     except Exception:  # a broken call: keep the format, withhold the arguments

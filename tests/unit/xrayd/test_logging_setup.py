@@ -107,9 +107,11 @@ def test_failures_are_logged_without_the_values_they_quote(
         own.exception("job %d failed", 7)
         own.error("refusing C-STORE %s: %s", "ab12", exc)
     logging.getLogger("pydicom").warning("Invalid value for VR PN: %r", "Doe^Jane")
+    logging.getLogger("xrayd.test").error(KeyError(f"no {BIRTH_DATE}"))  # an exception as msg
     logging.getLogger("highdicom.base").warning('copy attributes from dataset "%s"', UID)
     own.info("stored %s from %r", UID, "MODALITY")
-    first, second, third, fourth, fifth = (json.loads(line) for line in lines(stream))
+    first, second, third, as_msg, fourth, fifth = (json.loads(line) for line in lines(stream))
+    assert as_msg["message"] == "KeyError: '***'"
     assert first["message"] == "job 7 failed"
     assert first["exception"].startswith("Traceback (most recent call last):")
     assert "test_logging_setup.py" in first["exception"]  # the frames stay
