@@ -2,7 +2,9 @@
 
 pynetdicom collects a message's command set, and every data set other than a streamed C-STORE
 one, in memory fragment by fragment, with no limit. :func:`bound_dimse` caps both; a peer that
-goes past a cap has its association aborted (there is no request to answer yet: the command is
+goes past a cap, or sends a command set pynetdicom cannot decode (it raises inside its state
+machine, which would end the association's thread without an A-ABORT), has its association
+aborted (there is no request to answer yet: the command is
 not complete, or xrayd serves no service that takes such a data set). C-STORE data sets stream
 to disk and are bounded there (``node.max_instance_mb``, answered with a failure status; see
 :class:`dicom_node.streaming.StreamingFile`).
@@ -72,6 +74,27 @@ def bound_dimse(assoc: Association, refuse: Callable[[], None]) -> None:
             LOGGER.warning("aborting association from %s: %s", assoc.requestor.address, reason)
             refuse()
             return
-        original(primitive)
+        try:
+            original(primitive)
+        except Exception as exc:  # a malformed command set: pynetdicom raises while decoding
+            refused = True
+            LOGGER.warning(
+                "aborting association from %s: undecodable DIMSE message (%s)",
+                assoc.requestor.address,
+                type(exc).__name__,
+            )
+            _discard_stream(dimse.message)
+            refuse()
 
     dimse.receive_primitive = receive  # type: ignore[method-assign]
+
+
+def _discard_stream(message: Any) -> None:
+    """Remove the file a C-STORE data set was streaming into, if any (nobody will answer it)."""
+    stream = getattr(message, "_data_set_file", None)
+    discard = getattr(stream, "discard", None)
+    if callable(discard):
+        try:
+            discard()
+        except Exception:
+            LOGGER.exception("could not remove a partial data set")

@@ -90,8 +90,23 @@ def run_reactor(dul: DULServiceProvider) -> None:
         except queue.Empty:
             idle = True
             continue
+        before = dul.state_machine.current_state
         dul.state_machine.do_action(event)
         idle = False
+        if before != "Sta1" and dul.state_machine.current_state == "Sta1":
+            _connection_over(dul)
+
+
+def _connection_over(dul: DULServiceProvider) -> None:
+    """The connection is closed (state machine back in Sta1).
+
+    An acceptor's association thread that is still waiting for the A-ASSOCIATE-RQ would go on
+    waiting for its whole ACSE timeout (pynetdicom does not tell it), holding a connection slot:
+    wake it with nothing, which it takes as "no request came" and ends. Once it has its request
+    it reads this queue no more, so the wake-up is harmless then.
+    """
+    if not dul.assoc.is_established:
+        dul.to_user_queue.put(None)
 
 
 def use_select_reactor(dul: DULServiceProvider) -> None:

@@ -209,3 +209,48 @@ def test_a_data_set_over_max_instance_mb_is_refused_with_a_status(start_node: St
     with node.storage.sessions() as session:
         stored = set(session.scalars(select(Instance.sop_instance_uid)))
     assert stored == {small.SOPInstanceUID}
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param(b"\x09\x00\x00\x00\x00\x04abcd", id="garbage"),
+        pytest.param(b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00", id="stray-release-request"),
+        pytest.param(b"", id="nothing"),
+    ],
+)
+def test_a_peer_that_closes_before_associating_frees_its_slot_at_once(
+    start_node: StartNode, first: bytes
+) -> None:
+    # The ARTIM timeout is long: only noticing the closed connection frees the slot in time.
+    node = start_node(node={"artim_timeout_seconds": 600.0, "idle_timeout_seconds": 600.0})
+    sock = _connect(node.scp.port)
+    with sock:
+        if first:
+            sock.sendall(first)
+            assert _closed_by_server(sock)  # the listener refused it and closed its side
+        else:
+            sock.shutdown(socket.SHUT_WR)
+    for assoc in node.scp.active_associations():
+        assoc.join(timeout=SAFETY)
+    assert [a for a in node.scp.active_associations() if a.is_alive()] == []
+    assert echo(remote(node), "MODALITY") == 0
+
+
+def test_an_undecodable_command_set_aborts_cleanly(
+    start_node: StartNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A final command fragment whose Command Field is unknown: pynetdicom raises decoding it;
+    # the association is aborted (an A-ABORT, a log line), no thread dies with a traceback.
+    caplog.set_level("WARNING")
+    node = start_node()
+    assoc = _associate(node.scp.port)
+    context_id = assoc.accepted_contexts[0].context_id
+    # (0000,0100) Command Field US = 0x7777, implicit VR little endian
+    command = struct.pack("<HHLH", 0x0000, 0x0100, 2, 0x7777)
+    assoc.dul.send_pdu(_p_data(context_id, 0x03, command))
+    assoc.join(timeout=SAFETY)
+    assert assoc.is_aborted
+    assert "undecodable DIMSE message" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert echo(remote(node), "MODALITY") == 0
