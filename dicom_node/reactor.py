@@ -12,7 +12,8 @@ with it, xrayd's own deliveries to Orthanc were aborted after a rejected associa
 pynetdicom's ``Association._run_reactor`` (the acceptor's DIMSE loop) also sleeps 1 ms before
 each non-blocking look at the DIMSE message queue: up to a millisecond between the last fragment
 of a C-STORE and its handler, and a thousand wake-ups a second per idle association, each taking
-the GIL. :func:`run_association_reactor` waits on the queue itself.
+the GIL. :func:`run_association_reactor` waits on the queue itself, and runs the handlers of
+EVT_RELEASED before it answers the release (see there).
 
 Adapted from pynetdicom 3.0 ``dul.py`` and ``association.py`` (MIT licence); pinned by
 pyproject's ``pynetdicom<3.1``.
@@ -134,11 +135,15 @@ def run_association_reactor(assoc: Association) -> None:
         if msg:
             assoc._serve_request(msg, context_id)  # type: ignore[arg-type]
         if assoc.is_established and assoc.acse.is_release_requested():
-            assoc.acse.send_release(is_response=True)
+            # EVT_RELEASED's handlers run before the A-RELEASE-RP goes out (pynetdicom runs
+            # them after): once the peer has its answer it closes the connection, and the
+            # close's own handler (on the DUL thread) would otherwise race them; the peer's
+            # release() then returns only after what the release triggers is done.
             LOGGER.debug("association released by the peer")
-            assoc.is_released = True
             assoc.is_established = False
             evt.trigger(assoc, evt.EVT_RELEASED, {})
+            assoc.is_released = True
+            assoc.acse.send_release(is_response=True)
             assoc.kill()
             return
         if assoc.acse.is_aborted():
