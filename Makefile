@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench-receive bench-infer bench-e2e train-fracatlas evaluate-fracatlas fuzz clean
+.PHONY: demo test lint typecheck bench-receive bench-infer bench-e2e bench-attacks train-fracatlas evaluate-fracatlas fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench-receive: $(STAMP)
 
 bench-infer: $(STAMP)
 	$(BIN)/python bench/infer.py
+
+# the issue-15 attacks against `xrayd serve`; BEFORE=DIR also runs them against another checkout
+bench-attacks: $(STAMP)
+	$(BIN)/python bench/attacks.py
+	$(if $(BEFORE),$(BIN)/python bench/attacks.py --repo $(BEFORE))
 
 # The default model: fine-tune EfficientNet-Lite0 (ImageNet) on FracAtlas (docs/model-card.md).
 # Hours on 2 CPU cores; interrupt and run again with RESUME=--resume to continue.

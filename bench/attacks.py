@@ -25,6 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -60,6 +61,23 @@ def status_of(pid: int) -> dict[str, int]:
     except OSError:
         pass
     return fields
+
+
+class Sampler(threading.Thread):
+    """Samples the node's RSS and thread count every 20 ms until ``stop`` is set."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.stop = threading.Event()
+        self.max_rss = 0
+        self.max_threads = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            figures = status_of(self.pid)
+            self.max_rss = max(self.max_rss, figures.get("VmRSS", 0))
+            self.max_threads = max(self.max_threads, figures.get("Threads", 0))
 
 
 class Node:
@@ -311,17 +329,24 @@ def main() -> None:
             node = Node(args.repo.resolve(), work, args.address_space_gib)
             PORT[0] = node.port
             before = node.figures()
+            sampler = Sampler(node.proc.pid)
+            sampler.start()
             try:
                 result = ATTACKS[name](node, work)
             except Exception as exc:
                 result = {"attack raised": f"{type(exc).__name__}: {exc}"}
+            sampler.stop.set()
+            sampler.join()
             after = node.figures()
             result["node alive afterwards"] = node.alive()
             if before and after:
                 result["RSS MiB before/after"] = (
                     f"{before['VmRSS'] // 1024}/{after['VmRSS'] // 1024}"
                 )
-                result["peak RSS growth MiB"] = (after["VmHWM"] - before["VmHWM"]) // 1024
+                result["largest RSS during the attack, MiB over before"] = (
+                    sampler.max_rss - before["VmRSS"]
+                ) // 1024
+                result["most threads during the attack"] = sampler.max_threads
                 result["threads before/after"] = f"{before['Threads']}/{after['Threads']}"
             node.stop()
         print(f"\n== {name}")
