@@ -5,14 +5,18 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from sqlalchemy import select
 
 from dicom_node.scu import RemoteAE, store_datasets
-from storage.schema import Instance
+from dicom_node.sop_classes import SECONDARY_CAPTURE
+from storage import outbox
+from storage.schema import Instance, Result, Study
 
 from dicom_factory import DX, make_radiograph
 
@@ -72,3 +76,69 @@ def store_cut_off(node: Any, closed: threading.Event, on_pdu_sent: Callable[[Any
     with contextlib.suppress(Exception):  # the sender sees its own connection die
         assoc.send_c_store(make_radiograph(rows=1024, cols=1024))
     assert closed.wait(timeout=60)
+
+
+def queue_sc_result(storage: Any, now: datetime) -> None:
+    """A small Secondary Capture result in ``storage``'s spool, queued to every destination."""
+    ds = make_radiograph(sop_class=SECONDARY_CAPTURE, rows=32, cols=32, sop_uid=generate_uid())
+    path = storage.spool.root / "results" / "sc.dcm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    with storage.sessions.begin() as session:
+        study = Study(
+            study_instance_uid=generate_uid(),
+            state="analysed",
+            first_received_at=now,
+            last_received_at=now,
+        )
+        session.add(study)
+        session.flush()
+        result = Result(
+            study_id=study.id,
+            kind="sc",
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            file_path=path.relative_to(storage.spool.root).as_posix(),
+        )
+        session.add(result)
+        session.flush()
+        outbox.queue_deliveries(session, result.id, "sc", now=now)
+
+
+def deliver_once(
+    tmp_path: Path,
+    database_url: str,
+    destination: dict[str, Any],
+    *,
+    send_timeout: float,
+    now: datetime,
+) -> Any:
+    """Seed ``destination`` from the settings (as ``xrayd serve`` stores it), queue one result
+    to it and run one delivery attempt; returns its DeliveryReport."""
+    from xrayd.app import open_storage, seed_registry
+    from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
+    from xrayd.worker import Wakeup
+
+    from helpers import make_settings
+
+    settings = make_settings(tmp_path / "data", database_url, destinations=[destination])
+    storage = open_storage(settings, create_if_empty=True, require_current=True)
+    try:
+        seed_registry(settings, storage.sessions)
+        queue_sc_result(storage, now)
+        reports: list[DeliveryReport] = []
+        worker = DeliveryWorker(
+            storage.sessions,
+            storage.spool,
+            DeliveryOptions(
+                max_attempts=3, send_timeout_seconds=send_timeout, lease_seconds=4 * send_timeout
+            ),
+            lambda: now,
+            threading.Event(),
+            Wakeup(),
+            on_report=reports.append,
+        )
+        assert worker.run_once()
+        (report,) = reports
+        return report
+    finally:
+        storage.engine.dispose()

@@ -20,17 +20,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from pydicom.uid import generate_uid
 
 from dicom_node.errors import PeerUnreachableError
 from dicom_node.scu import OutgoingLimits, RemoteAE, SendOutcome, echo, send_file
 from dicom_node.sop_classes import SECONDARY_CAPTURE
-from storage import outbox
 from storage.registry import DestinationRow
-from storage.schema import Result, Study
 from xrayd.delivery import DeliveryReport, DeliveryWorker
 from xrayd.web.admin_api import echo_destination
 
+import node_helpers
 from dicom_factory import make_radiograph
 from helpers import make_settings
 from hostile_destinations import HostileDestination
@@ -241,30 +239,7 @@ def test_the_admin_echo_uses_the_delivery_bounds(tmp_path: Path, unanswered_port
 
 def _queue_result(node: Any) -> None:
     """A Secondary Capture result in the spool, queued to every destination."""
-    storage = node.storage
-    ds = make_radiograph(sop_class=SECONDARY_CAPTURE, rows=32, cols=32, sop_uid=generate_uid())
-    path = storage.spool.root / "results" / "sc.dcm"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    now = datetime.now(UTC)
-    with storage.sessions.begin() as session:
-        study = Study(
-            study_instance_uid=generate_uid(),
-            state="analysed",
-            first_received_at=now,
-            last_received_at=now,
-        )
-        session.add(study)
-        session.flush()
-        result = Result(
-            study_id=study.id,
-            kind="sc",
-            sop_instance_uid=str(ds.SOPInstanceUID),
-            file_path=path.relative_to(storage.spool.root).as_posix(),
-        )
-        session.add(result)
-        session.flush()
-        outbox.queue_deliveries(session, result.id, "sc", now=now)
+    node_helpers.queue_sc_result(node.storage, datetime.now(UTC))
 
 
 def test_the_node_sends_with_the_delivery_settings(

@@ -12,7 +12,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from sqlalchemy import select
 
@@ -33,12 +32,11 @@ from dicom_node.hardening import quiet_identifiers
 from dicom_node.scu import RemoteAE, echo, store_datasets
 from dicom_node.sop_classes import SECONDARY_CAPTURE
 from dicom_node.tls import ClientTLS, server_context
-from storage import outbox
-from storage.schema import Instance, Result, Study
-from xrayd.app import Node, open_storage, seed_registry
-from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
-from xrayd.worker import Wakeup
+from storage.schema import Instance
+from xrayd.app import Node, open_storage
+from xrayd.delivery import DeliveryReport
 
+import node_helpers
 from dicom_factory import DX, make_radiograph
 from helpers import make_settings, need
 
@@ -285,49 +283,10 @@ def tls_pacs(pki: Pki) -> Iterator[TlsPACS]:
 
 def deliver_once(tmp_path: Path, database_url: str, destination: dict[str, Any]) -> DeliveryReport:
     """Seed ``destination`` from the settings, queue one result to it, run one attempt."""
-    settings = make_settings(
-        tmp_path / "data", database_url, destinations=[{"name": "pacs", **destination}]
+    report: DeliveryReport = node_helpers.deliver_once(
+        tmp_path, database_url, {"name": "pacs", **destination}, send_timeout=WAIT, now=T0
     )
-    storage = open_storage(settings, create_if_empty=True, require_current=True)
-    try:
-        seed_registry(settings, storage.sessions)
-        ds = make_radiograph(sop_class=SECONDARY_CAPTURE, rows=32, cols=32, sop_uid=generate_uid())
-        path = storage.spool.root / "results" / "sc.dcm"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(path, enforce_file_format=True)
-        with storage.sessions.begin() as session:
-            study = Study(
-                study_instance_uid=generate_uid(),
-                state="analysed",
-                first_received_at=T0,
-                last_received_at=T0,
-            )
-            session.add(study)
-            session.flush()
-            result = Result(
-                study_id=study.id,
-                kind="sc",
-                sop_instance_uid=str(ds.SOPInstanceUID),
-                file_path=path.relative_to(storage.spool.root).as_posix(),
-            )
-            session.add(result)
-            session.flush()
-            outbox.queue_deliveries(session, result.id, "sc", now=T0)
-        reports: list[DeliveryReport] = []
-        worker = DeliveryWorker(
-            storage.sessions,
-            storage.spool,
-            DeliveryOptions(max_attempts=3, send_timeout_seconds=WAIT, lease_seconds=4 * WAIT),
-            lambda: T0,
-            threading.Event(),
-            Wakeup(),
-            on_report=reports.append,
-        )
-        assert worker.run_once()
-        (report,) = reports
-        return report
-    finally:
-        storage.engine.dispose()
+    return report
 
 
 def pacs_destination(pki: Pki, port: int, **tls: Any) -> dict[str, Any]:

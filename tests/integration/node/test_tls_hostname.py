@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 
 from config.settings import DestinationTLSSettings
@@ -28,14 +28,10 @@ from dicom_node.hardening import quiet_identifiers
 from dicom_node.scu import RemoteAE, echo
 from dicom_node.sop_classes import SECONDARY_CAPTURE
 from dicom_node.tls import ClientTLS, server_context
-from storage import outbox
-from storage.schema import Result, Study
-from xrayd.app import open_storage, seed_registry
-from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker, stored_tls
-from xrayd.worker import Wakeup
+from xrayd.delivery import DeliveryReport, stored_tls
 
-from dicom_factory import make_radiograph
-from helpers import make_settings, need
+import node_helpers
+from helpers import need
 
 WAIT = 20.0  # upper bound for an event that should come within milliseconds
 VERIFICATION = "1.2.840.10008.1.1"
@@ -155,49 +151,10 @@ def deliver_once(
     """Seed one TLS destination from the settings (as ``xrayd serve`` stores it), queue one
     result to it and run one delivery attempt."""
     destination = {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port}
-    settings = make_settings(
-        tmp_path / "data", database_url, destinations=[{**destination, "tls": tls}]
+    report: DeliveryReport = node_helpers.deliver_once(
+        tmp_path, database_url, {**destination, "tls": tls}, send_timeout=WAIT, now=T0
     )
-    storage = open_storage(settings, create_if_empty=True, require_current=True)
-    try:
-        seed_registry(settings, storage.sessions)
-        ds = make_radiograph(sop_class=SECONDARY_CAPTURE, rows=32, cols=32, sop_uid=generate_uid())
-        path = storage.spool.root / "results" / "sc.dcm"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(path, enforce_file_format=True)
-        with storage.sessions.begin() as session:
-            study = Study(
-                study_instance_uid=generate_uid(),
-                state="analysed",
-                first_received_at=T0,
-                last_received_at=T0,
-            )
-            session.add(study)
-            session.flush()
-            result = Result(
-                study_id=study.id,
-                kind="sc",
-                sop_instance_uid=str(ds.SOPInstanceUID),
-                file_path=path.relative_to(storage.spool.root).as_posix(),
-            )
-            session.add(result)
-            session.flush()
-            outbox.queue_deliveries(session, result.id, "sc", now=T0)
-        reports: list[DeliveryReport] = []
-        worker = DeliveryWorker(
-            storage.sessions,
-            storage.spool,
-            DeliveryOptions(max_attempts=3, send_timeout_seconds=WAIT, lease_seconds=4 * WAIT),
-            lambda: T0,
-            threading.Event(),
-            Wakeup(),
-            on_report=reports.append,
-        )
-        assert worker.run_once()
-        (report,) = reports
-        return report
-    finally:
-        storage.engine.dispose()
+    return report
 
 
 # -- deliveries ------------------------------------------------------------------------------
