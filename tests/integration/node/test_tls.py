@@ -11,7 +11,6 @@ import queue
 import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pki_helpers import make_ca, make_leaf
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from sqlalchemy import select
@@ -67,53 +67,15 @@ class Pki:
     stranger_key: Path
 
 
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
-
-
-def _ca(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    _openssl(
-        "req", "-x509", "-new", "-nodes", "-newkey", "ec",
-        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout", key, "-out", cert,
-        "-days", "2", "-subj", f"/CN=xrayd test {name}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    return cert, key
-
-
-def _leaf(directory: Path, name: str, ca: tuple[Path, Path], serial: int) -> tuple[Path, Path]:
-    cert, key, csr = (directory / f"{name}{ext}" for ext in (".pem", ".key", ".csr"))
-    ext = directory / f"{name}.ext"
-    ext.write_text(
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth,clientAuth\n"
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-        "subjectKeyIdentifier=hash\n"
-        "authorityKeyIdentifier=keyid\n"
-    )
-    _openssl(
-        "req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-keyout", key, "-out", csr, "-subj", f"/CN={name}",
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-set_serial", str(serial),
-        "-days", "2", "-out", cert, "-extfile", ext,
-    )  # fmt: skip
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     need(shutil.which("openssl") is not None, "the openssl command-line tool is not installed")
     directory = tmp_path_factory.mktemp("pki")
-    ca = _ca(directory, "ca")
-    other = _ca(directory, "other-ca")
-    server = _leaf(directory, "localhost", ca, 1)
-    client = _leaf(directory, "modality", ca, 2)
-    stranger = _leaf(directory, "stranger", other, 3)
+    ca = make_ca(directory, "ca")
+    other = make_ca(directory, "other-ca")
+    server = make_leaf(directory, "localhost", ca, serial=1)
+    client = make_leaf(directory, "modality", ca, serial=2)
+    stranger = make_leaf(directory, "stranger", other, serial=3)
     return Pki(ca[0], other[0], *server, *client, *stranger)
 
 

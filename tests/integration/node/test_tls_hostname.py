@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pki_helpers import make_ca, make_leaf
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 
@@ -56,45 +56,17 @@ class Pki:
     loopback: tuple[Path, Path]
 
 
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
-
-
-def _leaf(directory: Path, name: str, san: str, ca: tuple[Path, Path]) -> tuple[Path, Path]:
-    cert, key, csr, ext = (directory / f"{name}{e}" for e in (".pem", ".key", ".csr", ".ext"))
-    ext.write_text(
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName={san}\n"
-    )
-    _openssl(
-        "req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-keyout", key, "-out", csr, "-subj", f"/CN={name}",
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-        "-days", "2", "-out", cert, "-extfile", ext,
-    )  # fmt: skip
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     need(shutil.which("openssl") is not None, "the openssl command-line tool is not installed")
     directory = tmp_path_factory.mktemp("pki")
-    ca = directory / "ca.pem", directory / "ca.key"
-    _openssl(
-        "req", "-x509", "-new", "-nodes", "-newkey", "ec",
-        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout", ca[1], "-out", ca[0],
-        "-days", "2", "-subj", "/CN=xrayd test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
+    ca = make_ca(directory, "ca")
     return Pki(
         ca=ca[0],
-        elsewhere=_leaf(directory, "elsewhere", "DNS:pacs.elsewhere.example", ca),
-        loopback=_leaf(directory, "loopback", "DNS:localhost,IP:127.0.0.1", ca),
+        elsewhere=make_leaf(
+            directory, "elsewhere", ca, san="DNS:pacs.elsewhere.example", usage="serverAuth"
+        ),
+        loopback=make_leaf(directory, "loopback", ca, usage="serverAuth"),
     )
 
 
@@ -203,12 +175,7 @@ def test_check_hostname_false_still_verifies_the_chain(
 ) -> None:
     """Turning the name check off does not turn off the chain: a CA that did not sign the
     destination's certificate is still refused."""
-    other = tmp_path / "other-ca.pem"
-    _openssl(
-        "req", "-x509", "-new", "-nodes", "-newkey", "ec",
-        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout", tmp_path / "other-ca.key",
-        "-out", other, "-days", "2", "-subj", "/CN=another CA",
-    )  # fmt: skip
+    other, _ = make_ca(tmp_path, "other-ca")
     tls = {"ca_file": str(other), "check_hostname": False}
     report = deliver_once(tmp_path, database_url, loopback_pacs.port, tls)
     assert report.recorded == "dead"
