@@ -163,12 +163,14 @@ def _kib(field):
 # host's memory (the old code's behaviour is then a MemoryError, not an OOM kill).
 room = _kib("VmSize:") * 1024 + {headroom}
 resource.setrlimit(resource.RLIMIT_AS, (room, room))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the process that started this one
+# (a pytest at 6 GiB would hide any growth below that), while VmHWM starts afresh at exec.
+before = _kib("VmHWM:")
 try:
     outcome = {{"result": repr(({action}))}}
 except BaseException as exc:
     outcome = {{"error": type(exc).__name__, "message": str(exc)}}
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = _kib("VmHWM:")
 outcome["before_mib"] = before / 1024
 outcome["peak_mib"] = after / 1024
 outcome["growth_mib"] = (after - before) / 1024
@@ -179,7 +181,7 @@ print("PROBE" + json.dumps(outcome))
 def measure(setup: str, action: str, *, headroom_gib: float = 6.0) -> dict[str, Any]:
     """Run ``setup`` (imports, warm-up) then the expression ``action`` in a fresh interpreter;
     returns its outcome (``result`` repr or ``error``/``message``) and the peak RSS before and
-    after it (``ru_maxrss``, MiB) and their difference, ``growth_mib``. The address space is
+    after it (``VmHWM``, MiB) and their difference, ``growth_mib``. The address space is
     capped at what ``setup`` left plus ``headroom_gib``."""
     code = _PROBE.format(
         paths=[str(ROOT), str(ROOT / "tests")],
