@@ -155,6 +155,10 @@ def bounded_read_pdu(dul: DULServiceProvider, max_pdata: int) -> None:
                 return
             try:
                 pdu, event = dul._decode_pdu(buf)
+                if buf[0] == 0x01:
+                    # pynetdicom converts the request inside its state machine, where a bad
+                    # item (an even presentation context ID...) would end the DUL thread
+                    pdu.to_primitive()
             except Exception:  # any malformed PDU: pynetdicom's own reader treats it the same
                 LOGGER.warning("aborting association: undecodable PDU type 0x%02X", buf[0])
                 dul.event_queue.put("Evt19")

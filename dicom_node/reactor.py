@@ -76,15 +76,7 @@ def run_reactor(dul: DULServiceProvider) -> None:
                 dul._idle_timer.restart()
         except Exception:
             LOGGER.exception("exception in the DUL reactor; aborting the association")
-            abort_pdu = A_ABORT_RQ()
-            abort_pdu.source = 0x02
-            abort_pdu.reason_diagnostic = 0x00
-            assert dul.socket is not None
-            dul.socket.send(abort_pdu.encode())
-            dul.assoc.is_aborted = True
-            dul.assoc.is_established = False
-            dul.assoc._kill = True
-            dul._kill_thread = True
+            _abort(dul)
             return
         try:
             event = dul.event_queue.get(block=False)
@@ -92,10 +84,31 @@ def run_reactor(dul: DULServiceProvider) -> None:
             idle = True
             continue
         before = dul.state_machine.current_state
-        dul.state_machine.do_action(event)
+        try:
+            dul.state_machine.do_action(event)
+        except Exception as exc:  # pynetdicom has logged it; the thread must not die silently
+            LOGGER.warning(
+                "aborting the association: its state machine failed (%s)", type(exc).__name__
+            )
+            _abort(dul)
+            return
         idle = False
         if before != "Sta1" and dul.state_machine.current_state == "Sta1":
             _connection_over(dul)
+
+
+def _abort(dul: DULServiceProvider) -> None:
+    """Send an A-ABORT and stop the DUL thread and its association."""
+    abort_pdu = A_ABORT_RQ()
+    abort_pdu.source = 0x02
+    abort_pdu.reason_diagnostic = 0x00
+    if dul.socket is not None:
+        dul.socket.send(abort_pdu.encode())
+    dul.assoc.is_aborted = True
+    dul.assoc.is_established = False
+    dul.assoc._kill = True
+    dul._kill_thread = True
+    dul.to_user_queue.put(None)  # an acceptor still waiting for its request: stop waiting
 
 
 def _connection_over(dul: DULServiceProvider) -> None:

@@ -18,21 +18,17 @@ import netfuzz
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom, on mutated values
 
-#: Findings reported in docs/fuzzing.md and not fixed yet (listener code owned elsewhere): the
-#: smoke reports them as an expected failure, and fails on any other. Remove an entry once
-#: its fix lands (the smoke then passes without it). N1-N3 were fixed in the listener.
-KNOWN = (
-    # N4: an A-ASSOCIATE-RQ presentation context with an even ID makes pynetdicom raise in
-    # the association's reactor thread (AE-6), which dies with the traceback
-    "'context_id' must be an odd integer",
-)
+#: Findings reported in docs/fuzzing.md and not fixed yet: the smoke reports them as an
+#: expected failure, and fails on any other. Remove an entry once its fix lands (the smoke then
+#: passes without it). N1-N4 were fixed in the listener; none is open.
+KNOWN: tuple[str, ...] = ()
 
 
 def _triage(findings: list[str]) -> None:
     unknown = [f for f in findings if not any(k in f for k in KNOWN)]
     assert not unknown, "\n\n".join(u[:3000] for u in unknown)
     if findings:
-        pytest.xfail(f"{len(findings)} known findings (docs/fuzzing.md N4)")
+        pytest.xfail(f"{len(findings)} known findings (docs/fuzzing.md)")
 
 
 def test_network_fuzz_smoke() -> None:
