@@ -31,6 +31,8 @@ from pynetdicom import evt
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
 
+from dicom_node.streaming import discard_unfinished
+
 if TYPE_CHECKING:
     from pynetdicom.association import Association
     from pynetdicom.dul import DULServiceProvider
@@ -133,8 +135,18 @@ def run_association_reactor(assoc: Association) -> None:
 
     Only for acceptors that never send requests of their own on the association: pynetdicom's
     ``send_*`` methods pause the reactor and then read the same queue, and here a message may
-    be taken during the pause handshake's longer wait.
+    be taken during the pause handshake's longer wait. However it ends, data sets streamed on
+    the association that were never handled are removed.
     """
+    try:
+        _serve(assoc)
+    finally:
+        left = discard_unfinished(assoc.dul)
+        if left:
+            LOGGER.info("association ended: %d unanswered data set(s) discarded", left)
+
+
+def _serve(assoc: Association) -> None:
     assoc._is_paused = False
     messages = assoc.dimse.msg_queue
     while not assoc._kill:

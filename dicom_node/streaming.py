@@ -46,6 +46,7 @@ POOL_BUFFERS = 4
 _SYNC_FILE_RANGE_WRITE = 2
 _STREAM_PATH_ATTR = "_xrayd_new_stream_path"
 _STREAM_LIMIT_ATTR = "_xrayd_stream_max_bytes"
+_STREAMS_ATTR = "_xrayd_open_streams"
 
 
 @functools.cache
@@ -306,6 +307,11 @@ class StreamingFile:
             os.close(self._fd)
             self._fd = -1
 
+    @property
+    def closed(self) -> bool:
+        """True once closed (handled, discarded, or failed and removed)."""
+        return self._closed
+
     def close(self) -> None:
         with self._lock:
             self._close_locked()
@@ -334,7 +340,25 @@ def _factory(*args: Any, **kwargs: Any) -> Any:
     new_path = getattr(thread, _STREAM_PATH_ATTR, None)
     if new_path is None:  # not one of our associations: pynetdicom's own behaviour
         return _original_factory(*args, **kwargs)
-    return StreamingFile(new_path(), getattr(thread, _STREAM_LIMIT_ATTR, None))
+    stream = StreamingFile(new_path(), getattr(thread, _STREAM_LIMIT_ATTR, None))
+    open_streams = [s for s in getattr(thread, _STREAMS_ATTR, ()) if not s.closed]
+    open_streams.append(stream)
+    setattr(thread, _STREAMS_ATTR, open_streams)
+    return stream
+
+
+def discard_unfinished(thread: threading.Thread) -> int:
+    """Remove every data set streamed on ``thread`` (a DUL thread) that nobody handled.
+
+    A data set can be complete and queued for its handler when the association ends (aborted
+    by the peer, or over a limit): then no one answers it, and no connection-close handler
+    sees it any more (its DIMSE message is no longer the current one). Returns the count.
+    """
+    left = [s for s in getattr(thread, _STREAMS_ATTR, ()) if not s.closed]
+    for stream in left:
+        stream.discard()
+    setattr(thread, _STREAMS_ATTR, [])
+    return len(left)
 
 
 def install_streaming() -> None:

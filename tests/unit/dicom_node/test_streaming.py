@@ -216,3 +216,27 @@ def test_pooled_buffer_after_the_end_goes_back_at_once(tmp_path: Path, how: str)
         assert path.read_bytes() == b"abc"
     else:
         assert not path.exists()
+
+
+def test_data_sets_nobody_handled_are_discarded_when_the_association_ends(tmp_path: Path) -> None:
+    """A data set complete but never answered (the association ended first) leaves no file:
+    the fuzzer found three such files in 4,239 cases before."""
+    import itertools
+
+    names = itertools.count()
+    thread = threading.current_thread()
+    streaming.stream_into(thread, lambda: tmp_path / f"{next(names)}.part")
+    try:
+        handled = streaming._factory()
+        handled.write(b"x" * 100)
+        handled.end_of_data()
+        handled.discard()  # what the C-STORE handler does once it is done
+        orphan = streaming._factory()
+        orphan.write(b"y" * 100)
+        orphan.end_of_data()
+        assert streaming.discard_unfinished(thread) == 1
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        for attr in ("_xrayd_new_stream_path", "_xrayd_stream_max_bytes", "_xrayd_open_streams"):
+            if hasattr(thread, attr):
+                delattr(thread, attr)
