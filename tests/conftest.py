@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import PG_ADMIN_URL, _pg_reachable, need
+
+
+@pytest.fixture(autouse=True)
+def _cli_logging_undone() -> Iterator[None]:
+    """A test that runs the CLI in-process leaves xrayd's log handler on the root logger, writing
+    to the stream pytest captured for that test; once pytest closes it, a later thread's log
+    record ends in "--- Logging error ---". Undo it after each test."""
+    yield
+    if any(getattr(h, "_xrayd", False) for h in logging.getLogger().handlers):
+        from xrayd.logging_setup import reset_logging
+
+        reset_logging()
 
 
 @pytest.fixture
