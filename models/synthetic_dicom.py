@@ -164,7 +164,8 @@ def to_dicom(
     center = (low + high) / 2
     ds.WindowCenter = round(float(top - center if inverted else center), 1)
     ds.WindowWidth = round(max(float(high - low), 2.0), 1)
-    ds.VOILUTFunction = "LINEAR"
+    # No VOI LUT Function: LINEAR is its default (PS3.3 C.11.2.1.3), and OHIF 3.13
+    # (cornerstone3D) renders an explicit LINEAR black.
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = rows, cols

@@ -318,10 +318,13 @@ class StudyAnalyser:
             # and dropped once used, so no two of them need to be held at the same time.
             heat = heatmap_to_source(prediction.heatmap, source.prepared.geometry)
             heat_png = heatmap_png(heat)
+            # An "absent" result draws no heatmap and no box: in a viewer they read as a finding
+            # (the heatmap PNG is still kept for the review screen).
+            shown = finding.decision != "absent"
             rgb = render_overlay(
                 np.asarray(source.prepared.display),
-                heat,
-                finding.boxes,
+                heat if shown else None,
+                finding.boxes if shown else (),
                 [
                     f"AI fracture: {finding.decision.upper()} "
                     f"(p={finding.fracture_probability:.2f})"

@@ -119,3 +119,52 @@ def test_a_study_is_analysed_once_and_a_rerun_changes_nothing(node: Any) -> None
     assert {o.sop_instance_uid: spool.read_bytes(o.file_path or "") for o in again} == first
     assert len(analyses_of(sessions, job.study_id)) == 1
     assert len(list_deliveries(sessions)) == len(deliveries)
+
+
+def _coloured_pixels(sc: Any, image_rows: int) -> int:
+    """Pixels of the image part of a burned-in SC (below the banner) that are not grey."""
+    rgb = np.asarray(sc.pixel_array)[-image_rows:].astype(np.int16)
+    return int(np.count_nonzero((rgb[..., 0] != rgb[..., 1]) | (rgb[..., 1] != rgb[..., 2])))
+
+
+def test_the_burned_in_capture_of_an_absent_result_shows_no_finding(node: Any) -> None:
+    """An "absent" image's Secondary Capture carries no heatmap tint and no box (they read as a
+    finding in a viewer); a "present" one keeps them."""
+    import pydicom
+
+    study_uid = str(generate_uid())
+    views = [
+        to_dicom(
+            generate_case(seed, 384, fracture=fracture),
+            study_uid=study_uid,
+            patient_id="SYNTH-B",
+            instance_number=n,
+        )
+        for n, (seed, fracture) in enumerate([(41, False), (30, True)], 1)
+    ]
+    assert store_and_wait_for_release(node, views) == [0, 0]
+    stop = threading.Event()
+    CompletionTimer(
+        node.storage.sessions,
+        node.settings.study,
+        node.settings.jobs,
+        node.sink.clock,
+        stop,
+        Wakeup(),
+    ).tick()
+    worker = Worker(
+        0, node.storage.sessions, node.analyser, node.settings.jobs, node.sink.clock, stop, Wakeup()
+    )
+    assert worker.run_once()
+    [job] = jobs.list_jobs(node.storage.sessions, "done")
+    [analysis] = analyses_of(node.storage.sessions, job.study_id)
+    decisions = [image["decision"] for image in analysis.detail["images"]]
+    assert decisions[0] == "absent" and decisions[1] in ("present", "indeterminate")
+    spool = node.storage.spool
+    captures = {}
+    for obj in objects_of(node.storage.sessions, job.study_id):
+        if obj.kind == "sc":
+            ds = pydicom.dcmread(spool.absolute(obj.file_path or ""))
+            captures[int(ds.InstanceNumber)] = ds
+    assert _coloured_pixels(captures[1], 384) == 0
+    assert _coloured_pixels(captures[2], 384) > 0

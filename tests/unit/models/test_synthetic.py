@@ -281,3 +281,12 @@ def test_dciodvfy_finds_no_errors(tmp_path: Path, kwargs: dict[str, Any]) -> Non
         errors = [line for line in report.splitlines() if line.startswith("Error")]
         assert not errors, report
         assert result.returncode == 0, report
+
+
+def test_synthetic_dicom_leaves_the_voi_lut_function_at_its_default() -> None:
+    """LINEAR is the default; written out explicitly, OHIF 3.13 renders the image black."""
+    from models.synthetic import generate_case, to_dicom
+
+    ds = to_dicom(generate_case(1, 64))
+    assert "VOILUTFunction" not in ds
+    assert "WindowCenter" in ds and "WindowWidth" in ds
