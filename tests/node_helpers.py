@@ -142,3 +142,19 @@ def deliver_once(
         return report
     finally:
         storage.engine.dispose()
+
+
+def run_next_job(node: Any) -> Any:
+    """Let the node's completion timer queue what is due, then run one analysis job with a
+    worker of the node's analyser (asserting there was one); returns that worker."""
+    from xrayd.worker import CompletionTimer, Wakeup, Worker
+
+    stop = threading.Event()
+    sessions = node.storage.sessions
+    timer = CompletionTimer(
+        sessions, node.settings.study, node.settings.jobs, node.sink.clock, stop, Wakeup()
+    )
+    worker = Worker(0, sessions, node.analyser, node.settings.jobs, node.sink.clock, stop, Wakeup())
+    timer.tick()
+    assert worker.run_once()
+    return worker

@@ -20,7 +20,7 @@ from xrayd.app import Node, open_storage, seed_registry
 from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings
-from node_helpers import store_and_wait_for_release
+from node_helpers import run_next_job, store_and_wait_for_release
 
 
 @pytest.fixture
@@ -143,19 +143,7 @@ def test_the_burned_in_capture_of_an_absent_result_shows_no_finding(node: Any) -
         for n, (seed, fracture) in enumerate([(41, False), (30, True)], 1)
     ]
     assert store_and_wait_for_release(node, views) == [0, 0]
-    stop = threading.Event()
-    CompletionTimer(
-        node.storage.sessions,
-        node.settings.study,
-        node.settings.jobs,
-        node.sink.clock,
-        stop,
-        Wakeup(),
-    ).tick()
-    worker = Worker(
-        0, node.storage.sessions, node.analyser, node.settings.jobs, node.sink.clock, stop, Wakeup()
-    )
-    assert worker.run_once()
+    run_next_job(node)
     [job] = jobs.list_jobs(node.storage.sessions, "done")
     [analysis] = analyses_of(node.storage.sessions, job.study_id)
     decisions = [image["decision"] for image in analysis.detail["images"]]

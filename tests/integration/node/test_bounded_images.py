@@ -5,7 +5,6 @@ DX that is a real image and is analysed."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,10 @@ from storage import jobs
 from storage.analysis import analyses_of, objects_of
 from storage.schema import Instance
 from xrayd.app import Node, open_storage, seed_registry
-from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 from dicom_factory import make_radiograph, save
 from helpers import make_settings
-from node_helpers import remote, wait_for_listener
+from node_helpers import remote, run_next_job, wait_for_listener
 
 
 def _node(database_url: str, data: Path, **sections: Any) -> Node:
@@ -69,14 +67,8 @@ def send_files(node: Node, paths: list[Path]) -> list[int]:
 
 def run_the_job(node: Node) -> dict[str, Any]:
     """Make the study's job and run it once; returns the analysis detail."""
-    stop = threading.Event()
     sessions = node.storage.sessions
-    timer = CompletionTimer(
-        sessions, node.settings.study, node.settings.jobs, node.sink.clock, stop, Wakeup()
-    )
-    worker = Worker(0, sessions, node.analyser, node.settings.jobs, node.sink.clock, stop, Wakeup())
-    timer.tick()
-    assert worker.run_once()
+    worker = run_next_job(node)
     [job] = jobs.list_jobs(sessions, "done")  # done: not failed, not waiting for a retry
     assert not worker.run_once()  # and nothing left to run again
     [analysis] = analyses_of(sessions, job.study_id)

@@ -5,7 +5,6 @@ supersedes the AI SR and queues it to every destination taking "sr", once."""
 from __future__ import annotations
 
 import subprocess
-import threading
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
@@ -24,10 +23,9 @@ from storage.outbox import list_deliveries
 from storage.schema import Override
 from xrayd.app import Node, open_storage, seed_registry
 from xrayd.review_sr import VerifiedSRError, VerifiedSRWriter
-from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings, need_tool
-from node_helpers import store_and_wait_for_release
+from node_helpers import run_next_job, store_and_wait_for_release
 
 PATIENT_ID = "SYNTH-REVIEW-17"
 LABEL = {"fracture": "absent", "count": "0", "body_part": "wrist", "hardware": False}
@@ -72,14 +70,8 @@ def _analyse(node: Any, datasets: list[Dataset]) -> int:
     """Send ``datasets`` (one study) to the node and run its analysis job; the study id."""
     # the release queues the study: wait until the node has handled it, not only sent it
     assert store_and_wait_for_release(node, datasets) == [0] * len(datasets)
-    stop = threading.Event()
     sessions = node.storage.sessions
-    timer = CompletionTimer(
-        sessions, node.settings.study, node.settings.jobs, node.sink.clock, stop, Wakeup()
-    )
-    worker = Worker(0, sessions, node.analyser, node.settings.jobs, node.sink.clock, stop, Wakeup())
-    timer.tick()
-    assert worker.run_once()
+    run_next_job(node)
     study_id = study_id_of(sessions, str(datasets[0].StudyInstanceUID))
     assert study_id is not None
     assert any(j.study_id == study_id for j in jobs.list_jobs(sessions, "done"))
