@@ -8,7 +8,7 @@ generated from the standard's tables) and SNOMED CT concept ids:
 * ``UCUM`` and ``LN`` (LOINC) codes are the ones PS3.16 uses in the CIDs cited.
 * ``99XRAYD`` is xrayd's **private** coding scheme (PS3.16 section 8: private designators start
   with "99"). It is used only where neither DICOM nor SNOMED CT has a concept: the three-way
-  fracture-count class and the study summary's image counts. Every SR that uses it declares it
+  fracture-count class and the study summary's per-image lines. Every SR that uses it declares it
   in the Coding Scheme Identification Sequence (:data:`PRIVATE_SCHEME`).
 
 Deliberate choices, so nobody "fixes" them back:
@@ -43,10 +43,9 @@ __all__ = [
     "FINDINGS",
     "FINDING_SITE",
     "FRACTURE",
-    "IMAGES_ANALYSED",
-    "IMAGES_NOT_ANALYSED",
-    "IMAGE_COUNT_UNIT",
     "IMAGE_NOT_ANALYSED",
+    "IMAGE_REGION",
+    "IMAGE_RESULT",
     "MEASUREMENT_REPORT",
     "NO",
     "NO_UNITS",
@@ -78,8 +77,11 @@ PRIVATE_SCHEME_ORGANIZATION = "xrayd project"
 
 #: CID 7021 "Measurement Report Document Title": the TID 1500 root container.
 MEASUREMENT_REPORT = Code("126000", "DCM", "Imaging Measurement Report")
-#: CID 100 "Quantitative Diagnostic Imaging Procedure": LOINC 43468-8, the Procedure Reported.
-PROCEDURE_XR = Code("43468-8", "LN", "XR unspecified body region")
+#: CID 100 "Quantitative Diagnostic Imaging Procedure": SNOMED CT 363679005 "Imaging procedure",
+#: the Procedure Reported. CID 100 has no radiography member; LOINC 43468-8 "XR unspecified body
+#: region" (used before) is not in it either, and PixelMed's template validator reports that as
+#: an error, so the group's generic member is used.
+PROCEDURE_XR = Code("363679005", "SCT", "Imaging procedure")
 #: TID 1500 row 12: the study-level "Qualitative Evaluations" container (UMLS CUI, as the
 #: template itself specifies it).
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
@@ -123,6 +125,9 @@ NO_UNITS = Code("1", "UCUM", "no units")
 #: CID 7553 "Generic Purpose of Reference to Coordinates in Measurement": the SCOORD box that
 #: localises the fracture on the source image.
 APPROXIMATE_SPATIAL_LOCATION = Code("121226", "DCM", "Approximate spatial location")
+#: TID 1410 row 5: the SCOORD that defines a measurement group's region (what viewers such as
+#: OHIF load as an annotation on the image).
+IMAGE_REGION = Code("111030", "DCM", "Image Region")
 
 # --- the radiologist's review (verified SR) ------------------------------------------------------
 
@@ -150,12 +155,11 @@ COUNT_CLASSES: Mapping[str, Code] = MappingProxyType(
         "2+": Code("FXCOUNT2P", PRIVATE_SCHEME, "Two or more fractures"),
     }
 )
-#: Study summary: how many of the study's images the model analysed, and how many it did not.
-IMAGES_ANALYSED = Code("IMGANALYSED", PRIVATE_SCHEME, "Number of images analysed")
-IMAGES_NOT_ANALYSED = Code("IMGNOTANALYSED", PRIVATE_SCHEME, "Number of images not analysed")
-#: UCUM annotation unit for a count of images ("{images}" is valid UCUM: an annotated unity).
-IMAGE_COUNT_UNIT = Code("{images}", "UCUM", "images")
-#: TEXT item per not-analysed instance: "<SOP Instance UID>: <reason>".
+#: Study summary (TEXT items of the study-level Qualitative Evaluations container, TID 1500
+#: row 14): one per analysed image, "<SOP Instance UID>: fracture PRESENT (p=0.97), ...", so
+#: images without a box (kept out of Imaging Measurements) are still reported; one per instance
+#: not analysed, "<SOP Instance UID>: <reason>".
+IMAGE_RESULT = Code("IMGRESULT", PRIVATE_SCHEME, "AI result of image")
 IMAGE_NOT_ANALYSED = Code("IMGSKIPREASON", PRIVATE_SCHEME, "Image not analysed")
 
 # --- anatomy -------------------------------------------------------------------------------------

@@ -1,28 +1,25 @@
 """The AI result as a DICOM Comprehensive 3D SR, a TID 1500 Measurement Report (highdicom).
 
-Content tree (all codes from :mod:`dicom_node.codes`)::
+Content tree (all codes from :mod:`dicom_node.codes`), in the form viewers load as measurements
+(OHIF 3.13 draws each group's region as an editable rectangle labelled with its Comment)::
 
     CONTAINER Imaging Measurement Report (TID 1500)
       Language, Observation Context: observer = device (TID 1002/1004: xrayd, model name)
-      Procedure reported: XR unspecified body region
-      CONTAINER Imaging Measurements
-        per analysed image, one Measurement Group (TID 1501):
-          Tracking Identifier + Tracking UID (stable per study and image, across amendments)
+      Procedure reported: Imaging procedure (CID 100)
+      CONTAINER Imaging Measurements   (only if some image has a box to show)
+        per box of an image whose decision is present or indeterminate, one TID 1410 group:
+          Tracking Identifier "AI fracture region k of n" + Tracking UID (per study, image, k)
           Finding: Fracture of bone
+          SCOORD Image Region: closed POLYLINE (5 points, column/row) SELECTED FROM the image
           Algorithm Identification (TID 4019: name, version, parameters incl. thresholds)
           Finding Site: the body part (SNOMED CT anatomic region)
-          NUM Probability [Finding = Fracture of bone]
-              INFERRED FROM SCOORD POLYLINE (closed box, column/row) SELECTED FROM the image
-          NUM Probability [Finding = Orthopedic device]
-          NUM Probability [Target Region = the body part]
-          CODE Fracture of bone = Present | Absent | Undetermined   (CID 240)
-          CODE Number of fractures = none | one | two or more     (private 99XRAYD)
-          CODE Orthopedic device = Present | Absent
-          IMAGE Source of Measurement: the source image
-      CONTAINER Qualitative Evaluations (the study summary)
+          NUM Probability [Finding = Fracture of bone]: the image's probability
+          CODE Fracture of bone = Present | Undetermined   (CID 240)
+          TEXT Comment "AI: Fracture of bone PRESENT (p=0.97)": the label viewers show
+      CONTAINER Qualitative Evaluations (the study summary; TID 1500 allows CODE and TEXT)
           CODE Fracture of bone = the study's decision
-          NUM Probability [Finding = Fracture of bone]
-          NUM Number of images analysed, NUM Number of images not analysed
+          TEXT Comment: decision, probability, images analysed and not analysed
+          TEXT AI result of image: "<SOP Instance UID>: fracture ABSENT (p=0.04), count 0, ..."
           TEXT Image not analysed: "<SOP Instance UID>: <reason>" (one per instance)
       CONTAINER Findings (only in a verified SR: the radiologist's review)
           Observation Context: observer = person (TID 1002: name, login name, organization)
@@ -32,6 +29,11 @@ Content tree (all codes from :mod:`dicom_node.codes`)::
           CODE Orthopedic device = Present | Absent
           CODE Agreement with prior findings = Yes | No    (with the AI result it supersedes)
           TEXT Comment (if the radiologist wrote one)
+
+An image without a box (an "absent" result, or no region found) is never a measurement group:
+a group without a region breaks OHIF's viewport ("Something went wrong"), and every image's
+result is in the study summary anyway. Boxes of an "absent" result are not shown, as in the
+Secondary Capture and the presentation state: a box reads as a finding.
 
 The AI's document is UNVERIFIED, COMPLETE and PRELIMINARY (nobody has reviewed it), sits in the
 source study (patient and study attributes copied by highdicom) in a new series, and names xrayd
@@ -67,20 +69,19 @@ from highdicom.sr import (
     ContainerContentItem,
     ContentItem,
     ContentSequence,
-    CoordinatesForMeasurement,
     DeviceObserverIdentifyingAttributes,
     FindingSite,
     GraphicTypeValues,
+    ImageRegion,
     Measurement,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
-    NumContentItem,
     ObservationContext,
     ObserverContext,
     PersonObserverIdentifyingAttributes,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
     QualitativeEvaluation,
     RelationshipTypeValues,
-    SourceImageForMeasurementGroup,
     SourceImageForRegion,
     TextContentItem,
     TrackingIdentifier,
@@ -93,7 +94,15 @@ from dicom_node import codes
 from dicom_node.errors import DicomNodeError
 from dicom_node.findings import Algorithm, Box, ImageFinding, RadiologistReview, StudyFindings
 
-__all__ = ["SRBuildError", "build_sr", "device_observer_uid", "sr_bytes", "tracking_uid"]
+__all__ = [
+    "SRBuildError",
+    "build_sr",
+    "device_observer_uid",
+    "finding_label",
+    "shown_boxes",
+    "sr_bytes",
+    "tracking_uid",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -114,6 +123,8 @@ _TYPE2_FROM_SOURCE = (
     "ReferringPhysicianName",
 )
 
+_DECISION_WORD = {"present": "PRESENT", "absent": "ABSENT", "indeterminate": "INDETERMINATE"}
+
 Predecessor = tuple[str, str, str, str]
 """(Study Instance UID, Series Instance UID, SOP Class UID, SOP Instance UID) of an earlier SR."""
 
@@ -122,10 +133,16 @@ class SRBuildError(DicomNodeError, ValueError):
     """The findings and the source headers cannot make a consistent SR (a caller bug)."""
 
 
-def tracking_uid(study_instance_uid: str, sop_instance_uid: str) -> UID:
-    """The Tracking UID of an image's finding: the same in every amendment of the study's SR."""
+def tracking_uid(study_instance_uid: str, sop_instance_uid: str, region: int) -> UID:
+    """The Tracking UID of the ``region``-th box (from 1) on an image: the same in every
+    amendment of the study's SR that marks that many regions there."""
     return generate_uid(
-        entropy_srcs=["xrayd fracture finding", study_instance_uid, sop_instance_uid]
+        entropy_srcs=[
+            "xrayd fracture region",
+            study_instance_uid,
+            sop_instance_uid,
+            str(region),
+        ]
     )
 
 
@@ -171,11 +188,12 @@ def build_sr(
     if review is not None:
         _check_review(review)
     algorithm = findings.algorithm
+    # TID 4019 without Algorithm Manufacturer (122405): the template PixelMed checks against has
+    # no such row, and the Device Observer and Contributing Equipment already name it.
     algorithm_id = AlgorithmIdentification(
         name=algorithm.name,
         version=algorithm.version,
         parameters=algorithm_parameters(algorithm),
-        manufacturer=manufacturer,
     )
     observer = ObserverContext(
         observer_type=CodedConcept.from_code(codes.DEVICE_OBSERVER),
@@ -187,7 +205,9 @@ def build_sr(
         ),
     )
     groups = [
-        _image_group(findings.study_instance_uid, image, algorithm_id) for image in findings.images
+        group
+        for image in findings.images
+        for group in _region_groups(findings.study_instance_uid, image, algorithm_id)
     ]
     report = _measurement_report(ObservationContext(observer_device_context=observer), groups)
     report[0].ContentSequence.append(_study_summary(findings))
@@ -274,56 +294,69 @@ def sr_bytes(ds: Dataset) -> bytes:
 # --- content ---------------------------------------------------------------------------------
 
 
-def _image_group(
-    study_instance_uid: str, image: ImageFinding, algorithm_id: AlgorithmIdentification
-) -> MeasurementsAndQualitativeEvaluations:
-    body_part = codes.body_part_code(image.body_part)
-    boxes = [_box_scoord(image, box) for box in image.boxes]
-    measurements = [
-        _probability(image.fracture_probability, codes.FINDING, codes.FRACTURE, boxes),
-        _probability(image.hardware_probability, codes.FINDING, codes.ORTHOPEDIC_DEVICE),
-        _probability(image.body_part_probability, codes.TARGET_REGION, body_part),
-    ]
-    evaluations = [
-        QualitativeEvaluation(codes.FRACTURE, codes.PRESENCE[image.decision]),
-        QualitativeEvaluation(codes.NUMBER_OF_FRACTURES, codes.COUNT_CLASSES[image.count]),
-        QualitativeEvaluation(
-            codes.ORTHOPEDIC_DEVICE, codes.PRESENT if image.hardware else codes.ABSENT
-        ),
-    ]
-    return MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(
-            uid=tracking_uid(study_instance_uid, image.sop_instance_uid),
-            identifier=f"fracture finding, image {image.sop_instance_uid}",
-        ),
-        finding_type=codes.FRACTURE,
-        algorithm_id=algorithm_id,
-        finding_sites=[FindingSite(anatomic_location=body_part)],
-        measurements=measurements,
-        qualitative_evaluations=evaluations,
-        source_images=[
-            SourceImageForMeasurementGroup(
-                referenced_sop_class_uid=image.sop_class_uid,
-                referenced_sop_instance_uid=image.sop_instance_uid,
-            )
-        ],
+def shown_boxes(image: ImageFinding) -> tuple[Box, ...]:
+    """The boxes a viewer is shown: none for an "absent" result (a box reads as a finding)."""
+    return () if image.decision == "absent" else image.boxes
+
+
+def finding_label(image: ImageFinding) -> str:
+    """The short text a viewer shows beside a box: ``AI: Fracture of bone PRESENT (p=0.97)``."""
+    return (
+        f"AI: {codes.FRACTURE.meaning} {_DECISION_WORD[image.decision]} "
+        f"(p={image.fracture_probability:.2f})"
     )
 
 
-def _probability(
-    value: float,
-    modifier_name: Code,
-    modifier_value: Code,
-    boxes: Sequence[CoordinatesForMeasurement] = (),
-) -> Measurement:
+def _region_groups(
+    study_instance_uid: str, image: ImageFinding, algorithm_id: AlgorithmIdentification
+) -> list[PlanarROIMeasurementsAndQualitativeEvaluations]:
+    """One TID 1410 measurement group per shown box of ``image``.
+
+    Each group is the box as its Image Region (a closed POLYLINE SELECTED FROM the image), its
+    own Tracking Identifier and UID (viewers merge groups that share a Tracking UID), the
+    finding, the model, the body part, the image's fracture probability, the decision, and a
+    TEXT Comment viewers use as the annotation's label.
+    """
+    boxes = shown_boxes(image)
+    body_part = codes.body_part_code(image.body_part)
+    label = finding_label(image)
+    groups = []
+    for number, box in enumerate(boxes, 1):
+        group = PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=TrackingIdentifier(
+                uid=tracking_uid(study_instance_uid, image.sop_instance_uid, number),
+                identifier=f"AI fracture region {number} of {len(boxes)}",
+            ),
+            referenced_region=ImageRegion(
+                graphic_type=GraphicTypeValues.POLYLINE,
+                graphic_data=_box_polyline(image, box),
+                source_image=SourceImageForRegion(
+                    referenced_sop_class_uid=image.sop_class_uid,
+                    referenced_sop_instance_uid=image.sop_instance_uid,
+                ),
+            ),
+            finding_type=codes.FRACTURE,
+            algorithm_id=algorithm_id,
+            finding_sites=[FindingSite(anatomic_location=body_part)],
+            measurements=[_probability(image.fracture_probability, codes.FINDING, codes.FRACTURE)],
+            qualitative_evaluations=[
+                QualitativeEvaluation(codes.FRACTURE, codes.PRESENCE[image.decision])
+            ],
+        )
+        text = label if len(boxes) == 1 else f"{label}, region {number} of {len(boxes)}"
+        group[0].ContentSequence.append(
+            TextContentItem(
+                name=codes.COMMENT, value=text, relationship_type=RelationshipTypeValues.CONTAINS
+            )
+        )
+        groups.append(group)
+    return groups
+
+
+def _probability(value: float, modifier_name: Code, modifier_value: Code) -> Measurement:
     """TID 300: NUM Probability (no units), post-coordinated with what it is the probability of."""
     _check_probability(value)
-    measurement = Measurement(
-        name=codes.PROBABILITY,
-        value=float(value),
-        unit=codes.NO_UNITS,
-        referenced_coordinates=list(boxes) or None,
-    )
+    measurement = Measurement(name=codes.PROBABILITY, value=float(value), unit=codes.NO_UNITS)
     num = measurement[0]
     modifier = CodeContentItem(
         name=modifier_name,
@@ -335,7 +368,7 @@ def _probability(
     return measurement
 
 
-def _box_scoord(image: ImageFinding, box: Box) -> CoordinatesForMeasurement:
+def _box_polyline(image: ImageFinding, box: Box) -> np.ndarray:
     """A closed POLYLINE (5 points, column/row) around ``box`` on the source image.
 
     DICOM image coordinates put the top-left corner of the first pixel at (0, 0) and pixel
@@ -352,26 +385,19 @@ def _box_scoord(image: ImageFinding, box: Box) -> CoordinatesForMeasurement:
         (box.col0, box.row1),
         (box.col0, box.row0),
     ]
-    return CoordinatesForMeasurement(
-        graphic_type=GraphicTypeValues.POLYLINE,
-        graphic_data=np.array(corners, dtype=np.float64),
-        source_image=SourceImageForRegion(
-            referenced_sop_class_uid=image.sop_class_uid,
-            referenced_sop_instance_uid=image.sop_instance_uid,
-        ),
-        purpose=codes.APPROXIMATE_SPATIAL_LOCATION,
-    )
+    return np.array(corners, dtype=np.float64)
 
 
 def _measurement_report(
-    context: ObservationContext, groups: Sequence[MeasurementsAndQualitativeEvaluations]
+    context: ObservationContext,
+    groups: Sequence[PlanarROIMeasurementsAndQualitativeEvaluations],
 ) -> MeasurementReport:
-    """TID 1500. With no analysed image there is no Imaging Measurements container at all.
+    """TID 1500. With no box to show there is no Imaging Measurements container at all.
 
     highdicom insists on at least one measurement group, but TID 1500 needs only one of its
     Imaging Measurements / Derived Imaging Measurements / Qualitative Evaluations containers; the
-    study summary (Qualitative Evaluations) is always present, so a study where nothing could be
-    analysed still gets a valid report that says so.
+    study summary (Qualitative Evaluations) is always present, so a study without a box, or
+    where nothing could be analysed, still gets a valid report that says so.
     """
     if groups:
         return MeasurementReport(
@@ -401,33 +427,34 @@ def _measurement_report(
 
 
 def _study_summary(findings: StudyFindings) -> ContainerContentItem:
-    """TID 1500 row 12: the study-level decision, probability and image counts."""
+    """TID 1500 row 12: the study's decision (row 13, CODE) and its summary as TEXT (row 14).
+
+    The template allows only CODE and TEXT items here: the study's probability and image counts
+    are in the Comment, each analysed image's result (those without a box are not in Imaging
+    Measurements) and each instance not analysed in a line of its own.
+    """
     _check_probability(findings.fracture_probability)
     contains = RelationshipTypeValues.CONTAINS
-    probability = NumContentItem(
-        name=codes.PROBABILITY,
-        value=float(findings.fracture_probability),
-        unit=codes.NO_UNITS,
-        relationship_type=contains,
+    summary = (
+        f"AI: {codes.FRACTURE.meaning} {_DECISION_WORD[findings.decision]} in the study "
+        f"(p={findings.fracture_probability:.2f}); {len(findings.images)} image(s) analysed, "
+        f"{len(findings.not_analysed)} not analysed. Research software, not for clinical use."
     )
-    probability.ContentSequence = ContentSequence(
-        [
-            CodeContentItem(
-                name=codes.FINDING,
-                value=codes.FRACTURE,
-                relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD,
-            )
-        ]
-    )
-    items = [
+    items: list[ContentItem] = [
         CodeContentItem(
             name=codes.FRACTURE,
             value=codes.PRESENCE[findings.decision],
             relationship_type=contains,
         ),
-        probability,
-        _image_count(codes.IMAGES_ANALYSED, len(findings.images)),
-        _image_count(codes.IMAGES_NOT_ANALYSED, len(findings.not_analysed)),
+        TextContentItem(name=codes.COMMENT, value=summary, relationship_type=contains),
+        *(
+            TextContentItem(
+                name=codes.IMAGE_RESULT,
+                value=f"{image.sop_instance_uid}: {_image_result(image)}",
+                relationship_type=contains,
+            )
+            for image in findings.images
+        ),
         *(
             TextContentItem(
                 name=codes.IMAGE_NOT_ANALYSED,
@@ -440,6 +467,19 @@ def _study_summary(findings: StudyFindings) -> ContainerContentItem:
     container = ContainerContentItem(name=codes.QUALITATIVE_EVALUATIONS, relationship_type=contains)
     container.ContentSequence = ContentSequence(items)
     return container
+
+
+def _image_result(image: ImageFinding) -> str:
+    """One image's whole result as a line of text (every probability with two decimals)."""
+    _check_probability(image.body_part_probability)
+    _check_probability(image.hardware_probability)
+    boxes = len(shown_boxes(image))
+    return (
+        f"fracture {_DECISION_WORD[image.decision]} (p={image.fracture_probability:.2f}), "
+        f"count {image.count}, {image.body_part} (p={image.body_part_probability:.2f}), "
+        f"orthopedic device {'present' if image.hardware else 'absent'} "
+        f"(p={image.hardware_probability:.2f}), {boxes} region(s) marked"
+    )
 
 
 def _review_findings(review: RadiologistReview) -> ContainerContentItem:
@@ -471,17 +511,6 @@ def _review_findings(review: RadiologistReview) -> ContainerContentItem:
     container = ContainerContentItem(name=codes.FINDINGS, relationship_type=contains)
     container.ContentSequence = ContentSequence(items)
     return container
-
-
-def _image_count(name: Code, count: int) -> NumContentItem:
-    item = NumContentItem(
-        name=name,
-        value=count,
-        unit=codes.IMAGE_COUNT_UNIT,
-        relationship_type=RelationshipTypeValues.CONTAINS,
-    )
-    item.MeasuredValueSequence[0].NumericValue = str(count)  # "2", not highdicom's "2.0"
-    return item
 
 
 # --- header ----------------------------------------------------------------------------------
@@ -588,6 +617,7 @@ def _check_inputs(findings: StudyFindings, sources: Sequence[Dataset]) -> dict[s
             raise SRBuildError(f"SOP class of {image.sop_instance_uid} differs from its header")
         if image.decision not in codes.PRESENCE or image.count not in codes.COUNT_CLASSES:
             raise SRBuildError(f"unknown decision or count class for {image.sop_instance_uid}")
+        codes.body_part_code(image.body_part)  # ValueError for a label with no SNOMED CT code
     if findings.decision not in codes.PRESENCE:
         raise SRBuildError(f"unknown study decision {findings.decision!r}")
     return by_uid

@@ -139,12 +139,15 @@ class StudyAnalyser:
         inference_s = time.perf_counter() - t_infer
         if self.on_inference is not None and analysable:
             self.on_inference(inference_s, len(analysable))
+        algorithm = algorithm_of(ready.model)
         detail: dict[str, Any] = {
             "model": {
                 "name": meta.name,
                 "version": meta.version,
                 "sha256": ready.model.info.sha256,
                 "runtime": ready.runtime,
+                # TID 4019 parameters: the verified SR names the model from these
+                "parameters": dict(algorithm.parameters),
             },
             "images": [
                 prediction_detail(s.instance.sop_instance_uid, p)
@@ -180,7 +183,7 @@ class StudyAnalyser:
                 for s, p in zip(analysable, predictions, strict=True)
             ),
             not_analysed=not_analysed,
-            algorithm=algorithm_of(ready.model),
+            algorithm=algorithm,
         )
         detail["decision"] = summary.decision.value
         detail["fracture_probability"] = summary.fracture_probability

@@ -298,7 +298,7 @@ class VerifiedSRWriter:
             fracture_probability=float(detail["fracture_probability"]),
             images=tuple(images),
             not_analysed=tuple(not_analysed),
-            algorithm=_algorithm(ai_sr, str(model["sha256"])),
+            algorithm=_stored_algorithm(model) or _algorithm(ai_sr, str(model["sha256"])),
         )
         return findings, headers
 
@@ -374,8 +374,22 @@ def _box(values: Sequence[float]) -> tuple[float, float, float, float]:
     return row0, col0, row1, col1
 
 
+def _stored_algorithm(model: Mapping[str, Any]) -> Algorithm | None:
+    """The model as the analysis stored it; None for analyses stored before the parameters
+    were (their AI SR has a measurement group per image, which names them)."""
+    parameters = model.get("parameters")
+    if not isinstance(parameters, Mapping):
+        return None
+    return Algorithm(
+        str(model["name"]),
+        str(model["version"]),
+        str(model["sha256"]),
+        {str(k): str(v) for k, v in parameters.items()},
+    )
+
+
 def _algorithm(ai_sr: Dataset, weights_sha256: str) -> Algorithm:
-    """The TID 4019 identification the AI SR names (its parameters are not stored elsewhere)."""
+    """The TID 4019 identification an older AI SR names in its first measurement group."""
     group = _first_measurement_group(ai_sr)
     texts: dict[tuple[str, str], list[str]] = {}
     for item in group.get("ContentSequence", []):

@@ -15,6 +15,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
+from validators import pixelmed_sr_report
 
 from dicom_node import codes
 from dicom_node.findings import Algorithm, Box, ImageFinding, NotAnalysed, StudyFindings
@@ -190,15 +191,21 @@ def probability_of(group: Dataset, modifier_name: Any, modifier_value: Any) -> D
     return num
 
 
-def groups_by_image(sr: Dataset) -> dict[str, Dataset]:
-    measurements = one(sr, "CONTAINER", Code("126010", "DCM", "Imaging Measurements"))
-    groups = children(measurements, "CONTAINER", Code("125007", "DCM", "Measurement Group"))
-    by_image: dict[str, Dataset] = {}
-    for group in groups:
-        (source,) = children(group, "IMAGE")
-        by_image[source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID] = group
-    assert len(by_image) == len(groups)
-    return by_image
+def region_groups(sr: Dataset) -> list[Dataset]:
+    """The measurement groups of Imaging Measurements (none if the container is absent)."""
+    found = children(sr, "CONTAINER", Code("126010", "DCM", "Imaging Measurements"))
+    if not found:
+        return []
+    (measurements,) = found
+    return children(measurements, "CONTAINER", Code("125007", "DCM", "Measurement Group"))
+
+
+def region_image(group: Dataset) -> str:
+    """The SOP Instance UID the group's Image Region is SELECTED FROM."""
+    (scoord,) = children(group, "SCOORD", codes.IMAGE_REGION)
+    (image,) = children(scoord, "IMAGE")
+    assert image.RelationshipType == "SELECTED FROM"
+    return str(image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
 
 
 # --- the tools' verdicts ---------------------------------------------------------------------
@@ -227,6 +234,37 @@ def test_dciodvfy_reports_no_errors(tmp_path: Path, sources: list[Dataset], vari
     assert not unexpected, report
 
 
+#: PixelMed's template tables (2022) lack two kinds of content item that TID 1410 groups carry:
+#: the qualitative evaluation (Fracture of bone = Present | Undetermined) and the TEXT Comment
+#: viewers use as the label. TID 1410 is extensible; these are the only warnings accepted.
+ACCEPTED_PIXELMED_WARNINGS = (
+    '/CONTAINER (125007,DCM,"Measurement Group")/CODE (125605004,SCT,"Fracture of bone"): '
+    "Content Item not in template",
+    '/CONTAINER (125007,DCM,"Measurement Group")/TEXT (121106,DCM,"Comment"): '
+    "Content Item not in template",
+)
+
+
+@pytest.mark.parametrize("variant", ["boxes", "no box", "nothing analysed"])
+def test_pixelmed_template_validator_reports_no_errors(
+    tmp_path: Path, sources: list[Dataset], variant: str
+) -> None:
+    findings = make_findings()
+    if variant == "no box":
+        findings = make_findings(images=(findings.images[1],))
+    elif variant == "nothing analysed":
+        findings = make_findings(images=())
+    path = tmp_path / "sr.dcm"
+    path.write_bytes(sr_bytes(build(sources, findings, predecessor=[PREDECESSOR])))
+    report = pixelmed_sr_report(path)
+    assert "Found Root Template TID_1500 (MeasurementReport)" in report.output, report.output
+    assert not report.errors, report.output
+    unexpected = [w for w in report.warnings if not w.endswith(ACCEPTED_PIXELMED_WARNINGS)]
+    assert not unexpected, report.output
+    if variant == "boxes":
+        assert len(report.warnings) == 4, report.output  # two per box
+
+
 def test_dsrdump_reads_it_back(tmp_path: Path, sources: list[Dataset]) -> None:
     tool = need_tool("dsrdump")
     path = tmp_path / "sr.dcm"
@@ -244,23 +282,19 @@ def test_dsrdump_reads_it_back(tmp_path: Path, sources: list[Dataset]) -> None:
         "Measurement Group",
         '"Fracture of bone"',
         '"Present"',
-        '"Absent"',
-        '"Orthopedic device"',
         '"Probability"',
-        '"Two or more fractures"',
-        '"No fracture"',
         '"Hand"',
-        '"Wrist joint"',
-        '"Approximate spatial location"',
+        '"Image Region"',
+        '"Comment")="AI: Fracture of bone PRESENT (p=0.91), region 1 of 2"',
         '"Qualitative Evaluations"',
-        '"Number of images not analysed"',
+        '"AI result of image"',
         '"Algorithm Name")="xrayd-densenet121"',
         '"threshold_present=0.62"',
     ):
         assert meaning in out, meaning
     assert "POLYLINE,20/10,60/10,60/50,20/50,20/10" in out  # column/row, closed
-    for uid in (PRESENT_UID, ABSENT_UID):
-        assert f'"{uid}"' in out, uid
+    assert f'"{PRESENT_UID}"' in out  # the image the boxes are selected from
+    assert f"{ABSENT_UID}: fracture ABSENT" in out  # the absent image: in the summary only
     assert f"{SKIPPED_UID}: {SKIP_REASON}" in out
 
 
@@ -344,11 +378,11 @@ def test_predecessor_only_when_amending(sources: list[Dataset]) -> None:
         ref.ReferencedSOPClassUID,
         ref.ReferencedSOPInstanceUID,
     ) == PREDECESSOR
-    # The same image keeps its Tracking UID across the amendment.
+    # Each region keeps its Tracking UID across the amendment.
     tracking = Code("112040", "DCM", "Tracking Unique Identifier")
-    for uid, group in groups_by_image(first).items():
-        again = groups_by_image(amended)[uid]
-        assert one(group, "UIDREF", tracking).UID == one(again, "UIDREF", tracking).UID
+    before = [one(g, "UIDREF", tracking).UID for g in region_groups(first)]
+    after = [one(g, "UIDREF", tracking).UID for g in region_groups(amended)]
+    assert len(before) == 2 and before == after
 
 
 # --- content tree ----------------------------------------------------------------------------
@@ -367,29 +401,30 @@ def test_root_observer_is_the_device(sources: list[Dataset]) -> None:
     assert one(sr, "UIDREF", Code("121012", "DCM", "Device Observer UID")).UID
 
 
-def test_one_measurement_group_per_analysed_image(sources: list[Dataset]) -> None:
-    groups = groups_by_image(build(sources))
-    assert set(groups) == {PRESENT_UID, ABSENT_UID}  # the skipped image has no group
-    expected = {
-        PRESENT_UID: (codes.PRESENT, codes.COUNT_CLASSES["2+"], codes.PRESENT, "hand"),
-        ABSENT_UID: (codes.ABSENT, codes.COUNT_CLASSES["0"], codes.ABSENT, "wrist"),
-    }
-    probabilities = {PRESENT_UID: (0.91, 0.81, 0.97), ABSENT_UID: (0.04, 0.02, 0.88)}
-    for uid, group in groups.items():
-        presence, count, hardware, part = expected[uid]
-        body_part = codes.BODY_PARTS[part]
-        assert group.ContentTemplateSequence[0].TemplateIdentifier == "1501"
+def test_one_measurement_group_per_box(sources: list[Dataset]) -> None:
+    groups = region_groups(build(sources))
+    # Two boxes on the present image; the absent image and the skipped one have no group.
+    assert [region_image(g) for g in groups] == [PRESENT_UID, PRESENT_UID]
+    tracking = [
+        one(g, "UIDREF", Code("112040", "DCM", "Tracking Unique Identifier")) for g in groups
+    ]
+    assert len({t.UID for t in tracking}) == 2  # viewers merge groups sharing a Tracking UID
+    identifiers = [one(g, "TEXT", Code("112039", "DCM", "Tracking Identifier")) for g in groups]
+    assert [t.TextValue for t in identifiers] == [
+        "AI fracture region 1 of 2",
+        "AI fracture region 2 of 2",
+    ]
+    for n, group in enumerate(groups, 1):
+        assert group.ContentTemplateSequence[0].TemplateIdentifier == "1410"
         assert code_value(one(group, "CODE", codes.FINDING)) == key(codes.FRACTURE)
-        assert code_value(one(group, "CODE", codes.FRACTURE)) == key(presence)
-        assert code_value(one(group, "CODE", codes.NUMBER_OF_FRACTURES)) == key(count)
-        assert code_value(one(group, "CODE", codes.ORTHOPEDIC_DEVICE)) == key(hardware)
-        assert code_value(one(group, "CODE", codes.FINDING_SITE)) == key(body_part)
-        fracture, device, region = probabilities[uid]
-        assert number(probability_of(group, codes.FINDING, codes.FRACTURE)) == fracture
-        assert number(probability_of(group, codes.FINDING, codes.ORTHOPEDIC_DEVICE)) == device
-        assert number(probability_of(group, codes.TARGET_REGION, body_part)) == region
-        algorithm = {concept(t)[1]: t.TextValue for t in children(group, "TEXT")}
-        assert algorithm["111001"] == ALGORITHM.name and algorithm["111003"] == ALGORITHM.version
+        assert code_value(one(group, "CODE", codes.FRACTURE)) == key(codes.PRESENT)
+        assert code_value(one(group, "CODE", codes.FINDING_SITE)) == key(codes.BODY_PARTS["hand"])
+        assert number(probability_of(group, codes.FINDING, codes.FRACTURE)) == 0.91
+        comment = one(group, "TEXT", codes.COMMENT)
+        assert comment.TextValue == f"AI: Fracture of bone PRESENT (p=0.91), region {n} of 2"
+        texts = {concept(t)[1]: t.TextValue for t in children(group, "TEXT")}
+        assert texts["111001"] == ALGORITHM.name and texts["111003"] == ALGORITHM.version
+        assert "122405" not in texts  # no Algorithm Manufacturer: not in the checked template
         parameters = [t.TextValue for t in children(group, "TEXT") if concept(t)[1] == "111002"]
         assert parameters == [
             "threshold_absent=0.30",
@@ -399,33 +434,60 @@ def test_one_measurement_group_per_analysed_image(sources: list[Dataset]) -> Non
 
 
 def test_boxes_are_closed_polylines_on_their_image(sources: list[Dataset]) -> None:
-    groups = groups_by_image(build(sources))
-    fracture = probability_of(groups[PRESENT_UID], codes.FINDING, codes.FRACTURE)
-    scoords = children(fracture, "SCOORD")
-    assert [s.RelationshipType for s in scoords] == ["INFERRED FROM"] * 2
-    assert [s.GraphicType for s in scoords] == ["POLYLINE"] * 2
-    assert [[float(v) for v in s.GraphicData] for s in scoords] == [
-        [float(v) for v in line] for line in POLYLINES
-    ]
-    for scoord in scoords:
-        assert concept(scoord) == key(codes.APPROXIMATE_SPATIAL_LOCATION)
+    for group, line in zip(region_groups(build(sources)), POLYLINES, strict=True):
+        (scoord,) = children(group, "SCOORD")
+        assert concept(scoord) == key(codes.IMAGE_REGION)
+        assert scoord.RelationshipType == "CONTAINS"  # top level of the group (TID 1410)
+        assert scoord.GraphicType == "POLYLINE"
+        assert [float(v) for v in scoord.GraphicData] == [float(v) for v in line]
         (image,) = children(scoord, "IMAGE")
-        assert image.RelationshipType == "SELECTED FROM"
         ref = image.ReferencedSOPSequence[0]
         assert (ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID) == (DX, PRESENT_UID)
-    # The absent image has no box anywhere in its group.
-    assert not [i for i in walk(groups[ABSENT_UID]) if i.ValueType == "SCOORD"]
+        # No other coordinates anywhere in the group (nothing hangs off the probability).
+        assert [i for i in walk(group) if i.ValueType == "SCOORD"] == [scoord]
+
+
+def test_absent_boxes_are_not_shown_indeterminate_ones_are(sources: list[Dataset]) -> None:
+    present, absent = make_findings().images
+    box = Box(row0=5, col0=5, row1=40, col1=40)
+    absent_with_box = replace(absent, boxes=(box,))
+    assert region_groups(build(sources, make_findings(images=(absent_with_box,)))) == []
+    unsure = replace(present, decision="indeterminate", boxes=(box,), fracture_probability=0.8)
+    (group,) = region_groups(build(sources, make_findings(images=(unsure, absent_with_box))))
+    assert region_image(group) == PRESENT_UID
+    assert code_value(one(group, "CODE", codes.FRACTURE)) == key(codes.UNDETERMINED)
+    assert one(group, "TEXT", codes.COMMENT).TextValue == (
+        "AI: Fracture of bone INDETERMINATE (p=0.80)"
+    )
 
 
 def test_study_summary(sources: list[Dataset]) -> None:
     summary = one(build(sources), "CONTAINER", codes.QUALITATIVE_EVALUATIONS)
+    # TID 1500 row 12 allows CODE and TEXT items only.
+    assert {item.ValueType for item in children(summary)} == {"CODE", "TEXT"}
     assert code_value(one(summary, "CODE", codes.FRACTURE)) == key(codes.PRESENT)
-    assert number(probability_of(summary, codes.FINDING, codes.FRACTURE)) == 0.91
-    analysed = one(summary, "NUM", codes.IMAGES_ANALYSED)
-    assert analysed.MeasuredValueSequence[0].NumericValue == "2"
-    assert number(one(summary, "NUM", codes.IMAGES_NOT_ANALYSED)) == 1
+    assert one(summary, "TEXT", codes.COMMENT).TextValue == (
+        "AI: Fracture of bone PRESENT in the study (p=0.91); 2 image(s) analysed, 1 not "
+        "analysed. Research software, not for clinical use."
+    )
+    results = [t.TextValue for t in children(summary, "TEXT", codes.IMAGE_RESULT)]
+    assert results == [
+        f"{PRESENT_UID}: fracture PRESENT (p=0.91), count 2+, hand (p=0.97), "
+        "orthopedic device present (p=0.81), 2 region(s) marked",
+        f"{ABSENT_UID}: fracture ABSENT (p=0.04), count 0, wrist (p=0.88), "
+        "orthopedic device absent (p=0.02), 0 region(s) marked",
+    ]
     (why,) = children(summary, "TEXT", codes.IMAGE_NOT_ANALYSED)
     assert why.TextValue == f"{SKIPPED_UID}: {SKIP_REASON}"
+
+
+def test_no_box_no_imaging_measurements(sources: list[Dataset]) -> None:
+    _, absent = make_findings().images
+    sr = build(sources, make_findings(images=(absent,)))
+    assert not children(sr, "CONTAINER", Code("126010", "DCM", "Imaging Measurements"))
+    summary = one(sr, "CONTAINER", codes.QUALITATIVE_EVALUATIONS)
+    (result,) = children(summary, "TEXT", codes.IMAGE_RESULT)
+    assert result.TextValue.startswith(f"{ABSENT_UID}: fracture ABSENT (p=0.04)")
 
 
 def test_nothing_analysed_still_reports_the_study(sources: list[Dataset]) -> None:
@@ -433,7 +495,8 @@ def test_nothing_analysed_still_reports_the_study(sources: list[Dataset]) -> Non
     assert not children(sr, "CONTAINER", Code("126010", "DCM", "Imaging Measurements"))
     summary = one(sr, "CONTAINER", codes.QUALITATIVE_EVALUATIONS)
     assert code_value(one(summary, "CODE", codes.FRACTURE)) == key(codes.UNDETERMINED)
-    assert number(one(summary, "NUM", codes.IMAGES_ANALYSED)) == 0
+    assert "0 image(s) analysed, 1 not analysed" in one(summary, "TEXT", codes.COMMENT).TextValue
+    assert not children(summary, "TEXT", codes.IMAGE_RESULT)
 
 
 # --- determinism, files, privacy --------------------------------------------------------------
@@ -518,8 +581,7 @@ def test_codes_module_is_self_consistent() -> None:
     private = [
         codes.NUMBER_OF_FRACTURES,
         *codes.COUNT_CLASSES.values(),
-        codes.IMAGES_ANALYSED,
-        codes.IMAGES_NOT_ANALYSED,
+        codes.IMAGE_RESULT,
         codes.IMAGE_NOT_ANALYSED,
     ]
     assert all(code.scheme_designator == codes.PRIVATE_SCHEME for code in private)

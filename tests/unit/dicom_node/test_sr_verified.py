@@ -14,10 +14,12 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
+from validators import pixelmed_sr_report
 
 from dicom_node import codes
 from dicom_node.findings import (
     Algorithm,
+    Box,
     ImageFinding,
     NotAnalysed,
     RadiologistReview,
@@ -57,6 +59,7 @@ FINDINGS = StudyFindings(
             body_part_probability=0.9,
             hardware=False,
             hardware_probability=0.05,
+            boxes=(Box(row0=10, col0=10, row1=50, col1=40),),
         ),
     ),
     not_analysed=(NotAnalysed(SKIPPED_UID, DX, "lateral view"),),
@@ -346,6 +349,30 @@ def test_dciodvfy_reports_no_errors(tmp_path: Path, sources: list[Dataset], agre
     assert not [line for line in report.splitlines() if line.startswith("Error")], report
     warnings = [line for line in report.splitlines() if line.startswith("Warning")]
     assert not [line for line in warnings if "<99XRAYD>" not in line], report
+
+
+#: Warnings PixelMed's template tables (2022) give for a verified SR, all "Content Item not in
+#: template" in extensible templates: the box group's decision and label (as in the AI SR), and
+#: the radiologist's Findings container with its own person observer context (TID 1500 lists
+#: no row for a reviewer's assessment).
+ACCEPTED_PIXELMED_WARNINGS = (
+    '/CONTAINER (125007,DCM,"Measurement Group")/CODE (125605004,SCT,"Fracture of bone")',
+    '/CONTAINER (125007,DCM,"Measurement Group")/TEXT (121106,DCM,"Comment")',
+    '/CONTAINER (121070,DCM,"Findings")',
+)
+
+
+def test_pixelmed_template_validator_reports_no_errors(
+    tmp_path: Path, sources: list[Dataset]
+) -> None:
+    path = tmp_path / "verified.dcm"
+    path.write_bytes(sr_bytes(build(sources, make_review())))
+    report = pixelmed_sr_report(path)
+    assert "Found Root Template TID_1500 (MeasurementReport)" in report.output, report.output
+    assert not report.errors, report.output
+    for warning in report.warnings:
+        assert warning.endswith("Content Item not in template"), warning
+        assert any(part in warning for part in ACCEPTED_PIXELMED_WARNINGS), warning
 
 
 def test_dsrdump_reads_it_back(tmp_path: Path, sources: list[Dataset]) -> None:
