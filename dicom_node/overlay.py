@@ -77,7 +77,7 @@ def render_overlay(
         raise ValueError("empty display image")
     if heatmap is not None and heatmap.shape != display.shape:
         raise ValueError(f"heatmap shape {heatmap.shape} != display shape {display.shape}")
-    banner = _banner(banner_lines, cols)
+    banner = _banner(banner_lines, rows, cols)
     # One output array, filled a band of rows at a time: a 7,000 x 17,000 long-leg DX needs
     # no full-size float copies of the heatmap and no second copy of the RGB image.
     out = np.empty((banner.shape[0] + rows, cols, 3), dtype=np.uint8)
@@ -100,9 +100,15 @@ def line_width(rows: int, cols: int) -> int:
     return max(2, round(min(rows, cols) / 256))
 
 
-def font_size(cols: int) -> int:
-    """Banner font size in pixels: about 1/45 of the width (45 px on a 2k image), at least 11."""
-    return max(11, round(cols / 45))
+def font_size(rows: int, cols: int) -> int:
+    """Banner font size in pixels: about 1/45 of the image's *long* side, at least 11.
+
+    A viewer fits the whole capture to its viewport, so what keeps the text legible is its size
+    relative to the long side: a 3,000 x 1,000 px long bone fitted to 1,000 px shows a 67 px font
+    at 22 px (sized by the width alone it would be 7 px). At most a tenth of the width, so a
+    line still holds a few words on a narrow image.
+    """
+    return max(11, min(round(max(rows, cols) / 45), max(11, cols // 10)))
 
 
 def _tint(rgb: np.ndarray, heatmap: np.ndarray) -> None:
@@ -167,8 +173,8 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, limit: 
     return lines or [""]
 
 
-def _banner(banner_lines: Sequence[str], cols: int) -> np.ndarray:
-    size = font_size(cols)
+def _banner(banner_lines: Sequence[str], rows: int, cols: int) -> np.ndarray:
+    size = font_size(rows, cols)
     font = _font(size)
     margin = max(2, size // 2)
     limit = max(1, cols - 2 * margin)

@@ -100,15 +100,31 @@ def test_overlay_is_deterministic_and_text_scales_to_a_2k_radiograph() -> None:
     b = render_overlay(display, heat, boxes, BANNER)
     np.testing.assert_array_equal(a, b)
 
-    assert font_size(1600) >= 30 and line_width(2048, 1600) >= 6
+    assert font_size(2048, 1600) >= 30 and line_width(2048, 1600) >= 6
     top = a.shape[0] - 2048
-    assert top >= 3 * font_size(1600)  # three lines of readable text
+    assert top >= 3 * font_size(2048, 1600)  # three lines of readable text
     image = a[top:]
     w = line_width(2048, 1600)
     np.testing.assert_array_equal(image[450 : 450 + w, 600], np.tile(BOX_COLOUR, (w, 1)))
     # Dark text pixels on every banner line.
     dark_rows = np.flatnonzero((a[:top].sum(axis=2) < 150).any(axis=1))
-    assert dark_rows.size > 0 and dark_rows.max() - dark_rows.min() > 2 * font_size(1600)
+    assert dark_rows.size > 0 and dark_rows.max() - dark_rows.min() > 2 * font_size(2048, 1600)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(3000, 2500), (3000, 1000), (1000, 3000)])
+def test_banner_stays_legible_when_the_capture_is_fitted_to_a_screen(rows: int, cols: int) -> None:
+    """Fitted into a 1,000 px viewport (as viewers open an image), the banner's capital letters
+    are still at least 12 px tall, whatever the image's shape."""
+    display = np.full((rows, cols), 128, np.uint8)
+    out = render_overlay(display, None, [], ["AI fracture: PRESENT (p=0.97)"])
+    top = out.shape[0] - rows
+    dark = np.flatnonzero((out[:top].sum(axis=2) < 150).any(axis=1))
+    assert dark.size
+    # The first text line: a run of consecutive rows with dark (text) pixels.
+    gaps = np.flatnonzero(np.diff(dark) > 1)
+    first_line = dark[: gaps[0] + 1] if gaps.size else dark
+    scale = 1000 / max(out.shape[0], out.shape[1])
+    assert (first_line[-1] - first_line[0] + 1) * scale >= 12, (first_line, scale)
 
 
 def test_overlay_without_heatmap_or_boxes_only_adds_the_banner() -> None:
