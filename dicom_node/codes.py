@@ -200,3 +200,16 @@ def body_part_code(label: str) -> Code:
         raise ValueError(
             f"unknown body part {label!r}; known: {', '.join(sorted(BODY_PARTS))}"
         ) from None
+
+
+# --- key object selection (KOS) ---------------------------------------------------------------
+
+#: CID 7010 "Key Object Selection Document Title": the title of the KOS that lists the images
+#: the AI flags. "Of Interest" is the generic member; the others say *why* a person selected
+#: images (For Teaching, For Research, For Diagnosis, Quality Issue, ...), which an AI triage
+#: result is not: see :mod:`dicom_node.kos`.
+KEY_OBJECT_TITLE = Code("113000", "DCM", "Of Interest")
+#: TID 2010 row 4: the KOS's TEXT "Key Object Description".
+KEY_OBJECT_DESCRIPTION = Code("113012", "DCM", "Key Object Description")
+
+__all__ += ["KEY_OBJECT_DESCRIPTION", "KEY_OBJECT_TITLE"]
