@@ -10,7 +10,7 @@ import os
 import re
 import ssl
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -80,8 +80,14 @@ environment variables are expanded (``${CREDENTIALS_DIRECTORY}``)."""
 OptionalSecretPath = Annotated[Path | None, BeforeValidator(_secret_path)]
 """A :data:`SecretPath` that may be left out; ``""`` means unset."""
 
-ObjectKind = Literal["sr", "sc", "pdf"]
-DEFAULT_SEND: tuple[ObjectKind, ...] = ("sr", "sc")
+ObjectKind = Literal["sr", "sc", "pdf", "gsps", "kos"]
+"""Result objects a destination can take: "sr" the TID 1500 SR (and radiologist-verified SRs),
+"sc" the burned-in Secondary Captures, "pdf" the Encapsulated PDF report, "gsps" a Grayscale
+Softcopy Presentation State per analysed image (boxes and text over the original), "kos" a Key
+Object Selection of the images the AI flags."""
+OBJECT_KINDS: tuple[ObjectKind, ...] = get_args(ObjectKind)
+#: What most PACS viewers show: SR, burned-in captures, presentation states and key images.
+DEFAULT_SEND: tuple[ObjectKind, ...] = ("sr", "sc", "gsps", "kos")
 
 
 class _Section(BaseModel):
@@ -288,7 +294,9 @@ class StorageSettings(_Section):
     def _check_url(self) -> StorageSettings:
         url = self.database_url
         if url and not url.startswith(("sqlite:", "postgresql")):
-            raise ValueError("database_url must be empty, sqlite:///... or postgresql+psycopg://...")
+            raise ValueError(
+                "database_url must be empty, sqlite:///... or postgresql+psycopg://..."
+            )
         if self.database_password_file is not None:
             if not url.startswith("postgresql"):
                 raise ValueError("database_password_file needs a postgresql database_url")

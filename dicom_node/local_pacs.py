@@ -17,6 +17,8 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Comprehensive3DSRStorage,
     EncapsulatedPDFStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
+    KeyObjectSelectionDocumentStorage,
     SecondaryCaptureImageStorage,
     Verification,
 )
@@ -58,6 +60,8 @@ class LocalPacs:
             Comprehensive3DSRStorage,
             SecondaryCaptureImageStorage,
             EncapsulatedPDFStorage,
+            GrayscaleSoftcopyPresentationStateStorage,
+            KeyObjectSelectionDocumentStorage,
             Verification,
         ):
             ae.add_supported_context(sop_class)

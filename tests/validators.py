@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from helpers import need
+from helpers import need, need_tool
 
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
 #: Java 17's XPath limits stop the validator's stylesheets; lift them (FACTS.md).
@@ -61,3 +63,35 @@ def pixelmed_sr_report(path: Path) -> SRReport:
         errors=[line for line in lines if line.startswith("Error")],
         warnings=[line for line in lines if line.startswith("Warning")],
     )
+
+
+#: Result kinds that are DICOM objects, and those whose content tree PixelMed checks.
+DICOM_KINDS = frozenset({"sr", "sc", "pdf", "gsps", "kos"})
+SR_KINDS = frozenset({"sr", "kos"})
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """dciodvfy's "Error" lines for ``path`` (it writes everything to stderr)."""
+    tool = need_tool("dciodvfy")
+    result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120)
+    report = result.stderr + result.stdout
+    errors = [line for line in report.splitlines() if line.startswith("Error")]
+    assert errors or result.returncode == 0, report
+    return errors
+
+
+def validate_every_object(spool: Any, objects: Iterable[Any]) -> dict[str, int]:
+    """Run dciodvfy on every DICOM result object and PixelMed on every SR and KOS; assert no
+    errors; return how many objects of each kind were checked."""
+    checked: dict[str, int] = {}
+    for obj in objects:
+        if obj.kind not in DICOM_KINDS:
+            continue
+        path = Path(spool.absolute(obj.file_path))
+        errors = dciodvfy_errors(path)
+        assert not errors, (obj.kind, errors)
+        if obj.kind in SR_KINDS:
+            report = pixelmed_sr_report(path)
+            assert not report.errors, (obj.kind, report.output)
+        checked[obj.kind] = checked.get(obj.kind, 0) + 1
+    return checked

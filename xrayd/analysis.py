@@ -34,7 +34,9 @@ from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.encapsulated_pdf import build_encapsulated_pdf
-from dicom_node.findings import NotAnalysed, StudyFindings
+from dicom_node.findings import Algorithm, ImageFinding, NotAnalysed, StudyFindings
+from dicom_node.gsps import build_gsps
+from dicom_node.kos import build_kos
 from dicom_node.overlay import render_overlay
 from dicom_node.secondary_capture import build_secondary_capture, dataset_bytes
 from dicom_node.sr import build_sr, sr_bytes
@@ -58,7 +60,8 @@ LOGGER = logging.getLogger(__name__)
 __all__ = ["HEATMAP", "LOCAL_KINDS", "SOFTWARE_VERSION", "StudyAnalyser", "heatmap_png"]
 
 SOFTWARE_VERSION = "xrayd 0.1.0"
-SERIES_NUMBERS = {"sr": 9901, "sc": 9902, "pdf": 9903}
+#: One series per kind in the source study (9904 is the radiologist-verified SRs').
+SERIES_NUMBERS = {"sr": 9901, "sc": 9902, "pdf": 9903, "gsps": 9905, "kos": 9906}
 HEATMAP = "heatmap"
 HEATMAP_SIDE = 256
 #: object kinds kept in the spool for xrayd itself (report PDF, heatmaps), never sent
@@ -367,6 +370,7 @@ class StudyAnalyser:
             )
             thumbnails.append((f"image {n}: {finding.decision}", _thumbnail(rgb)))
             del rgb
+            out.append(self._gsps(study, revision, series["gsps"], n, finding, source, algorithm))
             heat_uid = _uid(
                 study.study_instance_uid, revision, "heatmap", source.instance.sop_instance_uid
             )
@@ -380,6 +384,28 @@ class StudyAnalyser:
                         "revision": revision,
                         "source_sop_instance_uid": source.instance.sop_instance_uid,
                     },
+                )
+            )
+        kos_uid = _uid(study.study_instance_uid, revision, "kos")
+        kos = build_kos(
+            findings,
+            headers,
+            sop_instance_uid=kos_uid,
+            series_instance_uid=series["kos"],
+            series_number=SERIES_NUMBERS["kos"],
+            instance_number=1,
+            content_datetime=when,
+            algorithm=algorithm,
+            software_version=SOFTWARE_VERSION,
+        )
+        if kos is not None:  # only when the AI flags an image (present or indeterminate)
+            out.append(
+                (
+                    "kos",
+                    kos_uid,
+                    self._path(study, "kos", kos_uid, "dcm"),
+                    dataset_bytes(kos),
+                    {"series_instance_uid": series["kos"], "revision": revision},
                 )
             )
         header = headers[0]
@@ -428,6 +454,41 @@ class StudyAnalyser:
             )
         )
         return out
+
+    def _gsps(
+        self,
+        study: store.StudyToAnalyse,
+        revision: str,
+        series_uid: str,
+        number: int,
+        finding: ImageFinding,
+        source: _Source,
+        algorithm: Algorithm,
+    ) -> tuple[str, str, str, bytes, dict[str, Any]]:
+        """The presentation state of one analysed image: its boxes and result over it."""
+        uid = _uid(study.study_instance_uid, revision, "gsps", source.instance.sop_instance_uid)
+        gsps = build_gsps(
+            finding,
+            source.header,
+            sop_instance_uid=uid,
+            series_instance_uid=series_uid,
+            series_number=SERIES_NUMBERS["gsps"],
+            instance_number=number,
+            content_datetime=study.job_created_at,
+            algorithm=algorithm,
+            software_version=SOFTWARE_VERSION,
+        )
+        return (
+            "gsps",
+            uid,
+            self._path(study, "gsps", uid, "dcm"),
+            dataset_bytes(gsps),
+            {
+                "series_instance_uid": series_uid,
+                "revision": revision,
+                "source_sop_instance_uid": source.instance.sop_instance_uid,
+            },
+        )
 
     def _path(self, study: store.StudyToAnalyse, kind: str, uid: str, ext: str) -> str:
         return result_path(study.study_instance_uid, kind, uid, ext)

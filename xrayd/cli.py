@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from config.errors import ConfigError, XraydError
 from config.loader import load_settings
-from config.settings import Settings, _check_ae_title
+from config.settings import DEFAULT_SEND, OBJECT_KINDS, Settings, _check_ae_title
 from xrayd.logging_setup import configure_logging
 
 if TYPE_CHECKING:
@@ -120,9 +120,11 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         kinds = tuple(k.strip() for k in args.send.split(",") if k.strip())
-        bad = [k for k in kinds if k not in ("sr", "sc", "pdf")]
+        bad = [k for k in kinds if k not in OBJECT_KINDS]
         if bad or not kinds:
-            raise ConfigError(f"--send: unknown object kind(s) {bad}; use sr, sc, pdf")
+            raise ConfigError(
+                f"--send: unknown object kind(s) {bad}; use {', '.join(OBJECT_KINDS)}"
+            )
         registry.add_destination(
             sessions,
             registry.DestinationRow(
@@ -275,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("add", parents=[common])
     q.add_argument("name")
     q.add_argument("remote", metavar="AE@HOST:PORT")
-    q.add_argument("--send", default="sr,sc", help="object kinds: sr,sc,pdf (default sr,sc)")
+    q.add_argument(
+        "--send",
+        default=",".join(DEFAULT_SEND),
+        help=f"object kinds: {','.join(OBJECT_KINDS)} (default {','.join(DEFAULT_SEND)})",
+    )
     q.set_defaults(func=cmd_destinations)
     for name in ("remove", "echo"):
         q = dsub.add_parser(name, parents=[common])

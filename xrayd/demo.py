@@ -63,7 +63,7 @@ def _settings(data_dir: Path, pacs_port: int) -> Settings:
                     "ae_title": PACS_AE,
                     "host": "127.0.0.1",
                     "port": pacs_port,
-                    "send": ["sr", "sc", "pdf"],
+                    "send": ["sr", "sc", "pdf", "gsps", "kos"],
                 }
             ],
             "logging": {"level": "WARNING"},

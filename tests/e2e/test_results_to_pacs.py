@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from orthanc import Orthanc, free_port, running_orthanc
 from PIL import Image
 
 from models.synthetic_files import write_synthetic_studies
 
 from helpers import make_settings, need_tool
+from orthanc import Orthanc, free_port, running_orthanc
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"

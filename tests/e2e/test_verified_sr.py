@@ -12,12 +12,12 @@ from typing import Any
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from orthanc import Orthanc, running_orthanc
 
 from models.synthetic_files import write_synthetic_studies
 from storage.users import add_user, create_api_token
 
 from helpers import make_settings, need_tool
+from orthanc import Orthanc, running_orthanc
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 

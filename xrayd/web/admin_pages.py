@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from config.settings import DEFAULT_SEND, OBJECT_KINDS
 from storage.models_registry import list_model_versions, promote, rollback
 from storage.registry import (
     AuditRow,
@@ -120,7 +121,8 @@ def _index(request: Request, echo: EchoOut | None = None, echo_name: str | None 
         echo=echo,
         echo_name=echo_name,
         flash=_flash(request),
-        kinds=("sr", "sc", "pdf"),
+        kinds=OBJECT_KINDS,
+        default_send=DEFAULT_SEND,
     )
 
 

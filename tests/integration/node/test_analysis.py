@@ -21,6 +21,7 @@ from xrayd.worker import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings
 from node_helpers import run_next_job, store_and_wait_for_release
+from validators import validate_every_object
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def node(database_url: str, tmp_path: Path) -> Any:
                 "ae_title": "PACS",
                 "host": "127.0.0.1",
                 "port": 9,
-                "send": ["sr", "sc", "pdf"],
+                "send": ["sr", "sc", "pdf", "gsps", "kos"],
             }
         ],
     )
@@ -104,11 +105,13 @@ def test_a_study_is_analysed_once_and_a_rerun_changes_nothing(node: Any) -> None
 
     objects = objects_of(sessions, job.study_id)
     kinds = sorted(o.kind for o in objects)
-    assert kinds == ["heatmap", "heatmap", "pdf", "report", "sc", "sc", "sr"]
+    # The study is flagged (its decision is that of its most suspicious image): a KOS lists it.
+    assert kinds == ["gsps", "gsps", "heatmap", "heatmap", "kos", "pdf", "report", "sc", "sc", "sr"]
     spool = node.storage.spool
     first = {o.sop_instance_uid: spool.read_bytes(o.file_path or "") for o in objects}
     deliveries = list_deliveries(sessions)
-    assert sorted(d.kind for d in deliveries) == ["pdf", "sc", "sc", "sr"]
+    assert sorted(d.kind for d in deliveries) == ["gsps", "gsps", "kos", "pdf", "sc", "sc", "sr"]
+    validate_every_object(spool, objects)
 
     # A crash after the commit: the job runs again and finds everything in place.
     node.analyser.analyse(ClaimedJob(job.job_id, job.study_id, study_uid, "analysis", 2))

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bombs import MIB, deflate_bomb, long_leg_dx, measure, pixel_bomb
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -23,6 +22,7 @@ from storage.analysis import analyses_of, objects_of
 from storage.schema import Instance
 from xrayd.app import Node, open_storage, seed_registry
 
+from bombs import MIB, deflate_bomb, long_leg_dx, measure, pixel_bomb
 from dicom_factory import make_radiograph, save
 from helpers import make_settings
 from node_helpers import remote, run_next_job, wait_for_listener

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pki_helpers import make_ca, make_leaf
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from sqlalchemy import select
@@ -39,6 +38,7 @@ from xrayd.delivery import DeliveryReport
 import node_helpers
 from dicom_factory import DX, make_radiograph
 from helpers import make_settings, need
+from pki_helpers import make_ca, make_leaf
 
 StartNode = Callable[..., Any]
 WAIT = 20.0  # upper bound for an event that should come within milliseconds

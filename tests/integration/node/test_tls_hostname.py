@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pki_helpers import make_ca, make_leaf
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 
@@ -32,6 +31,7 @@ from xrayd.delivery import DeliveryReport, stored_tls
 
 import node_helpers
 from helpers import need
+from pki_helpers import make_ca, make_leaf
 
 WAIT = 20.0  # upper bound for an event that should come within milliseconds
 VERIFICATION = "1.2.840.10008.1.1"

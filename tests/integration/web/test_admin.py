@@ -243,7 +243,7 @@ def test_callers_and_destinations_through_the_api(web: Web) -> None:
     body = {"name": "pacs", "ae_title": "PACS", "host": "10.1.2.3", "port": 11112}
     r = c.post("/api/v1/destinations", json=body, headers=h)
     assert r.status_code == 201
-    assert r.json() == {**body, "send": ["sr", "sc"], "tls": None, "source": "cli"}
+    assert r.json() == {**body, "send": ["sr", "sc", "gsps", "kos"], "tls": None, "source": "cli"}
     assert c.post("/api/v1/destinations", json=body, headers=h).status_code == 409
     bad = c.post("/api/v1/destinations", json={**body, "name": "x", "port": 0}, headers=h)
     assert bad.status_code == 422 and "port" in bad.json()["detail"]

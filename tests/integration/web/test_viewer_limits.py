@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bombs import MIB, deflate_bomb, measure, pixel_bomb
 
+from bombs import MIB, deflate_bomb, measure, pixel_bomb
 from dicom_factory import save
 from web_helpers import Web, make_web, seed_study
 

@@ -20,7 +20,7 @@ def test_example_documents_every_key_and_loads() -> None:
     settings = load_settings(EXAMPLE)
     assert settings.node.ae_title == "XRAYD"
     assert settings.node.callers[0].host == "10.1.2.3"
-    assert settings.destinations[0].send == ["sr", "sc"]
+    assert settings.destinations[0].send == ["sr", "sc", "gsps", "kos"]
     text = EXAMPLE.read_text()
     for section, model in settings:
         if section == "destinations":

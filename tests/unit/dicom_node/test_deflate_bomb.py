@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bombs import MIB, deflate_bomb, measure
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicom_node.scp import HeaderError, read_header
 from dicom_node.statuses import StoreStatus
 
+from bombs import MIB, deflate_bomb, measure
 from dicom_factory import make_radiograph
 
 

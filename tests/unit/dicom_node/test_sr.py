@@ -15,7 +15,6 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
-from validators import pixelmed_sr_report
 
 from dicom_node import codes
 from dicom_node.findings import Algorithm, Box, ImageFinding, NotAnalysed, StudyFindings
@@ -23,6 +22,7 @@ from dicom_node.sr import SRBuildError, build_sr, sr_bytes
 
 from dicom_factory import CR, DX, make_radiograph
 from helpers import need_tool
+from validators import pixelmed_sr_report
 
 STUDY = "1.2.826.0.1.3680043.8.498.4242"
 PRESENT_UID = STUDY + ".1.1"

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bombs import MIB, deflate_bomb, j2k_declaring, pixel_bomb
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from models.errors import NotAnalysable, RefusalReason
@@ -16,6 +15,7 @@ from models.pixels import decode_pixels
 from models.preprocess import PreprocessParams, prepare
 from models.reading import CorruptDeflate, read_header, read_image
 
+from bombs import MIB, deflate_bomb, j2k_declaring, pixel_bomb
 from dicom_factory import compress_j2k, compress_rle, make_radiograph
 
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from bombs import MIB, deflate_bomb, pixel_bomb
 from pydicom.uid import generate_uid
 
 from models.labels import BODY_PARTS
@@ -20,6 +19,7 @@ from retrain.review_data import review_training_set
 from storage.spool import Spool
 from storage.training import ReviewedExample
 
+from bombs import MIB, deflate_bomb, pixel_bomb
 from dicom_factory import make_radiograph, save
 
 PARAMS = PreprocessParams(input_size=32)
