@@ -3,7 +3,7 @@
 Starts a stand-in PACS on loopback, starts xrayd (SQLite + a local spool + the default model)
 with that PACS as its destination, sends synthetic studies with and without drawn fractures as
 a modality would, waits until the PACS holds xrayd's results (TID 1500 SR, burned-in Secondary
-Captures, Encapsulated PDF) and prints a table.
+Captures, presentation states, key-object selection, Encapsulated PDF) and prints a table.
 
 The images are synthetic phantoms from ``models.synthetic`` (no patient data ships with xrayd);
 the default model was trained on real radiographs (FracAtlas), so its answers on phantoms say
@@ -17,7 +17,9 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,6 +41,8 @@ KINDS = {
     "1.2.840.10008.5.1.4.1.1.88.34": "SR",
     "1.2.840.10008.5.1.4.1.1.7": "SC",
     "1.2.840.10008.5.1.4.1.1.104.1": "PDF",
+    "1.2.840.10008.5.1.4.1.1.11.1": "GSPS",
+    "1.2.840.10008.5.1.4.1.1.88.59": "KOS",
 }
 
 
@@ -76,8 +80,11 @@ def _settings(data_dir: Path, pacs_port: int) -> Settings:
 class _Arrivals:
     """Objects arriving at the stand-in PACS, per study, with the time each study completed."""
 
-    def __init__(self, expected: dict[str, int]) -> None:
+    def __init__(self, expected: dict[str, int], flagged: Callable[[str], bool]) -> None:
+        #: objects every study gets; one more (the KOS) for a study with a flagged image
         self.expected = expected
+        self.flagged = flagged
+        self._kos: dict[str, bool] = {}
         self.by_study: dict[str, list[StoredObject]] = {uid: [] for uid in expected}
         self.completed_at: dict[str, float] = {}
         self.all_done = threading.Event()
@@ -88,7 +95,11 @@ class _Arrivals:
             items = self.by_study.setdefault(item.study_instance_uid, [])
             items.append(item)
             uid = item.study_instance_uid
-            if uid in self.expected and len(items) >= self.expected[uid]:
+            if uid not in self.expected:
+                return
+            if uid not in self._kos:  # the analysis is committed before anything is sent
+                self._kos[uid] = self.flagged(uid)
+            if len(items) >= self.expected[uid] + self._kos[uid]:
                 self.completed_at.setdefault(uid, time.monotonic())
             if len(self.completed_at) == len(self.expected):
                 self.all_done.set()
@@ -105,12 +116,18 @@ def run_demo(data_dir: Path, images: int = 6, timeout: float = 240.0) -> int:
     shutil.rmtree(run_dir, ignore_errors=True)
     studies = max(2, images // 2)
     plan = [(generate_uid(), i % 2 == 0, 1 + i % 2) for i in range(studies)]
-    # SR + one SC per view + Encapsulated PDF
-    arrivals = _Arrivals({uid: 2 + views for uid, _, views in plan})
+    # SR + Encapsulated PDF + a Secondary Capture and a presentation state per view (+ the KOS
+    # of a study whose analysis flags an image; storage is opened below, before any arrival)
+    storage_ref: list[Any] = []
+    arrivals = _Arrivals(
+        {uid: 2 + 2 * views for uid, _, views in plan},
+        lambda uid: _flagged(storage_ref[0].sessions, uid),
+    )
     pacs = LocalPacs(run_dir / "pacs", ae_title=PACS_AE, on_stored=arrivals)
     pacs_port = pacs.start()
     settings = _settings(run_dir, pacs_port)
     storage = open_storage(settings, create_if_empty=True, require_current=True)
+    storage_ref.append(storage)
     node = Node(settings, storage, preload_model=True)
     node.start()
     peer = RemoteAE("XRAYD", "127.0.0.1", node.scp.port)
@@ -162,7 +179,7 @@ def run_demo(data_dir: Path, images: int = 6, timeout: float = 240.0) -> int:
         finished = arrivals.all_done.wait(timeout)
         print("7. results at the PACS (the images are drawn phantoms, not radiographs: the AI")
         print("   decisions below show the pipeline working, not the model's accuracy)")
-        print("   study  phantom    AI decision    p      objects at PACS   seconds*")
+        print("   study  phantom    AI decision    p      objects at PACS                 seconds*")
         for n, (uid, _, _) in enumerate(plan):
             items = arrivals.by_study.get(uid, [])
             kinds: dict[str, int] = {}
@@ -175,7 +192,7 @@ def run_demo(data_dir: Path, images: int = 6, timeout: float = 240.0) -> int:
             objects = " ".join(f"{k}x{v}" for k, v in sorted(kinds.items())) or "none"
             print(
                 f"   {n + 1:<6} {'drawn' if truth[uid] else 'none':<10} "
-                f"{decision:<14} {probability:<6} {objects:<17} {seconds}"
+                f"{decision:<14} {probability:<6} {objects:<31} {seconds}"
             )
         print(
             "   * from the last image's acknowledgement to all results at the PACS (includes "
@@ -201,6 +218,14 @@ def run_demo(data_dir: Path, images: int = 6, timeout: float = 240.0) -> int:
     finally:
         node.stop(timeout=10)
         pacs.stop()
+
+
+def _flagged(sessions: sessionmaker[Session], study_uid: str) -> bool:
+    """Whether the study's latest analysis flags an image (present or indeterminate)."""
+    study_id = study_id_of(sessions, study_uid)
+    rows = analyses_of(sessions, study_id) if study_id is not None else []
+    images = rows[-1].detail.get("images", []) if rows else []
+    return any(i.get("decision") in ("present", "indeterminate") for i in images)
 
 
 def _decision(sessions: sessionmaker[Session], study_uid: str) -> tuple[str, str]:
