@@ -17,6 +17,8 @@ intended, with xrayd's annotations on one graphic layer (:data:`LAYER`)::
               box in the top-left area of the image, PIXEL units, left-justified
           per box of the finding, only if the decision is "present" or "indeterminate":
               Graphic Object POLYLINE, 5 points (closed), PIXEL units, column/row, not filled
+      Overlay Plane 6000 (only with boxes drawn), activated on layer AI: the box outlines as a
+          1-bit bitmap (type G, subtype AUTOMATED), over the bounding rectangle of the boxes only
       Modality LUT: the source's Rescale Slope/Intercept/Type, or its Modality LUT Sequence
       Softcopy VOI LUT: the source's first window (center, width, explanation, VOI LUT
           Function unless LINEAR, the default); else its first VOI LUT; else a window over
@@ -25,6 +27,15 @@ intended, with xrayd's annotations on one graphic layer (:data:`LAYER`)::
           INVERSE for MONOCHROME1 and IDENTITY otherwise
 
 An "absent" result draws no box: on a picture a box reads as a finding, whatever its label.
+
+Boxes twice. The vector POLYLINEs are the standard way, what PACS viewers and Weasis draw. The
+same outlines are also stored as an overlay bitmap (:data:`OVERLAY_GROUP`, activated on the AI
+layer) for software that shows presentation-state overlays but no graphic annotations; the
+bitmap lies inside the boxes, :func:`outline_width` pixels wide along their edges, so the two
+coincide. It covers only the bounding rectangle of the boxes (Overlay Origin), not the whole
+image: a long-leg radiograph is 7,000 x 17,000 pixels. The text is a text annotation only.
+DCMTK 3.6.7's ``dcmp2pgm`` reads both; it burns neither into its output bitmap (it renders
+activated overlays as separate bitmaps, with the layer's display value, in verbose mode).
 
 Windowing. In a presentation state, the Modality LUT, VOI LUT and Presentation LUT of the
 state *replace* those of the image (PS3.4 N.2.1): an image transformation that is not repeated
@@ -79,9 +90,11 @@ __all__ = [
     "CONTENT_LABEL",
     "GRAYSCALE_SOFTCOPY_PRESENTATION_STATE",
     "LAYER",
+    "OVERLAY_GROUP",
     "SERIES_DESCRIPTION",
     "GSPSBuildError",
     "build_gsps",
+    "outline_width",
     "result_text",
 ]
 
@@ -99,6 +112,11 @@ LAYER_GRAY = 0xFFFF
 LAYER_COLOR = (255, 255, 0)
 #: The decisions that draw their boxes; "absent" draws none.
 DRAWN = frozenset({"present", "indeterminate"})
+#: The overlay group of the box outlines (Overlay Plane, activated on :data:`LAYER`).
+OVERLAY_GROUP = 0x6000
+OVERLAY_LABEL = "AI fracture regions"
+OVERLAY_DESCRIPTION = "xrayd AI fracture regions: outlines of the boxes (research use)"
+_SS_MAX = 2**15 - 1
 
 #: Type 2 attributes highdicom reads from the referenced image; a header that lacks one gets
 #: it empty.
@@ -206,6 +224,7 @@ def build_gsps(
     ds: Dataset = gsps
     ds.SoftwareVersions = [software_version, f"{algorithm.name} {algorithm.version}"]
     _copy_lut_sequences(source, ds)
+    overlay = _add_outline_overlay(ds, finding) if boxes else None
     _series_anatomy(source, ds)
     _pin_clock(ds, content_datetime)
     LOGGER.debug(
@@ -215,6 +234,7 @@ def build_gsps(
             "source_sop_instance_uid": finding.sop_instance_uid,
             "decision": finding.decision,
             "boxes": len(boxes),
+            "overlay": overlay,
         },
     )
     return ds
@@ -242,6 +262,61 @@ def _box_polyline(box: Box) -> GraphicObject:
         units=AnnotationUnitsValues.PIXEL,
         is_filled=False,
     )
+
+
+def outline_width(rows: int, columns: int) -> int:
+    """Width in pixels of the box outlines in the overlay: 1/256 of the short side, at least 2."""
+    return max(2, round(min(rows, columns) / 256))
+
+
+def _pixel_extent(box: Box, rows: int, columns: int) -> tuple[int, int, int, int]:
+    """The pixels the box touches, clipped to the image: rows r0..r1-1, columns c0..c1-1."""
+    r0 = min(max(math.floor(box.row0), 0), rows - 1)
+    c0 = min(max(math.floor(box.col0), 0), columns - 1)
+    r1 = min(max(math.ceil(box.row1), r0 + 1), rows)
+    c1 = min(max(math.ceil(box.col1), c0 + 1), columns)
+    return r0, c0, r1, c1
+
+
+def _add_outline_overlay(ds: Dataset, finding: ImageFinding) -> str | None:
+    """Overlay Plane :data:`OVERLAY_GROUP` with the outlines of the boxes, activated on LAYER.
+
+    The bitmap spans the bounding rectangle of the boxes' pixels (Overlay Origin, 1-based
+    row\\column); each outline is :func:`outline_width` pixels wide, inside the box. Overlay
+    Data: one bit per pixel, row by row, the first pixel in the lowest bit of the first byte
+    (PS3.5 8.1.2), padded to an even length. Returns "rows x columns" of the bitmap (for logs);
+    None, and no overlay, where the origin is beyond what Overlay Origin (SS) can hold.
+    """
+    rows, columns = finding.rows, finding.columns
+    extents = [_pixel_extent(box, rows, columns) for box in finding.boxes]
+    top, left = min(e[0] for e in extents), min(e[1] for e in extents)
+    if max(top, left) + 1 > _SS_MAX:
+        return None  # an image over 32,767 pixels: the vector outlines alone
+    bottom, right = max(e[2] for e in extents), max(e[3] for e in extents)
+    width = outline_width(rows, columns)
+    bitmap = np.zeros((bottom - top, right - left), dtype=bool)
+    for r0, c0, r1, c1 in extents:
+        r0, r1, c0, c1 = r0 - top, r1 - top, c0 - left, c1 - left
+        bitmap[r0 : min(r0 + width, r1), c0:c1] = True
+        bitmap[max(r1 - width, r0) : r1, c0:c1] = True
+        bitmap[r0:r1, c0 : min(c0 + width, c1)] = True
+        bitmap[r0:r1, max(c1 - width, c0) : c1] = True
+    data = np.packbits(bitmap.ravel(), bitorder="little").tobytes()
+    if len(data) % 2:
+        data += b"\0"
+    group = OVERLAY_GROUP << 16
+    ds.add_new(group | 0x0010, "US", bitmap.shape[0])  # Overlay Rows
+    ds.add_new(group | 0x0011, "US", bitmap.shape[1])  # Overlay Columns
+    ds.add_new(group | 0x0022, "LO", OVERLAY_DESCRIPTION)  # Overlay Description
+    ds.add_new(group | 0x0040, "CS", "G")  # Overlay Type: graphics
+    ds.add_new(group | 0x0045, "LO", "AUTOMATED")  # Overlay Subtype: algorithm output
+    ds.add_new(group | 0x0050, "SS", [top + 1, left + 1])  # Overlay Origin, row\column
+    ds.add_new(group | 0x0100, "US", 1)  # Overlay Bits Allocated
+    ds.add_new(group | 0x0102, "US", 0)  # Overlay Bit Position
+    ds.add_new(group | 0x1001, "CS", LAYER)  # Overlay Activation Layer
+    ds.add_new(group | 0x1500, "LO", OVERLAY_LABEL)  # Overlay Label
+    ds.add_new(group | 0x3000, "OW", data)  # Overlay Data
+    return f"{bitmap.shape[0]}x{bitmap.shape[1]}"
 
 
 def _text(finding: ImageFinding) -> TextObject:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import subprocess
@@ -23,9 +22,11 @@ from dicom_node.gsps import (
     CONTENT_LABEL,
     GRAYSCALE_SOFTCOPY_PRESENTATION_STATE,
     LAYER,
+    OVERLAY_GROUP,
     SERIES_DESCRIPTION,
     GSPSBuildError,
     build_gsps,
+    outline_width,
 )
 from dicom_node.secondary_capture import dataset_bytes
 
@@ -130,6 +131,7 @@ def build(
 
 
 def annotation(gsps: Dataset) -> Dataset:
+    item: Dataset
     (item,) = gsps.GraphicAnnotationSequence
     return item
 
@@ -138,6 +140,37 @@ def polylines(gsps: Dataset) -> list[list[float]]:
     return [
         [float(v) for v in g.GraphicData] for g in annotation(gsps).get("GraphicObjectSequence", [])
     ]
+
+
+def has_overlay(gsps: Dataset) -> bool:
+    return len(gsps.group_dataset(OVERLAY_GROUP)) > 0
+
+
+def overlay_on_image(gsps: Dataset, shape: tuple[int, int]) -> np.ndarray:
+    """The overlay bitmap as pydicom unpacks it, placed on the image at its Overlay Origin."""
+    group = OVERLAY_GROUP << 16
+    top, left = (int(v) - 1 for v in gsps[group | 0x0050].value)
+    bitmap = gsps.overlay_array(OVERLAY_GROUP).astype(bool)
+    out = np.zeros(shape, dtype=bool)
+    out[top : top + bitmap.shape[0], left : left + bitmap.shape[1]] = bitmap
+    return out
+
+
+def outline_zones(
+    boxes: tuple[Box, ...], shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(on, interior, away): pixels inside a box within 1 px of its outline, pixels inside a box
+    more than 2 px from it, and pixels more than 2 px from every outline (inside or out)."""
+    distance = np.minimum.reduce([outline_distance(box, shape) for box in boxes])
+    inside = np.logical_or.reduce([in_extent(box, shape) for box in boxes])
+    return inside & (distance <= 1.0), inside & (distance > 2.0), distance > 2.0
+
+
+def in_extent(box: Box, shape: tuple[int, int]) -> np.ndarray:
+    """The pixels the box touches (pixel (r, c) covers [r, r+1) x [c, c+1))."""
+    r, c = np.mgrid[0 : shape[0], 0 : shape[1]]
+    touches: np.ndarray = (r + 1 > box.row0) & (r < box.row1) & (c + 1 > box.col0) & (c < box.col1)
+    return touches
 
 
 # --- content ---------------------------------------------------------------------------------
@@ -224,6 +257,7 @@ def test_one_closed_polyline_per_box(decision: str) -> None:
 def test_absent_draws_no_box_only_the_text() -> None:
     gsps = build(finding("absent"))  # the model's boxes are there; they are not drawn
     assert "GraphicObjectSequence" not in annotation(gsps)
+    assert not has_overlay(gsps)
     (text,) = annotation(gsps).TextObjectSequence
     assert text.UnformattedTextValue == TEXTS["absent"]
 
@@ -231,9 +265,55 @@ def test_absent_draws_no_box_only_the_text() -> None:
 def test_no_boxes_no_graphics_even_when_present() -> None:
     gsps = build(finding("present", boxes=()))
     assert "GraphicObjectSequence" not in annotation(gsps)
+    assert not has_overlay(gsps)
     assert [t.UnformattedTextValue for t in annotation(gsps).TextObjectSequence] == [
         TEXTS["present"]
     ]
+
+
+@pytest.mark.parametrize("decision", ["present", "indeterminate"])
+def test_overlay_outlines_the_boxes_on_the_ai_layer(decision: str) -> None:
+    gsps = build(finding(decision))
+    group = OVERLAY_GROUP << 16
+    assert gsps[group | 0x1001].value == LAYER  # Overlay Activation Layer
+    assert (gsps[group | 0x0040].value, gsps[group | 0x0045].value) == ("G", "AUTOMATED")
+    assert (gsps[group | 0x0100].value, gsps[group | 0x0102].value) == (1, 0)
+    assert gsps[group | 0x1500].value == "AI fracture regions"
+    assert "AI fracture regions" in gsps[group | 0x0022].value
+    rows, columns = gsps[group | 0x0010].value, gsps[group | 0x0011].value
+    data = gsps[group | 0x3000].value
+    assert len(data) % 2 == 0 and len(data) - (rows * columns + 7) // 8 in (0, 1)
+    drawn = overlay_on_image(gsps, (SIZE, SIZE))
+    on, interior, away = outline_zones(BOXES, (SIZE, SIZE))
+    assert drawn[on].all()  # every side of every box, closed
+    assert not (drawn & interior).any() and not (drawn & away).any()
+    inside = np.logical_or.reduce([in_extent(box, (SIZE, SIZE)) for box in BOXES])
+    assert not (drawn & ~inside).any()  # drawn inside the boxes, as the polylines bound them
+    assert outline_width(SIZE, SIZE) == 2
+
+
+def test_overlay_covers_only_the_bounding_rectangle_of_the_boxes() -> None:
+    group = OVERLAY_GROUP << 16
+    gsps = build()
+    bounding = (230 - 60) * (201 - 40)  # rows 60..229, columns 40..200 (200.25 rounded out)
+    assert gsps[group | 0x0010].value * gsps[group | 0x0011].value <= bounding
+    assert list(gsps[group | 0x0050].value) == [61, 41]  # 1-based row\column
+    # A large image, one box: the bitmap is the box, not the image.
+    rows, columns = 2000, 2500
+    box = Box(row0=1200, col0=800, row1=1450.5, col1=1130)
+    big = build(
+        finding(boxes=(box,), rows=rows, columns=columns),
+        header(radiograph(Rows=rows, Columns=columns)),
+    )
+    size = (big[group | 0x0010].value, big[group | 0x0011].value)
+    assert size[0] * size[1] <= 251 * 330 < rows * columns // 50
+    assert list(big[group | 0x0050].value) == [1201, 801]
+    assert len(big[group | 0x3000].value) <= 251 * 330 // 8 + 2
+    drawn = overlay_on_image(big, (rows, columns))
+    width = outline_width(rows, columns)
+    assert width == 8
+    assert drawn[1200:1208, 800:1130].all() and drawn[1200:1451, 800:808].all()
+    assert not drawn[1208:1443, 808:1122].any()  # hollow
 
 
 @pytest.mark.parametrize("decision", sorted(TEXTS))
@@ -252,6 +332,7 @@ def test_result_text_in_the_top_left_area_inside_the_image(decision: str) -> Non
 
 
 def voi(gsps: Dataset) -> Dataset:
+    item: Dataset
     (item,) = gsps.SoftcopyVOILUTSequence
     return item
 
@@ -426,7 +507,9 @@ def test_dciodvfy_reports_no_errors(
 ) -> None:
     tool = need_tool("dciodvfy")
     path = tmp_path / "gsps.dcm"
-    path.write_bytes(dataset_bytes(build(finding(decision), header(radiograph(**attributes)))))
+    gsps = build(finding(decision), header(radiograph(**attributes)))
+    assert has_overlay(gsps) == (decision != "absent")  # the Overlay Plane is validated too
+    path.write_bytes(dataset_bytes(gsps))
     result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
     report = result.stderr + result.stdout
     assert result.returncode == 0, report
@@ -441,10 +524,14 @@ def test_dciodvfy_reports_no_errors(
 # --- DCMTK applies it: dcmp2pgm ---------------------------------------------------------------
 #
 # dcmp2pgm (DCMTK 3.6.7) renders an image through a presentation state's grayscale pipeline
-# (Modality LUT, VOI LUT, Presentation LUT) but does not burn graphic or text annotations into
-# the bitmap: it only parses them and lists them in its verbose dump. So the rendering is
-# checked against DCMTK's own rendering of the image without the GSPS, and the annotations are
-# taken from DCMTK's dump and composited onto DCMTK's rendering, as a viewer would draw them.
+# (Modality LUT, VOI LUT, Presentation LUT) into its output bitmap. It burns neither graphic and
+# text annotations nor activated overlays into that bitmap (dcmimgle adds a presentation
+# state's overlay planes hidden; only a bitmap shutter would show): it parses the annotations
+# and lists them in its verbose dump, and in verbose mode renders each activated overlay as a
+# bitmap file of its own, in the layer's display value, with its position on the image. So the
+# rendering is checked against DCMTK's own rendering of the image without the GSPS, and the
+# boxes are DCMTK's rendering of the overlay, placed where DCMTK says, as a viewer showing the
+# AI layer draws it.
 
 
 def render(tmp_path: Path, image: Dataset, gsps: Dataset | None) -> tuple[np.ndarray, str]:
@@ -496,16 +583,22 @@ def dumped_polylines(log: str) -> list[list[tuple[float, float]]]:
     return lines
 
 
-def composite(rendered: np.ndarray, lines: list[list[tuple[float, float]]]) -> np.ndarray:
-    """Draw the polylines in white, one pixel wide: a point (x, y) lies in pixel (int y, int x)."""
+def with_dcmtk_overlays(tmp_path: Path, rendered: np.ndarray, log: str) -> np.ndarray:
+    """DCMTK's rendering with the overlays DCMTK rendered (verbose mode) drawn where it says."""
+    found = re.findall(
+        r"columns=(\d+) rows=(\d+) left=(\d+) top=(\d+)\s*\n.*filename=\"([^\"/]+)\" - written",
+        log,
+    )
+    (count,) = {int(n) for n in re.findall(r"Number of activated overlays: (\d+)", log)}
+    assert len(found) == count, log
     out = rendered.copy()
-    rows, cols = out.shape
-    for line in lines:
-        for (x0, y0), (x1, y1) in itertools.pairwise(line):
-            steps = int(4 * max(abs(x1 - x0), abs(y1 - y0))) + 1
-            for t in np.linspace(0.0, 1.0, steps + 1):
-                x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
-                out[min(int(y), rows - 1), min(int(x), cols - 1)] = 255
+    for columns, rows, left, top, name in found:
+        bitmap = read_pgm(tmp_path / name)
+        w, h, x, y = int(columns), int(rows), int(left), int(top)
+        assert bitmap.shape == (h, w), log
+        assert set(np.unique(bitmap)) <= {0, 255}, log  # the layer's white over transparent
+        region = out[y : y + h, x : x + w]
+        region[bitmap == 255] = 255
     return out
 
 
@@ -516,7 +609,8 @@ def outline_distance(box: Box, shape: tuple[int, int]) -> np.ndarray:
     dy = np.maximum(np.maximum(box.row0 - r, r - box.row1), 0)
     outside = np.hypot(dx, dy)
     inside = np.minimum.reduce([c - box.col0, box.col1 - c, r - box.row0, box.row1 - r])
-    return np.where(outside > 0, outside, np.abs(inside))
+    distance: np.ndarray = np.where(outside > 0, outside, np.abs(inside))
+    return distance
 
 
 @pytest.mark.parametrize(
@@ -563,12 +657,16 @@ def test_dcmtk_draws_the_boxes_on_their_outline(tmp_path: Path, decision: str) -
     rendered, log = render(tmp_path, image, build(finding(decision), header(image)))
     assert f'text 1: "{TEXTS[decision]}"' in log
     assert "units=pixel justification=left" in log
-    lines = dumped_polylines(log)
-    assert len(lines) == len(BOXES)
-    drawn = composite(rendered, lines) != plain
-    near = np.minimum.reduce([outline_distance(box, plain.shape) for box in BOXES]) <= 1.0
-    assert drawn.any()
-    assert not (drawn & ~near).any(), np.argwhere(drawn & ~near)[:10]  # nothing far from a box
+    lines = dumped_polylines(log)  # the vector outlines, as DCMTK read them
+    assert [[v for point in line for v in point] for line in lines] == [
+        [float(v) for v in line] for line in POLYLINES
+    ]
+    assert 'label="AI fracture regions"' in log and "type=graphic" in log
+    drawn = with_dcmtk_overlays(tmp_path, rendered, log) != plain
+    on, interior, away = outline_zones(BOXES, plain.shape)
+    assert drawn[on].mean() > 0.9, drawn[on].mean()  # the outlines (a pixel may be white already)
+    assert not (drawn & interior).any(), np.argwhere(drawn & interior)[:10]  # not filled
+    assert not (drawn & away).any(), np.argwhere(drawn & away)[:10]  # nothing far from a box
     for box in BOXES:  # every side of every box is drawn
         r0, r1, c0, c1 = (
             int(box.row0),
@@ -576,12 +674,10 @@ def test_dcmtk_draws_the_boxes_on_their_outline(tmp_path: Path, decision: str) -
             int(box.col0),
             int(np.ceil(box.col1)),
         )
-        for side in (drawn[r0 - 1 : r0 + 1, c0:c1], drawn[r1 - 1 : r1 + 1, c0:c1]):
-            assert side.any(axis=0).mean() > 0.95, box
-        for side in (drawn[r0:r1, c0 - 1 : c0 + 1], drawn[r0:r1, c1 - 1 : c1 + 1]):
-            assert side.any(axis=1).mean() > 0.95, box
-        inside = drawn[r0 + 2 : r1 - 2, c0 + 2 : c1 - 2]
-        assert not inside.any(), box  # an outline, not a filled box
+        for side in (drawn[r0 : r0 + 1, c0:c1], drawn[r1 - 1 : r1, c0:c1]):
+            assert side.mean() > 0.9, box
+        for side in (drawn[r0:r1, c0 : c0 + 1], drawn[r0:r1, c1 - 1 : c1]):
+            assert side.mean() > 0.9, box
 
 
 def test_dcmtk_draws_nothing_for_an_absent_finding(tmp_path: Path) -> None:
@@ -589,6 +685,7 @@ def test_dcmtk_draws_nothing_for_an_absent_finding(tmp_path: Path) -> None:
     plain, _ = render(tmp_path, image, None)
     rendered, log = render(tmp_path, image, build(finding("absent"), header(image)))
     assert "Number of graphic objects: 0" in log
+    assert "Number of activated overlays: 0" in log
     assert f'text 1: "{TEXTS["absent"]}"' in log
     assert dumped_polylines(log) == []
-    np.testing.assert_array_equal(composite(rendered, dumped_polylines(log)), plain)
+    np.testing.assert_array_equal(with_dcmtk_overlays(tmp_path, rendered, log), plain)
