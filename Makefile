@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench-receive bench-infer bench-e2e bench-attacks train-fracatlas evaluate-fracatlas fuzz clean
+.PHONY: demo test ohif lint typecheck bench-receive bench-infer bench-e2e bench-attacks train-fracatlas evaluate-fracatlas fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/xrayd demo --data-dir demo-data
 
+# The OHIF viewer for tests/e2e/test_ohif.py: the pinned npm @ohif/app tarball (npm pack only, its
+# sha512 checked against tests/ohif.py's pin), dist/ unpacked into .cache/ohif/<version>/; nothing
+# to do when it is there. Standard-library Python: no virtual environment needed.
+ohif:
+	$(PYTHON) tests/ohif.py fetch
+
+# With npm, the OHIF viewer first; without it (or offline) its test skips, and fails in CI.
+NPM := $(shell command -v npm 2>/dev/null)
 test: $(STAMP)
+ifneq ($(NPM),)
+	$(MAKE) --no-print-directory ohif || echo "make test: no OHIF viewer: tests/e2e/test_ohif.py skips (fails in CI)"
+endif
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -ra

@@ -17,6 +17,10 @@ from typing import Any
 from helpers import need
 
 STARTED = "Orthanc has started"
+#: Debian's ``orthanc-dicomweb`` (a symlink to /usr/lib/orthanc/libOrthancDicomWeb.so.<version>)
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+#: Where the DICOMweb plugin answers when ``running_orthanc(..., dicomweb=True)``.
+DICOMWEB_ROOT = "/dicom-web/"
 
 
 def free_port() -> int:
@@ -41,6 +45,18 @@ class Orthanc:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
             data: bytes = r.read()
             return data
+
+    def upload(self, data: bytes) -> dict[str, Any]:
+        """Store one Part 10 file over REST (``POST /instances``); Orthanc's answer (ID, Status)."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/instances",
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/dicom"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            answer: dict[str, Any] = json.loads(r.read().decode())
+        return answer
 
     def instances(self) -> list[dict[str, Any]]:
         """Every stored instance's main DICOM tags (simplified)."""
@@ -83,12 +99,23 @@ class _Log(threading.Thread):
 
 @contextmanager
 def running_orthanc(
-    directory: Path, *, ae_title: str = "ORTHANC", dicom_port: int | None = None
+    directory: Path,
+    *,
+    ae_title: str = "ORTHANC",
+    dicom_port: int | None = None,
+    dicomweb: bool = False,
 ) -> Iterator[Orthanc]:
-    """Start Orthanc on loopback (any caller may store), stop it afterwards."""
+    """Start Orthanc on loopback (any caller may store), stop it afterwards. ``dicomweb`` loads
+    Debian's DICOMweb plugin, answering under :data:`DICOMWEB_ROOT` on the HTTP port."""
     binary = shutil.which("Orthanc")
     need(binary is not None, "Orthanc is not installed (apt-get install orthanc)")
     assert binary is not None
+    if dicomweb:
+        need(
+            DICOMWEB_PLUGIN.is_file(),
+            f"Orthanc's DICOMweb plugin is not at {DICOMWEB_PLUGIN}"
+            " (apt-get install orthanc-dicomweb)",
+        )
     directory.mkdir(parents=True, exist_ok=True)
     port = dicom_port or free_port()
     http = free_port()
@@ -105,8 +132,10 @@ def running_orthanc(
         "DicomAlwaysAllowStore": True,
         "DicomAlwaysAllowEcho": True,
         "StorageCompression": False,
-        "Plugins": [],
+        "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
     }
+    if dicomweb:
+        config["DicomWeb"] = {"Enable": True, "Root": DICOMWEB_ROOT}
     (directory / "orthanc.json").write_text(json.dumps(config))
     process = subprocess.Popen(
         [binary, "--verbose", str(directory / "orthanc.json")],
