@@ -6,15 +6,17 @@ Content tree (all codes from :mod:`dicom_node.codes`), in the form viewers load 
     CONTAINER Imaging Measurement Report (TID 1500)
       Language, Observation Context: observer = device (TID 1002/1004: xrayd, model name)
       Procedure reported: Imaging procedure (CID 100)
-      CONTAINER Imaging Measurements   (only if some image has a box to show)
-        per box of an image whose decision is present or indeterminate, one TID 1410 group:
+      CONTAINER Imaging Measurements
+        per box of an image whose decision is present or indeterminate, one TID 1410 group
+        (if no image has a box to show: one per image, its whole area as the region):
           Tracking Identifier "AI fracture region k of n" + Tracking UID (per study, image, k)
           Finding: Fracture of bone
           SCOORD Image Region: closed POLYLINE (5 points, column/row) SELECTED FROM the image
           Algorithm Identification (TID 4019: name, version, parameters incl. thresholds)
           Finding Site: the body part (SNOMED CT anatomic region)
-          NUM Probability [Finding = Fracture of bone]: the image's probability
-          CODE Fracture of bone = Present | Undetermined   (CID 240)
+          NUM Probability [Finding = Fracture of bone]: the image's probability,
+              INFERRED FROM the same SCOORD (OHIF reads coordinates under a group's NUM)
+          CODE Fracture of bone = Present | Absent | Undetermined   (CID 240)
           TEXT Comment "AI: Fracture of bone PRESENT (p=0.97)": the label viewers show
       CONTAINER Qualitative Evaluations (the study summary; TID 1500 allows CODE and TEXT)
           CODE Fracture of bone = the study's decision
@@ -30,9 +32,11 @@ Content tree (all codes from :mod:`dicom_node.codes`), in the form viewers load 
           CODE Agreement with prior findings = Yes | No    (with the AI result it supersedes)
           TEXT Comment (if the radiologist wrote one)
 
-An image without a box (an "absent" result, or no region found) is never a measurement group:
-a group without a region breaks OHIF's viewport ("Something went wrong"), and every image's
-result is in the study summary anyway. Boxes of an "absent" result are not shown, as in the
+An image without a box (an "absent" result, or no region found) is not a measurement group when
+another image of the study has one: a group without a region breaks OHIF's viewport ("Something
+went wrong"), and every image's result is in the study summary anyway. When no image has a box,
+each image's result gets its whole area as the region ("..., whole image"): OHIF 3.13 also fails
+on an SR without any measurement. Boxes of an "absent" result are not shown, as in the
 Secondary Capture and the presentation state: a box reads as a finding.
 
 The AI's document is UNVERIFIED, COMPLETE and PRELIMINARY (nobody has reviewed it), sits in the
@@ -52,6 +56,7 @@ or derived by hashing (``generate_uid(entropy_srcs=...)``), so the same inputs g
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -209,6 +214,13 @@ def build_sr(
         for image in findings.images
         for group in _region_groups(findings.study_instance_uid, image, algorithm_id)
     ]
+    if not groups:
+        # Nothing to mark (e.g. every image "absent"): each image's result on its whole area,
+        # so viewers still list it (OHIF 3.13 fails on an SR without any measurement).
+        groups = [
+            _whole_image_group(findings.study_instance_uid, image, algorithm_id)
+            for image in findings.images
+        ]
     report = _measurement_report(ObservationContext(observer_device_context=observer), groups)
     report[0].ContentSequence.append(_study_summary(findings))
     if review is not None:
@@ -310,47 +322,85 @@ def finding_label(image: ImageFinding) -> str:
 def _region_groups(
     study_instance_uid: str, image: ImageFinding, algorithm_id: AlgorithmIdentification
 ) -> list[PlanarROIMeasurementsAndQualitativeEvaluations]:
-    """One TID 1410 measurement group per shown box of ``image``.
-
-    Each group is the box as its Image Region (a closed POLYLINE SELECTED FROM the image), its
-    own Tracking Identifier and UID (viewers merge groups that share a Tracking UID), the
-    finding, the model, the body part, the image's fracture probability, the decision, and a
-    TEXT Comment viewers use as the annotation's label.
-    """
+    """One TID 1410 measurement group per shown box of ``image``."""
     boxes = shown_boxes(image)
-    body_part = codes.body_part_code(image.body_part)
     label = finding_label(image)
-    groups = []
-    for number, box in enumerate(boxes, 1):
-        group = PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=TrackingIdentifier(
-                uid=tracking_uid(study_instance_uid, image.sop_instance_uid, number),
-                identifier=f"AI fracture region {number} of {len(boxes)}",
-            ),
-            referenced_region=ImageRegion(
-                graphic_type=GraphicTypeValues.POLYLINE,
-                graphic_data=_box_polyline(image, box),
-                source_image=SourceImageForRegion(
-                    referenced_sop_class_uid=image.sop_class_uid,
-                    referenced_sop_instance_uid=image.sop_instance_uid,
-                ),
-            ),
-            finding_type=codes.FRACTURE,
-            algorithm_id=algorithm_id,
-            finding_sites=[FindingSite(anatomic_location=body_part)],
-            measurements=[_probability(image.fracture_probability, codes.FINDING, codes.FRACTURE)],
-            qualitative_evaluations=[
-                QualitativeEvaluation(codes.FRACTURE, codes.PRESENCE[image.decision])
-            ],
+    return [
+        _group(
+            image,
+            algorithm_id,
+            tracking_uid(study_instance_uid, image.sop_instance_uid, number),
+            f"AI fracture region {number} of {len(boxes)}",
+            _box_polyline(image, box),
+            label if len(boxes) == 1 else f"{label}, region {number} of {len(boxes)}",
         )
-        text = label if len(boxes) == 1 else f"{label}, region {number} of {len(boxes)}"
-        group[0].ContentSequence.append(
-            TextContentItem(
-                name=codes.COMMENT, value=text, relationship_type=RelationshipTypeValues.CONTAINS
-            )
+        for number, box in enumerate(boxes, 1)
+    ]
+
+
+def _whole_image_group(
+    study_instance_uid: str, image: ImageFinding, algorithm_id: AlgorithmIdentification
+) -> PlanarROIMeasurementsAndQualitativeEvaluations:
+    """The image's result with the whole image as its region (used when no image of the
+    study has a box, so that the SR still holds measurements)."""
+    whole = Box(row0=0, col0=0, row1=image.rows, col1=image.columns)
+    return _group(
+        image,
+        algorithm_id,
+        tracking_uid(study_instance_uid, image.sop_instance_uid, 0),
+        "AI fracture result, whole image",
+        _box_polyline(image, whole),
+        f"{finding_label(image)}, whole image",
+    )
+
+
+def _group(
+    image: ImageFinding,
+    algorithm_id: AlgorithmIdentification,
+    uid: str,
+    identifier: str,
+    polyline: np.ndarray,
+    comment: str,
+) -> PlanarROIMeasurementsAndQualitativeEvaluations:
+    """A TID 1410 group: the region (a closed POLYLINE SELECTED FROM the image), its own
+    Tracking Identifier and UID (viewers merge groups that share a Tracking UID), the finding,
+    the model, the body part, the image's fracture probability INFERRED FROM the region, the
+    decision, and a TEXT Comment viewers use as the annotation's label.
+
+    The probability names the region as its INFERRED FROM coordinates too: OHIF 3.13 looks for
+    a group's coordinates under its first NUM when it has one, and loads nothing otherwise.
+    """
+    source = SourceImageForRegion(
+        referenced_sop_class_uid=image.sop_class_uid,
+        referenced_sop_instance_uid=image.sop_instance_uid,
+    )
+    group = PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=uid, identifier=identifier),
+        referenced_region=ImageRegion(
+            graphic_type=GraphicTypeValues.POLYLINE, graphic_data=polyline, source_image=source
+        ),
+        finding_type=codes.FRACTURE,
+        algorithm_id=algorithm_id,
+        finding_sites=[FindingSite(anatomic_location=codes.body_part_code(image.body_part))],
+        measurements=[_probability(image.fracture_probability, codes.FINDING, codes.FRACTURE)],
+        qualitative_evaluations=[
+            QualitativeEvaluation(codes.FRACTURE, codes.PRESENCE[image.decision])
+        ],
+    )
+    items = group[0].ContentSequence
+    # highdicom refuses coordinates under a TID 1410 measurement: add them afterwards (TID 300
+    # allows an INFERRED FROM SCOORD under the NUM).
+    (region,) = [item for item in items if item.ValueType == "SCOORD"]
+    (num,) = [item for item in items if item.ValueType == "NUM"]
+    inferred = copy.deepcopy(region)
+    inferred.RelationshipType = RelationshipTypeValues.INFERRED_FROM.value
+    num.ContentSequence.append(inferred)
+    items.append(
+        TextContentItem(
+            name=codes.COMMENT, value=comment, relationship_type=RelationshipTypeValues.CONTAINS
         )
-        groups.append(group)
-    return groups
+    )
+    return group
 
 
 def _probability(value: float, modifier_name: Code, modifier_value: Code) -> Measurement:

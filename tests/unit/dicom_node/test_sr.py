@@ -443,15 +443,23 @@ def test_boxes_are_closed_polylines_on_their_image(sources: list[Dataset]) -> No
         (image,) = children(scoord, "IMAGE")
         ref = image.ReferencedSOPSequence[0]
         assert (ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID) == (DX, PRESENT_UID)
-        # No other coordinates anywhere in the group (nothing hangs off the probability).
-        assert [i for i in walk(group) if i.ValueType == "SCOORD"] == [scoord]
+        # The probability is INFERRED FROM the same region (OHIF reads a group's coordinates
+        # under its NUM when it has one); no other coordinates anywhere in the group.
+        num = probability_of(group, codes.FINDING, codes.FRACTURE)
+        (inferred,) = children(num, "SCOORD", codes.IMAGE_REGION)
+        assert inferred.RelationshipType == "INFERRED FROM"
+        assert list(inferred.GraphicData) == list(scoord.GraphicData)
+        assert children(inferred, "IMAGE")[0].ReferencedSOPSequence == image.ReferencedSOPSequence
+        assert [i for i in walk(group) if i.ValueType == "SCOORD"] == [inferred, scoord]
 
 
 def test_absent_boxes_are_not_shown_indeterminate_ones_are(sources: list[Dataset]) -> None:
     present, absent = make_findings().images
     box = Box(row0=5, col0=5, row1=40, col1=40)
     absent_with_box = replace(absent, boxes=(box,))
-    assert region_groups(build(sources, make_findings(images=(absent_with_box,)))) == []
+    (whole,) = region_groups(build(sources, make_findings(images=(absent_with_box,))))
+    (scoord,) = children(whole, "SCOORD", codes.IMAGE_REGION)
+    assert [float(v) for v in scoord.GraphicData] == [0, 0, 256, 0, 256, 256, 0, 256, 0, 0]
     unsure = replace(present, decision="indeterminate", boxes=(box,), fracture_probability=0.8)
     (group,) = region_groups(build(sources, make_findings(images=(unsure, absent_with_box))))
     assert region_image(group) == PRESENT_UID
@@ -481,10 +489,27 @@ def test_study_summary(sources: list[Dataset]) -> None:
     assert why.TextValue == f"{SKIPPED_UID}: {SKIP_REASON}"
 
 
-def test_no_box_no_imaging_measurements(sources: list[Dataset]) -> None:
+def test_no_box_anywhere_each_image_on_its_whole_area(sources: list[Dataset]) -> None:
+    """With nothing to mark, each image's result has the whole image as its region: viewers
+    still list the results (OHIF 3.13 fails on an SR without measurements)."""
+    present, absent = make_findings().images
+    no_box = replace(present, decision="indeterminate", fracture_probability=0.7, boxes=())
+    sr = build(sources, make_findings(images=(no_box, absent)))
+    groups = region_groups(sr)
+    assert [region_image(g) for g in groups] == [PRESENT_UID, ABSENT_UID]
+    for group, (rows, cols) in zip(groups, [(200, 160), (256, 256)], strict=True):
+        (scoord,) = children(group, "SCOORD", codes.IMAGE_REGION)
+        assert [float(v) for v in scoord.GraphicData] == [0, 0, cols, 0, cols, rows, 0, rows, 0, 0]
+        identifier = one(group, "TEXT", Code("112039", "DCM", "Tracking Identifier"))
+        assert identifier.TextValue == "AI fracture result, whole image"
+    comments = [one(g, "TEXT", codes.COMMENT).TextValue for g in groups]
+    assert comments == [
+        "AI: Fracture of bone INDETERMINATE (p=0.70), whole image",
+        "AI: Fracture of bone ABSENT (p=0.04), whole image",
+    ]
+    assert code_value(one(groups[1], "CODE", codes.FRACTURE)) == key(codes.ABSENT)
     _, absent = make_findings().images
     sr = build(sources, make_findings(images=(absent,)))
-    assert not children(sr, "CONTAINER", Code("126010", "DCM", "Imaging Measurements"))
     summary = one(sr, "CONTAINER", codes.QUALITATIVE_EVALUATIONS)
     (result,) = children(summary, "TEXT", codes.IMAGE_RESULT)
     assert result.TextValue.startswith(f"{ABSENT_UID}: fracture ABSENT (p=0.04)")
