@@ -174,7 +174,9 @@ def test_a_long_leg_dx_is_analysed(database_url: str, tmp_path: Path, long_leg: 
         assert len(detail["images"]) == 1 and detail["not_analysed"] == []
         [job] = jobs.list_jobs(node.storage.sessions, "done")
         kinds = sorted(o.kind for o in objects_of(node.storage.sessions, job.study_id))
-        assert kinds == ["heatmap", "pdf", "report", "sc", "sr"]
+        flagged = detail["images"][0]["decision"] != "absent"  # then a KOS lists it
+        expected = ["gsps", "heatmap", "pdf", "report", "sc", "sr", *(["kos"] if flagged else [])]
+        assert kinds == sorted(expected)
     finally:
         node.scp.stop(timeout=5)
         node.storage.engine.dispose()
