@@ -31,3 +31,8 @@ class DatabaseUnavailableError(StorageError):
 
 class JobNotFoundError(StorageError):
     """A job id given to :mod:`storage.jobs` does not exist."""
+
+
+class JobLostError(StorageError):
+    """The worker no longer holds the job (its lease expired and another worker claimed it, or
+    it was released): it must not commit results or mark the job done."""

@@ -52,6 +52,8 @@ class ClaimedJob:
     study_instance_uid: str
     kind: str
     attempts: int
+    #: the claimer: only it may renew the lease, complete or fail the job
+    worker_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -243,12 +245,35 @@ def claim_job(
             study_instance_uid=study.study_instance_uid,
             kind=job.kind,
             attempts=job.attempts,
+            worker_id=worker_id,
         )
     logger.info(
         "job claimed",
         extra={"job_id": claimed.job_id, "study_id": claimed.study_id, "attempt": claimed.attempts},
     )
     return claimed
+
+
+def renew_lease(
+    sm: sessionmaker[Session], job_id: int, worker_id: str, now: datetime, lease_seconds: float
+) -> bool:
+    """Extend a running job's lease to ``now + lease_seconds`` and commit; False (nothing
+    changed) if the job is no longer running or is held by another worker: it was lost."""
+    with sm.begin() as session:
+        job = _lock_job(session, job_id)
+        if job.state != JobState.RUNNING or job.worker_id != worker_id:
+            return False
+        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        job.updated_at = now
+    return True
+
+
+def holds_job(session: Session, job_id: int, worker_id: str | None) -> bool:
+    """In the caller's transaction, with the job's row locked: whether ``worker_id`` still
+    holds the running job (None: whether it is running at all). A worker that lost its job
+    must not commit results for it."""
+    job = _lock_job(session, job_id)
+    return job.state == JobState.RUNNING and _is_ours(job, worker_id)
 
 
 def complete_job(

@@ -48,6 +48,8 @@ from models.prediction import Prediction, aggregate_study
 from models.preprocess import PreparedImage, prepare
 from models.reading import read_header, read_image
 from storage import analysis as store
+from storage import jobs
+from storage.errors import JobLostError
 from storage.jobs import ClaimedJob
 from storage.outbox import queue_deliveries
 from storage.redact import describe_exception, redact
@@ -168,6 +170,8 @@ class StudyAnalyser:
         if not predictions:
             detail["decision"] = None
             with self.sessions.begin() as session:
+                if not jobs.holds_job(session, job.job_id, job.worker_id):
+                    raise JobLostError(f"job {job.job_id}: lost its lease before committing")
                 store.record_analysis(session, study.study_id, job.job_id, revision, detail)
             LOGGER.info(
                 "study %d: nothing analysable in %d instance(s)",
@@ -200,7 +204,7 @@ class StudyAnalyser:
         detail["timings"]["received_to_analysed_s"] = round(
             (datetime.now(UTC) - last).total_seconds(), 3
         )
-        queued = self._commit(study, job.job_id, revision, detail, objects)
+        queued = self._commit(study, job.job_id, job.worker_id, revision, detail, objects)
         LOGGER.info(
             "study %d analysed: %s (p=%.3f) on %d image(s), %d not analysed; %d object(s), "
             "%d deliveries queued",
@@ -497,14 +501,27 @@ class StudyAnalyser:
         self,
         study: store.StudyToAnalyse,
         job_id: int,
+        worker_id: str | None,
         revision: str,
         detail: dict[str, Any],
         objects: Sequence[tuple[str, str, str, bytes, dict[str, Any]]],
     ) -> int:
+        if store.has_analysis(self.sessions, job_id, revision):
+            # another worker (this job's lease was lost meanwhile) committed this revision:
+            # its files may be sent already; nothing is rewritten
+            LOGGER.warning(
+                "study %d: job %d was committed by another worker meanwhile",
+                study.study_id,
+                job_id,
+                extra={"job_id": job_id, "study_id": study.study_id},
+            )
+            return 0
         for _, _, path, data, _ in objects:
             self.spool.write_atomic(path, data)  # same bytes on a re-run: harmless rewrite
         queued = 0
         with self.sessions.begin() as session:
+            if not jobs.holds_job(session, job_id, worker_id):
+                raise JobLostError(f"job {job_id}: lost its lease before committing its results")
             analysis_id = store.record_analysis(session, study.study_id, job_id, revision, detail)
             for kind, uid, path, _, extra in objects:
                 predecessor_id = None

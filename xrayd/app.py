@@ -198,6 +198,7 @@ class Node:
             storage.sessions,
             min_free_bytes=min_free_bytes,
             release_ends_wait=settings.study.release_ends_wait,
+            max_attempts=settings.jobs.max_attempts,
             on_jobs_created=self.wakeup.set,
             free_bytes=self.free_bytes,
             on_stored=self.metrics.instance_stored,

@@ -49,6 +49,7 @@ class SpoolingSink:
         *,
         min_free_bytes: int,
         release_ends_wait: bool = True,
+        max_attempts: int = jobs.DEFAULT_MAX_ATTEMPTS,
         clock: Clock = utcnow,
         on_jobs_created: Callable[[], None] | None = None,
         free_bytes: Callable[[], int] | None = None,
@@ -61,6 +62,8 @@ class SpoolingSink:
         self.sessions = sessions
         self.min_free_bytes = min_free_bytes
         self.release_ends_wait = release_ends_wait
+        #: ``[jobs] max_attempts`` of the jobs the release of an association creates
+        self.max_attempts = max_attempts
         self.clock = clock
         self.on_jobs_created = on_jobs_created
         self.free_bytes = free_bytes or (lambda: spool.usage().free_bytes)
@@ -189,6 +192,8 @@ class SpoolingSink:
     def association_released(self, peer: Peer, study_instance_uids: frozenset[str]) -> None:
         if not self.release_ends_wait:
             return
-        created = jobs.promote_studies_now(self.sessions, study_instance_uids, self.clock())
+        created = jobs.promote_studies_now(
+            self.sessions, study_instance_uids, self.clock(), max_attempts=self.max_attempts
+        )
         if created and self.on_jobs_created is not None:
             self.on_jobs_created()

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import JobSettings, StudySettings
 from storage import jobs
+from storage.errors import JobLostError
 from storage.redact import describe_exception
 from xrayd.pipeline import Analyser
 
@@ -33,8 +34,68 @@ class Wakeup:
         self._event.clear()
 
 
+class LeaseKeeper(threading.Thread):
+    """Renews the lease of the job a worker holds while it runs, so a slow analysis is not
+    taken for a dead worker's and claimed again; notices when the job was lost anyway."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        job: jobs.ClaimedJob,
+        worker_id: str,
+        lease_seconds: float,
+        clock: Callable[[], datetime],
+        interval: float,
+        on_renewed: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(name=f"xrayd-lease-{job.job_id}", daemon=True)
+        self.sessions = sessions
+        self.job = job
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.interval = interval
+        self.on_renewed = on_renewed
+        self.done = threading.Event()
+        #: set when a renewal found the job no longer ours
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                held = jobs.renew_lease(
+                    self.sessions, self.job.job_id, self.worker_id, self.clock(), self.lease_seconds
+                )
+            except Exception:  # the database is away: try again; the lease may still hold
+                LOGGER.exception("job %d: lease renewal failed; retrying", self.job.job_id)
+                continue
+            if not held:
+                LOGGER.error(
+                    "job %d: lease lost (another worker may run it); its results will not be "
+                    "committed by this worker",
+                    self.job.job_id,
+                )
+                self.lost.set()
+                return
+            if self.on_renewed is not None:
+                self.on_renewed(self.job.job_id)
+
+    def __enter__(self) -> LeaseKeeper:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join()
+
+
 class Worker(threading.Thread):
-    """Claims queued jobs and runs the analyser until stopped; finishes the job in hand first."""
+    """Claims queued jobs and runs the analyser until stopped; finishes the job in hand first.
+
+    While a job runs, a :class:`LeaseKeeper` renews its lease every third of
+    ``[jobs] lease_seconds`` (``renew_interval``); the job is completed or failed only by the
+    worker that holds it.
+    """
 
     def __init__(
         self,
@@ -45,6 +106,9 @@ class Worker(threading.Thread):
         clock: Callable[[], datetime],
         stop: threading.Event,
         wakeup: Wakeup,
+        *,
+        renew_interval: float | None = None,
+        on_lease_renewed: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(name=f"xrayd-worker-{index}", daemon=True)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}"
@@ -54,6 +118,8 @@ class Worker(threading.Thread):
         self.clock = clock
         self.stop_event = stop
         self.wakeup = wakeup
+        self.renew_interval = renew_interval or settings.lease_seconds / 3
+        self.on_lease_renewed = on_lease_renewed
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -73,8 +139,23 @@ class Worker(threading.Thread):
         if job is None:
             return False
         LOGGER.info("job %d claimed (attempt %d)", job.job_id, job.attempts)
+        keeper = LeaseKeeper(
+            self.sessions,
+            job,
+            self.worker_id,
+            self.settings.lease_seconds,
+            self.clock,
+            self.renew_interval,
+            self.on_lease_renewed,
+        )
         try:
-            self.analyser.analyse(job)
+            with keeper:
+                self.analyser.analyse(job)
+        except JobLostError:
+            LOGGER.warning(
+                "job %d: lost to another worker; its results were not committed", job.job_id
+            )
+            return True
         except Exception as exc:
             LOGGER.exception("job %d failed", job.job_id)
             outcome = jobs.fail_job(
@@ -84,12 +165,17 @@ class Worker(threading.Thread):
                 describe_exception(exc),  # its type and message, no quoted values
                 base_delay_seconds=self.settings.retry_base_seconds,
                 max_delay_seconds=self.settings.retry_max_seconds,
+                worker_id=self.worker_id,
             )
             if outcome == "dead":
                 LOGGER.error("job %d dead-lettered after %d attempts", job.job_id, job.attempts)
+            elif outcome == "stale":
+                LOGGER.warning("job %d: failed after it was lost; not recorded", job.job_id)
             return True
-        jobs.complete_job(self.sessions, job.job_id, self.clock())
-        LOGGER.info("job %d done", job.job_id)
+        if jobs.complete_job(self.sessions, job.job_id, self.clock(), worker_id=self.worker_id):
+            LOGGER.info("job %d done", job.job_id)
+        else:
+            LOGGER.warning("job %d: finished after it was lost; not marked done", job.job_id)
         return True
 
 
