@@ -35,10 +35,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from bombs import deflate_bomb, pixel_bomb  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 from pynetdicom import AE  # noqa: E402
 
+from bombs import deflate_bomb, pixel_bomb  # noqa: E402
 from dicom_factory import save  # noqa: E402
 
 MIB = 1024 * 1024

@@ -46,6 +46,7 @@ from xrayd.refusal_audit import RefusalAudit, RefusalAuditFlusher
 from xrayd.retention_worker import RetentionWorker
 from xrayd.retraining import RetrainService
 from xrayd.review_sr import VerifiedSRWriter
+from xrayd.roles import ALL_ROLES, QUEUES, ROLES
 from xrayd.shutdown import SETTLE_SECONDS, block_stop_signals, exit_now, unfinished_threads
 from xrayd.systemd_notify import Notifier
 from xrayd.web.context import WebContext
@@ -230,6 +231,7 @@ class Node:
             self.sink,
         )
         self.threads: list[threading.Thread] = []
+        self.roles: frozenset[str] = frozenset()
 
     def free_bytes(self) -> int:
         return self.disk().free_bytes
@@ -243,26 +245,67 @@ class Node:
         if self.on_delivery is not None:
             self.on_delivery(report)
 
-    def start(self) -> None:
+    def start(self, roles: frozenset[str] = ALL_ROLES, *, concurrency: int | None = None) -> None:
+        """Start what ``roles`` name (:data:`ROLES`; "web" and "retrain" are started by
+        :func:`serve`). ``concurrency`` replaces ``[jobs] workers`` and ``[delivery] workers``
+        for the worker roles started."""
+        unknown = roles - ALL_ROLES
+        if unknown:
+            raise ValueError(f"unknown role(s) {sorted(unknown)}; known: {', '.join(ROLES)}")
+        self.roles = roles
         sessions = self.storage.sessions
         seed_registry(self.settings, sessions)
-        register_configured_model(self.settings, sessions)
-        verify_active_model(sessions)  # a bundle altered since it was registered: no start
-        removed = self.storage.spool.cleanup_tmp()
-        if removed:
-            LOGGER.info("removed %d partial file(s) left by interrupted transfers", removed)
-        recover_orphaned_jobs(sessions)
-        self.threads.append(
-            CompletionTimer(
-                sessions,
-                self.settings.study,
-                self.settings.jobs,
-                utcnow,
-                self.stop_event,
-                self.wakeup,
+        if "analysis" in roles:
+            register_configured_model(self.settings, sessions)
+            verify_active_model(sessions)  # a bundle altered since it was registered: no start
+        if "listener" in roles:
+            removed = self.storage.spool.cleanup_tmp()
+            if removed:
+                LOGGER.info("removed %d partial file(s) left by interrupted transfers", removed)
+        if "analysis" in roles:
+            recover_orphaned_jobs(sessions)
+        if roles & {"listener", "analysis"}:
+            # Promotes quiet studies and recovers expired leases: safe to run in every listener
+            # and analysis process at once (row locks), so neither depends on the other's host.
+            self.threads.append(
+                CompletionTimer(
+                    sessions,
+                    self.settings.study,
+                    self.settings.jobs,
+                    utcnow,
+                    self.stop_event,
+                    self.wakeup,
+                )
             )
-        )
-        for i in range(self.settings.jobs.workers):
+        if "analysis" in roles:
+            self._start_analysis(concurrency or self.settings.jobs.workers)
+        if "delivery" in roles:
+            self._start_delivery(concurrency or self.settings.delivery.workers)
+        if "retention" in roles:
+            self.threads.append(
+                RetentionWorker(
+                    sessions,
+                    self.storage.spool,
+                    self.settings.retention,
+                    utcnow,
+                    self.stop_event,
+                    self.retention_wakeup,
+                    disk=self.disk,
+                    on_report=self.metrics.retention,
+                )
+            )
+        if "listener" in roles:
+            self.threads.append(RefusalAuditFlusher(self.refusals, self.stop_event))
+        if self.preload_model and "analysis" in roles:
+            self.model.preload()
+        for thread in self.threads:
+            thread.start()
+        if "listener" in roles:
+            self.scp.start()
+
+    def _start_analysis(self, workers: int) -> None:
+        sessions = self.storage.sessions
+        for i in range(workers):
             self.threads.append(
                 Worker(
                     i,
@@ -274,6 +317,9 @@ class Node:
                     self.wakeup,
                 )
             )
+
+    def _start_delivery(self, workers: int) -> None:
+        sessions = self.storage.sessions
         d = self.settings.delivery
         options = DeliveryOptions(
             calling_ae_title=self.settings.node.ae_title,
@@ -286,7 +332,7 @@ class Node:
             connect_timeout_seconds=d.connect_timeout_seconds,
             max_pdu_bytes=d.max_pdu_bytes,
         )
-        for i in range(d.workers):
+        for i in range(workers):
             self.threads.append(
                 DeliveryWorker(
                     sessions,
@@ -299,29 +345,12 @@ class Node:
                     on_report=self._delivered,
                 )
             )
-        self.threads.append(
-            RetentionWorker(
-                sessions,
-                self.storage.spool,
-                self.settings.retention,
-                utcnow,
-                self.stop_event,
-                self.retention_wakeup,
-                disk=self.disk,
-                on_report=self.metrics.retention,
-            )
-        )
-        self.threads.append(RefusalAuditFlusher(self.refusals, self.stop_event))
-        if self.preload_model:
-            self.model.preload()
-        for thread in self.threads:
-            thread.start()
-        self.scp.start()
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop accepting, let associations and the job in hand finish, then return."""
-        LOGGER.info("stopping: no new associations")
-        self.scp.stop(timeout=timeout / 2)
+        if "listener" in self.roles:
+            LOGGER.info("stopping: no new associations")
+            self.scp.stop(timeout=timeout / 2)
         self.stop_event.set()
         self.wakeup.set()
         self.delivery_wakeup.set()
@@ -368,14 +397,22 @@ def last_scheduled_slot(sessions: sessionmaker[Session]) -> datetime | None:
 
 
 def serve(
-    settings: Settings, config_path: Path | None = None, *, listener_only: bool = False
+    settings: Settings,
+    config_path: Path | None = None,
+    *,
+    listener_only: bool = False,
+    roles: frozenset[str] = ALL_ROLES,
+    concurrency: int | None = None,
 ) -> int:
     """Run until SIGTERM or SIGINT; returns the exit code.
 
-    ``listener_only`` runs just the DICOM listener: the extra processes of
-    ``node.listener_processes`` (see :mod:`xrayd.listeners`). Under systemd (``Type=notify``)
-    the main process reports ``READY=1`` once the listener and the web UI accept connections,
-    and ``STOPPING=1`` when a stop signal arrives (:mod:`xrayd.systemd_notify`).
+    ``roles`` (:data:`ROLES`) says what this process runs: all of them for ``xrayd serve``,
+    the listener and web UI for ``xrayd listener``, workers of some queues for ``xrayd
+    worker`` (``concurrency`` threads per queue). ``listener_only`` runs just the DICOM
+    listener: the extra processes of ``node.listener_processes`` (see :mod:`xrayd.listeners`).
+    Under systemd (``Type=notify``) the main process reports ``READY=1`` once the listener and
+    the web UI accept connections (a worker: once its threads run), and ``STOPPING=1`` when a
+    stop signal arrives (:mod:`xrayd.systemd_notify`).
     """
     # Block the stop signals before xrayd starts a thread, so that every thread inherits the
     # mask and the main thread alone takes them with sigwait() (a handler can miss a signal
@@ -387,11 +424,13 @@ def serve(
     if listener_only:
         exit_with_parent()
     systemd.status("opening the database")
+    if listener_only:
+        roles = frozenset({"listener"})
     storage = open_storage(settings, create_if_empty=not listener_only, require_current=True)
-    web_enabled = settings.web.enabled and not listener_only
+    web_enabled = settings.web.enabled and "web" in roles
     if web_enabled:
         check_bind_allowed(settings.web, user_count(storage.sessions))
-    node = Node(settings, storage, preload_model=not listener_only)
+    node = Node(settings, storage, preload_model="analysis" in roles)
     extra: ListenerProcesses | None = None
     web: WebServer | None = None
     scheduler: RetrainScheduler | None = None
@@ -410,6 +449,11 @@ def serve(
             node.scp.stop(timeout=10)
             storage.engine.dispose()
             return []
+        if not node.roles:  # start-up failed before Node.start
+            if "listener" in roles:
+                node.scp.stop(timeout=1)
+            storage.engine.dispose()
+            return unfinished_threads(SETTLE_SECONDS)
         if any(t.ident is not None for t in node.threads):
             node.stop()
         else:  # start-up failed before the threads ran
@@ -422,8 +466,8 @@ def serve(
         if listener_only:
             node.scp.start()
         else:
-            node.start()
-            if settings.node.listener_processes > 1:
+            node.start(roles, concurrency=concurrency)
+            if "listener" in roles and settings.node.listener_processes > 1:
                 extra = ListenerProcesses(
                     settings.node.listener_processes - 1,
                     node.scp.port,
@@ -432,14 +476,17 @@ def serve(
                 )
                 extra.start()
         role = "listener process" if listener_only else "xrayd"
-        listening = f"listening as {settings.node.ae_title} on port {node.scp.port}"
+        if "listener" in roles:
+            listening = f"listening as {settings.node.ae_title} on port {node.scp.port}"
+        else:
+            listening = f"worker for {', '.join(q for q in QUEUES if q in roles)}"
         print(f"{role}: {listening}", flush=True)
         if web_enabled:
             web = WebServer(web_context(settings, storage, node))
             web.start()
             print(f"xrayd: web UI on {settings.web.host} port {web.port}", flush=True)
             listening += f", web UI on {settings.web.host} port {web.port}"
-        if settings.retrain.enabled and not listener_only:
+        if settings.retrain.enabled and "retrain" in roles:
             scheduler = retrain_scheduler(settings, storage, node)
             scheduler.start()
             scheduler.catch_up(last_scheduled_slot(storage.sessions), utcnow())

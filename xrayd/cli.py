@@ -13,6 +13,7 @@ from config.errors import ConfigError, XraydError
 from config.loader import load_settings
 from config.settings import DEFAULT_SEND, OBJECT_KINDS, Settings, _check_ae_title
 from xrayd.logging_setup import configure_logging
+from xrayd.roles import DEFAULT_WORKER_QUEUES
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +35,30 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.app import serve
 
     return serve(settings, args.config, listener_only=args.listener_only)
+
+
+def cmd_listener(args: argparse.Namespace, settings: Settings) -> int:
+    from xrayd.roles import LISTENER_ROLES
+    from xrayd.shutdown import block_stop_signals
+
+    block_stop_signals()
+    from xrayd.app import serve
+
+    return serve(settings, args.config, roles=LISTENER_ROLES)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from xrayd.roles import parse_queues
+    from xrayd.shutdown import block_stop_signals
+
+    try:
+        queues = parse_queues(args.queues)
+    except ValueError as exc:
+        raise ConfigError(f"--queues: {exc}") from None
+    block_stop_signals()
+    from xrayd.app import serve
+
+    return serve(settings, args.config, roles=queues, concurrency=args.concurrency)
 
 
 def cmd_echo(args: argparse.Namespace, settings: Settings) -> int:
@@ -246,6 +271,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="run the DICOM node")
     p.add_argument("--listener-only", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "listener",
+        parents=[common],
+        help="run the DICOM listener and the web UI only (workers run elsewhere)",
+    )
+    p.set_defaults(func=cmd_listener)
+
+    p = sub.add_parser(
+        "worker", parents=[common], help="run workers of some queues only (no listener)"
+    )
+    p.add_argument(
+        "--queues",
+        default=",".join(DEFAULT_WORKER_QUEUES),
+        help="comma-separated: analysis, delivery, retention, retrain (default analysis,delivery)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="worker threads per queue (default: [jobs] workers / [delivery] workers)",
+    )
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("echo", parents=[common], help="C-ECHO a remote AE")
     p.add_argument("remote", metavar="AE@HOST:PORT")

@@ -53,11 +53,15 @@ def threads_taking_stop_signals(pid: int) -> list[int]:
 
 
 class ServeProcess:
-    """``xrayd serve --config CFG``; stdout's two start lines parsed, stderr kept line by line."""
+    """``xrayd serve --config CFG`` (or ``command``: ``listener``, ``worker --queues ...``);
+    stdout's start lines parsed, stderr kept line by line. A worker prints one start line
+    ("xrayd: worker for ..."): ``port`` and ``web_port`` are then 0."""
 
-    def __init__(self, cfg: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, cfg: Path, env: dict[str, str] | None = None, command: tuple[str, ...] = ("serve",)
+    ) -> None:
         self.proc = subprocess.Popen(
-            [XRAYD, "serve", "--config", str(cfg)],
+            [XRAYD, *command, "--config", str(cfg)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -69,6 +73,10 @@ class ServeProcess:
         self._reader.start()
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # "xrayd: listening as XRAYD on port N"
+        self.port = self.web_port = 0
+        if command[0] == "worker":
+            assert "worker for" in line, line + self.stderr_text()
+            return
         assert "listening" in line, line + self.stderr_text()
         self.port = int(line.rsplit(" ", 1)[1])
         line = self.proc.stdout.readline()  # "xrayd: web UI on 127.0.0.1 port N"

@@ -59,6 +59,8 @@ def _root(tmp_path: Path, unit: Path, dropins: list[Path]) -> Path:
     etc = root / "etc/systemd/system"
     etc.mkdir(parents=True)
     shutil.copy(unit, etc / unit.name)
+    if "@." in unit.name:  # an instance of the template, as `systemctl enable` links it
+        (etc / _instance(unit)).symlink_to(unit.name)
     if dropins:
         (etc / f"{unit.name}.d").mkdir()
         for dropin in dropins:
@@ -89,7 +91,16 @@ def _dropin_sets(unit: Path) -> list[list[Path]]:
 
 
 def test_there_are_units() -> None:
-    assert [u.name for u in UNITS] == ["xrayd.service"]
+    assert [u.name for u in UNITS] == [
+        "xrayd-listener.service",
+        "xrayd-worker@.service",
+        "xrayd.service",
+    ]
+
+
+def _instance(unit: Path) -> str:
+    """The unit name to verify: a template's with an instance (the queues of a worker)."""
+    return unit.name.replace("@.", "@analysis-delivery.")
 
 
 @pytest.mark.parametrize(
@@ -99,7 +110,7 @@ def test_there_are_units() -> None:
 )
 def test_unit_verifies(tmp_path: Path, unit: Path, dropins: list[Path]) -> None:
     root = _root(tmp_path, unit, dropins)
-    out = _analyze(root, "verify", "--man=no", unit.name)
+    out = _analyze(root, "verify", "--man=no", _instance(unit))
     # verify exits 0 on an unknown key or section: any message at all is a finding
     assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), (
         out.stdout + out.stderr
@@ -123,6 +134,11 @@ def _exposure(root: Path, unit: str) -> float:
     m = re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", out.stdout)
     assert m, out.stdout
     return float(m.group(1))
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_every_unit_is_as_tightly_sandboxed(tmp_path: Path, unit: Path) -> None:
+    assert _exposure(_root(tmp_path, unit, []), _instance(unit)) <= MAX_EXPOSURE
 
 
 def test_security_exposure(tmp_path: Path) -> None:
@@ -170,3 +186,27 @@ def test_unit_matches_the_example_configuration() -> None:
     assert settings["StateDirectory"] == "xrayd"
     assert 'data_dir = "/var/lib/xrayd"' in EXAMPLE_TOML.read_text()
     assert "MemoryDenyWriteExecute" not in settings and "ProcSubset" not in settings
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("xrayd-listener.service", "listener"),
+        ("xrayd-worker@.service", "worker --queues %i"),
+    ],
+)
+def test_the_split_units_run_their_role_with_the_same_sandbox(name: str, command: str) -> None:
+    """The listener and worker units differ from xrayd.service only where their role does."""
+
+    def settings(unit: str) -> dict[str, str]:
+        text = (SYSTEMD_DIR / unit).read_text()
+        return dict(
+            line.split("=", 1) for line in text.splitlines() if re.match(r"^[A-Z]\w+=", line)
+        )
+
+    serve, split = settings("xrayd.service"), settings(name)
+    assert (
+        split["ExecStart"] == f"/opt/xrayd/venv/bin/xrayd {command} --config /etc/xrayd/xrayd.toml"
+    )
+    differ = {k for k in serve.keys() | split.keys() if serve.get(k) != split.get(k)}
+    assert differ <= {"ExecStart", "Description", "MemoryHigh", "MemoryMax"}, differ
