@@ -541,6 +541,138 @@ class LoggingSettings(_Section):
     format: Literal["auto", "text", "json"] = "auto"
 
 
+# -- [object_store]: where image bytes live (storage.bytestore) ---------------------------------
+
+#: S3 bucket names: 3-63 of a-z 0-9 . -, starting and ending with a letter or digit
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_S3_PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/-]*")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class S3ObjectStoreSettings(_Section):
+    """An S3-compatible object store (MinIO, Ceph RGW, SeaweedFS, AWS S3)."""
+
+    #: "https://host[:port]"; empty: AWS S3 in `region`
+    endpoint_url: str = ""
+    region: str = Field(default="us-east-1", min_length=1, max_length=64)
+    bucket: str
+    #: keys are stored under this prefix ("" or e.g. "site-a/")
+    prefix: str = Field(default="", max_length=256)
+    #: with secret_access_key_file; both empty: the SDK's default chain (instance role, env)
+    access_key_id: str = Field(default="", max_length=256)
+    #: a file whose first line is the secret access key (e.g. a systemd credential)
+    secret_access_key_file: OptionalSecretPath = None
+    #: check the server's certificate (against ca_file, else the system's CAs)
+    verify: bool = True
+    ca_file: OptionalSecretPath = None
+    #: plain http, only to a loopback endpoint (a local gateway or test server)
+    allow_http: bool = False
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    #: tries per request in all (timeouts, 5xx, throttling), with backoff
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    #: files above this are uploaded in parts of this size (S3's minimum part is 5 MiB)
+    part_size_mb: int = Field(default=16, ge=5, le=5120)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if (
+            not _BUCKET_NAME.fullmatch(value)
+            or ".." in value
+            or ".-" in value
+            or "-." in value
+            or _is_ip(value)
+            or value.startswith("xn--")
+        ):
+            raise ValueError(
+                f"bucket: {value!r} is not a valid S3 bucket name (3-63 characters: "
+                "a-z, 0-9, '.', '-'; a letter or digit first and last; not an IP address)"
+            )
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and (
+            not _S3_PREFIX.fullmatch(value)
+            or value.startswith("/")
+            or any(p in ("", ".", "..") for p in value.rstrip("/").split("/"))
+        ):
+            raise ValueError(
+                "prefix: relative, segments of letters, digits and !-_.*'() "
+                "separated by '/', no '.' or '..'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> S3ObjectStoreSettings:
+        url = self.endpoint_url
+        if url:
+            try:
+                parts = urlsplit(url)
+                host, _port = parts.hostname or "", parts.port  # a bad port: ValueError
+            except ValueError:
+                raise ValueError(f"endpoint_url: {url!r} is not a URL") from None
+            if parts.scheme not in ("https", "http") or not host:
+                raise ValueError("endpoint_url must be https://host[:port]")
+            if parts.username is not None or parts.password is not None:
+                raise ValueError("endpoint_url must not hold credentials")
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError("endpoint_url must be only scheme, host and port")
+            if parts.scheme == "http" and not (self.allow_http and _is_loopback(host)):
+                raise ValueError(
+                    "endpoint_url: plain http is refused (image bytes and credentials in the "
+                    "clear); use https, or allow_http = true for a loopback endpoint"
+                )
+        if bool(self.access_key_id) != (self.secret_access_key_file is not None):
+            raise ValueError("access_key_id and secret_access_key_file go together")
+        if self.ca_file is not None and not self.verify:
+            raise ValueError("ca_file is set but verify = false")
+        return self
+
+    def secret_access_key(self) -> str | None:
+        """The first line of ``secret_access_key_file`` (None: none set); read when the store
+        is opened. Raises :class:`ConfigError` naming the key, never the contents."""
+        path = self.secret_access_key_file
+        if path is None:
+            return None
+        key = "object_store.s3.secret_access_key_file"
+        problems: list[str] = []
+        if not _check_readable(key, path, problems):
+            raise ConfigError(problems[0])
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{key}: cannot read {path} ({type(exc).__name__})") from None
+        if not lines or not lines[0].strip():
+            raise ConfigError(f"{key}: {path} is empty (the secret is its first line)")
+        return lines[0].strip()
+
+
+class ObjectStoreSettings(_Section):
+    """Where the bytes of received images live: the local spool, or an S3-compatible store
+    shared by listeners and workers on several hosts."""
+
+    backend: Literal["local", "s3"] = "local"
+    #: used when backend = "s3"
+    s3: S3ObjectStoreSettings | None = None
+
+    @model_validator(mode="after")
+    def _s3_needs_table(self) -> ObjectStoreSettings:
+        if self.backend == "s3" and self.s3 is None:
+            raise ValueError("backend = 's3' needs the [object_store.s3] table (bucket, ...)")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything xrayd reads at start-up, validated once."""
 
@@ -564,6 +696,7 @@ class Settings(BaseSettings):
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    object_store: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
 
     @model_validator(mode="after")
     def _unique_destinations(self) -> Settings:
