@@ -70,6 +70,18 @@ evaluate-fracatlas: $(STAMP)
 bench-e2e: $(STAMP)
 	$(BIN)/python bench/e2e.py
 
+# Sustained throughput of `xrayd listener` + W `xrayd worker --queues analysis,delivery`
+# processes (fresh PostgreSQL database, SQLite if unreachable) at a steady arrival rate:
+# studies/hour and turnaround p50/p95 per W (bench/throughput.py). Takes about
+# BENCH_MINUTES + 2 minutes per worker count.
+BENCH_RATE ?= 600
+BENCH_MINUTES ?= 5
+BENCH_WORKERS ?= 1,2
+.PHONY: bench-throughput
+bench-throughput: $(STAMP)
+	$(BIN)/python bench/e2e.py --throughput --rate $(BENCH_RATE) --minutes $(BENCH_MINUTES) \
+	    --workers $(BENCH_WORKERS)
+
 # Fuzzing (docs/fuzzing.md): the header check and the pixel path with atheris (coverage-guided),
 # then the network fuzzer against an in-process listener, each for FUZZ_SECONDS. New inputs go
 # to $(FUZZ_WORK); crashes to tests/fuzz/crashes/<target>/, replayed by the test suite. All three
