@@ -231,7 +231,6 @@ def build_gsps(
         "built fracture GSPS",
         extra={
             "sop_instance_uid": sop_instance_uid,
-            "source_sop_instance_uid": finding.sop_instance_uid,
             "decision": finding.decision,
             "boxes": len(boxes),
             "overlay": overlay,

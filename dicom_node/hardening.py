@@ -474,6 +474,9 @@ class BoundedAssociationServer(ThreadedAssociationServer):
     #: seconds a read may wait for the next byte once the association is requested
     idle_timeout: float = 30.0
     on_refused: Callable[[str, str], None] | None = None
+    #: the listen() backlog; socketserver's default of 5 makes a burst of connections (a PACS
+    #: opening several associations, or a flood to be refused) wait on SYN retransmissions
+    request_queue_size = 128
 
     def __init__(self, *args: Any, listen_fd: int | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", BoundedRequestHandler)

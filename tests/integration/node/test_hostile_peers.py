@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -133,17 +134,34 @@ def test_one_address_cannot_take_every_slot(
         node={
             "max_associations": 16,
             "max_connections_per_host": 8,
+            # the 8 stalled peers keep their slots however long 500 connects take on a busy
+            # machine (a read waits at most the idle timeout, even before the ARTIM deadline)
             "artim_timeout_seconds": 600.0,
+            "idle_timeout_seconds": 600.0,
         }
     )
     port = node.scp.port
+    refused = threading.Condition()
+    count = [0]
+    counted = node.refusals.connection_refused
+
+    def observed(host: str, reason: str) -> None:
+        counted(host, reason)
+        with refused:
+            count[0] += 1
+            refused.notify_all()
+
+    node.refusals.connection_refused = observed  # type: ignore[method-assign]
     for _ in range(500):
         sock = _connect(port, source="127.0.0.2")
         with contextlib.suppress(OSError):  # refused ones may be closed already
             sock.sendall(b"\x01")
         sockets.append(sock)
+    # A connection the client sees established may reach the server's accept queue later (a
+    # full SYN backlog on a loaded machine): wait until the server has refused all it will.
+    with refused:
+        assert refused.wait_for(lambda: count[0] >= 492, 120), count
     assert echo(remote(node), "MODALITY") == 0
-    # The accept queue is first in, first out: all 500 were handled before the echo's.
     assert node.scp.refused_by_reason == {"per_host_limit": 492}
     metrics = node.metrics.render().decode()
     assert 'xrayd_connections_refused_total{reason="per_host_limit"} 492.0' in metrics

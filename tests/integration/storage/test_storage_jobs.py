@@ -142,6 +142,7 @@ def test_claim_sets_running_and_processing(
         study_instance_uid="1.2.3.1",
         kind="analyse",
         attempts=1,
+        worker_id="w1",
     )
     j = job(sm, job_id)
     assert (j.state, j.worker_id, j.attempts) == ("running", "w1", 1)
