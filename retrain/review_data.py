@@ -1,6 +1,7 @@
-"""Reviewed images as training data: the radiologist's label, the pixels from the spool.
+"""Reviewed images as training data: the radiologist's label, the pixels from the byte store.
 
-Each reviewed image (``storage.training.ReviewedExample``) is read from the spool and prepared
+Each reviewed image (``storage.training.ReviewedExample``) is read from the byte store (the
+spool, or an object store: :mod:`retrain.stored`) and prepared
 exactly as analysis prepares it (:func:`models.preprocess.prepare`). Left out, and counted:
 
 * images of the locked validation set, by SOP Instance UID *and* by patient (a new image of a
@@ -24,10 +25,10 @@ from retrain.base_data import ImageSet, TrainingImage
 from retrain.datasets.records import LabelCodes
 from retrain.labels import codes_from_label, digest, label_from_codes, stack_tensors
 from retrain.pool import WorkerPool
-from retrain.sources import Pixels, read_spool_file
+from retrain.sources import Pixels
+from retrain.stored import StoredRead, byte_store, read_stored_files
 from retrain.validation import CaseLike
-from storage.errors import StorageError
-from storage.spool import Spool
+from storage.bytestore import ByteStore
 from storage.training import ReviewedExample
 
 logger = logging.getLogger(__name__)
@@ -47,31 +48,27 @@ def review_training_set(
     pool: WorkerPool | None = None,
     progress: Callable[[int], None] | None = None,
     limits: ImageLimits = DEFAULT_LIMITS,
+    store: ByteStore | None = None,
 ) -> ImageSet:
     """The usable reviewed images not in the locked set, as tensors with manifest entries
     (``weight``: how often each is repeated in training, recorded in the entries). An image
     beyond ``limits`` is skipped from its header, never decoded, and counted as
-    ``not_analysable:image_too_large``."""
+    ``not_analysable:image_too_large``. ``store`` holds the images (default: the spool at
+    ``spool_root``)."""
     locked_list = list(locked)
     locked_keys = {c.key for c in locked_list if c.source == "review"}
     locked_groups = {c.patient_group for c in locked_list}
-    spool = Spool(spool_root)
     skipped: dict[str, int] = {}
     excluded = 0
     todo: list[ReviewedExample] = []
-    jobs: list[tuple[str, str, str, PreprocessParams | None, ImageLimits]] = []
+    jobs: list[StoredRead] = []
     for ex in examples:
         if ex.sop_instance_uid in locked_keys:
             excluded += 1
             continue
-        try:
-            path = spool.absolute(ex.spool_path)
-        except StorageError:
-            skipped["bad_path"] = skipped.get("bad_path", 0) + 1
-            continue
         todo.append(ex)
-        jobs.append((str(path), salt, f"study:{ex.study_id}", params, limits))
-    reads = (pool or WorkerPool(1)).map(read_spool_file, jobs, progress)
+        jobs.append((ex.spool_path, salt, f"study:{ex.study_id}", params, limits))
+    reads = read_stored_files(byte_store(store, spool_root), jobs, pool, progress)
     pixels: list[Pixels] = []
     codes: list[LabelCodes] = []
     images: list[TrainingImage] = []

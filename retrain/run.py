@@ -52,6 +52,7 @@ from retrain.report import BodyPartReviews, DriftCheck, write_retrain_report
 from retrain.run_data import concat_repeated, prepare_data
 from retrain.scoring import score_model
 from retrain.validation import CaseLike
+from storage.bytestore import ByteStore
 from storage.training import ReviewedExample
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class RetrainInputs:
     drift: DriftCheck | None = None
     #: what one image may cost ([limits]); reviewed images beyond are skipped, never decoded
     limits: ImageLimits = DEFAULT_LIMITS
+    #: where the reviewed images are (None: the spool at ``spool_root``)
+    store: ByteStore | None = None
 
     def __post_init__(self) -> None:
         check_version(self.version)
@@ -229,6 +232,7 @@ def run_retraining(inputs: RetrainInputs) -> RetrainOutcome:
             progress=inputs.progress,
             lap=lap,
             limits=inputs.limits,
+            store=inputs.store,
         )
     validation, calibration, base, reviews = (
         data.validation,

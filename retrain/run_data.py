@@ -26,6 +26,7 @@ from retrain.errors import RetrainError, ValidationSetError
 from retrain.pool import WorkerPool
 from retrain.review_data import review_training_set
 from retrain.validation import CaseLike, ValidationSet, validation_tensors
+from storage.bytestore import ByteStore
 from storage.training import ReviewedExample
 
 __all__ = ["RunData", "concat_repeated", "prepare_data"]
@@ -78,8 +79,10 @@ def prepare_data(
     progress: bool,
     lap: Callable[[str], None],
     limits: ImageLimits = DEFAULT_LIMITS,
+    store: ByteStore | None = None,
 ) -> RunData:
-    """Locked validation set (checked for both classes), calibration, base and reviews."""
+    """Locked validation set (checked for both classes), calibration, base and reviews;
+    the reviewed images from ``store`` (default: the spool at ``spool_root``)."""
     paths = {ex.sop_instance_uid: ex.spool_path for ex in reviewed}
     with _bar("locked validation set", len(cases), progress) as update:
         validation = validation_tensors(
@@ -91,6 +94,7 @@ def prepare_data(
             body_parts=body_parts,
             pool=pool,
             progress=update,
+            store=store,
         )
     fracture = validation.tensors.targets.fracture
     if not bool((fracture == 1).any()) or not bool((fracture == 0).any()):
@@ -135,6 +139,7 @@ def prepare_data(
             pool=pool,
             progress=update,
             limits=limits,
+            store=store,
         )
     lap("training_data")
     return RunData(validation, calibration_images, base_images, reviews)

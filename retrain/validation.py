@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from models.labels import BODY_PARTS, COUNT_CLASSES
+from models.limits import DEFAULT_LIMITS
 from models.preprocess import PreprocessParams
 from models.synthetic import case_seed
 from models.synthetic_data import LabelledTensors
@@ -36,13 +37,12 @@ from retrain.sources import (
     Pixels,
     dataset_file_image,
     parse_synthetic_key,
-    read_spool_file,
     synthetic_image,
     synthetic_key,
     synthetic_labels,
 )
-from storage.errors import StorageError
-from storage.spool import Spool
+from retrain.stored import StoredRead, byte_store, read_stored_files
+from storage.bytestore import ByteStore
 from storage.training import ReviewedExample
 
 logger = logging.getLogger(__name__)
@@ -151,17 +151,22 @@ def base_validation_cases(
 
 
 def review_groups(
-    examples: Iterable[ReviewedExample], spool_root: Path, salt: str
+    examples: Iterable[ReviewedExample],
+    spool_root: Path,
+    salt: str,
+    *,
+    store: ByteStore | None = None,
 ) -> dict[str, str]:
-    """SOP Instance UID -> patient group of each readable reviewed image (header only)."""
-    spool = Spool(spool_root)
+    """SOP Instance UID -> patient group of each readable reviewed image (header only);
+    ``store`` holds the images (default: the spool at ``spool_root``)."""
+    listed = list(examples)
+    jobs: list[StoredRead] = [
+        (ex.spool_path, salt, f"study:{ex.study_id}", None, DEFAULT_LIMITS) for ex in listed
+    ]
     groups: dict[str, str] = {}
-    for ex in examples:
-        try:
-            path = spool.absolute(ex.spool_path)
-        except StorageError:
-            continue
-        read = read_spool_file((str(path), salt, f"study:{ex.study_id}", None))
+    for ex, read in zip(
+        listed, read_stored_files(byte_store(store, spool_root), jobs), strict=True
+    ):
         if read.patient_group is not None:
             groups[ex.sop_instance_uid] = read.patient_group
     return groups
@@ -175,6 +180,7 @@ def review_validation_candidates(
     salt: str,
     locked: Iterable[CaseLike] = (),
     trained_keys: Collection[str] = (),
+    store: ByteStore | None = None,
 ) -> list[LockedCase]:
     """Reviewed images to add to the locked set, chosen by patient.
 
@@ -183,14 +189,14 @@ def review_validation_candidates(
     calling again adds nothing new for patients seen before), unless one of their images was
     trained on already (``trained_keys``: SOP Instance UIDs, e.g. from the current bundle's
     manifest, :func:`retrain.manifest.trained_review_keys`). Images whose file cannot be read
-    are left out.
+    are left out. ``store`` holds the images (default: the spool at ``spool_root``).
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError("fraction must be in (0, 1)")
     locked_list = list(locked)
     locked_keys = {c.key for c in locked_list if c.source == "review"}
     locked_groups = {c.patient_group for c in locked_list}
-    groups = review_groups(examples, spool_root, salt)
+    groups = review_groups(examples, spool_root, salt, store=store)
     trained = set(trained_keys)
     tainted = {groups[k] for k in trained if k in groups}
     chosen: list[LockedCase] = []
@@ -248,20 +254,21 @@ def validation_tensors(
     body_parts: Sequence[str] = BODY_PARTS,
     pool: WorkerPool | None = None,
     progress: Progress | None = None,
+    store: ByteStore | None = None,
 ) -> ValidationSet:
     """Rebuild the pixels of the locked ``cases`` (model input ``params``).
 
     Synthetic cases are regenerated (and must come back with their recorded labels, else
     :class:`ValidationSetError`); dataset files are read under ``base.root``; reviewed images
-    are read from the spool (``review_paths``: SOP Instance UID -> spool path, from
+    are read from the byte store ``store``, default the spool at ``spool_root``
+    (``review_paths``: SOP Instance UID -> spool path, i.e. key, from
     ``storage.training.reviewed_examples``). Labels are the recorded ones.
     """
     pixels: dict[int, Pixels] = {}
     missing: dict[int, str] = {}
     synthetic: list[tuple[int, tuple[int, int, int, PreprocessParams]]] = []
     files: list[tuple[int, tuple[str, PreprocessParams]]] = []
-    spool_jobs: list[tuple[int, tuple[str, str, str, PreprocessParams | None]]] = []
-    spool = Spool(spool_root)
+    spool_jobs: list[tuple[int, StoredRead]] = []
     for i, case in enumerate(cases):
         if case.label.get("fracture") not in ("present", "absent"):
             missing[i] = "no_fracture_label"
@@ -283,12 +290,10 @@ def validation_tensors(
             files.append((i, (str(path), params)))
         elif case.source == "review":
             rel = review_paths.get(case.key)
-            try:
-                absolute = spool.absolute(rel or "")
-            except StorageError:
+            if not rel:
                 missing[i] = "missing_file"
                 continue
-            spool_jobs.append((i, (str(absolute), "", "", params)))
+            spool_jobs.append((i, (rel, "", "", params, DEFAULT_LIMITS)))
         else:
             raise ValidationSetError(f"unknown validation case source {case.source!r}")
 
@@ -305,7 +310,13 @@ def validation_tensors(
             missing[i] = "unreadable"
         else:
             pixels[i] = file_result.pixels
-    reads = pool.map(read_spool_file, [job for _, job in spool_jobs], progress)
+    reads = read_stored_files(
+        byte_store(store, spool_root),
+        [job for _, job in spool_jobs],
+        pool,
+        progress,
+        invalid_key="missing_file",
+    )
     for (i, _), read in zip(spool_jobs, reads, strict=True):
         if read.pixels is None:
             missing[i] = read.problem or "unreadable"

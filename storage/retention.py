@@ -28,6 +28,12 @@ decision says ``present`` or ``indeterminate`` and no override exists), reviewed
 override: training examples), studies holding a case of the locked validation set — see
 :func:`protected_study_ids`.
 
+Where the bytes are deleted: in the byte store (:mod:`storage.bytestore`), the spool itself or
+an S3-compatible object store. Disk pressure is measured on the local spool's filesystem, as
+ever; with an object store the spool holds only temporary files and deleting objects frees
+nothing there, so disk pressure purges nothing (it is logged) and studies are purged by age
+only (``bytes_freed`` then counts the deleted objects' sizes).
+
 Each batch is one transaction: the studies are locked, checked again, their files deleted,
 their rows marked and an audit event with counts only (``retention.purged``) is written. A
 crash after deleting files but before the commit leaves rows that name missing files; the next
@@ -44,7 +50,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
-from storage.errors import StorageError
+from storage.bytestore import ByteStore, ByteStoreNotFoundError, InvalidKeyError, LocalByteStore
 from storage.registry import record_audit
 from storage.schema import (
     Delivery,
@@ -221,7 +227,7 @@ def _candidates(sm: sessionmaker[Session], batch_size: int) -> Iterator[list[tup
 
 
 def _purge_locked(
-    session: Session, spool: Spool, study_ids: list[int], now: datetime
+    session: Session, store: ByteStore, study_ids: list[int], now: datetime
 ) -> tuple[list[int], int, int, int]:
     """Purge ``study_ids`` in the caller's transaction after checking them again under lock;
     returns (purged ids, instance files, result files, bytes freed)."""
@@ -246,10 +252,10 @@ def _purge_locked(
         )
     ).all()
     for _, spool_path in instances:
-        freed += _remove(spool, spool_path)
+        freed += _remove(store, spool_path)
         instance_files += 1
     for _, file_path in results:
-        freed += _remove(spool, file_path)
+        freed += _remove(store, file_path)
         result_files += 1
     if instances:
         session.execute(
@@ -262,14 +268,21 @@ def _purge_locked(
     return purge, instance_files, result_files, freed
 
 
-def _remove(spool: Spool, rel: str | None) -> int:
-    if not rel:
+def _remove(store: ByteStore, key: str | None) -> int:
+    """Delete one object; the bytes freed (0 when it was already gone). A store that cannot be
+    reached raises (:class:`~storage.bytestore.ByteStoreUnavailableError`): the batch's
+    transaction is rolled back and the next run tries again."""
+    if not key:
         return 0
     try:
-        return spool.remove(rel)
-    except StorageError:  # a path outside the spool: never follow it, just forget it
+        size = store.size(key)
+    except ByteStoreNotFoundError:
+        size = 0
+    except InvalidKeyError:  # a path outside the spool: never follow it, just forget it
         logger.warning("retention: a row names a path outside the spool; not deleted")
         return 0
+    store.delete(key)
+    return size
 
 
 def run_retention(
@@ -280,13 +293,16 @@ def run_retention(
     *,
     disk: Callable[[], DiskUsage] | None = None,
     actor: str = "retention",
+    store: ByteStore | None = None,
 ) -> RetentionReport:
     """Apply ``policy`` once (see the module docstring); returns what was deleted.
 
     ``disk`` measures the spool's filesystem (default :meth:`Spool.usage`); it is asked before
-    the run and after each batch purged for disk pressure.
+    the run and after each batch purged for disk pressure. ``store`` is where the bytes are
+    deleted (default: the spool itself).
     """
     measure = disk or spool.usage
+    objects: ByteStore = store or LocalByteStore(spool)
     report = RetentionReport()
     usage = measure()
     report.free_before = usage.free_bytes
@@ -294,6 +310,15 @@ def run_retention(
     report.target_free = target
     pressure = policy.min_free_bytes > 0 and usage.free_bytes < policy.min_free_bytes
     cutoff = None if policy.max_age is None else now - policy.max_age
+    if pressure and not isinstance(objects, LocalByteStore):
+        logger.warning(
+            "spool below %d MiB free, but images and results are in %s: deleting them frees "
+            "nothing here; purging by age only",
+            policy.min_free_bytes // MIB,
+            objects.describe(),
+            extra={"free_bytes": usage.free_bytes},
+        )
+        pressure = False
     if pressure:
         logger.warning(
             "spool below %d MiB free: purging oldest studies until %d MiB are free",
@@ -307,7 +332,7 @@ def run_retention(
     for page in _candidates(sm, policy.batch_size):
         old = [sid for sid, at in page if cutoff is not None and at < cutoff]
         if old:
-            _batch(sm, spool, old, now, "age", actor, report)
+            _batch(sm, objects, old, now, "age", actor, report)
         if len(old) == len(page):
             continue
         if not pressure:
@@ -316,7 +341,7 @@ def run_retention(
             if measure().free_bytes >= target:
                 pressure = False
                 break
-            _batch(sm, spool, [sid], now, "disk_pressure", actor, report)
+            _batch(sm, objects, [sid], now, "disk_pressure", actor, report)
         if not pressure:
             break
     report.free_after = measure().free_bytes
@@ -334,7 +359,7 @@ def run_retention(
 
 def _batch(
     sm: sessionmaker[Session],
-    spool: Spool,
+    store: ByteStore,
     study_ids: list[int],
     now: datetime,
     reason: str,
@@ -342,7 +367,7 @@ def _batch(
     report: RetentionReport,
 ) -> None:
     with sm.begin() as session:
-        purged, n_inst, n_res, freed = _purge_locked(session, spool, study_ids, now)
+        purged, n_inst, n_res, freed = _purge_locked(session, store, study_ids, now)
         if not purged:
             return
         counts: dict[str, int | str] = {

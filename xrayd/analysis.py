@@ -1,10 +1,11 @@
 """The analysis job: a ready study -> predictions -> SR, Secondary Captures, PDF -> outbox.
 
-For each claimed study job: read the study's instances from the spool, prepare the analysable
-ones (others are recorded as "not analysed: reason"), predict in batches with the loaded
-bundle, store the analysis (per-image predictions, study decision, model, timings), build the
-result objects, write them durably to the spool, record them and queue their deliveries in one
-transaction, then wake the delivery worker.
+For each claimed study job: read the study's instances from the byte store (the spool, or an
+S3-compatible object store: :mod:`storage.bytestore`), prepare the analysable ones (others are
+recorded as "not analysed: reason"), predict in batches with the loaded bundle, store the
+analysis (per-image predictions, study decision, model, timings), build the result objects,
+write them durably to the byte store, record them (with their keys) and queue their deliveries
+in one transaction, then wake the delivery worker.
 
 Idempotent: the objects' UIDs depend only on the study, the set of instances analysed and the
 model (the "revision"). A re-run after a crash that followed the commit finds the revision's
@@ -49,6 +50,14 @@ from models.preprocess import PreparedImage, prepare
 from models.reading import read_header, read_image
 from storage import analysis as store
 from storage import jobs
+from storage.bytestore import (
+    ByteStore,
+    ByteStoreError,
+    ByteStoreNotFoundError,
+    ByteStoreUnavailableError,
+    LocalByteStore,
+    key_for,
+)
 from storage.errors import JobLostError
 from storage.jobs import ClaimedJob
 from storage.outbox import queue_deliveries
@@ -95,9 +104,12 @@ class StudyAnalyser:
         on_queued: Callable[[], None] | None = None,
         on_inference: Callable[[float, int], None] | None = None,
         limits: ImageLimits = DEFAULT_LIMITS,
+        store: ByteStore | None = None,
     ) -> None:
+        """``store`` holds the instances and takes the result objects (default: the spool)."""
         self.sessions = sessions
         self.spool = spool
+        self.store: ByteStore = store or LocalByteStore(spool)
         self.model = model
         #: what one image may cost; beyond: "not analysed: image too large", never decoded
         self.limits = limits
@@ -223,7 +235,23 @@ class StudyAnalyser:
     # -- steps ---------------------------------------------------------------------------------
 
     def _read(self, instance: store.SourceInstance, ready: ReadyClassifier) -> _Source:
-        path = self.spool.absolute(instance.spool_path)
+        try:
+            # A local file for the whole read and preparation (pixel data may be read lazily);
+            # from an object store it is a private temporary copy, removed on leaving.
+            with self.store.fetch(instance.spool_path) as path:
+                return self._read_file(instance, path, ready)
+        except ByteStoreError as exc:
+            if not _final(exc):
+                raise  # the store is unavailable: the job fails and is retried
+            if isinstance(exc, ByteStoreNotFoundError):
+                reason = "cannot read the stored file: it is missing"
+            else:
+                reason = f"cannot read the stored file: {describe_exception(exc)}"
+            return _Source(instance, Dataset(), None, reason)
+
+    def _read_file(
+        self, instance: store.SourceInstance, path: Path, ready: ReadyClassifier
+    ) -> _Source:
         try:
             # The header first: an image beyond the limits is refused before its pixel data
             # is read or decoded, and a deflated one is inflated only up to its limit.
@@ -495,7 +523,7 @@ class StudyAnalyser:
         )
 
     def _path(self, study: store.StudyToAnalyse, kind: str, uid: str, ext: str) -> str:
-        return result_path(study.study_instance_uid, kind, uid, ext)
+        return result_key(self.store, study.study_instance_uid, kind, uid, ext)
 
     def _commit(
         self,
@@ -517,7 +545,7 @@ class StudyAnalyser:
             )
             return 0
         for _, _, path, data, _ in objects:
-            self.spool.write_atomic(path, data)  # same bytes on a re-run: harmless rewrite
+            self.store.put(path, data)  # same bytes on a re-run: harmless rewrite
         queued = 0
         with self.sessions.begin() as session:
             if not jobs.holds_job(session, job_id, worker_id):
@@ -548,6 +576,23 @@ def result_path(study_instance_uid: str, kind: str, uid: str, ext: str) -> str:
     """Where a result object of the study lies in the spool (relative path)."""
     h = uid_hash(study_instance_uid)
     return f"results/{h[:2]}/{h}/{kind}-{uid}.{ext}"
+
+
+def result_key(
+    byte_store: ByteStore, study_instance_uid: str, kind: str, uid: str, ext: str
+) -> str:
+    """The key of a result object in ``byte_store``: in the spool today's path
+    (:func:`result_path`, unchanged layout), in any other store
+    ``key_for("result", ...)``, whose parts are all hashes (no UID in an object name)."""
+    if isinstance(byte_store, LocalByteStore):
+        return result_path(study_instance_uid, kind, uid, ext)
+    return key_for("result", study_instance_uid, kind, uid, ext)
+
+
+def _final(exc: ByteStoreError) -> bool:
+    """Whether a store error is about this object (missing, refused key, corrupt), so retrying
+    cannot help; the others (unavailable, denied) are the store's and fail the job."""
+    return not isinstance(exc, ByteStoreUnavailableError)
 
 
 def _bare_header(path: Path, limits: ImageLimits) -> Dataset:

@@ -23,6 +23,7 @@ from dicom_node.scp import ListenerConfig, StoreSCP
 from dicom_node.tls import server_context
 from retrain.scheduler import RetrainScheduler, slot_time
 from storage import jobs, registry
+from storage.bytestore import ByteStore, open_byte_store
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
 from storage.migrate import current_revision, head_revision, schema_state, upgrade
@@ -58,15 +59,22 @@ LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Storage:
-    """The opened database and spool."""
+    """The opened database, spool and byte store.
+
+    ``store`` holds the bytes of received instances and result objects: the spool itself
+    (``[object_store] backend = "local"``) or an S3-compatible object store shared by the
+    listener and worker hosts (``"s3"``: the spool then holds only temporary files).
+    """
 
     engine: Engine
     sessions: sessionmaker[Session]
     spool: Spool
+    store: ByteStore
 
 
 def open_storage(settings: Settings, *, create_if_empty: bool, require_current: bool) -> Storage:
-    """Open the database and spool, failing with messages that name the settings keys."""
+    """Open the database, spool and byte store, failing with messages that name the settings
+    keys."""
     data_dir = settings.storage.data_dir
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +96,13 @@ def open_storage(settings: Settings, *, create_if_empty: bool, require_current: 
             f"the database schema is at revision {have}, this xrayd needs {head_revision()}: "
             "run `xrayd db upgrade` first"
         )
-    return Storage(engine, make_sessionmaker(engine), Spool(settings.spool_dir))
+    spool = Spool(settings.spool_dir)
+    try:
+        store = open_byte_store(settings.object_store, spool)
+    except BaseException:
+        engine.dispose()
+        raise
+    return Storage(engine, make_sessionmaker(engine), spool, store)
 
 
 def seed_registry(settings: Settings, sessions: sessionmaker[Session]) -> None:
@@ -189,6 +203,7 @@ class Node:
             storage.sessions,
             storage.spool,
             self.model.get,
+            store=storage.store,
             on_queued=self.delivery_wakeup.set,
             on_inference=self.metrics.inference,
             limits=image_limits(settings.limits),
@@ -197,6 +212,7 @@ class Node:
         self.sink = SpoolingSink(
             storage.spool,
             storage.sessions,
+            store=storage.store,
             min_free_bytes=min_free_bytes,
             release_ends_wait=settings.study.release_ends_wait,
             max_attempts=settings.jobs.max_attempts,
@@ -292,6 +308,7 @@ class Node:
                     self.retention_wakeup,
                     disk=self.disk,
                     on_report=self.metrics.retention,
+                    store=self.storage.store,
                 )
             )
         if "listener" in roles:
@@ -343,6 +360,7 @@ class Node:
                     self.delivery_wakeup,
                     index=i,
                     on_report=self._delivered,
+                    store=self.storage.store,
                 )
             )
 
@@ -364,12 +382,17 @@ class Node:
 def web_context(settings: Settings, storage: Storage, node: Node) -> WebContext:
     """What the web app needs from a running node."""
     writer = VerifiedSRWriter(
-        storage.sessions, storage.spool, settings, on_queued=node.delivery_wakeup.set
+        storage.sessions,
+        storage.spool,
+        settings,
+        on_queued=node.delivery_wakeup.set,
+        store=storage.store,
     )
     return WebContext(
         settings=settings,
         sessions=storage.sessions,
         spool=storage.spool,
+        store=storage.store,
         write_verified_sr=writer.write,
         model_loaded=lambda: node.model.loaded,
         wake_delivery=node.delivery_wakeup.set,
@@ -382,7 +405,11 @@ def web_context(settings: Settings, storage: Storage, node: Node) -> WebContext:
 def retrain_scheduler(settings: Settings, storage: Storage, node: Node) -> RetrainScheduler:
     """The retraining schedule of this deployment; a promotion reaches the workers at once."""
     service = RetrainService(
-        settings, storage.sessions, storage.spool, on_promoted=node.model.refresh
+        settings,
+        storage.sessions,
+        storage.spool,
+        on_promoted=node.model.refresh,
+        store=storage.store,
     )
     r = settings.retrain
     return RetrainScheduler(

@@ -230,6 +230,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from storage.analysis import objects_of, study_id_of
+    from storage.bytestore import ByteStoreError, open_byte_store
     from storage.spool import Spool
 
     sessions = _sessions(settings)
@@ -246,7 +247,12 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     latest = reports[-1]
     assert latest.file_path is not None
-    data = Spool(settings.spool_dir).read_bytes(latest.file_path)
+    try:
+        store = open_byte_store(settings.object_store, Spool(settings.spool_dir))
+        data = store.get(latest.file_path)
+    except ByteStoreError as exc:
+        print(f"xrayd report: cannot read the report: {exc}", file=sys.stderr)
+        return 1
     args.out.write_bytes(data)
     amended = f" (amended: the latest of {len(reports)})" if len(reports) > 1 else ""
     print(f"wrote {args.out} ({len(data)} bytes){amended}")

@@ -1,13 +1,14 @@
 """Sending result objects to their destinations: the outbox's sender thread.
 
 A :class:`DeliveryWorker` loops claim → send → record (see :mod:`storage.outbox` for the
-states): it claims the oldest due delivery, looks its destination up in the registry, reads
-the result's file from the spool (the bytes written when the result was made, so a resend is
-byte-identical) and C-STOREs it with :func:`dicom_node.scu.send_file`, then records ``sent``,
-a retry with backoff, or a dead letter (audited by the outbox). With nothing due it waits
-until the next delivery falls due, at most ``poll_seconds``, or until a producer sets its
-:class:`~xrayd.worker.Wakeup`. :meth:`DeliveryWorker.stop` lets the send in hand finish and be
-recorded before the thread ends.
+states): it claims the oldest due delivery, looks its destination up in the registry, fetches
+the result's file from the byte store (the spool, or an object store: a local temporary copy,
+sent as a stream from that file and removed after the send; the bytes written when the result
+was made, so a resend is byte-identical) and C-STOREs it with :func:`dicom_node.scu.send_file`,
+then records ``sent``, a retry with backoff, or a dead letter (audited by the outbox). With
+nothing due it waits until the next delivery falls due, at most ``poll_seconds``, or until a
+producer sets its :class:`~xrayd.worker.Wakeup`. :meth:`DeliveryWorker.stop` lets the send in
+hand finish and be recorded before the thread ends.
 
 Logs name deliveries, results and destinations by their internal ids and names; UIDs appear
 only hashed, at DEBUG; never patient data.
@@ -30,7 +31,14 @@ from dicom_node.received import uid_hash
 from dicom_node.scu import DEFAULT_MAX_PDU, OutgoingLimits, RemoteAE, SendOutcome, send_file
 from dicom_node.tls import ClientTLS
 from storage import outbox, registry
-from storage.errors import StorageError
+from storage.bytestore import (
+    ByteStore,
+    ByteStoreError,
+    ByteStoreNotFoundError,
+    ByteStoreUnavailableError,
+    InvalidKeyError,
+    LocalByteStore,
+)
 from storage.spool import Spool
 from xrayd.worker import Wakeup
 
@@ -128,10 +136,13 @@ class DeliveryWorker(threading.Thread):
         index: int = 0,
         sender: Sender | None = None,
         on_report: Callable[[DeliveryReport], None] | None = None,
+        store: ByteStore | None = None,
     ) -> None:
+        """``store`` holds the result objects (default: the spool)."""
         super().__init__(name=f"xrayd-delivery-{index}", daemon=True)
         self.sessions = sessions
         self.spool = spool
+        self.store: ByteStore = store or LocalByteStore(spool)
         self.options = options
         self.clock = clock
         self.stop_event = stop
@@ -221,13 +232,20 @@ class DeliveryWorker(threading.Thread):
                 return SendOutcome(False, False, None, f"destination's TLS settings: {exc}")
         if not claim.file_path:
             return SendOutcome(False, False, None, "the result has no file")
-        try:
-            path = self.spool.absolute(claim.file_path)
-        except StorageError as exc:
-            return SendOutcome(False, False, None, f"result file path refused: {exc}")
-        if not path.is_file():
-            return SendOutcome(False, False, None, "the result's file is missing from the spool")
         remote = RemoteAE(destination.ae_title, destination.host, destination.port, tls=tls)
+        try:
+            with self.store.fetch(claim.file_path) as path:
+                return self._send(claim, remote, path)
+        except InvalidKeyError as exc:
+            return SendOutcome(False, False, None, f"result file path refused: {exc}")
+        except ByteStoreNotFoundError:
+            return SendOutcome(False, False, None, "the result's file is missing from the store")
+        except ByteStoreUnavailableError as exc:  # the store's trouble: try again later
+            return SendOutcome(False, True, None, f"byte store unavailable: {exc}")
+        except ByteStoreError as exc:
+            return SendOutcome(False, True, None, f"cannot read the result's file: {exc}")
+
+    def _send(self, claim: outbox.ClaimedDelivery, remote: RemoteAE, path: Path) -> SendOutcome:
         try:
             return self.sender(remote, path)
         except Exception as exc:  # a sender bug must not lose the delivery

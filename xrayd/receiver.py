@@ -1,6 +1,28 @@
-"""The listener's sink: makes each received instance durable (spool file + database row).
+"""The listener's sink: makes each received instance durable (its bytes + a database row).
 
 Runs on the association's thread; does only what must happen before the acknowledgement.
+
+Where the bytes go is the byte store of ``[object_store]`` (:mod:`storage.bytestore`); the
+instance's key is its spool-relative path in both cases (``objects/<aa>/<bb>/<sha256(study)>/
+<sha256(sop)[:40]>-<sha256(content)[:16]>.dcm``: hashes, never a raw UID).
+
+* ``backend = "local"``: the listener's streamed file (already ``fdatasync``ed in the spool's
+  ``tmp/``) is renamed into the spool and its directories are fsynced, then the row is
+  committed, then the C-STORE is answered 0x0000 (Success).
+* ``backend = "s3"``: the same fsynced temporary file is uploaded *synchronously*, before the
+  acknowledgement, with :meth:`ByteStore.put_file` (which returns only after the server
+  answered 200 to the whole object, each request carrying its body's Content-MD5, and the
+  stored size was read back); then the row is committed; then 0x0000; the temporary file is
+  removed. We chose the synchronous upload over "fsync locally, upload later by a durable job"
+  because Success lets the modality delete its copy: after this order the image survives the
+  loss of the listener's *host* (disk included), not only of its process, and no worker ever
+  needs the listener's filesystem. The price is the upload's latency inside each C-STORE.
+
+A store that cannot be used (network, credentials, server errors, a full disk) answers the
+C-STORE 0xA700 (Out of Resources): the modality keeps its copy and may retry; nothing is
+indexed and the log line names only hashes, never patient identifiers. A crash after the upload
+and before the commit leaves an object no row names (harmless: a retransmission writes the same
+bytes under the same key).
 """
 
 from __future__ import annotations
@@ -16,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.received import Peer, ReceivedInstance, uid_hash
 from dicom_node.statuses import RejectReason, StoreStatus
 from storage import jobs, registry
+from storage.bytestore import ByteStore, ByteStoreError, LocalByteStore
 from storage.errors import StorageError
 from storage.instances import InstanceRecord, StoreOutcome, record_instance
 from storage.spool import Spool, StagedFile
@@ -34,7 +57,12 @@ _AUDITED_MEMORY = 256
 
 
 class SpoolingSink:
-    """Implements :class:`dicom_node.received.InstanceSink` over the spool and the database.
+    """Implements :class:`dicom_node.received.InstanceSink` over the byte store and the
+    database.
+
+    ``store`` (default: the spool itself, :class:`LocalByteStore`) is where the bytes go; any
+    other store gets them uploaded from the spool's ``tmp/`` before the acknowledgement (see
+    the module docstring).
 
     ``free_bytes`` measures the spool's filesystem (default: :meth:`Spool.usage`, i.e.
     ``os.statvfs``); below ``min_free_bytes`` each C-STORE is refused with 0xA700, logged,
@@ -57,8 +85,11 @@ class SpoolingSink:
         on_rejected: Callable[[str], None] | None = None,
         on_low_disk: Callable[[], None] | None = None,
         audit_rejection: Callable[[str, str, str], bool] | None = None,
+        store: ByteStore | None = None,
     ) -> None:
         self.spool = spool
+        #: None: the spool itself (rename into place); else uploaded before the acknowledgement
+        self.object_store = None if store is None or isinstance(store, LocalByteStore) else store
         self.sessions = sessions
         self.min_free_bytes = min_free_bytes
         self.release_ends_wait = release_ends_wait
@@ -89,13 +120,19 @@ class SpoolingSink:
         rel = self.spool.relative_path_for(
             instance.study_instance_uid, instance.sop_instance_uid, instance.sha256
         )
-        try:
-            size, digest = self.spool.install(
-                StagedFile(path=instance.path, size=instance.size, sha256=instance.sha256), rel
-            )
-        except StorageError as exc:  # SpoolWriteError included
-            LOGGER.error("refusing C-STORE %s: spool write failed: %s", sop, exc)
-            return StoreStatus.OUT_OF_RESOURCES
+        if self.object_store is None:
+            try:
+                size, digest = self.spool.install(
+                    StagedFile(path=instance.path, size=instance.size, sha256=instance.sha256),
+                    rel,
+                )
+            except StorageError as exc:  # SpoolWriteError included
+                LOGGER.error("refusing C-STORE %s: spool write failed: %s", sop, exc)
+                return StoreStatus.OUT_OF_RESOURCES
+        else:
+            if not self._upload(instance, rel, sop):
+                return StoreStatus.OUT_OF_RESOURCES
+            size, digest = instance.size, instance.sha256
         record = InstanceRecord(
             study_instance_uid=instance.study_instance_uid,
             series_instance_uid=instance.series_instance_uid,
@@ -140,6 +177,36 @@ class SpoolingSink:
         if self.on_stored is not None:
             self.on_stored(outcome.name.lower())
         return StoreStatus.SUCCESS
+
+    def _upload(self, instance: ReceivedInstance, rel: str, sop: str) -> bool:
+        """Upload the received (fsynced) file to the object store under ``rel``; whether it is
+        stored. The temporary file is removed either way."""
+        assert self.object_store is not None
+        try:
+            self.object_store.put_file(rel, instance.path)
+        except ByteStoreError as exc:
+            # the message names the store and the key (hashes), never the patient
+            LOGGER.error(
+                "refusing C-STORE %s: object store write failed: %s",
+                sop,
+                exc,
+                extra={"sop": sop, "reason": "object_store_unavailable"},
+            )
+            return False
+        except Exception as exc:  # an SDK error the store did not translate
+            LOGGER.error(
+                "refusing C-STORE %s: object store write failed (%s)",
+                sop,
+                type(exc).__name__,
+                extra={"sop": sop, "reason": "object_store_unavailable"},
+            )
+            return False
+        finally:
+            try:
+                instance.path.unlink(missing_ok=True)
+            except OSError:
+                LOGGER.warning("could not remove a received temporary file")
+        return True
 
     def _low_disk_refused(self, peer: Peer) -> None:
         """Audit the first low-disk refusal of an association; tell ``on_low_disk``."""

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import RetentionSettings
+from storage.bytestore import ByteStore
 from storage.retention import RetentionPolicy, RetentionReport, run_retention
 from storage.spool import DiskUsage, Spool
 from xrayd.worker import Wakeup
@@ -52,6 +53,7 @@ class RetentionWorker(threading.Thread):
         disk: Callable[[], DiskUsage] | None = None,
         on_report: Callable[[RetentionReport], None] | None = None,
         min_gap_seconds: float = MIN_GAP_SECONDS,
+        store: ByteStore | None = None,
     ) -> None:
         super().__init__(name="xrayd-retention", daemon=True)
         self.sessions = sessions
@@ -64,6 +66,8 @@ class RetentionWorker(threading.Thread):
         self.disk = disk
         self.on_report = on_report
         self.min_gap = min_gap_seconds
+        #: where the bytes are deleted (None: the spool itself)
+        self.store = store
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -79,7 +83,12 @@ class RetentionWorker(threading.Thread):
     def run_once(self) -> RetentionReport | None:
         try:
             report = run_retention(
-                self.sessions, self.spool, self.policy, self.clock(), disk=self.disk
+                self.sessions,
+                self.spool,
+                self.policy,
+                self.clock(),
+                disk=self.disk,
+                store=self.store,
             )
         except Exception:
             LOGGER.exception("retention run failed; trying again at the next interval")

@@ -20,7 +20,7 @@ def _service(settings: Settings) -> RetrainService:
     from xrayd.retraining import RetrainService
 
     storage = open_storage(settings, create_if_empty=True, require_current=True)
-    return RetrainService(settings, storage.sessions, storage.spool)
+    return RetrainService(settings, storage.sessions, storage.spool, store=storage.store)
 
 
 def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,6 +87,7 @@ def cmd_validation(args: argparse.Namespace, settings: Settings) -> int:
         salt=service.salt(),
         locked=validation_cases(service.sessions),
         trained_keys=trained,
+        store=service.store,
     )
     added = add_validation_cases(service.sessions, list(chosen), actor=args.actor)
     print(f"added {added} reviewed image(s) to the locked validation set")

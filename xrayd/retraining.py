@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from storage.bytestore import ByteStore
 from storage.models_registry import (
     active_version,
     list_model_versions,
@@ -66,10 +67,13 @@ class RetrainService:
         *,
         on_promoted: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = utcnow,
+        store: ByteStore | None = None,
     ) -> None:
+        """``store`` holds the reviewed images (None: the spool itself)."""
         self.settings = settings
         self.sessions = sessions
         self.spool = spool
+        self.store = store
         self.on_promoted = on_promoted
         self.clock = clock
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -195,6 +199,7 @@ class RetrainService:
                     reviewed=reviewed_examples(self.sessions),
                     validation_cases=validation_cases(self.sessions),
                     spool_root=self.spool.root,
+                    store=self.store,
                     salt=self.salt(),
                     out_dir=self.models_dir,
                     name=active.name,

@@ -2,7 +2,7 @@
 the AI SR -> outbox.
 
 The verified SR is the AI SR of the reviewed analysis rebuilt from what that analysis stored
-(per-image predictions, study decision, model) and the source headers in the spool, plus the
+(per-image predictions, study decision, model) and the source headers in the byte store, plus the
 radiologist's assessment (:class:`~dicom_node.findings.RadiologistReview`): VERIFIED by the
 reviewer (the organization from ``settings.review.organization``), FINAL, and naming the AI SR
 in its Predecessor Documents Sequence. Whether to send one at all
@@ -40,10 +40,11 @@ from models.limits import DEFAULT_LIMITS
 from models.prediction import Prediction
 from models.reading import read_header
 from storage import analysis as store
+from storage.bytestore import ByteStore, ByteStoreError, ByteStoreUnavailableError, LocalByteStore
 from storage.outbox import queue_deliveries
 from storage.schema import Override
 from storage.spool import Spool
-from xrayd.analysis import SOFTWARE_VERSION, result_path
+from xrayd.analysis import SOFTWARE_VERSION, result_key
 from xrayd.findings import image_finding
 
 LOGGER = logging.getLogger(__name__)
@@ -111,9 +112,13 @@ class VerifiedSRWriter:
         settings: Settings,
         *,
         on_queued: Callable[[], None] | None = None,
+        store: ByteStore | None = None,
     ) -> None:
+        """``store`` holds the instances and the AI SR and takes the verified SR (default: the
+        spool)."""
         self.sessions = sessions
         self.spool = spool
+        self.store: ByteStore = store or LocalByteStore(spool)
         self.settings = settings
         self.on_queued = on_queued
 
@@ -249,8 +254,10 @@ class VerifiedSRWriter:
 
     def _read_ai_sr(self, file_path: str, override_id: int) -> Dataset:
         try:
-            return dcmread(BytesIO(self.spool.read_bytes(file_path)))
-        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+            return dcmread(BytesIO(self.store.get(file_path)))
+        except ByteStoreUnavailableError:
+            raise  # the store's trouble, not this SR's: the caller may try again later
+        except (InvalidDicomError, OSError, ValueError, EOFError, ByteStoreError) as exc:
             raise VerifiedSRError(
                 f"override {override_id}: cannot read the AI SR: {type(exc).__name__}"
             ) from None
@@ -307,15 +314,18 @@ class VerifiedSRWriter:
 
         A deflated one is inflated with bounded memory (pydicom would inflate all of it)."""
         try:
-            return read_header(self.spool.absolute(spool_path), DEFAULT_LIMITS)
-        except (InvalidDicomError, OSError, ValueError, EOFError, NotAnalysable):
+            with self.store.fetch(spool_path) as path:
+                return read_header(path, DEFAULT_LIMITS)
+        except ByteStoreUnavailableError:
+            raise  # the store's trouble, not this image's: the caller may try again later
+        except (InvalidDicomError, OSError, ValueError, EOFError, NotAnalysable, ByteStoreError):
             return None
 
     def _commit(self, study_id: int, ai: _AISR, uid: str, built: _Built) -> tuple[int, int]:
         """Write the file durably, then record it and queue its deliveries in one transaction;
         ``(result id, deliveries queued)``."""
-        path = result_path(built.study_instance_uid, SR, uid, "dcm")
-        self.spool.write_atomic(path, built.data)  # same bytes on a re-run: harmless rewrite
+        path = result_key(self.store, built.study_instance_uid, SR, uid, "dcm")
+        self.store.put(path, built.data)  # same bytes on a re-run: harmless rewrite
         with self.sessions.begin() as session:
             result_id, _ = store.record_object(
                 session,

@@ -28,6 +28,8 @@ HOMES = {
     "apscheduler": {"retrain"},
     "fastapi": {"xrayd"},
     "prometheus_client": {"xrayd"},
+    "boto3": {"storage"},
+    "botocore": {"storage"},
 }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from storage.bytestore import ByteStore, LocalByteStore
 from storage.spool import DiskUsage, Spool
 from xrayd.metrics import Metrics
 
@@ -22,7 +23,8 @@ class WebContext:
     radiologist-verified SRs; ``model_loaded`` tells ``/ready`` whether the classifier is in
     memory; ``wake_delivery`` nudges the delivery worker after a retry. ``metrics`` is served
     at ``/metrics`` (None: 404); ``disk`` measures the spool's filesystem for ``/ready`` (None:
-    ``Spool.usage``).
+    ``Spool.usage``). ``store`` holds the images and result objects the pages show (None: the
+    spool itself); read it through :meth:`byte_store`.
     """
 
     settings: Settings
@@ -35,6 +37,13 @@ class WebContext:
     model_changed: Callable[[], None] = field(default=lambda: None)
     metrics: Metrics | None = None
     disk: Callable[[], DiskUsage] | None = None
+    store: ByteStore | None = None
+
+    def byte_store(self) -> ByteStore:
+        """Where the bytes of images and results are (``store``, else the spool)."""
+        if self.store is None:
+            self.store = LocalByteStore(self.spool)
+        return self.store
 
     def disk_usage(self) -> DiskUsage:
         """The spool filesystem's space, measured as the node measures it."""

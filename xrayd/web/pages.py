@@ -13,6 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from models.errors import NotAnalysable, RefusalReason
 from models.labels import BODY_PARTS as MODEL_BODY_PARTS
+from models.limits import ImageLimits
+from storage.bytestore import ByteStore, ByteStoreError, ByteStoreUnavailableError
 from storage.logins import LoginLimits, attempt_failed, attempt_succeeded, begin_attempt
 from storage.registry import InvalidEntryError, record_audit
 from storage.reviews import ReviewLabel, WorklistFilter, assign, create_override, study_review
@@ -207,12 +209,12 @@ def study_page(
         assign(ctx.sessions, study_id, principal.name)
         review = study_review(ctx.sessions, study_id) or review
     headers = {}
+    store = ctx.byte_store()
     for image in review.images:
         try:
-            headers[image.instance_id] = read_header(
-                ctx.spool.absolute(image.spool_path), image_limits(ctx.settings.limits)
-            )
-        except (OSError, ValueError, NotAnalysable):
+            with store.fetch(image.spool_path) as path:
+                headers[image.instance_id] = read_header(path, image_limits(ctx.settings.limits))
+        except (OSError, ValueError, NotAnalysable, ByteStoreError):
             LOGGER.warning("stored image unreadable", extra={"instance_id": image.instance_id})
     record_audit(ctx.sessions, principal.name, "study_viewed", "study", str(study_id), {})
     first = next(iter(headers.values()), None)
@@ -246,11 +248,21 @@ async def image_png(
     ww: Annotated[float | None, Query(gt=0)] = None,
 ) -> Response:
     spool_path, _ = _image_of(request, study_id, instance_id)
-    path = context(request).spool.absolute(spool_path)
+    store = context(request).byte_store()
     limits = image_limits(context(request).settings.limits)
     try:
-        data = await run_in_threadpool(radiograph_png, path, center=wc, width=ww, limits=limits)
-    except (NotAnalysable, ValueError, OSError, NotImplementedError, RuntimeError) as exc:
+        data = await run_in_threadpool(_radiograph, store, spool_path, wc, ww, limits)
+    except ByteStoreUnavailableError as exc:
+        LOGGER.warning("image store unavailable", extra={"instance_id": instance_id})
+        raise HTTPException(503, "the image store is unavailable; try again") from exc
+    except (
+        NotAnalysable,
+        ValueError,
+        OSError,
+        NotImplementedError,
+        RuntimeError,
+        ByteStoreError,
+    ) as exc:
         LOGGER.warning(
             "image cannot be shown: %s", type(exc).__name__, extra={"instance_id": instance_id}
         )
@@ -271,8 +283,31 @@ async def heatmap_png(
     _, heatmap = _image_of(request, study_id, instance_id)
     if heatmap is None:
         raise HTTPException(404, "no heatmap for this image")
-    data = await run_in_threadpool(heatmap_overlay_png, context(request).spool.absolute(heatmap))
+    try:
+        data = await run_in_threadpool(_heatmap, context(request).byte_store(), heatmap)
+    except ByteStoreUnavailableError as exc:
+        raise HTTPException(503, "the image store is unavailable; try again") from exc
+    except ByteStoreError as exc:
+        LOGGER.warning("heatmap unreadable", extra={"instance_id": instance_id})
+        raise HTTPException(404, "no heatmap for this image") from exc
     return Response(data, media_type="image/png", headers=PNG_HEADERS)
+
+
+def _radiograph(
+    store: ByteStore,
+    key: str,
+    center: float | None,
+    width: float | None,
+    limits: ImageLimits,
+) -> bytes:
+    """The stored image as a PNG (a worker thread: fetched from the store, then rendered)."""
+    with store.fetch(key) as path:
+        return radiograph_png(path, center=center, width=width, limits=limits)
+
+
+def _heatmap(store: ByteStore, key: str) -> bytes:
+    with store.fetch(key) as path:
+        return heatmap_overlay_png(path)
 
 
 # -- review ------------------------------------------------------------------------------------
