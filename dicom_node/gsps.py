@@ -60,7 +60,6 @@ from datetime import datetime
 
 import numpy as np
 from highdicom import (
-    ContributingEquipment,
     ModalityLUTTransformation,
     PresentationLUTShapeValues,
     PresentationLUTTransformation,
@@ -83,6 +82,7 @@ from pydicom.uid import UID
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
 from dicom_node.findings import Algorithm, Box, ImageFinding
+from dicom_node.provenance import pin_clock, processing_equipment
 from dicom_node.secondary_capture import UNPAIRED_BODY_PARTS
 
 __all__ = [
@@ -213,8 +213,13 @@ def build_gsps(
         presentation_lut_transformation=PresentationLUTTransformation(
             presentation_lut_shape=_presentation_lut_shape(source)
         ),
-        contributing_equipment=_contributing_equipment(
-            algorithm, manufacturer, software_version, content_datetime
+        contributing_equipment=processing_equipment(
+            algorithm,
+            device_name="xrayd",
+            manufacturer=manufacturer,
+            software_version=software_version,
+            when=content_datetime,
+            contribution="drew the AI result over the referenced image",
         ),
         series_description=SERIES_DESCRIPTION,
         specific_character_set="ISO_IR 192",  # UTF-8: patient names from any source
@@ -226,7 +231,14 @@ def build_gsps(
     _copy_lut_sequences(source, ds)
     overlay = _add_outline_overlay(ds, finding) if boxes else None
     _series_anatomy(source, ds)
-    _pin_clock(ds, content_datetime)
+    pin_clock(
+        ds,
+        content_datetime,
+        [
+            ("PresentationCreationDate", "PresentationCreationTime"),
+            *([("ContentDate", "ContentTime")] if "ContentDate" in ds else []),
+        ],
+    )
     LOGGER.debug(
         "built fracture GSPS",
         extra={
@@ -462,55 +474,6 @@ def _series_anatomy(source: Dataset, ds: Dataset) -> None:
             return
     if body_part.upper() not in UNPAIRED_BODY_PARTS:
         ds.Laterality = ""
-
-
-def _contributing_equipment(
-    algorithm: Algorithm, manufacturer: str, software_version: str, when: datetime
-) -> list[ContributingEquipment]:
-    """xrayd (the software) and the model, both processing equipment (CID 7005)."""
-    return [
-        ContributingEquipment(
-            manufacturer=manufacturer,
-            purpose_of_reference=codes.PROCESSING_EQUIPMENT,
-            manufacturer_model_name="xrayd",
-            software_versions=software_version,
-            contribution_datetime=when,
-            contribution_description=(
-                "xrayd fracture triage: drew the AI result over the referenced image "
-                "(research software, not for clinical use)"
-            ),
-        ),
-        ContributingEquipment(
-            manufacturer=manufacturer,
-            purpose_of_reference=codes.PROCESSING_EQUIPMENT,
-            manufacturer_model_name=algorithm.name,
-            software_versions=algorithm.version,
-            contribution_datetime=when,
-            contribution_description=(
-                f"fracture classifier {algorithm.name} {algorithm.version}, "
-                f"weights sha256 {algorithm.weights_sha256}"
-            ),
-        ),
-    ]
-
-
-def _pin_clock(ds: Dataset, when: datetime) -> None:
-    """Replace the wall-clock values highdicom writes with ``when`` (byte-identical rebuilds)."""
-    date = when.strftime("%Y%m%d")
-    time = when.strftime("%H%M%S.%f" if when.microsecond else "%H%M%S")
-    ds.InstanceCreationDate = date
-    ds.InstanceCreationTime = time
-    ds.PresentationCreationDate = date
-    ds.PresentationCreationTime = time
-    for keyword in ("ContentDate", "ContentTime"):
-        if keyword in ds:
-            setattr(ds, keyword, date if keyword == "ContentDate" else time)
-    stamp = when.strftime("%Y%m%d%H%M%S") + (f".{when.microsecond:06d}" if when.microsecond else "")
-    stamp += when.strftime("%z")
-    for item in ds.get("ContributingEquipmentSequence", []):
-        item.ContributionDateTime = stamp
-    if when.utcoffset() is not None:
-        ds.TimezoneOffsetFromUTC = when.strftime("%z")
 
 
 def _check_inputs(finding: ImageFinding, source: Dataset) -> None:

@@ -38,7 +38,6 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from highdicom import ContributingEquipment
 from highdicom.ko import KeyObjectSelection, KeyObjectSelectionDocument
 from highdicom.sr import CodedConcept, DeviceObserverIdentifyingAttributes, ObserverContext
 from pydicom.dataset import Dataset
@@ -47,6 +46,7 @@ from pydicom.uid import UID
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
 from dicom_node.findings import Algorithm, ImageFinding, StudyFindings
+from dicom_node.provenance import pin_clock, processing_equipment
 from dicom_node.sr import device_observer_uid
 
 __all__ = [
@@ -145,8 +145,13 @@ def build_kos(
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
         manufacturer=manufacturer,
-        contributing_equipment=_contributing_equipment(
-            algorithm, manufacturer, software_version, content_datetime
+        contributing_equipment=processing_equipment(
+            algorithm,
+            device_name=DEVICE_NAME,
+            manufacturer=manufacturer,
+            software_version=software_version,
+            when=content_datetime,
+            contribution="selected the images the AI flags",
         ),
         specific_character_set="ISO_IR 192",  # UTF-8: patient names from any source
         series_description=SERIES_DESCRIPTION,
@@ -160,7 +165,7 @@ def build_kos(
     ds: Dataset = kos
     ds.SoftwareVersions = [software_version, f"{algorithm.name} {algorithm.version}"]
     _unname_images(ds)
-    _pin_clock(ds, content_datetime)
+    pin_clock(ds, content_datetime, [("ContentDate", "ContentTime")])
     LOGGER.debug(
         "built fracture KOS",
         extra={
@@ -191,52 +196,6 @@ def _evidence(references: Sequence[Dataset]) -> list[Dataset]:
         if keyword not in head:
             setattr(head, keyword, None)
     return [head, *references[1:]]
-
-
-def _contributing_equipment(
-    algorithm: Algorithm, manufacturer: str, software_version: str, when: datetime
-) -> list[ContributingEquipment]:
-    """xrayd (the software) and the model, both processing equipment (CID 7005)."""
-    return [
-        ContributingEquipment(
-            manufacturer=manufacturer,
-            purpose_of_reference=codes.PROCESSING_EQUIPMENT,
-            manufacturer_model_name=DEVICE_NAME,
-            software_versions=software_version,
-            contribution_datetime=when,
-            contribution_description=(
-                "xrayd fracture triage: selected the images the AI flags "
-                "(research software, not for clinical use)"
-            ),
-        ),
-        ContributingEquipment(
-            manufacturer=manufacturer,
-            purpose_of_reference=codes.PROCESSING_EQUIPMENT,
-            manufacturer_model_name=algorithm.name,
-            software_versions=algorithm.version,
-            contribution_datetime=when,
-            contribution_description=(
-                f"fracture classifier {algorithm.name} {algorithm.version}, "
-                f"weights sha256 {algorithm.weights_sha256}"
-            ),
-        ),
-    ]
-
-
-def _pin_clock(ds: Dataset, when: datetime) -> None:
-    """Replace the wall-clock values highdicom writes with ``when`` (byte-identical rebuilds)."""
-    date = when.strftime("%Y%m%d")
-    time = when.strftime("%H%M%S.%f" if when.microsecond else "%H%M%S")
-    ds.InstanceCreationDate = date
-    ds.InstanceCreationTime = time
-    ds.ContentDate = date
-    ds.ContentTime = time
-    stamp = when.strftime("%Y%m%d%H%M%S") + (f".{when.microsecond:06d}" if when.microsecond else "")
-    stamp += when.strftime("%z")
-    for item in ds.get("ContributingEquipmentSequence", []):
-        item.ContributionDateTime = stamp
-    if when.utcoffset() is not None:
-        ds.TimezoneOffsetFromUTC = when.strftime("%z")
 
 
 def _check_inputs(

@@ -64,7 +64,6 @@ from datetime import datetime
 from io import BytesIO
 
 import numpy as np
-from highdicom import ContributingEquipment
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import (
     AlgorithmIdentification,
@@ -98,6 +97,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian,
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
 from dicom_node.findings import Algorithm, Box, ImageFinding, RadiologistReview, StudyFindings
+from dicom_node.provenance import dt, pin_clock, processing_equipment
 
 __all__ = [
     "SRBuildError",
@@ -241,8 +241,13 @@ def build_sr(
         verifying_observer_name=None if review is None else review.person_name,
         verifying_organization=None if review is None else review.organization,
         previous_versions=_predecessor_datasets(predecessor) if predecessor else None,
-        contributing_equipment=_contributing_equipment(
-            algorithm, device_name, manufacturer, software_version, content_datetime
+        contributing_equipment=processing_equipment(
+            algorithm,
+            device_name=device_name,
+            manufacturer=manufacturer,
+            software_version=software_version,
+            when=content_datetime,
+            contribution="produced this report from the referenced images",
         ),
         coding_schemes=[
             CodingSchemeIdentificationItem(
@@ -260,9 +265,9 @@ def build_sr(
         series_date=content_datetime.date(),
         series_time=content_datetime.time(),
     )
-    _pin_clock(sr, content_datetime)
+    pin_clock(sr, content_datetime)
     if review is not None:
-        sr.VerifyingObserverSequence[0].VerificationDateTime = _dt(review.when)
+        sr.VerifyingObserverSequence[0].VerificationDateTime = dt(review.when)
     LOGGER.debug(
         "built fracture SR",
         extra={
@@ -564,58 +569,6 @@ def _review_findings(review: RadiologistReview) -> ContainerContentItem:
 
 
 # --- header ----------------------------------------------------------------------------------
-
-
-def _contributing_equipment(
-    algorithm: Algorithm,
-    device_name: str,
-    manufacturer: str,
-    software_version: str,
-    when: datetime,
-) -> list[ContributingEquipment]:
-    """xrayd (the software) and the model, both processing equipment (CID 7005)."""
-    return [
-        ContributingEquipment(
-            manufacturer=manufacturer,
-            purpose_of_reference=codes.PROCESSING_EQUIPMENT,
-            manufacturer_model_name=device_name,
-            software_versions=software_version,
-            contribution_datetime=when,
-            contribution_description=(
-                "xrayd fracture triage: produced this report from the referenced images "
-                "(research software, not for clinical use)"
-            ),
-        ),
-        ContributingEquipment(
-            manufacturer=manufacturer,
-            purpose_of_reference=codes.PROCESSING_EQUIPMENT,
-            manufacturer_model_name=algorithm.name,
-            software_versions=algorithm.version,
-            contribution_datetime=when,
-            contribution_description=(
-                f"fracture classifier {algorithm.name} {algorithm.version}, "
-                f"weights sha256 {algorithm.weights_sha256}"
-            ),
-        ),
-    ]
-
-
-def _pin_clock(sr: Dataset, when: datetime) -> None:
-    """Replace the wall-clock values highdicom writes with ``when`` (byte-identical rebuilds)."""
-    sr.InstanceCreationDate = when.strftime("%Y%m%d")
-    sr.InstanceCreationTime = when.strftime("%H%M%S.%f" if when.microsecond else "%H%M%S")
-    stamp = _dt(when)
-    for item in sr.get("ContributingEquipmentSequence", []):
-        if item.get("ManufacturerModelName") == "highdicom":
-            item.ContributionDateTime = stamp
-    if when.utcoffset() is not None:
-        sr.TimezoneOffsetFromUTC = when.strftime("%z")
-
-
-def _dt(when: datetime) -> str:
-    """A DT value: date, time, microseconds if any, UTC offset if ``when`` is aware."""
-    stamp = when.strftime("%Y%m%d%H%M%S") + (f".{when.microsecond:06d}" if when.microsecond else "")
-    return stamp + when.strftime("%z")
 
 
 def _evidence(
