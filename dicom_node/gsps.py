@@ -82,7 +82,7 @@ from pydicom.uid import UID
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
 from dicom_node.findings import Algorithm, Box, ImageFinding
-from dicom_node.provenance import pin_clock, processing_equipment
+from dicom_node.provenance import patient_study_header, pin_clock, processing_equipment
 from dicom_node.secondary_capture import UNPAIRED_BODY_PARTS
 
 __all__ = [
@@ -117,20 +117,6 @@ OVERLAY_GROUP = 0x6000
 OVERLAY_LABEL = "AI fracture regions"
 OVERLAY_DESCRIPTION = "xrayd AI fracture regions: outlines of the boxes (research use)"
 _SS_MAX = 2**15 - 1
-
-#: Type 2 attributes highdicom reads from the referenced image; a header that lacks one gets
-#: it empty.
-_TYPE2_FROM_SOURCE = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
 #: Pixel-value transformations that this module copies itself (highdicom would read some of
 #: them from the referenced image, and fail on a header with both a window and a VOI LUT).
 _TRANSFORMATIONS = (
@@ -445,14 +431,10 @@ def _first(value: object) -> object | None:
 
 def _reference_header(source: Dataset) -> Dataset:
     """What highdicom reads: the source header, type 2 filled, transformations left out."""
-    head = Dataset()  # a new element dict: Dataset.copy() would share the caller's
-    head.update(source)
+    head = patient_study_header(source)
     for keyword in _TRANSFORMATIONS:
         if keyword in head:
             delattr(head, keyword)
-    for keyword in _TYPE2_FROM_SOURCE:
-        if keyword not in head:
-            setattr(head, keyword, None)
     if "SamplesPerPixel" not in head:
         head.SamplesPerPixel = 1
     return head

@@ -46,7 +46,7 @@ from pydicom.uid import UID
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
 from dicom_node.findings import Algorithm, ImageFinding, StudyFindings
-from dicom_node.provenance import pin_clock, processing_equipment
+from dicom_node.provenance import patient_study_header, pin_clock, processing_equipment
 from dicom_node.sr import device_observer_uid
 
 __all__ = [
@@ -65,20 +65,6 @@ SERIES_DESCRIPTION = "xrayd AI fracture key images (research, not for clinical u
 DEVICE_NAME = "xrayd"
 #: The image decisions that put an image in the KOS.
 FLAGGED = frozenset({"present", "indeterminate"})
-
-#: Type 2 attributes highdicom reads from the first evidence; a header that lacks one gets it
-#: empty.
-_TYPE2_FROM_SOURCE = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
 
 
 class KOSBuildError(DicomNodeError, ValueError):
@@ -190,12 +176,7 @@ def _unname_images(ds: Dataset) -> None:
 
 def _evidence(references: Sequence[Dataset]) -> list[Dataset]:
     """The flagged images' headers; the first (patient and study come from it) type 2 filled."""
-    head = Dataset()  # a new element dict: Dataset.copy() would share the caller's
-    head.update(references[0])
-    for keyword in _TYPE2_FROM_SOURCE:
-        if keyword not in head:
-            setattr(head, keyword, None)
-    return [head, *references[1:]]
+    return [patient_study_header(references[0]), *references[1:]]
 
 
 def _check_inputs(

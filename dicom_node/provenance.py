@@ -2,6 +2,8 @@
 
 * :func:`processing_equipment`: the Contributing Equipment items naming xrayd (the software)
   and the model, both "Processing Equipment" (DCM 109102, CID 7005).
+* :func:`patient_study_header`: a copy of a source header with the type 2 patient and study
+  attributes highdicom copies present (empty when the source lacks them).
 * :func:`pin_clock`: highdicom stamps the wall clock into creation dates/times and into its own
   Contributing Equipment item; overwriting them with the job's time makes a rebuild
   byte-identical (a re-run after a crash sends the same bytes under the same UIDs).
@@ -18,7 +20,21 @@ from pydicom.dataset import Dataset
 from dicom_node import codes
 from dicom_node.findings import Algorithm
 
-__all__ = ["da", "dt", "pin_clock", "processing_equipment", "tm"]
+__all__ = ["da", "dt", "patient_study_header", "pin_clock", "processing_equipment", "tm"]
+
+#: Type 2 attributes highdicom copies from the first source header into a new object; a header
+#: that lacks one gets it empty.
+TYPE2_FROM_SOURCE = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
 
 
 def da(when: datetime) -> str:
@@ -88,3 +104,14 @@ def pin_clock(ds: Dataset, when: datetime, date_time: Sequence[tuple[str, str]] 
         item.ContributionDateTime = stamp
     if when.utcoffset() is not None:
         ds.TimezoneOffsetFromUTC = when.strftime("%z")
+
+
+def patient_study_header(source: Dataset) -> Dataset:
+    """A copy of ``source`` (a new element dict: ``Dataset.copy()`` would share the caller's)
+    with every attribute of :data:`TYPE2_FROM_SOURCE` present, empty where ``source`` has none."""
+    head = Dataset()
+    head.update(source)
+    for keyword in TYPE2_FROM_SOURCE:
+        if keyword not in head:
+            setattr(head, keyword, None)
+    return head

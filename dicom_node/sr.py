@@ -97,7 +97,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian,
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
 from dicom_node.findings import Algorithm, Box, ImageFinding, RadiologistReview, StudyFindings
-from dicom_node.provenance import dt, pin_clock, processing_equipment
+from dicom_node.provenance import dt, patient_study_header, pin_clock, processing_equipment
 
 __all__ = [
     "SRBuildError",
@@ -114,19 +114,6 @@ LOGGER = logging.getLogger(__name__)
 COMPREHENSIVE_3D_SR = UID("1.2.840.10008.5.1.4.1.1.88.34")
 SERIES_DESCRIPTION = "xrayd AI fracture triage (research, not for clinical use)"
 VERIFIED_SERIES_DESCRIPTION = "xrayd fracture triage, radiologist-verified (research use)"
-
-#: Type 2 attributes highdicom reads from the first source; a header that lacks one gets it empty.
-_TYPE2_FROM_SOURCE = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
 
 _DECISION_WORD = {"present": "PRESENT", "absent": "ABSENT", "indeterminate": "INDETERMINATE"}
 
@@ -576,11 +563,7 @@ def _evidence(
 ) -> list[Dataset]:
     """All source headers; first the one highdicom copies patient/study from, type 2 filled."""
     head_uid = findings.images[0].sop_instance_uid if findings.images else sources[0].SOPInstanceUID
-    head = Dataset()  # a new element dict: Dataset.copy() would share the caller's
-    head.update(by_uid[head_uid])
-    for keyword in _TYPE2_FROM_SOURCE:
-        if keyword not in head:
-            setattr(head, keyword, None)
+    head = patient_study_header(by_uid[head_uid])
     rest = [ds for ds in sources if ds.SOPInstanceUID != head_uid]
     return [head, *rest]
 
