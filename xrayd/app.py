@@ -21,6 +21,7 @@ from config.errors import ConfigError
 from config.settings import Settings
 from dicom_node.scp import ListenerConfig, StoreSCP
 from dicom_node.tls import server_context
+from models.runtime_cache import RuntimeChoiceCache
 from retrain.scheduler import RetrainScheduler, slot_time
 from storage import jobs, registry
 from storage.bytestore import ByteStore, open_byte_store
@@ -188,7 +189,14 @@ class Node:
         self.delivery_wakeup = Wakeup()
         self.retention_wakeup = Wakeup()
         self.disk: Callable[[], DiskUsage] = disk or storage.spool.usage
-        self.model = ModelHolder(settings.model, active=active_bundle_reader(storage.sessions))
+        self.model = ModelHolder(
+            settings.model,
+            active=active_bundle_reader(storage.sessions),
+            # measured once per bundle and host, not at every start of every worker process
+            runtime_cache=RuntimeChoiceCache(
+                settings.storage.data_dir / "cache" / "runtime-choice.json"
+            ),
+        )
         self.preload_model = preload_model
         self.on_delivery = on_delivery
         node = settings.node

@@ -24,6 +24,7 @@ from config.settings import ModelSettings
 from models.bundle import ExpectedBundle, default_bundle_path
 from models.errors import BundleError
 from models.loading import ReadyClassifier, load_classifier
+from models.runtime_cache import RuntimeChoiceCache
 
 LOGGER = logging.getLogger(__name__)
 
@@ -52,8 +53,11 @@ class ModelHolder:
         *,
         check_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        runtime_cache: RuntimeChoiceCache | None = None,
     ) -> None:
         self.settings = settings
+        #: the runtime "auto" chose per bundle and host (None: measure at every load)
+        self.runtime_cache = runtime_cache
         self._active = active
         self._check_seconds = check_seconds
         self._clock = clock
@@ -101,6 +105,7 @@ class ModelHolder:
                     threads=s.threads,
                     batch_size=s.batch_size,
                     expected=expected,
+                    cache=self.runtime_cache,
                 )
             except BundleError as exc:
                 if previous is None:
