@@ -208,9 +208,19 @@ class StudyAnalyser:
         detail["fracture_probability"] = summary.fracture_probability
         detail["count"] = summary.count
         detail["hardware"] = summary.hardware
+        not_built: list[dict[str, Any]] = []
         objects = self._objects(
-            study, revision, findings, sources, analysable, predictions, detail["timings"]
+            study,
+            revision,
+            findings,
+            sources,
+            analysable,
+            predictions,
+            detail["timings"],
+            not_built,
         )
+        if not_built:
+            detail["objects_not_built"] = not_built
         last = max(i.received_at for i in study.instances)
         detail["timings"]["analysis_s"] = round(time.perf_counter() - started, 4)
         detail["timings"]["received_to_analysed_s"] = round(
@@ -300,6 +310,7 @@ class StudyAnalyser:
         analysable: Sequence[_Source],
         predictions: Sequence[Prediction],
         timings: dict[str, float],
+        not_built: list[dict[str, Any]],
     ) -> list[tuple[str, str, str, bytes, dict[str, Any]]]:
         """(kind, SOP Instance UID, spool path, bytes, detail) of every object, built."""
         when = study.job_created_at
@@ -402,7 +413,12 @@ class StudyAnalyser:
             )
             thumbnails.append((f"image {n}: {finding.decision}", _thumbnail(rgb)))
             del rgb
-            out.append(self._gsps(study, revision, series["gsps"], n, finding, source, algorithm))
+            try:
+                out.append(
+                    self._gsps(study, revision, series["gsps"], n, finding, source, algorithm)
+                )
+            except Exception as exc:  # a header highdicom refuses: the other objects still go
+                self._not_built(not_built, "gsps", n, exc)
             heat_uid = _uid(
                 study.study_instance_uid, revision, "heatmap", source.instance.sop_instance_uid
             )
@@ -419,17 +435,21 @@ class StudyAnalyser:
                 )
             )
         kos_uid = _uid(study.study_instance_uid, revision, "kos")
-        kos = build_kos(
-            findings,
-            headers,
-            sop_instance_uid=kos_uid,
-            series_instance_uid=series["kos"],
-            series_number=SERIES_NUMBERS["kos"],
-            instance_number=1,
-            content_datetime=when,
-            algorithm=algorithm,
-            software_version=SOFTWARE_VERSION,
-        )
+        try:
+            kos = build_kos(
+                findings,
+                headers,
+                sop_instance_uid=kos_uid,
+                series_instance_uid=series["kos"],
+                series_number=SERIES_NUMBERS["kos"],
+                instance_number=1,
+                content_datetime=when,
+                algorithm=algorithm,
+                software_version=SOFTWARE_VERSION,
+            )
+        except Exception as exc:  # as for the GSPS: the SR and the captures still go
+            self._not_built(not_built, "kos", None, exc)
+            kos = None
         if kos is not None:  # only when the AI flags an image (present or indeterminate)
             out.append(
                 (
@@ -486,6 +506,18 @@ class StudyAnalyser:
             )
         )
         return out
+
+    def _not_built(
+        self, record: list[dict[str, Any]], kind: str, image: int | None, exc: Exception
+    ) -> None:
+        """An optional object (presentation state, KOS) that could not be built from these
+        headers: logged (no identifiers) and listed in the analysis detail, not fatal: the SR,
+        the captures and the report are the result; a study must not lose them for an extra."""
+        reason = describe_exception(exc)
+        LOGGER.warning(
+            "%s of image %s not built: %s", kind, "-" if image is None else image, reason
+        )
+        record.append({"kind": kind, "image": image, "reason": reason})
 
     def _gsps(
         self,

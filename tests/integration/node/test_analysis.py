@@ -159,3 +159,41 @@ def test_the_burned_in_capture_of_an_absent_result_shows_no_finding(node: Any) -
             captures[int(ds.InstanceNumber)] = ds
     assert _coloured_pixels(captures[1], 384) == 0
     assert _coloured_pixels(captures[2], 384) > 0
+
+
+def test_a_presentation_state_or_kos_that_cannot_be_built_costs_only_itself(
+    node: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A header the GSPS or KOS builder refuses (a vendor quirk highdicom rejects) must not
+    cost the study its SR, captures and report: those are stored and queued, the failures are
+    listed in the analysis and logged without identifiers."""
+    import xrayd.analysis as analysis
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise ValueError("Attribute 'PixelSpacing' has an unexpected value")
+
+    monkeypatch.setattr(analysis, "build_gsps", refuse)
+    monkeypatch.setattr(analysis, "build_kos", refuse)
+    study_uid = str(generate_uid())
+    views = [
+        to_dicom(generate_case(30 + n, 384, fracture=True), study_uid=study_uid, instance_number=n)
+        for n in (1, 2)
+    ]
+    assert store_and_wait_for_release(node, views) == [0, 0]
+    caplog.set_level("WARNING", logger="xrayd.analysis")
+    run_next_job(node)
+    [job] = jobs.list_jobs(node.storage.sessions, "done")
+    [record] = analyses_of(node.storage.sessions, job.study_id)
+    kinds = sorted(o.kind for o in objects_of(node.storage.sessions, job.study_id))
+    assert kinds == ["heatmap", "heatmap", "pdf", "report", "sc", "sc", "sr"]
+    not_built = record.detail["objects_not_built"]
+    assert [(n["kind"], n["image"]) for n in not_built] == [("gsps", 1), ("gsps", 2), ("kos", None)]
+    assert all(n["reason"].startswith("ValueError") for n in not_built)
+    assert sorted(d.kind for d in list_deliveries(node.storage.sessions)) == [
+        "pdf",
+        "sc",
+        "sc",
+        "sr",
+    ]
+    assert any("gsps of image 1 not built" in r.getMessage() for r in caplog.records)
+    assert not any(study_uid in r.getMessage() for r in caplog.records)
