@@ -32,6 +32,7 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from storage.errors import JobNotFoundError
+from storage.notify import ANALYSIS, notify
 from storage.redact import redact
 from storage.schema import Job, JobState, Study, StudyState
 
@@ -192,6 +193,8 @@ def _queue_studies(
         logger.info("study queued for analysis", extra={"study_id": study.id, "job_id": job_id})
         job_ids.append(job_id)
     session.flush()
+    if job_ids:
+        notify(session, ANALYSIS)  # delivered to other processes' workers at commit
     return job_ids
 
 

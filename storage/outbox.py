@@ -47,6 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import StorageError
+from storage.notify import DELIVERY, notify
 from storage.redact import redact
 from storage.registry import record_audit
 from storage.schema import Delivery, DeliveryState, Destination, Result, utcnow
@@ -182,6 +183,7 @@ def queue_deliveries(
             if new_id is not None:
                 added.append(int(new_id))
         if added:
+            notify(session, DELIVERY)  # delivered to other processes' senders at commit
             logger.info(
                 "deliveries queued",
                 extra={"result_id": result_id, "kind": kind, "count": len(added)},

@@ -23,7 +23,7 @@ from dicom_node.scp import ListenerConfig, StoreSCP
 from dicom_node.tls import server_context
 from models.runtime_cache import RuntimeChoiceCache
 from retrain.scheduler import RetrainScheduler, slot_time
-from storage import jobs, registry
+from storage import jobs, notify, registry
 from storage.bytestore import ByteStore, open_byte_store
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
@@ -321,6 +321,20 @@ class Node:
             )
         if "listener" in roles:
             self.threads.append(RefusalAuditFlusher(self.refusals, self.stop_event))
+        wakeups = {
+            channel: wake
+            for channel, wake, role in (
+                (notify.ANALYSIS, self.wakeup.set, "analysis"),
+                (notify.DELIVERY, self.delivery_wakeup.set, "delivery"),
+            )
+            if role in roles
+        }
+        if wakeups and self.storage.engine.dialect.name == "postgresql":
+            # work queued by another process (a listener, another worker) wakes this one at
+            # once instead of at its next poll
+            self.threads.append(
+                notify.NotificationListener(self.storage.engine, wakeups, self.stop_event)
+            )
         if self.preload_model and "analysis" in roles:
             self.model.preload()
         for thread in self.threads:
