@@ -480,6 +480,8 @@ class S3ByteStore:
         with self._errors("fetch", key):
             body = self._client.get_object(Bucket=self._bucket, Key=name)["Body"]
             try:  # mode 0600: ours alone
+                if self._tmp_dir is not None:
+                    self._tmp_dir.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix="xrayd-", suffix=".fetch", dir=self._tmp_dir)
             except OSError:
                 body.close()
@@ -551,7 +553,9 @@ def open_byte_store(settings: ObjectStoreSettings, spool: Spool) -> ByteStore:
     """The byte store ``[object_store]`` asks for; the local one is ``spool`` itself.
 
     Reads the S3 secret key from its file (:class:`ConfigError` naming the setting when it
-    cannot); downloads of :meth:`ByteStore.fetch` go to the spool's ``tmp/``.
+    cannot); downloads of :meth:`ByteStore.fetch` go to ``tmp/fetch-<pid>/`` in the spool, a
+    folder of this process's own, so that :func:`remove_orphaned_fetches` can remove what a
+    killed process left (patient data) without touching a live one's.
     """
     if settings.backend == "local":
         return LocalByteStore(spool)
@@ -571,8 +575,50 @@ def open_byte_store(settings: ObjectStoreSettings, spool: Spool) -> ByteStore:
         read_timeout=s3.read_timeout_seconds,
         max_attempts=s3.max_attempts,
         part_size=s3.part_size_mb * 1024 * 1024,
-        tmp_dir=spool.tmp_dir(),
+        tmp_dir=fetch_dir(spool, os.getpid()),
     )
+
+
+def fetch_dir(spool: Spool, pid: int) -> Path:
+    """Where process ``pid`` keeps its :meth:`S3ByteStore.fetch` downloads."""
+    return spool.tmp_dir() / f"{_FETCH_PREFIX}{pid}"
+
+
+def remove_orphaned_fetches(spool: Spool) -> int:
+    """Remove the download folders of processes of this host that are gone (a SIGKILLed worker
+    leaves the image it was reading: patient data nothing else would ever delete); returns how
+    many files were removed. A folder of a live process, this one included, is left alone."""
+    removed = 0
+    tmp = spool.tmp_dir()
+    if not tmp.is_dir():
+        return 0
+    for folder in tmp.glob(f"{_FETCH_PREFIX}*"):
+        suffix = folder.name[len(_FETCH_PREFIX) :]
+        if not suffix.isdigit() or not folder.is_dir():
+            continue
+        pid = int(suffix)
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        for leftover in folder.iterdir():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+                removed += 1
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return removed
+
+
+_FETCH_PREFIX = "fetch-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 if TYPE_CHECKING:  # both implementations satisfy the protocol (checked by mypy)

@@ -160,7 +160,25 @@ def ensure_active(
     sm: sessionmaker[Session], *, name: str, version: str, sha256: str, path: str, actor: str
 ) -> ModelVersionRow:
     """The active version; on a registry with none, register this bundle as active (the
-    configured or default bundle at first start)."""
+    configured or default bundle at first start).
+
+    Several processes starting at once on an empty registry race to register the same bundle
+    (there is no row to lock yet): the losers find the winner's row and return it."""
+    try:
+        return _ensure_active(sm, name=name, version=version, sha256=sha256, path=path, actor=actor)
+    except RegistryError:
+        with sm() as session:
+            current = session.scalar(
+                select(ModelVersion).where(ModelVersion.state == ModelState.ACTIVE)
+            )
+            if current is None:
+                raise
+            return _row(current)
+
+
+def _ensure_active(
+    sm: sessionmaker[Session], *, name: str, version: str, sha256: str, path: str, actor: str
+) -> ModelVersionRow:
     with sm.begin() as session:
         current = session.scalar(
             select(ModelVersion).where(ModelVersion.state == ModelState.ACTIVE).with_for_update()

@@ -24,7 +24,7 @@ from dicom_node.tls import server_context
 from models.runtime_cache import RuntimeChoiceCache
 from retrain.scheduler import RetrainScheduler, slot_time
 from storage import jobs, notify, registry
-from storage.bytestore import ByteStore, open_byte_store
+from storage.bytestore import ByteStore, open_byte_store, remove_orphaned_fetches
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
 from storage.migrate import current_revision, head_revision, schema_state, upgrade
@@ -282,6 +282,9 @@ class Node:
         if "analysis" in roles:
             register_configured_model(self.settings, sessions)
             verify_active_model(sessions)  # a bundle altered since it was registered: no start
+        orphaned = remove_orphaned_fetches(self.storage.spool)
+        if orphaned:
+            LOGGER.warning("removed %d image(s) a stopped xrayd process was reading", orphaned)
         if "listener" in roles:
             removed = self.storage.spool.cleanup_tmp()
             if removed:

@@ -717,4 +717,4 @@ def test_hosts_lose_workers_mid_analysis_and_mid_delivery_and_deliver_once(
             f"role): {left_by_kills}"
         )
     if known_bugs:
-        pytest.xfail("xrayd bug(s), everything else held: " + " | ".join(known_bugs))
+        pytest.fail("xrayd bug(s), everything else held: " + " | ".join(known_bugs))
