@@ -16,17 +16,17 @@ after it logs "delivery D: sending result" (a DEBUG line; mid-delivery: the deli
 once; worker-a once its job was claimed again by another host (its lease expired: its host's
 name differs, so no start-up orphan check can release it). The jobs' and deliveries' leases are
 short, so the lost work comes back quickly. Both workers start at the same moment, as when a
-site's hosts boot; one that exits because the other registered the model first (a race in
-xrayd) is started again, as its systemd unit would, and the race is reported at the end.
+site's hosts boot; one that exits because the other registered the model first (a race xrayd
+had, now handled) is started again, as its systemd unit would, and the race is reported.
 
 Then: every study has one done analysis job and one set of result objects (SR, 3 SC, 3 GSPS,
 at most one KOS), every delivery is sent, nothing is queued, running, pending or dead, the
 lost job and delivery were taken up again, and Orthanc holds exactly the delivered SOP Instance
 UIDs, once each, each with the data set the object store holds for it (Orthanc writes its own
-file meta header). The hosts' data directories hold no image or result file. Known xrayd bugs
-met on the way (that start-up race; a killed worker's S3 download left in its ``spool/tmp``,
-which no xrayd start removes) make the test an expected failure naming them, after every other
-check has passed; anything else fails.
+file meta header). The hosts' data directories hold no image or result file: the restarted
+workers removed what their killed predecessors were downloading. Either of the two bugs this
+test found (that start-up race; a killed worker's S3 download left in its spool for good) fails
+it by name, after every other check has passed.
 """
 
 from __future__ import annotations
