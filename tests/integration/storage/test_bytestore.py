@@ -36,6 +36,7 @@ from storage.bytestore import (
     key_for,
     open_byte_store,
 )
+from storage.bytestore import fetch_dir as process_fetch_dir
 from storage.spool import Spool
 
 from s3server import S3Server, running_seaweedfs, start_seaweedfs
@@ -348,7 +349,9 @@ def test_open_byte_store_from_settings(s3: S3Server, tmp_path: Path) -> None:
     assert store.get(instance_key(13)) == b"via settings"
     assert s3.secret_key not in store.describe()
     with store.fetch(instance_key(13)) as path:
-        assert path.parent == spool.tmp_dir()
+        # this process's own folder: a later start removes it only once the process is gone
+        assert path.parent == process_fetch_dir(spool, os.getpid())
+        assert path.parent.parent == spool.tmp_dir()
     absent = _s3_settings(s3, tmp_path, secret_access_key_file=str(tmp_path / "absent"))
     with pytest.raises(ConfigError, match=r"secret_access_key_file: .* does not exist"):
         open_byte_store(absent, spool)
