@@ -46,7 +46,12 @@ from pydicom.uid import UID
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
 from dicom_node.findings import Algorithm, ImageFinding, StudyFindings
-from dicom_node.provenance import patient_study_header, pin_clock, processing_equipment
+from dicom_node.provenance import (
+    index_sources,
+    patient_study_header,
+    pin_clock,
+    processing_equipment,
+)
 from dicom_node.sr import device_observer_uid
 
 __all__ = [
@@ -182,16 +187,7 @@ def _evidence(references: Sequence[Dataset]) -> list[Dataset]:
 def _check_inputs(
     findings: StudyFindings, flagged: Sequence[ImageFinding], sources: Sequence[Dataset]
 ) -> dict[str, Dataset]:
-    by_uid: dict[str, Dataset] = {}
-    for ds in sources:
-        for keyword in ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"):
-            if not ds.get(keyword):
-                raise KOSBuildError(f"a source header has no {keyword}")
-        if ds.StudyInstanceUID != findings.study_instance_uid:
-            raise KOSBuildError(
-                f"source {ds.SOPInstanceUID} is not in study {findings.study_instance_uid}"
-            )
-        by_uid[str(ds.SOPInstanceUID)] = ds
+    by_uid = index_sources(findings.study_instance_uid, sources, KOSBuildError)
     missing = [image.sop_instance_uid for image in flagged if image.sop_instance_uid not in by_uid]
     if missing:
         raise KOSBuildError(f"no source header for flagged image(s) {', '.join(missing)}")

@@ -20,7 +20,15 @@ from pydicom.dataset import Dataset
 from dicom_node import codes
 from dicom_node.findings import Algorithm
 
-__all__ = ["da", "dt", "patient_study_header", "pin_clock", "processing_equipment", "tm"]
+__all__ = [
+    "da",
+    "dt",
+    "index_sources",
+    "patient_study_header",
+    "pin_clock",
+    "processing_equipment",
+    "tm",
+]
 
 #: Type 2 attributes highdicom copies from the first source header into a new object; a header
 #: that lacks one gets it empty.
@@ -115,3 +123,19 @@ def patient_study_header(source: Dataset) -> Dataset:
         if keyword not in head:
             setattr(head, keyword, None)
     return head
+
+
+def index_sources(
+    study_instance_uid: str, sources: Sequence[Dataset], error: type[Exception]
+) -> dict[str, Dataset]:
+    """The source headers by SOP Instance UID; ``error`` when one lacks an identifying UID or
+    belongs to another study."""
+    by_uid: dict[str, Dataset] = {}
+    for ds in sources:
+        for keyword in ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"):
+            if not ds.get(keyword):
+                raise error(f"a source header has no {keyword}")
+        if ds.StudyInstanceUID != study_instance_uid:
+            raise error(f"source {ds.SOPInstanceUID} is not in study {study_instance_uid}")
+        by_uid[str(ds.SOPInstanceUID)] = ds
+    return by_uid

@@ -97,7 +97,13 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian,
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
 from dicom_node.findings import Algorithm, Box, ImageFinding, RadiologistReview, StudyFindings
-from dicom_node.provenance import dt, patient_study_header, pin_clock, processing_equipment
+from dicom_node.provenance import (
+    dt,
+    index_sources,
+    patient_study_header,
+    pin_clock,
+    processing_equipment,
+)
 
 __all__ = [
     "SRBuildError",
@@ -584,16 +590,7 @@ def _predecessor_datasets(predecessor: Sequence[Predecessor]) -> list[Dataset]:
 def _check_inputs(findings: StudyFindings, sources: Sequence[Dataset]) -> dict[str, Dataset]:
     if not sources:
         raise SRBuildError("no source headers: the SR needs the study's patient and study data")
-    by_uid: dict[str, Dataset] = {}
-    for ds in sources:
-        for keyword in ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"):
-            if not ds.get(keyword):
-                raise SRBuildError(f"a source header has no {keyword}")
-        if ds.StudyInstanceUID != findings.study_instance_uid:
-            raise SRBuildError(
-                f"source {ds.SOPInstanceUID} is not in study {findings.study_instance_uid}"
-            )
-        by_uid[str(ds.SOPInstanceUID)] = ds
+    by_uid = index_sources(findings.study_instance_uid, sources, SRBuildError)
     missing = [i.sop_instance_uid for i in findings.images if i.sop_instance_uid not in by_uid]
     if missing:
         raise SRBuildError(f"no source header for analysed image(s) {', '.join(missing)}")
