@@ -28,21 +28,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import exists, or_, select
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from storage import queue
 from storage.errors import JobNotFoundError
-from storage.notify import ANALYSIS, notify
-from storage.redact import redact
 from storage.schema import Job, JobState, Study, StudyState
 
 logger = logging.getLogger(__name__)
 
 ANALYSE = "analyse"
+#: the queue of analysis jobs (:mod:`storage.queue`)
+QUEUE = "analysis"
 DEFAULT_MAX_ATTEMPTS = 5
-MAX_ERROR_CHARS = 2000
-LEASE_EXPIRED_ERROR = "lease expired: the worker stopped without reporting"
-RELEASED_ERROR = "released: the worker's process is gone"
+MAX_ERROR_CHARS = queue.MAX_ERROR_CHARS
+LEASE_EXPIRED_ERROR = queue.LEASE_EXPIRED_ERROR
+RELEASED_ERROR = queue.RELEASED_ERROR
 _IN_CHUNK = 500
 
 
@@ -167,35 +168,29 @@ def _queue_studies(
     for study in studies:
         if study.state != StudyState.RECEIVING:  # re-checked under the row lock
             continue
-        job_id = session.scalar(
-            select(Job.id)
-            .where(Job.study_id == study.id, Job.kind == kind, Job.state == JobState.QUEUED)
-            .order_by(Job.id)
-            .limit(1)
+        job_id = queue.defer(
+            session,
+            queue=QUEUE,
+            task=kind,
+            now=now,
+            max_attempts=max_attempts,
+            ref_id=study.id,
+            study_id=study.id,
+            lock=study_lock(study.id),
+            queueing_lock=f"{kind}:{study.id}",
         )
-        if job_id is None:
-            job = Job(
-                study_id=study.id,
-                kind=kind,
-                state=JobState.QUEUED.value,
-                attempts=0,
-                max_attempts=max_attempts,
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(job)
-            session.flush()
-            job_id = job.id
         study.state = StudyState.QUEUED.value
         study.batch_started_at = None
         study.updated_at = now
         logger.info("study queued for analysis", extra={"study_id": study.id, "job_id": job_id})
         job_ids.append(job_id)
     session.flush()
-    if job_ids:
-        notify(session, ANALYSIS)  # delivered to other processes' workers at commit
     return job_ids
+
+
+def study_lock(study_id: int) -> str:
+    """The queue lock of a study: one job working on it at a time."""
+    return f"study:{study_id}"
 
 
 # -- claiming and finishing (own transaction) --------------------------------------------------
@@ -209,47 +204,39 @@ def claim_job(
     *,
     kinds: Collection[str] | None = None,
 ) -> ClaimedJob | None:
-    """Claim the oldest due job and commit; None if nothing is due.
+    """Claim the most urgent due analysis job and commit; None if nothing is due.
 
-    The job becomes ``running`` (``attempts`` + 1, ``worker_id``, ``lease_expires_at = now +
-    lease_seconds``) and its study ``processing``. A job whose study already has a running job
-    waits, so one study is analysed by one worker at a time. Commits before returning.
+    The job becomes ``running`` (``attempts`` + 1, ``worker_id``, a lease of
+    ``lease_seconds``) and its study ``processing``. A job whose study already has a running
+    job waits (the study's queue lock), so one study is analysed by one worker at a time.
     """
-    other = aliased(Job)
-    busy_study = exists().where(other.study_id == Job.study_id, other.state == JobState.RUNNING)
-    stmt = select(Job).where(Job.state == JobState.QUEUED, Job.next_attempt_at <= now, ~busy_study)
-    if kinds is not None:
-        stmt = stmt.where(Job.kind.in_(list(kinds)))
-    stmt = (
-        stmt.order_by(Job.next_attempt_at, Job.id)
-        .limit(1)
-        .with_for_update(skip_locked=True, of=Job)
-        .execution_options(populate_existing=True)
-    )
-    with sm.begin() as session:
-        job = session.scalars(stmt).first()
-        if job is None:
-            return None
-        job.state = JobState.RUNNING.value
-        job.attempts += 1
-        job.worker_id = worker_id
-        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
-        job.updated_at = now
+
+    def mark_processing(session: Session, job: Job) -> None:
         # Every instance committed so far will be seen by this job, so even a study that was
         # ``receiving`` again (late image, retry waiting) is now ``processing``; a later image
         # sets it back to ``receiving``.
-        study = _lock_study(session, job.study_id)
+        study = _lock_study(session, _study_of(job))
         study.state = StudyState.PROCESSING.value
         study.batch_started_at = None
         study.updated_at = now
-        claimed = ClaimedJob(
-            job_id=job.id,
-            study_id=study.id,
-            study_instance_uid=study.study_instance_uid,
-            kind=job.kind,
-            attempts=job.attempts,
-            worker_id=worker_id,
-        )
+
+    task = queue.claim(
+        sm, worker_id, now, lease_seconds, queues=(QUEUE,), tasks=kinds, on_claim=mark_processing
+    )
+    if task is None:
+        return None
+    with sm() as session:
+        uid = session.scalar(select(Study.study_instance_uid).where(Study.id == task.study_id))
+    if uid is None:  # pragma: no cover - the foreign key cascades
+        raise JobNotFoundError(f"job {task.job_id} refers to a missing study")
+    claimed = ClaimedJob(
+        job_id=task.job_id,
+        study_id=_required(task.study_id),
+        study_instance_uid=uid,
+        kind=task.task,
+        attempts=task.attempts,
+        worker_id=worker_id,
+    )
     logger.info(
         "job claimed",
         extra={"job_id": claimed.job_id, "study_id": claimed.study_id, "attempt": claimed.attempts},
@@ -262,21 +249,14 @@ def renew_lease(
 ) -> bool:
     """Extend a running job's lease to ``now + lease_seconds`` and commit; False (nothing
     changed) if the job is no longer running or is held by another worker: it was lost."""
-    with sm.begin() as session:
-        job = _lock_job(session, job_id)
-        if job.state != JobState.RUNNING or job.worker_id != worker_id:
-            return False
-        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
-        job.updated_at = now
-    return True
+    return queue.renew(sm, job_id, worker_id, now, lease_seconds)
 
 
 def holds_job(session: Session, job_id: int, worker_id: str | None) -> bool:
     """In the caller's transaction, with the job's row locked: whether ``worker_id`` still
     holds the running job (None: whether it is running at all). A worker that lost its job
     must not commit results for it."""
-    job = _lock_job(session, job_id)
-    return job.state == JobState.RUNNING and _is_ours(job, worker_id)
+    return queue.holds(session, job_id, worker_id)
 
 
 def complete_job(
@@ -289,17 +269,10 @@ def complete_job(
     it was requeued) or, when ``worker_id`` is given, is now held by another worker.
     """
     with sm.begin() as session:
-        job = _lock_job(session, job_id)
-        if not _is_ours(job, worker_id):
-            logger.warning("stale completion ignored", extra={"job_id": job_id})
-            return False
-        job.state = JobState.DONE.value
-        job.finished_at = now
-        job.lease_expires_at = None
-        job.updated_at = now
-        _settle_study(session, job, now)
-    logger.info("job done", extra={"job_id": job_id})
-    return True
+        done = queue.finish(session, job_id, now, worker_id=worker_id)
+    if done:
+        logger.info("job done", extra={"job_id": job_id})
+    return done
 
 
 def fail_job(
@@ -322,84 +295,40 @@ def fail_job(
     no quoted values, UIDs hashed) and truncated to 2000 characters.
     """
     with sm.begin() as session:
-        job = _lock_job(session, job_id)
-        if not _is_ours(job, worker_id):
-            logger.warning("stale failure report ignored", extra={"job_id": job_id})
-            return "stale"
-        job.last_error = redact(error)[:MAX_ERROR_CHARS]
-        job.lease_expires_at = None
-        job.updated_at = now
-        if job.attempts >= job.max_attempts:
-            job.state = JobState.DEAD.value
-            job.finished_at = now
-            outcome: Literal["retry", "dead"] = "dead"
-        else:
-            delay = min(max_delay_seconds, base_delay_seconds * 2 ** (job.attempts - 1))
-            job.next_attempt_at = now + timedelta(seconds=delay * random.uniform(0.8, 1.2))
-            job.state = JobState.QUEUED.value
-            outcome = "retry"
-        _settle_study(session, job, now)
-    logger.warning(
-        "job failed", extra={"job_id": job_id, "attempts": job.attempts, "outcome": outcome}
-    )
+        attempts = session.scalar(select(Job.attempts).where(Job.id == job_id))
+        if attempts is None:
+            raise JobNotFoundError(f"no job with id {job_id}")
+        delay = min(max_delay_seconds, base_delay_seconds * 2 ** (max(attempts, 1) - 1))
+        retry_at = now + timedelta(seconds=delay * random.uniform(0.8, 1.2))
+        outcome = queue.fail(session, job_id, now, error, worker_id=worker_id, retry_at=retry_at)
+    if outcome != "stale":
+        logger.warning(
+            "job failed", extra={"job_id": job_id, "attempts": attempts, "outcome": outcome}
+        )
     return outcome
 
 
 def requeue_expired(sm: sessionmaker[Session], now: datetime) -> int:
-    """Recover ``running`` jobs whose lease expired before ``now`` (their worker died).
-
-    They go back to ``queued`` for an immediate retry; the lost attempt already counted, so a
-    job that has used all its attempts (e.g. one that keeps crashing the worker) becomes
-    ``dead`` instead. Returns the number of expired jobs handled. Commits.
-    """
-    with sm.begin() as session:
-        jobs = session.scalars(
-            select(Job)
-            .where(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
-            .order_by(Job.id)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        ).all()
-        for job in jobs:
-            _requeue_lost(session, job, now, LEASE_EXPIRED_ERROR)
-        count = len(jobs)
-    if count:
-        logger.warning("requeued jobs with expired leases", extra={"count": count})
-    return count
+    """Recover ``running`` analysis jobs whose lease expired before ``now`` (their worker
+    died): queued for an immediate retry, ahead of new work; a job that has used all its
+    attempts (e.g. one that keeps crashing the worker) becomes ``dead`` instead. Returns the
+    number of expired jobs handled. Commits."""
+    return queue.requeue_expired(sm, now, queues=(QUEUE,))
 
 
 def release_job(sm: sessionmaker[Session], job_id: int, now: datetime) -> bool:
     """Give a ``running`` job back (its worker's process is known to be gone) without waiting
-    for the lease to expire; same rules as :func:`requeue_expired`: queued for an immediate
-    retry, or ``dead`` if that was its last attempt. Returns False if it was not running.
-    Commits."""
-    with sm.begin() as session:
-        job = _lock_job(session, job_id)
-        if job.state != JobState.RUNNING:
-            return False
-        _requeue_lost(session, job, now, RELEASED_ERROR)
-    logger.warning("released a job whose worker is gone", extra={"job_id": job_id})
-    return True
-
-
-def _requeue_lost(session: Session, job: Job, now: datetime, reason: str) -> None:
-    job.last_error = reason
-    job.lease_expires_at = None
-    job.updated_at = now
-    if job.attempts >= job.max_attempts:
-        job.state = JobState.DEAD.value
-        job.finished_at = now
-    else:
-        job.state = JobState.QUEUED.value
-        job.next_attempt_at = now
-    _settle_study(session, job, now)
+    for the lease to expire; same rules as :func:`requeue_expired`. Returns False if it was
+    not running. Commits."""
+    return queue.release(sm, job_id, now)
 
 
 def retry_dead(sm: sessionmaker[Session], job_id: int | None, now: datetime) -> int:
-    """Queue dead jobs again (one by id, or all when ``job_id`` is None) with fresh attempts;
-    their ``failed`` studies become ``queued``. Returns how many were requeued. Commits."""
+    """Queue dead analysis jobs again (one by id, or all when ``job_id`` is None) with fresh
+    attempts; their ``failed`` studies become ``queued``. Returns how many were requeued.
+    Commits."""
     with sm.begin() as session:
-        stmt = select(Job).where(Job.state == JobState.DEAD)
+        stmt = select(Job).where(Job.state == JobState.DEAD, Job.queue == QUEUE)
         if job_id is not None:
             if session.get(Job, job_id) is None:
                 raise JobNotFoundError(f"no job with id {job_id}")
@@ -408,17 +337,7 @@ def retry_dead(sm: sessionmaker[Session], job_id: int | None, now: datetime) -> 
             stmt.order_by(Job.id).with_for_update().execution_options(populate_existing=True)
         ).all()
         for job in jobs:
-            job.state = JobState.QUEUED.value
-            job.attempts = 0
-            job.next_attempt_at = now
-            job.finished_at = None
-            job.lease_expires_at = None
-            job.worker_id = None
-            job.updated_at = now
-            study = _lock_study(session, job.study_id)
-            if study.state in (StudyState.FAILED, StudyState.ANALYSED):
-                study.state = StudyState.QUEUED.value
-                study.updated_at = now
+            queue.revive(session, job, now)
         count = len(jobs)
     return count
 
@@ -427,7 +346,11 @@ def list_jobs(
     sm: sessionmaker[Session], state: str | None = None, *, limit: int = 1000
 ) -> list[JobRow]:
     """Jobs (optionally only those in ``state``), oldest first."""
-    stmt = select(Job, Study.study_instance_uid).join(Study, Study.id == Job.study_id)
+    stmt = (
+        select(Job, Study.study_instance_uid)
+        .join(Study, Study.id == Job.study_id)
+        .where(Job.queue == QUEUE)
+    )
     if state is not None:
         stmt = stmt.where(Job.state == state)
     with sm() as session:
@@ -435,7 +358,7 @@ def list_jobs(
         return [
             JobRow(
                 job_id=job.id,
-                study_id=job.study_id,
+                study_id=_required(job.study_id),
                 study_instance_uid=uid,
                 kind=job.kind,
                 state=job.state,
@@ -456,11 +379,14 @@ def list_jobs(
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _lock_job(session: Session, job_id: int) -> Job:
-    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
-    if job is None:
-        raise JobNotFoundError(f"no job with id {job_id}")
-    return job
+def _required(study_id: int | None) -> int:
+    if study_id is None:  # pragma: no cover - analysis jobs always have a study
+        raise JobNotFoundError("analysis job without a study")
+    return study_id
+
+
+def _study_of(job: Job) -> int:
+    return _required(job.study_id)
 
 
 def _lock_study(session: Session, study_id: int) -> Study:
@@ -470,35 +396,41 @@ def _lock_study(session: Session, study_id: int) -> Study:
     return study
 
 
-def _is_ours(job: Job, worker_id: str | None) -> bool:
-    if job.state != JobState.RUNNING:
-        return False
-    return worker_id is None or job.worker_id == worker_id
-
-
 def _settle_study(session: Session, job: Job, now: datetime) -> None:
-    """Derive the study's state after ``job`` left ``running``.
+    """Derive the study's state after ``job`` left ``running``, was cancelled or revived.
 
-    Only a ``processing`` study changes: ``receiving`` (late image) and ``queued`` (a newer
-    job waits) are left alone.
+    A revived job's ``failed``/``analysed`` study is ``queued`` again. Otherwise only a
+    ``processing`` (or, for a cancelled job, ``queued``) study changes: ``receiving`` (late
+    image) and ``queued`` (a newer job waits) are left alone.
     """
-    study = _lock_study(session, job.study_id)
-    if study.state != StudyState.PROCESSING:
+    study = _lock_study(session, _study_of(job))
+    if job.state == JobState.QUEUED and study.state in (StudyState.FAILED, StudyState.ANALYSED):
+        study.state = StudyState.QUEUED.value
+        study.updated_at = now
+        return
+    settling = {StudyState.PROCESSING.value}
+    if job.state == JobState.CANCELLED:
+        settling.add(StudyState.QUEUED.value)
+    if study.state not in settling:
         return
     states = set(
         session.scalars(
             select(Job.state).where(
                 Job.study_id == study.id,
+                Job.queue == QUEUE,
                 Job.state.in_([JobState.QUEUED, JobState.RUNNING]),
             )
         ).all()
     )
     if JobState.RUNNING in states:
-        return
-    if JobState.QUEUED in states:
+        study.state = StudyState.PROCESSING.value
+    elif JobState.QUEUED in states:
         study.state = StudyState.QUEUED.value
     elif job.state == JobState.DONE:
         study.state = StudyState.ANALYSED.value
     else:
         study.state = StudyState.FAILED.value
     study.updated_at = now
+
+
+queue.on_settle(ANALYSE, _settle_study)

@@ -23,12 +23,22 @@ from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ANALYSIS", "DELIVERY", "NotificationListener", "notify"]
+__all__ = ["ANALYSIS", "DELIVERY", "RETRAIN", "NotificationListener", "channel_for_queue", "notify"]
 
 #: channel names (fixed identifiers: never built from data)
 ANALYSIS = "xrayd_analysis"
 DELIVERY = "xrayd_delivery"
-_CHANNELS = frozenset({ANALYSIS, DELIVERY})
+RETRAIN = "xrayd_retrain"
+_CHANNELS = frozenset({ANALYSIS, DELIVERY, RETRAIN})
+_QUEUE_CHANNELS = {"analysis": ANALYSIS, "delivery": DELIVERY, "retrain": RETRAIN}
+
+
+def channel_for_queue(queue: str) -> str:
+    """The NOTIFY channel that wakes the workers of ``queue`` (see :mod:`storage.queue`)."""
+    try:
+        return _QUEUE_CHANNELS[queue]
+    except KeyError:
+        raise ValueError(f"unknown queue {queue!r}") from None
 
 
 def notify(session: Session, channel: str) -> None:

@@ -54,6 +54,7 @@ class JobState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
 
 class DeliveryState(StrEnum):
@@ -70,6 +71,7 @@ class ModelState(StrEnum):
 
 
 class RunState(StrEnum):
+    QUEUED = "queued"  # requested; waits for a worker of the retrain queue
     RUNNING = "running"
     SUCCEEDED = "succeeded"  # a candidate was trained and judged (passed or not)
     SKIPPED = "skipped"  # too few new reviews
@@ -181,16 +183,38 @@ class Instance(Base):
 
 
 class Job(Base):
+    """One unit of work in xrayd's single queue (:mod:`storage.queue`): an analysis of a study,
+    a delivery of a result object, a retraining run. ``kind`` is the task, ``ref_id`` the row
+    it works on (study, delivery, training run)."""
+
     __tablename__ = "jobs"
     __table_args__ = (
         CheckConstraint(_in("state", JobState), name="state"),
         CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
-        Index("ix_jobs_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_jobs_queue_state_next_attempt_at", "queue", "state", "next_attempt_at"),
+        Index("ix_jobs_lock_state", "lock", "state"),
+        Index("ix_jobs_kind_ref_id", "kind", "ref_id"),
+        Index(
+            "uq_jobs_queueing_lock",
+            "queueing_lock",
+            unique=True,
+            sqlite_where=text("state = 'queued'"),
+            postgresql_where=text("state = 'queued'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    queue: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(32))
+    ref_id: Mapped[int | None] = mapped_column(Integer)
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), index=True
+    )
+    #: at most one ``running`` job per lock (e.g. one analysis of a study at a time)
+    lock: Mapped[str | None] = mapped_column(String(64))
+    #: at most one ``queued`` job per queueing lock (deferring again reuses it)
+    queueing_lock: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=5)
@@ -230,7 +254,7 @@ class Delivery(Base):
     __table_args__ = (
         CheckConstraint(_in("state", DeliveryState), name="state"),
         UniqueConstraint("result_id", "destination_name"),
-        Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_deliveries_state", "state"),
         Index("ix_deliveries_destination_name", "destination_name"),
     )
 
@@ -239,7 +263,6 @@ class Delivery(Base):
     destination_name: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime]
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -443,8 +466,9 @@ class TrainingRun(Base):
     trigger: Mapped[str] = mapped_column(String(16))  # scheduled | manual
     state: Mapped[str] = mapped_column(String(16), default=RunState.RUNNING.value)
     worker: Mapped[str] = mapped_column(String(128))
+    #: the queue job that runs it; its lease is the run's heartbeat
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
-    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     new_reviews: Mapped[int] = mapped_column(Integer, default=0)
     candidate_version: Mapped[str | None] = mapped_column(String(64))
