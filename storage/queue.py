@@ -371,13 +371,6 @@ def revive(session: Session, job: Job, now: datetime) -> None:
     caller's transaction (the caller holds the row's lock)."""
     if job.state not in (JobState.DEAD, JobState.CANCELLED):
         raise ValueError(f"job {job.id} is {job.state}, not dead or cancelled")
-    job.state = JobState.QUEUED.value
-    job.attempts = 0
-    job.next_attempt_at = now
-    job.finished_at = None
-    job.lease_expires_at = None
-    job.worker_id = None
-    job.updated_at = now
     if job.queueing_lock is not None:
         # a newer queued job of the same key exists: this one is not needed twice
         newer = session.scalar(
@@ -390,7 +383,15 @@ def revive(session: Session, job: Job, now: datetime) -> None:
         if newer is not None:
             job.state = JobState.CANCELLED.value
             job.finished_at = now
+            job.updated_at = now
             return
+    job.state = JobState.QUEUED.value
+    job.attempts = 0
+    job.next_attempt_at = now
+    job.finished_at = None
+    job.lease_expires_at = None
+    job.worker_id = None
+    job.updated_at = now
     session.flush()
     _settle(session, job, now)
     notify(session, channel_for_queue(job.queue))

@@ -214,6 +214,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"instances: {counts.instances}")
     print("studies:   " + _fmt(counts.studies_by_state))
     print("jobs:      " + _fmt(counts.jobs_by_state))
+    print("deliveries: " + _fmt(counts.deliveries_by_state))
+    for name, states in counts.queues.items():
+        due = counts.oldest_due[name]
+        oldest = "" if due is None else f" (oldest due {due:%Y-%m-%d %H:%M:%S} UTC)"
+        print(f"queue {name + ':':<10} " + _fmt(states) + oldest)
     print(f"dead letters: {counts.dead_letters}")
     return 0
 

@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from storage.schema import DeliveryState, JobState, StudyState
+from storage.schema import DeliveryState, JobState, StudyState, utcnow
 from storage.spool import DiskUsage
 from storage.status import status_counts
 
@@ -106,7 +106,27 @@ class _ScrapeTime(Collector):
         )
         dead.add_metric(["job"], counts.jobs_by_state.get(JobState.DEAD.value, 0))
         dead.add_metric(["delivery"], counts.deliveries_by_state.get(DeliveryState.DEAD.value, 0))
+        dead.add_metric(["retrain"], counts.queues["retrain"].get(JobState.DEAD.value, 0))
         yield dead
+        queued = GaugeMetricFamily(
+            "xrayd_queue_jobs",
+            "Jobs of xrayd's work queue (analysis, delivery, retrain) by state",
+            labels=["queue", "state"],
+        )
+        for name, states in counts.queues.items():
+            for state in JobState:
+                queued.add_metric([name, state.value], states.get(state.value, 0))
+        yield queued
+        waiting = GaugeMetricFamily(
+            "xrayd_queue_oldest_due_seconds",
+            "How long the oldest due queued job of each queue has waited (0: none waiting)",
+            labels=["queue"],
+        )
+        now = utcnow()
+        for name, due in counts.oldest_due.items():
+            waited = 0.0 if due is None else max(0.0, (now - due).total_seconds())
+            waiting.add_metric([name], waited)
+        yield waiting
 
     def _disk(self) -> Iterable[Metric]:
         try:

@@ -277,7 +277,7 @@ def outbox_retry(request: Request, delivery_id: int, principal: Admin) -> Respon
 @router.get("/admin/jobs")
 def jobs_page_view(
     request: Request,
-    state: Annotated[str, Query(pattern="^(queued|running|done|dead|all)$")] = "dead",
+    state: Annotated[str, Query(pattern="^(queued|running|done|dead|cancelled|all)$")] = "dead",
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
 ) -> Response:
     rows, total = jobs_page(
@@ -292,7 +292,7 @@ def jobs_page_view(
         total=total,
         counts=counts,
         state=state,
-        states=("dead", "queued", "running", "done", "all"),
+        states=("dead", "queued", "running", "done", "cancelled", "all"),
         page=page,
         pages=min(MAX_PAGE, _pages(total)),
         flash=_flash(request),
