@@ -85,7 +85,7 @@ Admin = Annotated[Principal, Depends(admin)]
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 DeliveryStateName = Literal["pending", "sent", "dead"]
-JobStateName = Literal["queued", "running", "done", "dead"]
+JobStateName = Literal["queued", "running", "done", "dead", "cancelled"]
 T = TypeVar("T")
 
 
@@ -434,6 +434,19 @@ class JobPage(BaseModel):
     offset: int
 
 
+class QueueOut(BaseModel):
+    """One queue of xrayd's work queue: jobs by state, and how long the oldest due one has
+    waited (None: nothing queued, or nothing due yet)."""
+
+    name: str
+    states: dict[str, int]
+    oldest_waiting_seconds: float | None
+
+
+class QueuesOut(BaseModel):
+    items: list[QueueOut]
+
+
 class ModelVersionOut(BaseModel):
     id: int
     name: str
@@ -709,6 +722,18 @@ def retry_all_deliveries(request: Request, principal: Admin) -> Retried:
 def retry_one_delivery(request: Request, delivery_id: int, principal: Admin) -> DeliveryOut:
     retry_deliveries(request, principal.name, delivery_id)
     return _delivery(get_delivery(context(request).sessions, delivery_id))
+
+
+@router.get("/queues", response_model=QueuesOut, summary="The work queue: jobs by queue and state")
+def queues(request: Request) -> QueuesOut:
+    counts = status_counts(context(request).sessions)
+    at = now()
+    items = []
+    for name, states in counts.queues.items():
+        due = counts.oldest_due[name]
+        waited = None if due is None or due > at else (at - due).total_seconds()
+        items.append(QueueOut(name=name, states=states, oldest_waiting_seconds=waited))
+    return QueuesOut(items=items)
 
 
 @router.get("/jobs", response_model=JobPage, summary="Analysis jobs, oldest first")

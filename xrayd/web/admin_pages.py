@@ -291,6 +291,7 @@ def jobs_page_view(
         jobs=rows,
         total=total,
         counts=counts,
+        queues=status_counts(context(request).sessions).queues,
         state=state,
         states=("dead", "queued", "running", "done", "cancelled", "all"),
         page=page,
