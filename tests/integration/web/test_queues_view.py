@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from storage.jobs import claim_job, fail_job, promote_studies_now
 from storage.schema import Study
+
 from web_helpers import Web
 
 UID = "1.2.826.0.1.3680043.8.498.77"
