@@ -60,6 +60,7 @@ __all__ = [
     "RELEASED_ERROR",
     "ClaimedTask",
     "FailOutcome",
+    "QueueJobRow",
     "Settler",
     "cancel",
     "claim",
@@ -68,11 +69,13 @@ __all__ = [
     "fail",
     "finish",
     "holds",
+    "list_queue",
     "next_due_at",
     "on_settle",
     "release",
     "renew",
     "requeue_expired",
+    "retry_dead",
     "revive",
 ]
 
@@ -184,11 +187,13 @@ def claim(
     *,
     queues: Collection[str],
     tasks: Collection[str] | None = None,
+    job_ids: Collection[int] | None = None,
     on_claim: Callable[[Session, Job], None] | None = None,
 ) -> ClaimedTask | None:
-    """Claim the most urgent due job of ``queues`` (of ``tasks`` if given) and commit; None
-    if nothing is due. ``on_claim(session, job)`` runs in the claiming transaction (e.g. to
-    mark the study ``processing``). A job whose ``lock`` another running job holds waits."""
+    """Claim the most urgent due job of ``queues`` (of ``tasks``, and among ``job_ids``, if
+    given) and commit; None if nothing is due. ``on_claim(session, job)`` runs in the
+    claiming transaction (e.g. to mark the study ``processing``). A job whose ``lock``
+    another running job holds waits."""
     if lease_seconds <= 0:
         raise ValueError("lease_seconds must be positive")
     other = aliased(Job)
@@ -203,6 +208,8 @@ def claim(
     )
     if tasks is not None:
         stmt = stmt.where(Job.kind.in_(list(tasks)))
+    if job_ids is not None:
+        stmt = stmt.where(Job.id.in_(list(job_ids)))
     stmt = (
         stmt.order_by(Job.priority.desc(), Job.next_attempt_at, Job.id)
         .limit(1)
@@ -420,6 +427,90 @@ def counts(session: Session) -> Mapping[tuple[str, str], int]:
         select(Job.queue, Job.state, func.count()).group_by(Job.queue, Job.state)
     ).all()
     return {(str(q), str(s)): int(n) for q, s, n in rows}
+
+
+@dataclass(frozen=True)
+class QueueJobRow:
+    """A job as operators see it (no patient data: ids, names, states, times, errors that
+    were redacted when stored)."""
+
+    job_id: int
+    queue: str
+    task: str
+    ref_id: int | None
+    study_id: int | None
+    state: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime
+    lease_expires_at: datetime | None
+    worker_id: str | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def list_queue(
+    sm: sessionmaker[Session],
+    *,
+    queue: str | None = None,
+    state: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[QueueJobRow]:
+    """Jobs of ``queue`` in ``state`` (each optional), oldest first, paged in SQL."""
+    stmt = select(Job)
+    if queue is not None:
+        stmt = stmt.where(Job.queue == queue)
+    if state is not None:
+        stmt = stmt.where(Job.state == state)
+    with sm() as session:
+        jobs = session.scalars(stmt.order_by(Job.id).limit(limit).offset(offset)).all()
+        return [
+            QueueJobRow(
+                job_id=j.id,
+                queue=j.queue,
+                task=j.kind,
+                ref_id=j.ref_id,
+                study_id=j.study_id,
+                state=j.state,
+                priority=j.priority,
+                attempts=j.attempts,
+                max_attempts=j.max_attempts,
+                next_attempt_at=j.next_attempt_at,
+                lease_expires_at=j.lease_expires_at,
+                worker_id=j.worker_id,
+                last_error=j.last_error,
+                created_at=j.created_at,
+                finished_at=j.finished_at,
+            )
+            for j in jobs
+        ]
+
+
+def retry_dead(
+    sm: sessionmaker[Session], now: datetime, *, job_id: int | None = None, queue: str | None = None
+) -> list[int]:
+    """:func:`revive` one dead job (by id) or every dead job (of ``queue`` if given); returns
+    the ids revived. Commits. :class:`JobNotFoundError` for an unknown id."""
+    with sm.begin() as session:
+        stmt = select(Job).where(Job.state == JobState.DEAD)
+        if job_id is not None:
+            if session.get(Job, job_id) is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+            stmt = stmt.where(Job.id == job_id)
+        if queue is not None:
+            stmt = stmt.where(Job.queue == queue)
+        jobs = session.scalars(
+            stmt.order_by(Job.id).with_for_update().execution_options(populate_existing=True)
+        ).all()
+        for job in jobs:
+            revive(session, job, now)
+        ids = [j.id for j in jobs]
+    if ids:
+        logger.info("dead jobs queued again", extra={"count": len(ids)})
+    return ids
 
 
 def next_due_at(sm: sessionmaker[Session], queues: Collection[str]) -> datetime | None:

@@ -360,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         model_commands,
         outbox_commands,
         predict_command,
+        queue_commands,
         registry_commands,
         retrain_commands,
         user_commands,
@@ -368,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.add_parsers(sub, common)
     predict_command.add_parsers(sub, common)
     outbox_commands.add_parsers(sub, common)
+    queue_commands.add_parsers(sub, common)
     user_commands.add_parsers(sub, common)
     registry_commands.add_parsers(sub, common)
     retrain_commands.add_parsers(sub, common)

@@ -1,0 +1,138 @@
+"""``xrayd queue``: the operator's view of the one work queue (analysis, delivery, retrain).
+
+``list`` shows jobs (of one queue, in one state) with attempts, due time, holder and last
+error; ``retry ID`` / ``retry --dead [--queue Q]`` queue dead jobs again with fresh attempts
+(their study, delivery or training run follows); ``cancel ID`` cancels a queued job. Retries
+and cancellations are audited under the operating-system user who ran the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from typing import TYPE_CHECKING
+
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+QUEUES = ("analysis", "delivery", "retrain")
+STATES = ("queued", "running", "done", "dead", "cancelled")
+
+
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    from xrayd.app import open_storage
+
+    return open_storage(settings, create_if_empty=True, require_current=True).sessions
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "cli"
+
+
+def _task_modules() -> None:
+    """Import every task's storage module, so its settler is registered."""
+    import storage.jobs
+    import storage.outbox
+    import storage.training  # noqa: F401
+
+
+def cmd_queue_list(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import queue
+
+    rows = queue.list_queue(
+        _sessions(settings), queue=args.queue, state=args.state, limit=args.limit
+    )
+    print(
+        f"{'ID':>7} {'QUEUE':<9} {'TASK':<8} {'REF':>7} {'STATE':<9} {'TRIES':>5} "
+        f"{'DUE / LEASE END (UTC)':<21} {'HOLDER':<24} LAST ERROR"
+    )
+    for r in rows:
+        when = r.lease_expires_at if r.state == "running" else r.next_attempt_at
+        at = (
+            when.strftime("%Y-%m-%d %H:%M:%S") if when and r.state in ("queued", "running") else "-"
+        )
+        error = (r.last_error or "").replace("\n", " ")
+        ref = "-" if r.ref_id is None else str(r.ref_id)
+        print(
+            f"{r.job_id:>7} {r.queue:<9} {r.task:<8} {ref:>7} {r.state:<9} "
+            f"{r.attempts:>2}/{r.max_attempts:<2} {at:<21} {(r.worker_id or '-'):<24} {error}"
+        )
+    if not rows:
+        print("(no jobs)")
+    return 0
+
+
+def cmd_queue_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import queue, registry
+    from storage.schema import utcnow
+
+    _task_modules()
+    sessions = _sessions(settings)
+    if args.dead:
+        ids = queue.retry_dead(sessions, utcnow(), queue=args.queue)
+    else:
+        ids = queue.retry_dead(sessions, utcnow(), job_id=args.id)  # unknown id: exit 1
+        if not ids:
+            print(f"job {args.id} is not dead: nothing to retry")
+            return 1
+    if ids:
+        registry.record_audit(
+            sessions,
+            actor=_actor(),
+            action="job.retried",
+            object_type="job",
+            object_id=None if args.dead else str(args.id),
+            detail={"ids": ids, "queue": args.queue},
+        )
+    print(f"{len(ids)} dead job{'' if len(ids) == 1 else 's'} queued again")
+    return 0 if ids else 1
+
+
+def cmd_queue_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import queue, registry
+    from storage.schema import utcnow
+
+    _task_modules()
+    sessions = _sessions(settings)
+    if not queue.cancel(sessions, args.id, utcnow()):  # unknown id: exit 1
+        print(f"job {args.id} is not queued: nothing to cancel (a running job finishes first)")
+        return 1
+    registry.record_audit(
+        sessions,
+        actor=_actor(),
+        action="job.cancelled",
+        object_type="job",
+        object_id=str(args.id),
+        detail={},
+    )
+    print(f"job {args.id} cancelled")
+    return 0
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("queue", parents=[common], help="the work queue: list, retry, cancel jobs")
+    qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    q = qsub.add_parser("list", parents=[common], help="list jobs, oldest first")
+    q.add_argument("--queue", choices=QUEUES, default=None)
+    q.add_argument("--state", choices=STATES, default=None)
+    q.add_argument("--limit", type=int, default=1000)
+    q.set_defaults(func=cmd_queue_list)
+
+    q = qsub.add_parser("retry", parents=[common], help="queue dead jobs again")
+    which = q.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", type=int, default=None, metavar="ID")
+    which.add_argument("--dead", action="store_true", help="every dead job")
+    q.add_argument("--queue", choices=QUEUES, default=None, help="with --dead: only this queue")
+    q.set_defaults(func=cmd_queue_retry)
+
+    q = qsub.add_parser("cancel", parents=[common], help="cancel a queued job")
+    q.add_argument("id", type=int, metavar="ID")
+    q.set_defaults(func=cmd_queue_cancel)
