@@ -3,6 +3,10 @@
 :class:`ByteStore` is all the rest of xrayd needs: ``put``/``put_file`` (durable when they
 return), ``get``, ``fetch`` (a local file to read), ``exists``, ``size``, ``delete``.
 
+Operators' tools use three more: ``check`` (can the store be used now: ``/ready``),
+``list_objects`` (what is stored under a prefix: the sweep of unreferenced objects) and
+``delete_if_older`` (delete only what was not written again since a cut-off: the sweep).
+
 * :class:`LocalByteStore` is today's spool (:class:`storage.spool.Spool`): a key is the
   spool-relative path, written with ``fsync`` of file and directory and an atomic rename.
 * :class:`S3ByteStore` is any S3-compatible object store (MinIO, Ceph RGW, SeaweedFS, AWS), for
@@ -29,20 +33,25 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from config.errors import ConfigError
 from storage.errors import SpoolWriteError, StorageError
-from storage.spool import OBJECTS_DIR, Spool, uid_hash
+from storage.spool import OBJECTS_DIR, PART_SUFFIX, TMP_DIR, Spool, uid_hash
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -59,12 +68,21 @@ MAX_PARTS = 10_000
 MAX_KEY_BYTES = 1024
 #: S3's "safe" key characters (letters, digits, ``!-_.*'()``) and ``/`` between segments.
 _KEY = re.compile(r"[A-Za-z0-9!_.*'()/-]+")
+#: seconds check() waits for the answer (its connection gets the store's connect timeout)
+_PROBE_READ_TIMEOUT = 5.0
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class ByteStoreError(StorageError):
-    """A byte store could not do what was asked; the message names key and store."""
+    """A byte store could not do what was asked; the message names key and store.
+
+    ``reason`` is the cause alone, without store or key (e.g. "the bucket does not exist"),
+    for answers to callers who may not see where the store is (``/ready``)."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class InvalidKeyError(ByteStoreError, ValueError):
@@ -114,6 +132,36 @@ class ByteStore(Protocol):
     def describe(self) -> str:
         """Where the bytes go, for logs and status pages (no credentials)."""
         ...
+
+    def check(self) -> None:
+        """Raise :class:`ByteStoreUnavailableError` (:class:`ByteStoreDeniedError` for refused
+        credentials) when the store cannot be used now. Only reads: anyone may make it run."""
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object whose key starts with ``prefix`` ("" or e.g. ``"objects/"``), in key
+        order, read as it is iterated (never the whole listing in memory)."""
+        ...
+
+    def delete_if_older(self, key: str, cutoff: datetime) -> int | None:
+        """Delete the object only if it was last written at or before ``cutoff``; the bytes
+        freed, or None when it was written since (kept) or is gone."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as a listing shows it: its key, size and last write (aware, UTC)."""
+
+    key: str
+    size: int
+    modified: datetime
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it is "" or a key, or a key followed by "/"; else :class:`InvalidKeyError`."""
+    if prefix:
+        check_key(prefix.removesuffix("/"))
+    return prefix
 
 
 def check_key(key: str) -> str:
@@ -233,6 +281,80 @@ class LocalByteStore:
             self._spool.remove(key)
         except OSError as exc:
             raise self._unavailable("delete", key, exc) from exc
+
+    # -- operators' tools -------------------------------------------------------------------
+
+    def check(self) -> None:
+        """The spool's root is a directory (whether it can be written is the spool's own
+        check); nothing is created."""
+        if not self._spool.root.is_dir():
+            reason = "the spool directory is missing"
+            raise ByteStoreUnavailableError(f"{self.describe()}: check: {reason}", reason=reason)
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """The regular files under ``prefix``, directory by directory in name order; the
+        spool's ``tmp/``, links, and names no key could have are left out."""
+        check_prefix(prefix)
+        folder = prefix.rpartition("/")[0]
+        if folder.split("/")[0] == TMP_DIR:
+            return
+        start = self._spool.root / folder if folder else self._spool.root
+        yield from self._walk(start, folder, prefix)
+
+    def _walk(self, directory: Path, rel: str, prefix: str) -> Iterator[StoredObject]:
+        try:
+            with os.scandir(directory) as found:
+                entries = sorted(found, key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise self._unavailable("list", prefix or "(all)", exc) from exc
+        for entry in entries:
+            key = f"{rel}/{entry.name}" if rel else entry.name
+            if key == TMP_DIR:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                    yield from self._walk(Path(entry.path), key, prefix)
+                continue
+            if not key.startswith(prefix) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                check_key(key)
+                info = entry.stat(follow_symlinks=False)
+            except (InvalidKeyError, FileNotFoundError):
+                continue
+            if stat.S_ISREG(info.st_mode):
+                yield StoredObject(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
+
+    def delete_if_older(self, key: str, cutoff: datetime) -> int | None:
+        """Rename the file aside (into ``tmp/``, atomically), then look at what was taken: a
+        file written at or before ``cutoff`` is deleted; one written since (a retransmission
+        installed between the caller's listing and now) is put back. A file installed after
+        the rename is a new one, and stays."""
+        path = self._path(key)
+        try:
+            aside = self._spool.tmp_dir() / f"sweep-{os.urandom(8).hex()}{PART_SUFFIX}"
+            path.rename(aside)
+        except FileNotFoundError:
+            return None
+        except (OSError, SpoolWriteError) as exc:
+            raise ByteStoreUnavailableError(f"{self.describe()}: delete {key}: {exc}") from exc
+        try:
+            info = aside.stat()
+            if datetime.fromtimestamp(info.st_mtime, UTC) > cutoff:
+                # written again: put back (over a copy installed meanwhile: the same bytes,
+                # since keys name their content)
+                aside.replace(path)
+                return None
+            aside.unlink()
+        except OSError as exc:
+            raise self._unavailable("delete", key, exc) from exc
+        parent = path.parent
+        if parent.parent != self._spool.root and parent != self._spool.root:
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                parent.rmdir()
+        return info.st_size
 
     def _missing(self, key: str) -> ByteStoreNotFoundError:
         return ByteStoreNotFoundError(f"{self.describe()}: no object {key}")
@@ -383,6 +505,21 @@ class S3ByteStore:
             verify=str(verify) if isinstance(verify, Path) else verify,
             config=config,
         )
+        # check()'s client: one try, a short read (a probe that is retried hides nothing and
+        # keeps a load balancer waiting); made at the first check
+        self._probe_options: dict[str, Any] = {
+            "endpoint_url": endpoint_url,
+            "verify": str(verify) if isinstance(verify, Path) else verify,
+            "config": config.merge(
+                Config(
+                    read_timeout=min(read_timeout, _PROBE_READ_TIMEOUT),
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                )
+            ),
+        }
+        self._session = session
+        self._probe_client: S3Client | None = None
+        self._probe_lock = threading.Lock()
 
     def describe(self) -> str:
         prefix = f" prefix {self._prefix}" if self._prefix else ""
@@ -506,6 +643,88 @@ class S3ByteStore:
         name = self._key(key)
         with self._errors("size", key):
             return self._client.head_object(Bucket=self._bucket, Key=name)["ContentLength"]
+
+    # -- operators' tools -------------------------------------------------------------------
+
+    def check(self) -> None:
+        """``HeadBucket``, once, without retries: the server answers, the bucket exists and
+        these credentials may use it. Reads nothing but the bucket's existence, writes
+        nothing. Takes at most ``connect_timeout`` + 5 s."""
+        try:
+            self._probe().head_bucket(Bucket=self._bucket)
+        except ClientError as exc:
+            raise self._check_error(exc) from exc
+        except BotoCoreError as exc:
+            name = type(exc).__name__
+            if isinstance(exc, BotoConnectionError):
+                reason = f"cannot connect to the server ({name})"
+            elif isinstance(exc, ReadTimeoutError):
+                reason = f"the server did not answer in time ({name})"
+            else:
+                reason = f"no usable answer from the server ({name})"
+            what = f"{self.describe()}: check: {reason}"
+            raise ByteStoreUnavailableError(what, reason=reason) from exc
+
+    def _probe(self) -> S3Client:
+        with self._probe_lock:  # making a client is not thread-safe
+            if self._probe_client is None:
+                self._probe_client = self._session.client("s3", **self._probe_options)
+            return self._probe_client
+
+    def _check_error(self, exc: ClientError) -> ByteStoreError:
+        error: Any = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        label = code if code and code != str(status) else str(status)
+        kind: type[ByteStoreError] = ByteStoreUnavailableError
+        if code in ("NoSuchBucket", "NotFound", "404") or status == 404:
+            reason = "the bucket does not exist"
+        elif code in _DENIED or status in (401, 403):
+            kind = ByteStoreDeniedError
+            reason = (
+                f"access denied ({label}): check the access key, its secret, the clock, "
+                "the bucket's name and its policy"
+            )
+        elif status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable"):
+            reason = f"server error {label}"
+        else:
+            reason = f"refused ({label})"
+        return kind(f"{self.describe()}: check: {reason}", reason=reason)
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """``ListObjectsV2`` under the store's prefix, a page (1,000 keys) at a time, in key
+        order; keys are returned without the store's prefix (names no key could have, such
+        as folder markers, are left out)."""
+        check_prefix(prefix)
+        strip = len(self._prefix)
+        pages = self._client.get_paginator("list_objects_v2")
+        with self._errors("list", prefix or "(all)"):
+            for page in pages.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
+                for item in page.get("Contents", []):
+                    key = item["Key"][strip:]
+                    try:
+                        check_key(key)
+                    except InvalidKeyError:
+                        continue
+                    modified = item["LastModified"].astimezone(UTC)
+                    yield StoredObject(key, item["Size"], modified)
+
+    def delete_if_older(self, key: str, cutoff: datetime) -> int | None:
+        """``HeadObject``, then ``DeleteObject`` if it was last written at or before ``cutoff``.
+        S3 has no conditional delete on the time of the last write: a write of the same key
+        between the two requests (one round trip) would be deleted too; keys name their
+        content, so only a resend of exactly these bytes could be."""
+        name = self._key(key)
+        try:
+            with self._errors("delete", key):
+                head = self._client.head_object(Bucket=self._bucket, Key=name)
+        except ByteStoreNotFoundError:
+            return None
+        if head["LastModified"].astimezone(UTC) > cutoff:
+            return None
+        with self._errors("delete", key):
+            self._client.delete_object(Bucket=self._bucket, Key=name)
+        return head["ContentLength"]
 
     # -- errors ------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from storage.bytestore import ByteStoreDeniedError, ByteStoreError, LocalByteStore
 from storage.spool import TMP_DIR, Spool
 from xrayd.metrics import CONTENT_TYPE
 from xrayd.web.auth import context
@@ -35,8 +36,10 @@ def health() -> dict[str, str]:
 
 def readiness(ctx: WebContext) -> dict[str, Any]:
     """Each check's outcome: database reachable and its schema readable, model loaded, spool
-    writable, and the spool's free space above the listener's low-water mark
-    (``node.min_free_mb``). Nothing is written."""
+    writable, the spool's free space above the listener's low-water mark
+    (``node.min_free_mb``), and, where the bytes live in an object store, that store usable
+    (``store``: the server answers, the bucket exists, the credentials are accepted). Nothing
+    is written."""
     checks: dict[str, Any] = {}
     try:
         with ctx.sessions() as session:
@@ -53,7 +56,28 @@ def readiness(ctx: WebContext) -> dict[str, Any]:
     checks["model"] = "ok" if ctx.model_loaded() else "not loaded"
     checks["spool"] = _spool_check(ctx.spool)
     checks["disk"] = _disk_check(ctx)
+    if ctx.store is not None and not isinstance(ctx.store, LocalByteStore):
+        checks["store"] = _store_check(ctx)
     return checks
+
+
+def _store_check(ctx: WebContext) -> str:
+    """The object store's own check (``HeadBucket``: reads nothing else, writes nothing). The
+    answer gives the cause only; the log line also names the endpoint and bucket (never the
+    credentials): anyone may call /ready."""
+    assert ctx.store is not None
+    try:
+        ctx.store.check()
+    except ByteStoreDeniedError as exc:
+        LOGGER.warning("readiness: object store denied: %s", exc)
+        return f"denied ({exc.reason})"
+    except ByteStoreError as exc:
+        LOGGER.warning("readiness: object store unusable: %s", exc)
+        return f"unreachable ({exc.reason})"
+    except Exception as exc:  # an SDK error the store did not translate: still "not ready"
+        LOGGER.warning("readiness: object store check failed (%s)", type(exc).__name__)
+        return f"unreachable ({type(exc).__name__})"
+    return "ok"
 
 
 def _spool_check(spool: Spool) -> str:
@@ -90,7 +114,10 @@ def _disk_check(ctx: WebContext) -> str:
     return "ok"
 
 
-@router.get("/ready", summary="Readiness: database, model, spool and its free space are usable")
+@router.get(
+    "/ready",
+    summary="Readiness: database, model, spool and its free space, and object store are usable",
+)
 def ready(request: Request, ctx: Annotated[WebContext, Depends(context)]) -> JSONResponse:
     checks = readiness(ctx)
     ok = all(v == "ok" for v in checks.values())
