@@ -363,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         queue_commands,
         registry_commands,
         retrain_commands,
+        store_commands,
         user_commands,
     )
 
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     user_commands.add_parsers(sub, common)
     registry_commands.add_parsers(sub, common)
     retrain_commands.add_parsers(sub, common)
+    store_commands.add_parsers(sub, common)
 
     p = sub.add_parser("report", parents=[common], help="write a study's PDF report to a file")
     p.add_argument("study_uid", metavar="STUDY_UID")
