@@ -78,8 +78,11 @@ def store_cut_off(node: Any, closed: threading.Event, on_pdu_sent: Callable[[Any
     assert closed.wait(timeout=60)
 
 
-def queue_sc_result(storage: Any, now: datetime) -> None:
-    """A small Secondary Capture result in ``storage``'s spool, queued to every destination."""
+def queue_sc_result(
+    storage: Any, now: datetime, *, max_attempts: int = outbox.DEFAULT_MAX_ATTEMPTS
+) -> None:
+    """A small Secondary Capture result in ``storage``'s spool, queued to every destination
+    (each delivery may make ``max_attempts`` attempts)."""
     ds = make_radiograph(sop_class=SECONDARY_CAPTURE, rows=32, cols=32, sop_uid=generate_uid())
     path = storage.spool.root / "results" / "sc.dcm"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +104,7 @@ def queue_sc_result(storage: Any, now: datetime) -> None:
         )
         session.add(result)
         session.flush()
-        outbox.queue_deliveries(session, result.id, "sc", now=now)
+        outbox.queue_deliveries(session, result.id, "sc", now=now, max_attempts=max_attempts)
 
 
 def deliver_once(
@@ -124,14 +127,12 @@ def deliver_once(
     storage = open_storage(settings, create_if_empty=True, require_current=True)
     try:
         seed_registry(settings, storage.sessions)
-        queue_sc_result(storage, now)
+        queue_sc_result(storage, now, max_attempts=3)
         reports: list[DeliveryReport] = []
         worker = DeliveryWorker(
             storage.sessions,
             storage.spool,
-            DeliveryOptions(
-                max_attempts=3, send_timeout_seconds=send_timeout, lease_seconds=4 * send_timeout
-            ),
+            DeliveryOptions(send_timeout_seconds=send_timeout, lease_seconds=4 * send_timeout),
             lambda: now,
             threading.Event(),
             Wakeup(),

@@ -60,6 +60,7 @@ from storage.bytestore import (
 )
 from storage.errors import JobLostError
 from storage.jobs import ClaimedJob
+from storage.outbox import DEFAULT_MAX_ATTEMPTS as DELIVERY_MAX_ATTEMPTS
 from storage.outbox import queue_deliveries
 from storage.redact import describe_exception, redact
 from storage.spool import Spool, uid_hash
@@ -105,9 +106,13 @@ class StudyAnalyser:
         on_inference: Callable[[float, int], None] | None = None,
         limits: ImageLimits = DEFAULT_LIMITS,
         store: ByteStore | None = None,
+        delivery_max_attempts: int = DELIVERY_MAX_ATTEMPTS,
     ) -> None:
-        """``store`` holds the instances and takes the result objects (default: the spool)."""
+        """``store`` holds the instances and takes the result objects (default: the spool);
+        ``delivery_max_attempts``: the attempts each delivery queued gets (``[delivery]
+        max_attempts``)."""
         self.sessions = sessions
+        self.delivery_max_attempts = delivery_max_attempts
         self.spool = spool
         self.store: ByteStore = store or LocalByteStore(spool)
         self.model = model
@@ -600,7 +605,11 @@ class StudyAnalyser:
                 # The PDF file itself stays here ("pdf" is its DICOM form), and so do the
                 # heatmaps (for the web viewer; the SC carries them to the PACS).
                 if kind not in LOCAL_KINDS:
-                    queued += len(queue_deliveries(session, result_id, kind))
+                    queued += len(
+                        queue_deliveries(
+                            session, result_id, kind, max_attempts=self.delivery_max_attempts
+                        )
+                    )
         return queued
 
 

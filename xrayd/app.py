@@ -215,6 +215,7 @@ class Node:
             on_queued=self.delivery_wakeup.set,
             on_inference=self.metrics.inference,
             limits=image_limits(settings.limits),
+            delivery_max_attempts=settings.delivery.max_attempts,
         )
         self.refusals = RefusalAudit(storage.sessions)
         self.sink = SpoolingSink(
@@ -365,7 +366,6 @@ class Node:
         d = self.settings.delivery
         options = DeliveryOptions(
             calling_ae_title=self.settings.node.ae_title,
-            max_attempts=d.max_attempts,
             retry_base_seconds=d.retry_base_seconds,
             retry_max_seconds=d.retry_max_seconds,
             send_timeout_seconds=d.send_timeout_seconds,

@@ -1,13 +1,18 @@
 """Sending result objects to their destinations: the outbox's sender thread.
 
 A :class:`DeliveryWorker` loops claim → send → record (see :mod:`storage.outbox` for the
-states): it claims the oldest due delivery, looks its destination up in the registry, fetches
+states): it claims the most urgent due delivery job of the ``delivery`` queue under its own
+worker id (``<host>:<pid>:delivery-<index>``), looks its destination up in the registry, fetches
 the result's file from the byte store (the spool, or an object store: a local temporary copy,
 sent as a stream from that file and removed after the send; the bytes written when the result
 was made, so a resend is byte-identical) and C-STOREs it with :func:`dicom_node.scu.send_file`,
-then records ``sent``, a retry with backoff, or a dead letter (audited by the outbox). With
-nothing due it waits until the next delivery falls due, at most ``poll_seconds``, or until a
-producer sets its :class:`~xrayd.worker.Wakeup`. :meth:`DeliveryWorker.stop` lets the send in
+then records ``sent``, a retry with backoff, or a dead letter (audited by the outbox), as the
+holder of the job: a sender whose lease was lost cannot record a failure over another's claim.
+Deliveries whose sender vanished (lease expired) are requeued (or dead-lettered on their last
+attempt) by every sender: whenever it finds nothing to claim, and at least every
+``poll_seconds`` while it is busy. With nothing due it waits until the next delivery falls
+due (or a lease ends), at most ``poll_seconds``, or until a producer sets its
+:class:`~xrayd.worker.Wakeup`. :meth:`DeliveryWorker.stop` lets the send in
 hand finish and be recorded before the thread ends.
 
 Logs name deliveries, results and destinations by their internal ids and names; UIDs appear
@@ -17,10 +22,12 @@ only hashed, at DEBUG; never patient data.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,11 +64,12 @@ class DeliveryOptions:
     negotiation, each DIMSE wait and every socket read or write, ``max_pdu_bytes`` for the
     PDUs a destination may send us. ``lease_seconds`` must exceed the slowest send (a send may
     take the connection plus a few times ``send_timeout_seconds``: association, DIMSE wait,
-    release or abort), or a slow send can be overtaken by a second one.
+    release or abort), or a slow send can be overtaken by a second one. How many attempts a
+    delivery gets is decided when it is queued (``[delivery] max_attempts``, kept by its queue
+    job), not here.
     """
 
     calling_ae_title: str = "XRAYD"
-    max_attempts: int = outbox.DEFAULT_MAX_ATTEMPTS
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
     send_timeout_seconds: float = 30.0
@@ -71,8 +79,6 @@ class DeliveryOptions:
     max_pdu_bytes: int = DEFAULT_MAX_PDU
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
         if min(self.retry_base_seconds, self.retry_max_seconds, self.poll_seconds) <= 0:
             raise ValueError("retry and poll intervals must be positive")
         if self.lease_seconds <= 3 * self.send_timeout_seconds:
@@ -140,6 +146,8 @@ class DeliveryWorker(threading.Thread):
     ) -> None:
         """``store`` holds the result objects (default: the spool)."""
         super().__init__(name=f"xrayd-delivery-{index}", daemon=True)
+        #: the holder of this sender's claims: only it may record their outcome
+        self.worker_id = sender_id(index)
         self.sessions = sessions
         self.spool = spool
         self.store: ByteStore = store or LocalByteStore(spool)
@@ -149,6 +157,7 @@ class DeliveryWorker(threading.Thread):
         self.wakeup = wakeup
         self.sender: Sender = sender or self._send_file
         self.on_report = on_report
+        self._last_sweep: datetime | None = None
 
     # -- thread ----------------------------------------------------------------------------
 
@@ -186,20 +195,18 @@ class DeliveryWorker(threading.Thread):
 
     def run_once(self) -> bool:
         """Claim, send and record at most one delivery; returns whether there was one."""
-        opts = self.options
         now = self.clock()
-        claim = outbox.claim_delivery(
-            self.sessions, now, opts.lease_seconds, max_attempts=opts.max_attempts
-        )
+        swept = False
+        if self._last_sweep is None or now - self._last_sweep >= timedelta(
+            seconds=self.options.poll_seconds
+        ):
+            # while busy too: a lost delivery must not wait until the queue runs dry
+            self._sweep(now)
+            swept = True
+        claim = self._claim(now)
+        if claim is None and not swept and self._sweep(now):
+            claim = self._claim(now)
         if claim is None:
-            dead = outbox.requeue_expired_deliveries(
-                self.sessions, now, max_attempts=opts.max_attempts
-            )
-            for delivery_id in dead:
-                LOGGER.error(
-                    "delivery %d dead-lettered: its sender stopped on the last attempt",
-                    delivery_id,
-                )
             return False
         LOGGER.debug(
             "delivery %d: sending result %d (%s, sop %s) to %s, attempt %d",
@@ -219,6 +226,23 @@ class DeliveryWorker(threading.Thread):
             except Exception:
                 LOGGER.exception("delivery report hook failed")
         return True
+
+    def _claim(self, now: datetime) -> outbox.ClaimedDelivery | None:
+        return outbox.claim_delivery(
+            self.sessions, now, self.options.lease_seconds, worker_id=self.worker_id
+        )
+
+    def _sweep(self, now: datetime) -> bool:
+        """Requeue (or dead-letter) deliveries whose sender vanished; whether any is due again."""
+        self._last_sweep = now
+        recovered = outbox.requeue_expired_deliveries(self.sessions, now)
+        for delivery_id in recovered.requeued:
+            LOGGER.warning("delivery %d: its sender stopped; due again", delivery_id)
+        for delivery_id in recovered.dead:
+            LOGGER.error(
+                "delivery %d dead-lettered: its sender stopped on the last attempt", delivery_id
+            )
+        return bool(recovered.requeued)
 
     def _attempt(self, claim: outbox.ClaimedDelivery) -> SendOutcome:
         destination = registry.get_destination(self.sessions, claim.destination_name)
@@ -275,7 +299,6 @@ class DeliveryWorker(threading.Thread):
             transient=outcome.transient,
             status=outcome.status,
             error=outcome.message,
-            max_attempts=opts.max_attempts,
             base_delay_seconds=opts.retry_base_seconds,
             max_delay_seconds=opts.retry_max_seconds,
         )
@@ -303,3 +326,9 @@ class DeliveryWorker(threading.Thread):
         return send_file(
             remote, path, calling_ae=self.options.calling_ae_title, limits=self.options.limits
         )
+
+
+def sender_id(index: int) -> str:
+    """The worker id of this process's delivery thread ``index`` (``<host>:<pid>:delivery-<i>``):
+    stable for the thread's life, distinct from the analysis workers' ids."""
+    return f"{socket.gethostname()}:{os.getpid()}:delivery-{index}"

@@ -1,8 +1,10 @@
 """``xrayd outbox list`` and ``xrayd outbox retry``: the operator's view of deliveries.
 
-``list`` shows every delivery (or those in one state) with its attempts, next attempt and last
-error; ``retry ID`` / ``retry --dead`` make dead deliveries pending again with fresh attempts
-(a running node picks them up at its next poll). Retries are audited.
+``list`` shows every delivery (or those in one state) with its attempts, next attempt (its
+queue job's due time, or the end of the running attempt's lease; none once sent or dead) and
+last error; ``retry ID`` / ``retry --dead`` make dead deliveries pending again with fresh
+attempts by reviving their queue jobs (a running node picks them up at its next poll, at once
+on PostgreSQL). Retries are audited.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
         f"{'NEXT ATTEMPT (UTC)':<20} {'STATUS':<7} LAST ERROR"
     )
     for r in rows:
-        next_at = r.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S") if r.state == "pending" else "-"
+        # when its queued job falls due, or when its running job's lease ends
+        next_at = "-" if r.next_attempt_at is None else f"{r.next_attempt_at:%Y-%m-%d %H:%M:%S}"
         status = "-" if r.last_status is None else f"0x{r.last_status:04X}"
         error = (r.last_error or "").replace("\n", " ")
         print(
@@ -55,11 +58,14 @@ def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     sessions = _sessions(settings)
     now = utcnow()
+    attempts = settings.delivery.max_attempts  # for one dead before the one queue (no job)
     if args.dead:
-        ids = outbox.retry_dead_deliveries(sessions, now, destination=args.destination)
+        ids = outbox.retry_dead_deliveries(
+            sessions, now, destination=args.destination, max_attempts=attempts
+        )
     else:
         row = outbox.get_delivery(sessions, args.id)  # DeliveryNotFoundError: exit 1
-        if not outbox.retry_delivery(sessions, args.id, now):
+        if not outbox.retry_delivery(sessions, args.id, now, max_attempts=attempts):
             print(f"delivery {args.id} is {row.state}, not dead: nothing to retry")
             return 1
         ids = [args.id]

@@ -337,7 +337,11 @@ class VerifiedSRWriter:
                 predecessor_result_id=ai.result_id,
                 detail=built.detail,
             )
-            queued = len(queue_deliveries(session, result_id, SR))
+            queued = len(
+                queue_deliveries(
+                    session, result_id, SR, max_attempts=self.settings.delivery.max_attempts
+                )
+            )
         return result_id, queued
 
 

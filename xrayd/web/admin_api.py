@@ -172,14 +172,16 @@ def jobs_page(
 
 def retry_deliveries(request: Request, actor: str, delivery_id: int | None) -> list[int]:
     """Queue one dead delivery (or every dead one when ``delivery_id`` is None) again, audit
-    each, and wake the sender. 404/409 for an unknown or not-dead delivery."""
+    each, and wake the sender. 404/409 for an unknown or not-dead delivery. Their queue jobs
+    are revived (one dead before the one queue gets a job with ``[delivery] max_attempts``)."""
     ctx = context(request)
+    attempts = ctx.settings.delivery.max_attempts
     if delivery_id is None:
-        ids = retry_dead_deliveries(ctx.sessions, now())
+        ids = retry_dead_deliveries(ctx.sessions, now(), max_attempts=attempts)
     else:
         try:
             row = get_delivery(ctx.sessions, delivery_id)
-            done = retry_delivery(ctx.sessions, delivery_id, now())
+            done = retry_delivery(ctx.sessions, delivery_id, now(), max_attempts=attempts)
         except DeliveryNotFoundError:
             raise HTTPException(404, f"no delivery with id {delivery_id}") from None
         if not done:
@@ -395,7 +397,9 @@ class DeliveryOut(BaseModel):
     destination: str
     state: str
     attempts: int
-    next_attempt_at: datetime
+    #: its queue job's due time, or the end of the running attempt's lease; None once sent
+    #: or dead
+    next_attempt_at: datetime | None
     last_status: int | None
     last_error: str | None
     created_at: datetime

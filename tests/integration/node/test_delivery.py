@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import queue
 import socket
 import threading
@@ -28,6 +29,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.dsutils import split_dataset
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.hardening import quiet_identifiers
@@ -36,7 +38,7 @@ from dicom_node.sop_classes import SECONDARY_CAPTURE
 from storage import outbox, registry
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade
-from storage.schema import Result, Study
+from storage.schema import Job, Result, Study
 from storage.spool import Spool
 from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
 from xrayd.worker import Wakeup
@@ -178,8 +180,9 @@ class Env:
             self.sm, registry.DestinationRow(name, ae, "127.0.0.1", port, ("sr", "sc"), "cli")
         )
 
-    def result(self, name: str = "sc1") -> tuple[int, Path, str]:
-        """A Secondary Capture result on disk and in ``results``, queued to every destination."""
+    def result(self, name: str = "sc1", *, max_attempts: int = 4) -> tuple[int, Path, str]:
+        """A Secondary Capture result on disk and in ``results``, queued to every destination
+        (each delivery may make ``max_attempts`` attempts)."""
         path, uid = write_sc(self.spool.root, name)
         with self.sm.begin() as session:
             study = Study(
@@ -198,7 +201,9 @@ class Env:
             )
             session.add(result)
             session.flush()
-            (delivery_id,) = outbox.queue_deliveries(session, result.id, "sc", now=self.clock())
+            (delivery_id,) = outbox.queue_deliveries(
+                session, result.id, "sc", now=self.clock(), max_attempts=max_attempts
+            )
         return delivery_id, path, uid
 
     def worker(
@@ -211,7 +216,6 @@ class Env:
     ) -> DeliveryWorker:
         opts: dict[str, Any] = {
             "calling_ae_title": "XRAYD",
-            "max_attempts": 4,
             "retry_base_seconds": 10,
             "retry_max_seconds": 100,
             "send_timeout_seconds": 5,
@@ -231,6 +235,20 @@ class Env:
 
     def row(self, delivery_id: int) -> outbox.DeliveryRow:
         return outbox.get_delivery(self.sm, delivery_id)
+
+    def job(self, delivery_id: int) -> Job:
+        """The delivery's one queue job."""
+        with self.sm() as session:
+            (job,) = session.scalars(
+                select(Job).where(Job.kind == outbox.DELIVER, Job.ref_id == delivery_id)
+            ).all()
+            return job
+
+    def due(self, delivery_id: int) -> datetime:
+        """When the delivery's queued job falls due."""
+        job = self.job(delivery_id)
+        assert job.state == "queued"
+        return job.next_attempt_at
 
 
 @pytest.fixture
@@ -371,12 +389,12 @@ def test_transient_refusals_back_off_then_deliver_the_same_bytes(pacs: FakePACS,
         assert worker.run_once()
         row = env.row(delivery_id)
         assert (row.state, row.attempts, row.last_status) == ("pending", attempt, 0xA700)
-        delay = (row.next_attempt_at - env.clock()).total_seconds()
+        delay = (env.due(delivery_id) - env.clock()).total_seconds()
         base = 10 * 2 ** (attempt - 1)
         assert 0.5 * base <= delay <= 1.5 * base
         delays.append(delay)
         assert not worker.run_once()  # not due yet
-        env.clock.now = row.next_attempt_at
+        env.clock.now = env.due(delivery_id)
     assert worker.run_once()
     row = env.row(delivery_id)
     assert (row.state, row.attempts, row.last_status, row.last_error) == ("sent", 3, 0, None)
@@ -395,10 +413,11 @@ def test_a_permanent_refusal_is_a_dead_letter_until_retried(
     delivery_id, _, uid = env.result()
     worker = env.worker()
     assert worker.run_once()
-    env.clock.now = env.row(delivery_id).next_attempt_at
+    env.clock.now = env.due(delivery_id)
     assert worker.run_once()
     row = env.row(delivery_id)
     assert (row.state, row.attempts, row.last_status) == ("dead", 2, refusal)
+    assert env.job(delivery_id).state == "dead"
     env.clock.now += timedelta(days=1)
     assert not worker.run_once()  # never retried by itself
     (event,) = [e for e in registry.list_audit(env.sm) if e.action == "delivery.dead"]
@@ -409,17 +428,19 @@ def test_a_permanent_refusal_is_a_dead_letter_until_retried(
     assert outbox.retry_delivery(env.sm, delivery_id, env.clock())  # the operator fixed the PACS
     assert worker.run_once()
     assert env.row(delivery_id).state == "sent"
+    assert env.job(delivery_id).state == "done"  # its dead job was revived, then finished
     assert len(pacs.stored) == 1
 
 
 def test_attempts_end_in_a_dead_letter(pacs: FakePACS, env: Env) -> None:
     pacs.script = [0xA700] * 10
     env.destination(pacs.start())
-    delivery_id, _, _ = env.result()
-    worker = env.worker(max_attempts=3)
-    for _ in range(3):
+    delivery_id, _, _ = env.result(max_attempts=3)
+    worker = env.worker()
+    for attempt in (1, 2, 3):
         assert worker.run_once()
-        env.clock.now = env.row(delivery_id).next_attempt_at
+        if attempt < 3:
+            env.clock.now = env.due(delivery_id)
     row = env.row(delivery_id)
     assert (row.state, row.attempts) == ("dead", 3)
     assert len(pacs.received) == 3 and pacs.stored == []
@@ -439,7 +460,7 @@ def test_pacs_down_then_up(env: Env) -> None:
         assert (first.recorded, first.outcome.transient) == ("retry", True)
         assert "could not connect" in (env.row(delivery_id).last_error or "")
         pacs.start(port)
-        env.clock.now = env.row(delivery_id).next_attempt_at
+        env.clock.now = env.due(delivery_id)
         wakeup.set()
         second = reports.get(timeout=WAIT)
         assert (second.recorded, second.claim.attempt) == ("sent", 2)
@@ -482,13 +503,15 @@ def test_a_crashed_senders_delivery_is_sent_once_after_its_lease(pacs: FakePACS,
     env.destination(pacs.start())
     delivery_id, path, uid = env.result()
     # a sender claims and dies before sending
-    assert outbox.claim_delivery(env.sm, env.clock(), 60, max_attempts=4) is not None
+    assert outbox.claim_delivery(env.sm, env.clock(), 60, worker_id="gone:1:delivery-0")
     restarted = env.worker()
     assert not restarted.run_once()  # leased: not before the lease ends
     env.clock.now += timedelta(seconds=61)
     assert restarted.run_once()
     row = env.row(delivery_id)
     assert (row.state, row.attempts) == ("sent", 2)
+    job = env.job(delivery_id)
+    assert (job.state, job.attempts, job.worker_id) == ("done", 2, restarted.worker_id)
     (got,) = pacs.received
     assert (got.sop_instance_uid, got.data) == (uid, dataset_bytes(path))
 
@@ -499,7 +522,7 @@ def test_a_sender_that_dies_after_sending_causes_an_identical_resend(
     port = pacs.start()
     env.destination(port)
     delivery_id, path, uid = env.result()
-    claim = outbox.claim_delivery(env.sm, env.clock(), 60, max_attempts=4)
+    claim = outbox.claim_delivery(env.sm, env.clock(), 60, worker_id="gone:1:delivery-0")
     assert claim is not None
     remote = RemoteAE("PACS", "127.0.0.1", port)
     assert send_file(remote, path, calling_ae="XRAYD", timeout=5).ok  # ... then it dies
@@ -536,12 +559,47 @@ def test_logs_carry_no_patient_data_or_raw_uids(
     worker = env.worker()
     with caplog.at_level(logging.DEBUG):
         assert worker.run_once()
-        env.clock.now = env.row(delivery_id).next_attempt_at
+        env.clock.now = env.due(delivery_id)
         assert worker.run_once()
     assert any(r.name == "xrayd.delivery" and "sent" in r.getMessage() for r in caplog.records)
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     for secret in ("Doe^Jane", "PAT-SECRET-42", uid):
         assert secret not in text
+
+
+def test_each_sender_claims_under_its_own_id(pacs: FakePACS, env: Env) -> None:
+    env.destination(pacs.start())
+    pacs.script = [0xA700]
+    delivery_id, _, _ = env.result()
+    reports: queue.Queue[DeliveryReport] = queue.Queue()
+    worker = env.worker(reports=reports)
+    assert worker.worker_id == f"{socket.gethostname()}:{os.getpid()}:delivery-0"
+    assert worker.run_once()
+    report = reports.get_nowait()
+    assert (report.recorded, report.claim.worker_id) == ("retry", worker.worker_id)
+    job = env.job(delivery_id)
+    assert (job.worker_id, job.attempts, job.last_error) == (
+        worker.worker_id,
+        1,
+        report.outcome.message,
+    )
+
+
+def test_a_lost_delivery_goes_first_while_the_sender_is_busy(pacs: FakePACS, env: Env) -> None:
+    """Taken up again at the next sweep (at least every poll_seconds), ahead of new work,
+    without waiting for the queue to run dry."""
+    env.destination(pacs.start())
+    lost, _, lost_uid = env.result("lost")
+    assert outbox.claim_delivery(env.sm, env.clock(), 60, worker_id="gone:1:delivery-0")
+    worker = env.worker(poll_seconds=30)
+    env.clock.now += timedelta(seconds=1)
+    waiting = [env.result(f"new{i}")[0] for i in range(3)]
+    assert worker.run_once()  # swept at its first run: nothing expired yet
+    env.clock.now += timedelta(seconds=60)  # the lost sender's lease has ended
+    assert worker.run_once()  # swept again (poll_seconds passed) before claiming
+    assert env.row(lost).state == "sent"
+    assert [env.row(d).state for d in waiting] == ["sent", "pending", "pending"]
+    assert pacs.received[1].sop_instance_uid == lost_uid
 
 
 # -- the CLI commands ------------------------------------------------------------------------

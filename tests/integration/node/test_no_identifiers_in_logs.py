@@ -132,6 +132,7 @@ def node(database_url: str, tmp_path: Path, refusing_pacs: RefusingPACS) -> Iter
         database_url,
         study={"quiet_seconds": 0, "release_ends_wait": True},
         jobs={"max_attempts": 1},
+        delivery={"max_attempts": 1},  # each refused delivery ends dead (and audited)
         destinations=[
             {
                 "name": "down",
@@ -236,7 +237,7 @@ def test_failures_leave_no_patient_data_in_logs_or_error_texts(
     sender = DeliveryWorker(
         sessions,
         node.storage.spool,
-        DeliveryOptions(max_attempts=1, send_timeout_seconds=10, lease_seconds=60),
+        DeliveryOptions(send_timeout_seconds=10, lease_seconds=60),
         lambda: datetime.now(UTC),
         stop,
         Wakeup(),

@@ -229,7 +229,7 @@ def test_images_and_results_live_in_the_object_store(
     worker = DeliveryWorker(
         node.storage.sessions,
         node.storage.spool,
-        DeliveryOptions(max_attempts=3, send_timeout_seconds=30, lease_seconds=120),
+        DeliveryOptions(send_timeout_seconds=30, lease_seconds=120),
         lambda: datetime.now(UTC),
         threading.Event(),
         Wakeup(),

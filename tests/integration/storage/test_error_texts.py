@@ -67,7 +67,16 @@ def test_a_database_error_names_no_parameters(sm: sessionmaker[Session]) -> None
 def test_a_failed_job_stores_a_redacted_error(sm: sessionmaker[Session]) -> None:
     with sm.begin() as session:
         study = _study(session)
-        session.add(Job(study_id=study.id, kind="analyse", state="queued", next_attempt_at=T0))
+        session.add(
+            Job(
+                queue="analysis",
+                ref_id=study.id,
+                study_id=study.id,
+                kind="analyse",
+                state="queued",
+                next_attempt_at=T0,
+            )
+        )
     claimed = claim_job(sm, "w1", T0, 60)
     assert claimed is not None
     assert fail_job(sm, claimed.job_id, T0, LEAKY) == "retry"
@@ -84,15 +93,19 @@ def test_a_failed_delivery_stores_a_redacted_error(sm: sessionmaker[Session]) ->
         session.add(result)
         session.flush()
         result_id = result.id
-    (delivery_id,) = outbox.queue_deliveries(sm, result_id, "sr", [Dest("PACS")], now=T0)
-    claim = outbox.claim_delivery(sm, T0, 300, max_attempts=1)
-    assert claim is not None and claim.delivery_id == delivery_id
-    outcome = outbox.delivery_failed(
-        sm, claim, T0, transient=True, status=0xA700, error=LEAKY, max_attempts=1
+    (delivery_id,) = outbox.queue_deliveries(
+        sm, result_id, "sr", [Dest("PACS")], now=T0, max_attempts=1
     )
+    claim = outbox.claim_delivery(sm, T0, 300, worker_id="w1")
+    assert claim is not None and claim.delivery_id == delivery_id
+    outcome = outbox.delivery_failed(sm, claim, T0, transient=True, status=0xA700, error=LEAKY)
     assert outcome == "dead"
     [row] = outbox.list_deliveries(sm, "dead")
     _assert_clean(row.last_error)
+    with sm() as session:  # the queue job keeps the error too
+        job = session.get(Job, claim.job_id)
+        assert job is not None and job.state == "dead"
+        _assert_clean(job.last_error)
 
 
 def test_a_failed_training_run_stores_a_redacted_error(sm: sessionmaker[Session]) -> None:

@@ -94,7 +94,13 @@ def seed(
                 calling_ae_title="CR1",
             )
         )
-        job = Job(study_id=study.id, kind="analyse", state=job_state, next_attempt_at=when)
+        job = Job(
+            queue="analysis",
+            study_id=study.id,
+            kind="analyse",
+            state=job_state,
+            next_attempt_at=when,
+        )
         session.add(job)
         session.flush()
         if state == "analysed":
@@ -123,7 +129,6 @@ def seed(
                                 result_id=result.id,
                                 destination_name=f"pacs{i}",
                                 state=d_state,
-                                next_attempt_at=when,
                             )
                         )
             session.flush()

@@ -104,7 +104,6 @@ def add_object(session: Session, study_id: int, kind: str, *deliveries: Any) -> 
                 result_id=result.id,
                 destination_name=destination,
                 state=state,
-                next_attempt_at=SINCE,
                 sent_at=sent_at,
             )
         )

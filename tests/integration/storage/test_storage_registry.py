@@ -190,7 +190,6 @@ def test_status_counts(sm: sessionmaker[Session], make_rec: RecordFactory) -> No
                 destination_name="PACS",
                 state="dead",
                 attempts=5,
-                next_attempt_at=T0,
             )
         )
     counts = status_counts(sm)

@@ -330,7 +330,7 @@ def _dead_delivery(web: Web) -> int:
     )
     (delivery_id,) = queue_deliveries(web.sessions, result_id, "sr")
     now = datetime.now(UTC)
-    claim = claim_delivery(web.sessions, now, 60)
+    claim = claim_delivery(web.sessions, now, 60, worker_id="test:1:delivery-0")
     assert claim is not None and claim.delivery_id == delivery_id
     outcome = delivery_failed(
         web.sessions, claim, now, transient=False, status=0x0122, error="SOP class not supported"

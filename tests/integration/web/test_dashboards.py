@@ -59,7 +59,6 @@ def deliver(web: Web, study_id: int, kind: str, *deliveries: tuple[str, str, int
                     result_id=result.id,
                     destination_name=destination,
                     state=state,
-                    next_attempt_at=first,
                     sent_at=None if after is None else first + timedelta(seconds=after),
                 )
             )
