@@ -1,11 +1,13 @@
 """The retraining schedule (APScheduler 3.x): a cron trigger that calls ``fire(slot)``.
 
 ``slot`` names the firing: the scheduled fire time in UTC (e.g. ``scheduled:2026-11-24T02:00Z``).
-The caller claims the slot in the database (``storage.training.claim_run``), so two schedulers
-of one deployment firing for the same time run it once, and a slot already run is not run
-again. In-process, APScheduler runs one firing at a time (``max_instances=1``) and coalesces
-firings missed while a run was going (``coalesce=True``). Firings missed while xrayd was down
-are coalesced into one catch-up run at start (:meth:`RetrainScheduler.due_slot`).
+The caller *requests* a run for the slot (``storage.training.request_run``: a queued run and its
+job of the ``retrain`` queue, which a retrain worker runs), so a firing takes milliseconds, two
+schedulers of one deployment firing for the same time queue one run, and a slot already
+requested is not requested again. In-process, APScheduler handles one firing at a time
+(``max_instances=1``) and coalesces missed firings (``coalesce=True``). Firings missed while
+xrayd was down are coalesced into one catch-up request at start
+(:meth:`RetrainScheduler.due_slot`).
 """
 
 from __future__ import annotations
@@ -104,8 +106,8 @@ class RetrainScheduler:
         logger.info("retraining schedule fired (%s)", slot)
         try:
             self._fire(slot)
-        except Exception:  # a failed run is recorded by the caller; the schedule goes on
-            logger.exception("scheduled retraining failed")
+        except Exception:  # e.g. the database is away: the schedule goes on
+            logger.exception("requesting the scheduled retraining failed")
 
     def due_slot(self, last_slot_time: datetime | None, now: datetime) -> str | None:
         """A catch-up slot when firings were missed while nothing ran (coalesced into one):
@@ -116,8 +118,8 @@ class RetrainScheduler:
         return slot_name(fire_time)
 
     def catch_up(self, last_slot_time: datetime | None, now: datetime) -> str | None:
-        """Run the missed firing (coalesced into one) now, in the scheduler's thread; returns
-        its slot, or None when nothing was missed within the grace period."""
+        """Fire for the missed firing (coalesced into one) now, in the scheduler's thread;
+        returns its slot, or None when nothing was missed within the grace period."""
         slot = self.due_slot(last_slot_time, now)
         if slot is not None:
             logger.info("catching up a missed retraining (%s)", slot)

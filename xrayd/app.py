@@ -46,7 +46,7 @@ from xrayd.pipeline import Analyser
 from xrayd.receiver import SpoolingSink, utcnow
 from xrayd.refusal_audit import RefusalAudit, RefusalAuditFlusher
 from xrayd.retention_worker import RetentionWorker
-from xrayd.retraining import RetrainService
+from xrayd.retraining import RetrainService, RetrainWorker
 from xrayd.review_sr import VerifiedSRWriter
 from xrayd.roles import ALL_ROLES, QUEUES, ROLES
 from xrayd.shutdown import SETTLE_SECONDS, block_stop_signals, exit_now, unfinished_threads
@@ -427,18 +427,27 @@ def web_context(settings: Settings, storage: Storage, node: Node) -> WebContext:
     )
 
 
-def retrain_scheduler(settings: Settings, storage: Storage, node: Node) -> RetrainScheduler:
-    """The retraining schedule of this deployment; a promotion reaches the workers at once."""
+def retrain_worker(settings: Settings, storage: Storage, node: Node) -> RetrainWorker:
+    """The worker of the ``retrain`` queue (one per process: runs go one at a time anyway);
+    a promotion reaches the analysis workers at once."""
+    wakeup = Wakeup()
     service = RetrainService(
         settings,
         storage.sessions,
         storage.spool,
         on_promoted=node.model.refresh,
+        on_requested=wakeup.set,
         store=storage.store,
     )
+    return RetrainWorker(service, threading.Event(), wakeup)
+
+
+def retrain_scheduler(settings: Settings, service: RetrainService) -> RetrainScheduler:
+    """The retraining schedule of this deployment: each firing requests a run (a job of the
+    ``retrain`` queue) that a retrain worker runs."""
     r = settings.retrain
     return RetrainScheduler(
-        r.schedule, lambda slot: service.run(slot, "scheduled"), timezone=r.timezone
+        r.schedule, lambda slot: service.request(slot, "scheduled"), timezone=r.timezone
     )
 
 
@@ -486,13 +495,16 @@ def serve(
     extra: ListenerProcesses | None = None
     web: WebServer | None = None
     scheduler: RetrainScheduler | None = None
+    retrainer: RetrainWorker | None = None
 
     def stop() -> list[str]:
         """Stop what runs, in order; returns the xrayd threads still running after that."""
         if scheduler is not None:
-            # A run in progress is abandoned: its row expires after [retrain] lease_seconds
-            # and its unregistered bundle is removed by the next run.
             scheduler.stop(wait=False)
+        if retrainer is not None:
+            # A run still training is given back to the queue (failed on its last attempt);
+            # its unregistered bundle is removed by the next run.
+            retrainer.shutdown(timeout=5.0)
         if web is not None:
             web.stop()
         if extra is not None:
@@ -539,7 +551,9 @@ def serve(
             print(f"xrayd: web UI on {settings.web.host} port {web.port}", flush=True)
             listening += f", web UI on {settings.web.host} port {web.port}"
         if settings.retrain.enabled and "retrain" in roles:
-            scheduler = retrain_scheduler(settings, storage, node)
+            retrainer = retrain_worker(settings, storage, node)
+            retrainer.start()
+            scheduler = retrain_scheduler(settings, retrainer.service)
             scheduler.start()
             scheduler.catch_up(last_scheduled_slot(storage.sessions), utcnow())
     except BaseException:

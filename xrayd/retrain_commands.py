@@ -36,9 +36,30 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     service = _service(settings)
     slot = "manual:" + datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    run = service.run(slot, "manual", progress=args.progress)
-    if run is None:
+    # requested as a job of the retrain queue, then claimed and run here in the foreground
+    done = service.run_now(slot, "manual", progress=args.progress)
+    if done.outcome == "busy":
         print("xrayd: another retraining run is going", file=sys.stderr)
+        return 1
+    if done.outcome == "slot_taken":
+        print(f"xrayd: a retraining run for {slot} was requested already", file=sys.stderr)
+        return 1
+    if done.outcome == "taken":
+        by = f" ({done.worker})" if done.worker else ""
+        print(
+            f"xrayd: a retrain worker{by} took the requested run first: it runs there, "
+            "see `xrayd retrain runs`",
+            file=sys.stderr,
+        )
+        return 1
+    run = done.run
+    assert run is not None
+    if done.outcome == "lost":
+        print(
+            f"xrayd: run {run.id}: this process lost the run (its lease expired) and did not "
+            "record an outcome; see `xrayd retrain runs`",
+            file=sys.stderr,
+        )
         return 1
     print(
         f"run {run.id}: {run.state}; candidate {run.candidate_version or '-'} "
@@ -55,7 +76,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     from storage.training import list_runs
 
     for r in list_runs(_service(settings).sessions, limit=args.limit):
-        ended = f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else "running"
+        ended = f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else r.state
         print(
             f"{r.id:>4} {r.slot:<34} {r.state:<9} {ended:<16} reviews {r.new_reviews:<4} "
             f"{r.candidate_version or '-'} {r.verdict or ''} {r.error or ''}"
@@ -95,21 +116,32 @@ def cmd_validation(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    """Run only the retraining scheduler, in the foreground, until SIGTERM/SIGINT."""
+    """Run only the retraining scheduler and a retrain worker that runs what it requests, in
+    the foreground, until SIGTERM/SIGINT."""
     from xrayd.shutdown import block_stop_signals
 
     stop_signals = block_stop_signals()  # before torch is imported (see block_stop_signals)
+    import threading
+
     from retrain.scheduler import RetrainScheduler
+    from xrayd.retraining import RetrainWorker
+    from xrayd.worker import Wakeup
 
     service = _service(settings)
+    wakeup = Wakeup()
+    service.on_requested = wakeup.set
+    worker = RetrainWorker(service, threading.Event(), wakeup)
     r = settings.retrain
     scheduler = RetrainScheduler(
-        r.schedule, lambda slot: service.run(slot, "scheduled"), timezone=r.timezone
+        r.schedule, lambda slot: service.request(slot, "scheduled"), timezone=r.timezone
     )
+    worker.start()
     scheduler.start()
     print(f"xrayd scheduler: next retraining {scheduler.next_fire_time()}", flush=True)
     signal.sigwait(stop_signals)
     scheduler.stop(wait=True)
+    # a run still training is given back (failed on its last attempt): the process ends
+    worker.shutdown(timeout=10)
     return 0
 
 

@@ -1,11 +1,18 @@
-"""One retraining run, end to end: claim, check the reviews, lock the validation set on the
-first run, fine-tune and judge (``retrain.run``), register the candidate, promote it when
-``[retrain] auto_promote`` allows, and record the run.
+"""Retraining runs as jobs of the ``retrain`` queue (:mod:`storage.training`): a schedule or
+a person *requests* a run (:meth:`RetrainService.request`), a :class:`RetrainWorker` (or the
+foreground command, :meth:`RetrainService.run_now`) claims it and runs it end to end: check the
+reviews, lock the validation set on the first run, fine-tune and judge (``retrain.run``),
+register the candidate, promote it when ``[retrain] auto_promote`` allows, and record the run.
+
+While a run trains, a :class:`~xrayd.worker.LeaseKeeper` renews its job's lease (the run's
+heartbeat). A worker that dies stops renewing: once the lease is over, the sweep of any retrain
+worker (:func:`storage.training.requeue_expired`) queues the run again or, on its last attempt
+(``max_attempts`` 1 by default), marks it ``failed``. A worker that lost its job neither
+registers its candidate nor records an outcome.
 
 The candidate bundle is published atomically by ``retrain.run`` before it is registered; a
 crash before the registration leaves a complete but unregistered directory, which the next run
-removes (:meth:`RetrainService.clean_unregistered`), and a run row that the next claim marks
-``failed`` once its lease is over. So no model is ever half-registered.
+removes (:meth:`RetrainService.clean_unregistered`). So no model is ever half-registered.
 """
 
 from __future__ import annotations
@@ -17,36 +24,45 @@ import shutil
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from storage import queue
 from storage.bytestore import ByteStore
+from storage.errors import JobLostError
 from storage.models_registry import (
     active_version,
     list_model_versions,
     promote,
     register_version,
 )
+from storage.schema import Job, JobState
 from storage.spool import Spool
 from storage.training import (
+    ClaimedRun,
     RunRow,
     add_validation_cases,
-    claim_run,
     finish_run,
-    heartbeat,
+    holds_run,
     last_finished_run,
+    request_run,
+    requeue_expired,
     reviewed_examples,
     reviews_since,
+    running_run,
+    start_run,
     validation_cases,
 )
 from xrayd.limits import image_limits
 from xrayd.model_registry import register_configured_model, verify_version
+from xrayd.worker import LeaseKeeper, Wakeup
 
-__all__ = ["RetrainService"]
+__all__ = ["ForegroundRun", "RetrainService", "RetrainWorker"]
 
 LOGGER = logging.getLogger(__name__)
 ACTOR = "xrayd-retrain"
@@ -56,8 +72,25 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class ForegroundRun:
+    """What :meth:`RetrainService.run_now` did.
+
+    ``outcome``: ``"finished"`` (``run`` holds the recorded outcome), ``"busy"`` (another run
+    is going: nothing was run; a request made meanwhile was cancelled), ``"taken"`` (a retrain
+    worker claimed the requested run first: it runs there), ``"slot_taken"`` (the slot was
+    requested already) or ``"lost"`` (this process lost the run's job while it trained: the
+    outcome was not recorded)."""
+
+    outcome: Literal["finished", "busy", "taken", "slot_taken", "lost"]
+    run: RunRow | None = None
+    #: the worker that runs it, for "taken"
+    worker: str | None = None
+
+
 class RetrainService:
-    """Runs retraining for one deployment (``xrayd serve``, ``xrayd scheduler`` or the CLI)."""
+    """Requests and runs retraining for one deployment (``xrayd serve``, ``xrayd scheduler``,
+    ``xrayd worker --queues retrain`` or the CLI)."""
 
     def __init__(
         self,
@@ -66,17 +99,28 @@ class RetrainService:
         spool: Spool,
         *,
         on_promoted: Callable[[], None] = lambda: None,
+        on_requested: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = utcnow,
         store: ByteStore | None = None,
+        worker_id: str | None = None,
+        max_attempts: int = 1,
+        renew_interval: float | None = None,
     ) -> None:
-        """``store`` holds the reviewed images (None: the spool itself)."""
+        """``store`` holds the reviewed images (None: the spool itself). ``on_requested``
+        wakes this process's retrain worker when a run was queued. ``max_attempts``: how
+        many workers a requested run may be given (1: a run whose worker dies fails).
+        ``renew_interval``: how often the lease of the run in hand is renewed (default a
+        third of ``[retrain] lease_seconds``)."""
         self.settings = settings
         self.sessions = sessions
         self.spool = spool
         self.store = store
         self.on_promoted = on_promoted
+        self.on_requested = on_requested
         self.clock = clock
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.max_attempts = max_attempts
+        self.renew_interval = renew_interval or settings.retrain.lease_seconds / 3
 
     @property
     def models_dir(self) -> Path:
@@ -131,52 +175,130 @@ class RetrainService:
         added = add_validation_cases(self.sessions, list(cases), actor=ACTOR)
         LOGGER.info("locked validation set fixed with %d base cases", added)
 
-    def run(self, slot: str, trigger: str, *, progress: bool = False) -> RunRow | None:
-        """Run once for ``slot``; None when the slot was taken or another run is going."""
-        r = self.settings.retrain
-        lease = timedelta(seconds=r.lease_seconds)
-        run = claim_run(
+    # -- requesting and claiming -----------------------------------------------------------
+
+    def request(self, slot: str, trigger: str) -> RunRow | None:
+        """Queue a run for ``slot`` (a job of the ``retrain`` queue); None when the slot was
+        requested already (another scheduler's firing, a restart's catch-up) or, for a
+        scheduled run, when a run is queued already (firings coalesce)."""
+        run = request_run(
             self.sessions,
             slot=slot,
             trigger=trigger,
-            worker=self.worker,
             now=self.clock(),
-            lease=lease,
+            max_attempts=self.max_attempts,
+            unless_waiting=trigger == "scheduled",
         )
         if run is None:
-            LOGGER.info("retraining slot %s taken or a run is going: nothing to do", slot)
+            LOGGER.info("retraining %s: a run was requested already, nothing to do", slot)
             return None
+        self.on_requested()
+        return run
+
+    def claim(self, *, job_id: int | None = None) -> ClaimedRun | None:
+        """Start the next queued run (the one of ``job_id`` only, if given); None when none is
+        due or a run is going."""
+        return start_run(
+            self.sessions,
+            self.worker,
+            self.clock(),
+            self.settings.retrain.lease_seconds,
+            job_id=job_id,
+        )
+
+    def run_now(self, slot: str, trigger: str, *, progress: bool = False) -> ForegroundRun:
+        """Request a run and run it in this thread (``xrayd retrain --now``), unless another
+        run is going or a retrain worker takes the request first."""
+        if running_run(self.sessions) is not None:
+            return ForegroundRun("busy")
+        run = request_run(self.sessions, slot=slot, trigger=trigger, now=self.clock())
+        if run is None:
+            return ForegroundRun("slot_taken")
+        assert run.job_id is not None
+        claimed = self.claim(job_id=run.job_id)
+        if claimed is None:
+            return self._not_claimed(run.job_id)
+        finished = self.run_claimed(claimed, progress=progress)
+        if finished is None:
+            return ForegroundRun("lost", claimed.run)
+        return ForegroundRun("finished", finished)
+
+    def _not_claimed(self, job_id: int) -> ForegroundRun:
+        """The requested job could not be claimed: a worker took it, or a run started in
+        between (then the request is cancelled: this command runs now or not at all)."""
+        if queue.cancel(self.sessions, job_id, self.clock()):
+            return ForegroundRun("busy")
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            worker = None if job is None else job.worker_id
+            state = None if job is None else job.state
+        if state != JobState.RUNNING:
+            worker = None  # it ran already (a fast worker) or was given up
+        LOGGER.info("retraining job %d was taken by another worker (%s)", job_id, state)
+        return ForegroundRun("taken", worker=worker)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run_claimed(self, claimed: ClaimedRun, *, progress: bool = False) -> RunRow | None:
+        """Run a started run to its outcome, renewing its job's lease meanwhile, and record
+        the outcome; None when this worker lost the run's job (nothing recorded)."""
+        keeper = LeaseKeeper(
+            self.sessions,
+            claimed,
+            claimed.worker_id,
+            self.settings.retrain.lease_seconds,
+            self.clock,
+            self.renew_interval,
+        )
+        try:
+            with keeper:
+                return self._run(claimed, progress=progress)
+        except JobLostError as exc:
+            LOGGER.warning("retraining run %d: %s", claimed.run.id, exc)
+            return None
+
+    def _run(self, claimed: ClaimedRun, *, progress: bool) -> RunRow:
+        r = self.settings.retrain
+        run = claimed.run
+        with self.sessions.begin() as session:
+            if not holds_run(session, claimed):  # e.g. claimed long ago by a stalled process
+                raise JobLostError("lost its job before it started")
         try:
             last = last_finished_run(self.sessions)
             new = reviews_since(self.sessions, last.started_at if last else None)
-            if trigger == "scheduled" and new < r.min_new_reviews:
+            if run.trigger == "scheduled" and new < r.min_new_reviews:
                 LOGGER.info(
                     "retraining skipped: %d new review(s), %d needed", new, r.min_new_reviews
                 )
                 return finish_run(
                     self.sessions,
                     run.id,
+                    worker_id=claimed.worker_id,
                     state="skipped",
                     now=self.clock(),
                     new_reviews=new,
                     detail={"reason": f"{new} new reviews < min_new_reviews {r.min_new_reviews}"},
                 )
-            return self._train(run, new, progress=progress)
+            return self._train(claimed, new, progress=progress)
+        except JobLostError:
+            raise
         except Exception as exc:
             LOGGER.exception("retraining run %d failed", run.id)
             return finish_run(
                 self.sessions,
                 run.id,
+                worker_id=claimed.worker_id,
                 state="failed",
                 now=self.clock(),
                 error=f"{type(exc).__name__}: {exc}",
             )
 
-    def _train(self, run: RunRow, new_reviews: int, *, progress: bool) -> RunRow:
+    def _train(self, claimed: ClaimedRun, new_reviews: int, *, progress: bool) -> RunRow:
         from retrain.gate import GateConfig
         from retrain.run import RetrainInputs, run_retraining
 
         r = self.settings.retrain
+        run = claimed.run
         current = register_configured_model(self.settings, self.sessions)
         active = active_version(self.sessions) or current
         verify_version(active)  # the bundle retrained from is the one registered
@@ -186,46 +308,42 @@ class RetrainService:
         self._lock_validation_set(base)
         version = f"{active.version}+r{run.id}"[:64]
         disagreements, drift = self._monitoring()
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat, args=(run.id, stop, r.lease_seconds / 4), daemon=True
-        )
-        beat.start()
-        try:
-            outcome = run_retraining(
-                RetrainInputs(
-                    current_bundle=Path(active.path),
-                    base=base,  # type: ignore[arg-type]
-                    reviewed=reviewed_examples(self.sessions),
-                    validation_cases=validation_cases(self.sessions),
-                    spool_root=self.spool.root,
-                    store=self.store,
-                    salt=self.salt(),
-                    out_dir=self.models_dir,
-                    name=active.name,
-                    version=version,
-                    review_weight=r.review_weight,
-                    epochs=r.epochs,
-                    learning_rate=r.learning_rate,
-                    batch_size=r.batch_size,
-                    device=r.device,
-                    progress=progress,
-                    gate=GateConfig(
-                        auc_margin=r.gate.auc_margin,
-                        min_sensitivity=r.gate.min_sensitivity,
-                        min_specificity=r.gate.min_specificity,
-                    ),
-                    new_reviews=new_reviews,
-                    disagreements=disagreements,
-                    drift=drift,
-                    limits=image_limits(self.settings.limits),
-                )
+        outcome = run_retraining(
+            RetrainInputs(
+                current_bundle=Path(active.path),
+                base=base,  # type: ignore[arg-type]
+                reviewed=reviewed_examples(self.sessions),
+                validation_cases=validation_cases(self.sessions),
+                spool_root=self.spool.root,
+                store=self.store,
+                salt=self.salt(),
+                out_dir=self.models_dir,
+                name=active.name,
+                version=version,
+                review_weight=r.review_weight,
+                epochs=r.epochs,
+                learning_rate=r.learning_rate,
+                batch_size=r.batch_size,
+                device=r.device,
+                progress=progress,
+                gate=GateConfig(
+                    auc_margin=r.gate.auc_margin,
+                    min_sensitivity=r.gate.min_sensitivity,
+                    min_specificity=r.gate.min_specificity,
+                ),
+                new_reviews=new_reviews,
+                disagreements=disagreements,
+                drift=drift,
+                limits=image_limits(self.settings.limits),
             )
-        finally:
-            stop.set()
-            beat.join(timeout=5)
+        )
         verdict = outcome.verdict.verdict
         with self.sessions.begin() as session:
+            if not holds_run(session, claimed):
+                # its lease expired: the bundle stays unregistered (the next run removes it)
+                raise JobLostError(
+                    f"lost its job while training; candidate {outcome.version} not registered"
+                )
             register_version(
                 session,
                 name=outcome.name,
@@ -253,6 +371,7 @@ class RetrainService:
         return finish_run(
             self.sessions,
             run.id,
+            worker_id=claimed.worker_id,
             state="succeeded",
             now=self.clock(),
             new_reviews=new_reviews,
@@ -278,6 +397,67 @@ class RetrainService:
             LOGGER.warning("agreement with radiologists dropped: %s", drift.reason)
         return parts, drift
 
-    def _heartbeat(self, run_id: int, stop: threading.Event, every: float) -> None:
-        while not stop.wait(max(1.0, every)):
-            heartbeat(self.sessions, run_id, self.clock())
+
+class RetrainWorker(threading.Thread):
+    """Claims runs of the ``retrain`` queue and runs them, one at a time, until stopped; at
+    each turn it first takes up the runs whose worker stopped (expired leases)."""
+
+    def __init__(
+        self,
+        service: RetrainService,
+        stop: threading.Event,
+        wakeup: Wakeup,
+        *,
+        poll_seconds: float = 10.0,
+    ) -> None:
+        super().__init__(name="xrayd-retrain", daemon=True)
+        self.service = service
+        self.stop_event = stop
+        self.wakeup = wakeup
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._in_hand: ClaimedRun | None = None
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                LOGGER.exception("retrain worker loop error; continuing")
+                worked = False
+            if not worked:
+                self.wakeup.wait(self.poll_seconds)
+
+    def run_once(self) -> RunRow | Literal[False] | None:
+        """Sweep expired leases, then claim and run at most one run. Returns False when there
+        was nothing to run, else the recorded outcome (None: the run's job was lost)."""
+        recovered = requeue_expired(self.service.sessions, self.service.clock())
+        if recovered:
+            LOGGER.warning("%d retraining run(s) whose worker stopped were taken up", recovered)
+        if self.stop_event.is_set():
+            return False
+        with self._lock:
+            claimed = self.service.claim()
+            self._in_hand = claimed
+        if claimed is None:
+            return False
+        try:
+            return self.service.run_claimed(claimed)
+        finally:
+            with self._lock:
+                self._in_hand = None
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop after the run in hand, waiting at most ``timeout`` seconds; a run still
+        training then is given back to the queue (:func:`storage.queue.release`: failed on
+        its last attempt), as its process is about to end."""
+        self.stop_event.set()
+        self.wakeup.set()
+        if self.ident is not None:
+            self.join(timeout)
+        with self._lock:
+            claimed = self._in_hand
+            if claimed is not None and queue.release(
+                self.service.sessions, claimed.job_id, self.service.clock()
+            ):
+                LOGGER.warning("retraining run %d given up: xrayd is stopping", claimed.run.id)

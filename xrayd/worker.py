@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +35,13 @@ class Wakeup:
         self._event.clear()
 
 
+class HeldJob(Protocol):
+    """What :class:`LeaseKeeper` needs of a claim (an analysis job, a retraining run...)."""
+
+    @property
+    def job_id(self) -> int: ...
+
+
 class LeaseKeeper(threading.Thread):
     """Renews the lease of the job a worker holds while it runs, so a slow analysis is not
     taken for a dead worker's and claimed again; notices when the job was lost anyway."""
@@ -41,7 +49,7 @@ class LeaseKeeper(threading.Thread):
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        job: jobs.ClaimedJob,
+        job: HeldJob,
         worker_id: str,
         lease_seconds: float,
         clock: Callable[[], datetime],

@@ -9,7 +9,7 @@ passed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +19,7 @@ from storage import outbox
 from storage.jobs import claim_job, fail_job, list_jobs
 from storage.redact import describe_exception, uid_handle
 from storage.schema import Job, Result, Study
-from storage.training import claim_run, finish_run, get_run
+from storage.training import finish_run, get_run, request_run, start_run
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 STUDY_UID = "1.2.826.0.1.3680043.8.498.4242424242"
@@ -109,11 +109,13 @@ def test_a_failed_delivery_stores_a_redacted_error(sm: sessionmaker[Session]) ->
 
 
 def test_a_failed_training_run_stores_a_redacted_error(sm: sessionmaker[Session]) -> None:
-    run = claim_run(
-        sm, slot="manual:1", trigger="manual", worker="w1", now=T0, lease=timedelta(hours=1)
-    )
-    assert run is not None
-    finish_run(sm, run.id, state="failed", now=T0, error=LEAKY)
+    run = request_run(sm, slot="manual:1", trigger="manual", now=T0)
+    assert run is not None and start_run(sm, "w1", T0, 3600) is not None
+    finish_run(sm, run.id, worker_id="w1", state="failed", now=T0, error=LEAKY)
     stored = get_run(sm, run.id)
     assert stored is not None
     _assert_clean(stored.error)
+    with sm() as session:
+        job = session.get(Job, run.job_id or 0)
+        assert job is not None and job.state == "dead"
+        _assert_clean(job.last_error)

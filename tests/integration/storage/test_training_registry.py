@@ -1,16 +1,22 @@
-"""Retraining state on SQLite and PostgreSQL: runs claimed once per slot and one at a time,
-interrupted runs expire, the locked validation set only grows, and the model registry's
-promote / rollback / gate rules, all audited."""
+"""Retraining state on SQLite and PostgreSQL: runs requested once per slot as jobs of the
+``retrain`` queue and run one at a time, a run kept in step with its job when its worker is
+lost (queued again, or failed on its last attempt) while the lost worker cannot record an
+outcome, the locked validation set only grows, and the model registry's promote / rollback /
+gate rules, all audited."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import queue
 from storage.db import make_engine, make_sessionmaker
+from storage.errors import JobLostError
 from storage.migrate import upgrade
 from storage.models_registry import (
     RegistryError,
@@ -22,19 +28,24 @@ from storage.models_registry import (
     rollback,
 )
 from storage.registry import list_audit
+from storage.schema import Job, TrainingRun
 from storage.training import (
+    CANCELLED_ERROR,
     add_validation_cases,
-    claim_run,
     finish_run,
     get_run,
-    heartbeat,
     list_runs,
+    request_run,
+    requeue_expired,
     reviews_since,
+    running_run,
+    start_run,
     validation_cases,
 )
 
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
-LEASE = timedelta(minutes=15)
+LEASE = 900.0
+WAIT = 30.0  # an upper bound for a thread to reach a point; never a measured time
 
 
 @pytest.fixture
@@ -45,22 +56,58 @@ def sm(database_url: str, tmp_path: Path) -> sessionmaker[Session]:
     return make_sessionmaker(engine)
 
 
-def test_a_slot_is_claimed_once_and_one_run_goes_at_a_time(sm: sessionmaker[Session]) -> None:
-    first = claim_run(sm, slot="scheduled:A", trigger="scheduled", worker="w1", now=T0, lease=LEASE)
-    assert first is not None and first.state == "running"
-    # The same firing seen by a second scheduler: refused.
-    assert (
-        claim_run(sm, slot="scheduled:A", trigger="scheduled", worker="w2", now=T0, lease=LEASE)
-        is None
+def _job(sm: sessionmaker[Session], job_id: int | None) -> Job:
+    assert job_id is not None
+    with sm() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
+def _counts(sm: sessionmaker[Session]) -> tuple[int, int]:
+    """(training runs, jobs of the retrain queue)"""
+    with sm() as session:
+        runs = session.scalar(select(func.count(TrainingRun.id)))
+        jobs = session.scalar(select(func.count(Job.id)).where(Job.queue == "retrain"))
+        return int(runs or 0), int(jobs or 0)
+
+
+def test_a_slot_is_requested_once_and_one_run_goes_at_a_time(sm: sessionmaker[Session]) -> None:
+    first = request_run(sm, slot="scheduled:A", trigger="scheduled", now=T0)
+    assert first is not None and first.state == "queued" and first.worker == ""
+    job = _job(sm, first.job_id)
+    assert (job.queue, job.kind, job.ref_id, job.lock, job.state) == (
+        "retrain",
+        "retrain",
+        first.id,
+        "retrain",
+        "queued",
     )
-    # Another slot while the first runs: refused too (one run at a time).
-    assert (
-        claim_run(sm, slot="manual:x", trigger="manual", worker="w2", now=T0, lease=LEASE) is None
-    )
-    heartbeat(sm, first.id, T0 + timedelta(minutes=10))
+    assert job.max_attempts == 1
+    # The same firing seen by a second scheduler: nothing more is queued.
+    assert request_run(sm, slot="scheduled:A", trigger="scheduled", now=T0) is None
+    assert _counts(sm) == (1, 1)
+    # Another slot is queued behind it.
+    manual = request_run(sm, slot="manual:x", trigger="manual", now=T0)
+    assert manual is not None and manual.state == "queued"
+    assert _counts(sm) == (2, 2)
+
+    started = start_run(sm, "w1", T0 + timedelta(minutes=1), LEASE)
+    assert started is not None and started.run.id == first.id
+    assert started.run.state == "running" and started.run.worker == "w1"
+    assert started.run.started_at == T0 + timedelta(minutes=1)
+    assert started.attempts == 1 and started.job_id == first.job_id
+    assert _job(sm, first.job_id).worker_id == "w1"
+    # One run at a time: the manual run waits for the queue lock "retrain".
+    assert start_run(sm, "w2", T0 + timedelta(minutes=1), LEASE) is None
+    running = running_run(sm)
+    assert running is not None and running.id == first.id
+
     done = finish_run(
         sm,
         first.id,
+        worker_id="w1",
         state="succeeded",
         now=T0 + timedelta(minutes=12),
         new_reviews=7,
@@ -68,28 +115,157 @@ def test_a_slot_is_claimed_once_and_one_run_goes_at_a_time(sm: sessionmaker[Sess
         verdict="passed",
     )
     assert done.state == "succeeded" and done.new_reviews == 7
-    second = claim_run(sm, slot="manual:x", trigger="manual", worker="w2", now=T0, lease=LEASE)
-    assert second is not None
-    # The finished slot stays claimed for ever.
-    assert (
-        claim_run(sm, slot="scheduled:A", trigger="scheduled", worker="w1", now=T0, lease=LEASE)
-        is None
-    )
+    assert _job(sm, first.job_id).state == "done"
+    second = start_run(sm, "w2", T0 + timedelta(minutes=13), LEASE)
+    assert second is not None and second.run.id == manual.id
+    # The finished slot stays taken for ever.
+    assert request_run(sm, slot="scheduled:A", trigger="scheduled", now=T0) is None
     assert [r.slot for r in list_runs(sm)] == ["manual:x", "scheduled:A"]
     assert any(e.action == "retrain_succeeded" for e in list_audit(sm))
 
 
-def test_an_interrupted_run_expires_after_its_lease(sm: sessionmaker[Session]) -> None:
-    crashed = claim_run(sm, slot="s1", trigger="manual", worker="w1", now=T0, lease=LEASE)
-    assert crashed is not None
+def test_a_scheduled_request_coalesces_into_a_waiting_run(sm: sessionmaker[Session]) -> None:
+    first = request_run(sm, slot="scheduled:A", trigger="scheduled", now=T0, unless_waiting=True)
+    assert first is not None
     assert (
-        claim_run(sm, slot="s2", trigger="manual", worker="w2", now=T0 + LEASE, lease=LEASE) is None
+        request_run(sm, slot="scheduled:B", trigger="scheduled", now=T0, unless_waiting=True)
+        is None
     )
-    later = T0 + LEASE + timedelta(seconds=1)
-    fresh = claim_run(sm, slot="s2", trigger="manual", worker="w2", now=later, lease=LEASE)
-    assert fresh is not None
-    old = get_run(sm, crashed.id)
-    assert old is not None and old.state == "failed" and "interrupted" in (old.error or "")
+    assert _counts(sm) == (1, 1)
+    assert start_run(sm, "w1", T0, LEASE) is not None
+    # running, not waiting: the next firing queues one run after it
+    assert request_run(sm, slot="scheduled:C", trigger="scheduled", now=T0, unless_waiting=True)
+    assert _counts(sm) == (2, 2)
+
+
+def test_two_schedulers_requesting_one_slot_at_once_queue_one_run(
+    sm: sessionmaker[Session],
+) -> None:
+    barrier = threading.Barrier(2, timeout=WAIT)
+    got: list[object] = []
+    lock = threading.Lock()
+
+    def fire() -> None:
+        barrier.wait()
+        run = request_run(sm, slot="scheduled:A", trigger="scheduled", now=T0)
+        with lock:
+            got.append(run)
+
+    threads = [threading.Thread(target=fire) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert len(got) == 2 and sum(r is not None for r in got) == 1
+    assert _counts(sm) == (1, 1)
+
+
+def test_a_lost_worker_s_run_is_queued_again_then_fails_on_its_last_attempt(
+    sm: sessionmaker[Session],
+) -> None:
+    run = request_run(sm, slot="manual:1", trigger="manual", now=T0, max_attempts=2)
+    assert run is not None
+    lost = start_run(sm, "w1", T0, 60)
+    assert lost is not None and lost.run.id == run.id
+    # w1 is SIGKILLed: its lease runs out and a retrain worker's sweep takes the run up.
+    assert requeue_expired(sm, T0 + timedelta(seconds=30)) == 0  # still leased
+    assert requeue_expired(sm, T0 + timedelta(seconds=61)) == 1
+    again = get_run(sm, run.id)
+    assert again is not None and again.state == "queued" and again.worker == ""
+    assert again.finished_at is None and again.error is None
+    job = _job(sm, run.job_id)
+    assert job.state == "queued" and job.last_error == queue.LEASE_EXPIRED_ERROR
+    # The lost worker comes back and reports: refused, nothing recorded.
+    with pytest.raises(JobLostError, match="no longer holds"):
+        finish_run(sm, run.id, worker_id="w1", state="succeeded", now=T0, verdict="passed")
+    unchanged = get_run(sm, run.id)
+    assert unchanged is not None and unchanged.state == "queued" and unchanged.verdict is None
+
+    second = start_run(sm, "w2", T0 + timedelta(minutes=2), 60)
+    assert second is not None and second.attempts == 2 and second.run.worker == "w2"
+    # Refused while another worker holds it, too.
+    with pytest.raises(JobLostError):
+        finish_run(sm, run.id, worker_id="w1", state="failed", now=T0, error="late")
+    # w2 dies too, on the last attempt: the run fails with the job's error.
+    assert requeue_expired(sm, T0 + timedelta(minutes=4)) == 1
+    failed = get_run(sm, run.id)
+    assert failed is not None and failed.state == "failed"
+    assert failed.error == queue.LEASE_EXPIRED_ERROR
+    assert failed.finished_at == T0 + timedelta(minutes=4)
+    assert _job(sm, run.job_id).state == "dead"
+    with pytest.raises(JobLostError):
+        finish_run(sm, run.id, worker_id="w2", state="succeeded", now=T0)
+    after = get_run(sm, run.id)
+    assert after is not None and after.state == "failed"
+    # The lock is free again: the next run starts.
+    nxt = request_run(sm, slot="manual:2", trigger="manual", now=T0)
+    assert nxt is not None and start_run(sm, "w3", T0 + timedelta(minutes=5), 60) is not None
+
+
+def test_a_run_of_one_attempt_fails_when_its_worker_is_lost(sm: sessionmaker[Session]) -> None:
+    run = request_run(sm, slot="manual:1", trigger="manual", now=T0)
+    assert run is not None
+    assert start_run(sm, "w1", T0, 60) is not None
+    assert queue.release(sm, run.job_id or 0, T0 + timedelta(seconds=5))  # process known gone
+    failed = get_run(sm, run.id)
+    assert failed is not None and failed.state == "failed"
+    assert failed.error == queue.RELEASED_ERROR
+    with pytest.raises(JobLostError):
+        finish_run(sm, run.id, worker_id="w1", state="skipped", now=T0)
+
+
+def test_a_failed_run_dead_letters_its_job_and_a_revived_one_runs_again(
+    sm: sessionmaker[Session],
+) -> None:
+    run = request_run(sm, slot="manual:1", trigger="manual", now=T0, max_attempts=3)
+    assert run is not None
+    assert start_run(sm, "w1", T0, LEASE) is not None
+    failed = finish_run(sm, run.id, worker_id="w1", state="failed", now=T0, error="boom")
+    assert failed.state == "failed" and failed.error == "boom"
+    job = _job(sm, run.job_id)
+    assert job.state == "dead" and job.last_error == "boom"  # a failed run is not retried
+    assert any(e.action == "retrain_failed" for e in list_audit(sm))
+    # An operator retries the dead job: the run is queued again and runs.
+    assert queue.retry_dead(sm, T0 + timedelta(hours=1), job_id=run.job_id) == [run.job_id]
+    revived = get_run(sm, run.id)
+    assert revived is not None and revived.state == "queued" and revived.error is None
+    again = start_run(sm, "w2", T0 + timedelta(hours=1), LEASE)
+    assert again is not None and again.run.id == run.id
+    skipped = finish_run(sm, run.id, worker_id="w2", state="skipped", now=T0, new_reviews=1)
+    assert skipped.state == "skipped" and _job(sm, run.job_id).state == "done"
+
+
+def test_a_cancelled_request_fails_its_run(sm: sessionmaker[Session]) -> None:
+    run = request_run(sm, slot="manual:1", trigger="manual", now=T0)
+    assert run is not None and run.job_id is not None
+    assert queue.cancel(sm, run.job_id, T0)
+    cancelled = get_run(sm, run.id)
+    assert cancelled is not None and cancelled.state == "failed"
+    assert cancelled.error == CANCELLED_ERROR
+    assert start_run(sm, "w1", T0, LEASE) is None
+
+
+def test_a_job_whose_run_is_not_waiting_is_dead_lettered(sm: sessionmaker[Session]) -> None:
+    run = request_run(sm, slot="manual:1", trigger="manual", now=T0)
+    assert run is not None
+    with sm.begin() as session:  # e.g. marked failed by hand while its job waited
+        row = session.get(TrainingRun, run.id)
+        assert row is not None
+        row.state = "failed"
+    assert start_run(sm, "w1", T0, LEASE) is None
+    assert _job(sm, run.job_id).state == "dead"
+    kept = get_run(sm, run.id)
+    assert kept is not None and kept.state == "failed" and kept.worker == ""
+
+
+def test_finish_run_refuses_states_that_are_not_outcomes(sm: sessionmaker[Session]) -> None:
+    from storage.errors import StorageError
+
+    run = request_run(sm, slot="manual:1", trigger="manual", now=T0)
+    assert run is not None and start_run(sm, "w1", T0, LEASE) is not None
+    for state in ("running", "queued", "bogus"):
+        with pytest.raises(StorageError, match="cannot finish"):
+            finish_run(sm, run.id, worker_id="w1", state=state, now=T0)
 
 
 def test_validation_set_only_grows_and_is_audited(sm: sessionmaker[Session]) -> None:
