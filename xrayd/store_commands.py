@@ -1,8 +1,11 @@
-"""``xrayd store sweep``: the operator's tools for the byte store.
+"""``xrayd store sweep`` and ``xrayd store copy-to-s3``: the operator's tools for the byte store.
 
 ``sweep`` deletes objects no row references (bytes uploaded by a listener or written by a worker
 killed before its commit) once they are older than a grace period (default 24 h, at least 1 h);
-``--dry-run`` only counts. It prints counts, never keys; a sweep that deletes is audited.
+``--dry-run`` only counts. ``copy-to-s3`` copies every referenced object of the local spool to
+the S3 store that ``[object_store]`` configures, skipping what is there already (safe to
+rerun); ``--verify`` reads each object back and compares its SHA-256. Both print counts, never
+keys; a sweep that deletes is audited.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from config.errors import ConfigError
 from config.settings import Settings
 
 if TYPE_CHECKING:
@@ -93,10 +97,60 @@ def cmd_store_sweep(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_store_copy_to_s3(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.bytestore import LocalByteStore
+    from storage.store_copy import copy_referenced
+
+    if settings.object_store.backend != "s3":
+        raise ConfigError(
+            f'object_store.backend is "{settings.object_store.backend}": copy-to-s3 copies the '
+            'local spool to the store that [object_store] configures; set backend = "s3" and '
+            "the [object_store.s3] table in the configuration this command reads (--config)"
+        )
+    if args.workers < 1:
+        print("xrayd store copy-to-s3: --workers must be at least 1", file=sys.stderr)
+        return 2
+    storage = _storage(settings)
+    source = LocalByteStore(storage.spool)
+    try:
+        report = copy_referenced(
+            storage.sessions,
+            source,
+            storage.store,
+            dry_run=args.dry_run,
+            verify=args.verify,
+            workers=args.workers,
+            progress=lambda r: print(
+                f"  ... {r.objects} objects: {r.copied} copied, {r.skipped} already there, "
+                f"{r.missing + r.invalid} missing",
+                file=sys.stderr,
+            ),
+        )
+    finally:
+        storage.engine.dispose()
+    dry = " (dry run: nothing copied)" if args.dry_run else ""
+    print(f"copy of {source.describe()} to {storage.store.describe()}{dry}")
+    print(f"  referenced objects: {report.objects}")
+    copied = "would copy" if args.dry_run else "copied"
+    print(f"  {copied + ':':<19} {report.copied} ({_size(report.copied_bytes)})")
+    print(f"  already there:      {report.skipped} ({_size(report.skipped_bytes)})")
+    print(f"  missing locally:    {report.missing} (and not in the store either)")
+    if report.invalid:
+        print(f"  not a key:          {report.invalid} (a row names a path outside the spool)")
+    if report.missing_examples:
+        print("    e.g. " + ", ".join(report.missing_examples))
+    if args.verify:
+        print(f"  verified:           {report.verified} (SHA-256 as recorded)")
+        print(f"  mismatched:         {report.mismatched}")
+        if report.mismatch_examples:
+            print("    e.g. " + ", ".join(report.mismatch_examples))
+    return 0 if report.ok else 1
+
+
 def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("store", parents=[common], help="the byte store: sweep")
+    p = sub.add_parser("store", parents=[common], help="the byte store: sweep, copy to S3")
     ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     q = ssub.add_parser(
@@ -113,3 +167,17 @@ def add_parsers(
     )
     q.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     q.set_defaults(func=cmd_store_sweep)
+
+    q = ssub.add_parser(
+        "copy-to-s3",
+        parents=[common],
+        help="copy the local spool's referenced objects to the configured S3 store",
+    )
+    q.add_argument("--dry-run", action="store_true", help="count, copy nothing")
+    q.add_argument(
+        "--verify",
+        action="store_true",
+        help="read each object back from the store and compare its SHA-256",
+    )
+    q.add_argument("--workers", type=int, default=4, help="objects copied at once (default 4)")
+    q.set_defaults(func=cmd_store_copy_to_s3)
