@@ -1,6 +1,7 @@
 """``xrayd retrain --now`` killed (SIGKILL) right after it published its candidate bundle:
 no model is half-registered, the active model is untouched, and the next run recovers (the
-interrupted run is marked failed once its lease is over, an unregistered bundle is removed)."""
+interrupted run is marked failed by a retrain worker's sweep once its job's lease is over, the
+next run can start, an unregistered bundle is removed)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 
 from config.loader import load_settings
 from storage.models_registry import active_version, list_model_versions
-from storage.training import claim_run, list_runs
+from storage.queue import LEASE_EXPIRED_ERROR
+from storage.schema import Job
+from storage.training import list_runs, request_run, requeue_expired, start_run
 from xrayd.app import open_storage
 from xrayd.retraining import RetrainService
 
@@ -73,21 +76,29 @@ def test_a_run_killed_after_publishing_leaves_no_half_registered_model(tmp_path:
         assert [v.version for v in versions if v.state == "active"] == [original.version]
 
         (run,) = list_runs(sessions)
-        assert run.state == "running"  # no process left to finish it
+        assert run.state == "running" and run.trigger == "manual"  # no process to finish it
+        with sessions() as session:
+            job = session.get(Job, run.job_id)
+            assert job is not None and job.queue == "retrain" and job.state == "running"
+            assert job.worker_id == run.worker and job.lease_expires_at is not None
+            lease_end = job.lease_expires_at
         candidate_dir = service.models_dir / f"{original.version}+r{run.id}"
         assert candidate_dir.is_dir()  # published before the kill
         registered = {Path(v.path).resolve() for v in versions}
 
-        # The next run: its claim marks the interrupted run failed once the lease is over
-        # (a test clock, not a sleep), and it removes a bundle that nobody registered.
-        later = run.heartbeat_at + timedelta(seconds=settings.retrain.lease_seconds + 1)
-        lease = timedelta(seconds=settings.retrain.lease_seconds)
-        nxt = claim_run(
-            sessions, slot="manual:next", trigger="manual", worker="test", now=later, lease=lease
-        )
+        # No other run starts while the killed one holds the lock...
+        nxt = request_run(sessions, slot="manual:next", trigger="manual", now=lease_end)
         assert nxt is not None
-        states = {r.id: r.state for r in list_runs(sessions)}
-        assert states[run.id] == "failed"
+        assert start_run(sessions, "test", lease_end, settings.retrain.lease_seconds) is None
+        # ... until a retrain worker's sweep finds its lease over (a test clock, not a sleep):
+        # the run had one attempt, so it fails; then the next run starts, and removes a
+        # bundle that nobody registered.
+        later = lease_end + timedelta(seconds=1)
+        assert requeue_expired(sessions, later) == 1
+        failed = {r.id: r for r in list_runs(sessions)}[run.id]
+        assert failed.state == "failed" and failed.error == LEASE_EXPIRED_ERROR
+        started = start_run(sessions, "test", later, settings.retrain.lease_seconds)
+        assert started is not None and started.run.id == nxt.id
         removed = service.clean_unregistered()
         if candidate_dir.resolve() in registered:
             assert candidate_dir.is_dir() and candidate_dir not in removed

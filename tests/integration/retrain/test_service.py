@@ -1,33 +1,65 @@
-"""The retraining service on a real database: two schedulers firing every second run each slot
-once and never two runs together; the candidate passes the gate, is registered and promoted; the
-model holder switches to it without a restart; rollback restores the earlier model's outputs
-exactly; a crash's unregistered bundle is removed."""
+"""The retraining service on a real database: two schedulers firing every second queue each
+slot once, and the retrain workers of two processes run one run at a time; the candidate passes
+the gate, is registered and promoted; the model holder switches to it without a restart;
+rollback restores the earlier model's outputs exactly; a crash's unregistered bundle is
+removed."""
 
 from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from models.bundle import phantom_bundle_path
 from models.preprocess import prepare
 from models.synthetic import generate_case, to_dicom
 from retrain.scheduler import RetrainScheduler
+from storage import queue
 from storage.models_registry import list_model_versions, rollback
 from storage.registry import list_audit
-from storage.training import list_runs, validation_cases
+from storage.schema import Job
+from storage.training import CANCELLED_ERROR, RunRow, list_runs, validation_cases
 from xrayd.app import open_storage
 from xrayd.model_holder import ModelHolder
 from xrayd.model_registry import active_bundle_reader, register_configured_model
-from xrayd.retraining import RetrainService
+from xrayd.retraining import RetrainService, RetrainWorker
+from xrayd.worker import Wakeup
 
 from helpers import make_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+class RecordingWorker(RetrainWorker):
+    """The real retrain worker loop; records each outcome and signals the first that
+    ``until`` accepts."""
+
+    def __init__(
+        self,
+        *args: Any,
+        until: Callable[[RunRow], bool],
+        done: threading.Event | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.until = until
+        self.results: list[RunRow | None] = []
+        self.done = done or threading.Event()
+
+    def run_once(self) -> RunRow | Literal[False] | None:
+        result = super().run_once()
+        if result is not False:
+            self.results.append(result)
+            if result is not None and self.until(result):
+                self.done.set()
+        return result
 
 
 def _probabilities(holder: ModelHolder) -> tuple[str, Any]:
@@ -66,19 +98,61 @@ def test_scheduled_retraining_promotes_and_rollback_restores(tmp_path: Path) -> 
     before_version, before = _probabilities(holder)
     assert before_version == original.version
 
-    service = RetrainService(settings, sessions, storage.spool, on_promoted=holder.refresh)
-    outcomes: list[tuple[str, str | None]] = []
+    # Two processes, each with a scheduler and a retrain worker.
+    stop = threading.Event()
     done = threading.Event()
     lock = threading.Lock()
+    outcomes: list[tuple[str, int | None]] = []
 
-    def fire(slot: str) -> None:
-        run = service.run(slot, "scheduled")
+    def promoted() -> None:
+        # runs in the worker's thread before the outcome is recorded: no request after this,
+        # and the run queued meanwhile (firings coalesce into one) is cancelled, so no other
+        # run starts when this one ends
+        holder.refresh()
         with lock:
-            outcomes.append((slot, None if run is None else run.state))
-        if run is not None and run.state in ("succeeded", "failed"):
-            done.set()
+            stop.set()
+            with sessions() as session:
+                waiting = session.scalars(
+                    select(Job.id).where(Job.queue == "retrain", Job.state == "queued")
+                ).all()
+            for job_id in waiting:
+                queue.cancel(sessions, job_id, datetime.now(UTC))
 
-    schedulers = [RetrainScheduler(settings.retrain.schedule, fire) for _ in range(2)]
+    def process(name: str) -> tuple[RetrainService, RecordingWorker]:
+        wakeup = Wakeup()
+        service = RetrainService(
+            settings,
+            sessions,
+            storage.spool,
+            on_promoted=promoted,
+            on_requested=wakeup.set,
+            worker_id=name,
+        )
+        worker = RecordingWorker(
+            service,
+            stop,
+            wakeup,
+            poll_seconds=3600,
+            until=lambda r: r.state == "succeeded",
+            done=done,
+        )
+        return service, worker
+
+    def fire(service: RetrainService) -> Callable[[str], None]:
+        def request(slot: str) -> None:
+            with lock:
+                if stop.is_set():
+                    return
+                run = service.request(slot, "scheduled")
+                outcomes.append((slot, None if run is None else run.id))
+
+        return request
+
+    processes = [process("host-a"), process("host-b")]
+    workers = [w for _, w in processes]
+    schedulers = [RetrainScheduler(settings.retrain.schedule, fire(s)) for s, _ in processes]
+    for w in workers:
+        w.start()
     for s in schedulers:
         s.start()
     try:
@@ -86,15 +160,20 @@ def test_scheduled_retraining_promotes_and_rollback_restores(tmp_path: Path) -> 
     finally:
         for s in schedulers:
             s.stop(wait=True)
+        for w in workers:
+            w.shutdown(timeout=60)
 
     runs = list_runs(sessions)
     finished = [r for r in runs if r.state == "succeeded"]
     assert len(finished) == 1, [(r.slot, r.state, r.error) for r in runs]
     run = finished[0]
-    # Both schedulers fired for the run's slot; exactly one of them ran it.
-    same_slot = [state for slot, state in outcomes if slot == run.slot]
-    assert same_slot.count("succeeded") == 1
-    assert all(state is None for state in same_slot if state != "succeeded")
+    # Every other run requested was cancelled before it started: one run trained, by one worker.
+    assert all(r.state == "failed" and r.error == CANCELLED_ERROR for r in runs if r is not run)
+    assert [r.id for w in workers for r in w.results if r is not None] == [run.id]
+    # Each slot was queued once, however many schedulers fired for it.
+    same_slot = [run_id for slot, run_id in outcomes if slot == run.slot]
+    assert same_slot.count(run.id) == 1
+    assert all(run_id is None for run_id in same_slot if run_id != run.id)
     assert run.verdict == "passed" and run.report_path
     assert (Path(run.report_path) / "report.json").is_file()
     assert len(validation_cases(sessions)) == 80  # locked at the first run
@@ -127,6 +206,7 @@ def test_scheduled_retraining_promotes_and_rollback_restores(tmp_path: Path) -> 
     } <= actions
 
     # A crash after publishing but before registering leaves a bundle nobody names: removed.
+    service = processes[0][0]
     orphan = service.models_dir / "1.0.0+r999"
     shutil.copytree(phantom_bundle_path(), orphan)
     assert orphan in service.clean_unregistered()
@@ -227,7 +307,12 @@ def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None
     )
     storage = open_storage(settings, create_if_empty=True, require_current=True)
     sessions = storage.sessions
-    service = RetrainService(settings, sessions, storage.spool)
+    wakeup = Wakeup()
+    service = RetrainService(settings, sessions, storage.spool, on_requested=wakeup.set)
+    stop = threading.Event()
+    worker = RecordingWorker(
+        service, stop, wakeup, poll_seconds=3600, until=lambda r: r.state != "skipped"
+    )
     examples = write_reviewed_spool(storage.spool.root, patients=6, studies_per_patient=2)
     from fastapi.testclient import TestClient
 
@@ -240,26 +325,22 @@ def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None
     add_user(sessions, "dr_bone", "radiologist", "a long enough password")
     reader = create_api_token(sessions, "dr_bone", "reviews", actor="test")
     _review_wrong_analyses(sessions, client, reader, examples[:6])
-    skipped = service.run("scheduled:2026-11-24T02:00:00Z", "scheduled")
-    assert skipped is not None and skipped.state == "skipped" and skipped.new_reviews == 6
+    assert service.request("scheduled:2026-11-24T02:00:00Z", "scheduled") is not None
+    skipped = worker.run_once()  # one turn of the worker's loop, in this thread
+    assert skipped and skipped.state == "skipped" and skipped.new_reviews == 6
     _review_wrong_analyses(sessions, client, reader, examples[6:])
-    # Now the schedule fires (every second here) and the run trains.
-    finished: list[Any] = []
-    done = threading.Event()
-
-    def fire(slot: str) -> None:
-        result = service.run(slot, "scheduled")
-        if result is not None and result.state != "skipped":
-            finished.append(result)
-            done.set()
-
-    scheduler = RetrainScheduler(settings.retrain.schedule, fire)
+    # Now the schedule fires (every second here), queues a run, and the worker trains it.
+    worker.start()
+    scheduler = RetrainScheduler(
+        settings.retrain.schedule, lambda slot: service.request(slot, "scheduled")
+    )
     scheduler.start()
     try:
-        assert done.wait(600)
+        assert worker.done.wait(600)
     finally:
         scheduler.stop(wait=True)
-    run = finished[0]
+        worker.shutdown(timeout=60)
+    (run,) = [r for r in worker.results if r is not None and r.state != "skipped"]
     assert run.state == "succeeded", run.error
     assert run.new_reviews == 12 and run.verdict == "passed"
     version = next(v for v in list_model_versions(sessions) if v.version == run.candidate_version)
@@ -270,8 +351,8 @@ def test_a_scheduled_run_trains_on_the_corrected_reviews(tmp_path: Path) -> None
     by_uid = {e.sop_instance_uid: e.label for e in examples}
     # The radiologist's corrected label is what was trained on (the AI said the opposite).
     assert all(entry["label"]["fracture"] == by_uid[k]["fracture"] for k, entry in reviewed.items())
-    # The same firing seen again (another scheduler, a restart) does nothing.
-    assert service.run(run.slot, "scheduled") is None
+    # The same firing seen again (another scheduler, a restart) queues nothing.
+    assert service.request(run.slot, "scheduled") is None
 
     # The run's report is visible in the admin UI.
     add_user(sessions, "boss", "admin", "a long enough password")
