@@ -494,7 +494,8 @@ class RetrainSettings(_Section):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
     #: where candidate bundles are written; empty: <data_dir>/models
     models_dir: Path | None = None
-    #: a run whose heartbeat is older than this is considered interrupted
+    #: the lease of a run's queue job, renewed while it trains; a run whose worker stopped
+    #: renewing it for this long is taken up again (or failed on its last attempt)
     lease_seconds: float = Field(default=900.0, gt=0)
     gate: GateSettings = Field(default_factory=GateSettings)
 

@@ -383,8 +383,8 @@ def delivery_sent(
 
     Accepted whatever the claim's state, since the peer has stored the object: after a lost
     lease the delivery still becomes ``sent`` and its running job (another sender's, if one
-    took it) is finished; a job queued again for it is cancelled right after the commit (and
-    would be finished unsent if a sender claimed it first). Returns False, changing nothing,
+    took it) is finished and a job queued again for it is cancelled, in the same transaction.
+    Returns False, changing nothing,
     only if the delivery was already ``sent``. Commits.
     """
     with sm.begin() as session:
@@ -406,9 +406,8 @@ def delivery_sent(
         for job in jobs:
             if job.state == JobState.RUNNING:
                 queue.finish(session, job.id, now, worker_id=None)
-        requeued = [j.id for j in jobs if j.state == JobState.QUEUED]
-    for job_id in requeued:
-        queue.cancel(sm, job_id, now)
+            elif job.state == JobState.QUEUED:
+                queue.cancel_in(session, job.id, now)
     logger.info("delivery sent", extra={"delivery_id": claim.delivery_id, "attempt": claim.attempt})
     return True
 

@@ -63,6 +63,7 @@ __all__ = [
     "QueueJobRow",
     "Settler",
     "cancel",
+    "cancel_in",
     "claim",
     "counts",
     "defer",
@@ -407,14 +408,21 @@ def revive(session: Session, job: Job, now: datetime) -> None:
 def cancel(sm: sessionmaker[Session], job_id: int, now: datetime) -> bool:
     """Cancel a ``queued`` job (a running one finishes or is lost first). Commits."""
     with sm.begin() as session:
-        job = _lock_job(session, job_id)
-        if job.state != JobState.QUEUED:
-            return False
-        job.state = JobState.CANCELLED.value
-        job.finished_at = now
-        job.updated_at = now
-        _settle(session, job, now)
-    logger.info("job cancelled", extra={"job_id": job_id})
+        cancelled = cancel_in(session, job_id, now)
+    if cancelled:
+        logger.info("job cancelled", extra={"job_id": job_id})
+    return cancelled
+
+
+def cancel_in(session: Session, job_id: int, now: datetime) -> bool:
+    """:func:`cancel` in the caller's transaction: False (nothing changed) unless queued."""
+    job = _lock_job(session, job_id)
+    if job.state != JobState.QUEUED:
+        return False
+    job.state = JobState.CANCELLED.value
+    job.finished_at = now
+    job.updated_at = now
+    _settle(session, job, now)
     return True
 
 

@@ -188,6 +188,7 @@ class Node:
         self.wakeup = Wakeup()
         self.delivery_wakeup = Wakeup()
         self.retention_wakeup = Wakeup()
+        self.retrain_wakeup = Wakeup()
         self.disk: Callable[[], DiskUsage] = disk or storage.spool.usage
         self.model = ModelHolder(
             settings.model,
@@ -330,6 +331,7 @@ class Node:
             for channel, wake, role in (
                 (notify.ANALYSIS, self.wakeup.set, "analysis"),
                 (notify.DELIVERY, self.delivery_wakeup.set, "delivery"),
+                (notify.RETRAIN, self.retrain_wakeup.set, "retrain"),
             )
             if role in roles
         }
@@ -429,8 +431,9 @@ def web_context(settings: Settings, storage: Storage, node: Node) -> WebContext:
 
 def retrain_worker(settings: Settings, storage: Storage, node: Node) -> RetrainWorker:
     """The worker of the ``retrain`` queue (one per process: runs go one at a time anyway);
-    a promotion reaches the analysis workers at once."""
-    wakeup = Wakeup()
+    a promotion reaches the analysis workers at once. A run requested by another process
+    wakes it through the node's ``retrain`` notification (PostgreSQL)."""
+    wakeup = node.retrain_wakeup
     service = RetrainService(
         settings,
         storage.sessions,
