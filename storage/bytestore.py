@@ -138,8 +138,9 @@ class ByteStore(Protocol):
         credentials) when the store cannot be used now. Only reads: anyone may make it run."""
 
     def list_objects(self, prefix: str) -> Iterator[StoredObject]:
-        """Every object whose key starts with ``prefix`` ("" or e.g. ``"objects/"``), in key
-        order, read as it is iterated (never the whole listing in memory)."""
+        """Every object whose key starts with ``prefix`` ("" or e.g. ``"objects/"``), read as
+        it is iterated (never the whole listing in memory); S3 lists in key order, the spool
+        directory by directory."""
         ...
 
     def delete_if_older(self, key: str, cutoff: datetime) -> int | None:
