@@ -171,7 +171,8 @@ class Instance(Base):
     sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     sop_class_uid: Mapped[str] = mapped_column(String(64))
     transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
-    spool_path: Mapped[str] = mapped_column(String(255))
+    #: the byte store key (``objects/...``); indexed for the store sweep and copy
+    spool_path: Mapped[str] = mapped_column(String(255), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime]
@@ -242,7 +243,8 @@ class Result(Base):
     predecessor_result_id: Mapped[int | None] = mapped_column(
         ForeignKey("results.id", ondelete="SET NULL")
     )
-    file_path: Mapped[str | None] = mapped_column(String(255))
+    #: the byte store key (``results/...``); indexed for the store sweep and copy
+    file_path: Mapped[str | None] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
