@@ -47,7 +47,13 @@ def _seed_old_study(node: Node, days: float) -> str:
                 calling_ae_title="MODALITY",
             )
         )
-        job = Job(study_id=study.id, kind="analyse", state="done", next_attempt_at=when)
+        job = Job(
+            queue="analysis",
+            study_id=study.id,
+            kind="analyse",
+            state="done",
+            next_attempt_at=when,
+        )
         session.add(job)
         session.flush()
         session.add(
