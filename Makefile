@@ -34,7 +34,7 @@ ifneq ($(NPM),)
 endif
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
