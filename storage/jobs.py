@@ -244,19 +244,11 @@ def claim_job(
     return claimed
 
 
-def renew_lease(
-    sm: sessionmaker[Session], job_id: int, worker_id: str, now: datetime, lease_seconds: float
-) -> bool:
-    """Extend a running job's lease to ``now + lease_seconds`` and commit; False (nothing
-    changed) if the job is no longer running or is held by another worker: it was lost."""
-    return queue.renew(sm, job_id, worker_id, now, lease_seconds)
-
-
-def holds_job(session: Session, job_id: int, worker_id: str | None) -> bool:
-    """In the caller's transaction, with the job's row locked: whether ``worker_id`` still
-    holds the running job (None: whether it is running at all). A worker that lost its job
-    must not commit results for it."""
-    return queue.holds(session, job_id, worker_id)
+#: extend a running job's lease (:func:`storage.queue.renew`): False when it was lost
+renew_lease = queue.renew
+#: in the caller's transaction: whether the worker still holds the job
+#: (:func:`storage.queue.holds`); a worker that lost its job must not commit results for it
+holds_job = queue.holds
 
 
 def complete_job(
