@@ -817,7 +817,7 @@ def remove_orphaned_fetches(spool: Spool) -> int:
         if not suffix.isdigit() or not folder.is_dir():
             continue
         pid = int(suffix)
-        if pid == os.getpid() or _process_alive(pid):
+        if pid == os.getpid() or process_alive(pid):
             continue
         for leftover in folder.iterdir():
             with contextlib.suppress(OSError):
@@ -831,7 +831,8 @@ def remove_orphaned_fetches(spool: Spool) -> int:
 _FETCH_PREFIX = "fetch-"
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

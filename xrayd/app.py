@@ -24,7 +24,7 @@ from dicom_node.tls import server_context
 from models.runtime_cache import RuntimeChoiceCache
 from retrain.scheduler import RetrainScheduler, slot_time
 from storage import jobs, notify, registry
-from storage.bytestore import ByteStore, open_byte_store, remove_orphaned_fetches
+from storage.bytestore import ByteStore, open_byte_store, process_alive, remove_orphaned_fetches
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
 from storage.migrate import current_revision, head_revision, schema_state, upgrade
@@ -139,16 +139,6 @@ def listener_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         raise ConfigError(f"node.tls: cannot set up TLS ({type(exc).__name__})") from None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_orphaned_jobs(
     sessions: sessionmaker[Session], now: Callable[[], datetime] = utcnow
 ) -> int:
@@ -158,7 +148,7 @@ def recover_orphaned_jobs(
     for job in jobs.list_jobs(sessions, "running"):
         parts = (job.worker_id or "").rsplit(":", 2)
         mine = len(parts) == 3 and parts[0] == host and parts[1].isdigit()
-        if mine and (int(parts[1]) == os.getpid() or not _pid_alive(int(parts[1]))):
+        if mine and (int(parts[1]) == os.getpid() or not process_alive(int(parts[1]))):
             orphaned.append(job.job_id)
     for job_id in orphaned:
         jobs.release_job(sessions, job_id, now())
