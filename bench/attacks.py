@@ -104,7 +104,7 @@ class Node:
                 resource.setrlimit(resource.RLIMIT_AS, (room, room))
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xrayd.cli", "serve", "--config", str(cfg)],
+            [sys.executable, "-m", "xrayd.cli.main", "serve", "--config", str(cfg)],
             cwd=repo,
             env=env,
             stdout=self.log,

@@ -42,7 +42,7 @@ from config.settings import Settings  # noqa: E402
 from dicom_node.local_pacs import LocalPacs, StoredObject  # noqa: E402
 from dicom_node.scu import RemoteAE, store_datasets  # noqa: E402
 from models.synthetic import generate_case, to_dicom  # noqa: E402
-from xrayd.logging_setup import configure_logging  # noqa: E402
+from xrayd.runtime.logging_setup import configure_logging  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput  # noqa: E402
@@ -109,7 +109,7 @@ def _study(n: int, size: int) -> tuple[str, list[object]]:
 
 
 def run(mode: str, studies: int, size: int, quiet: float, work: Path) -> list[float]:
-    from xrayd.app import Node, open_storage  # torch: not imported by the throughput mode
+    from xrayd.runtime.node import Node, open_storage  # torch: not imported by the throughput mode
 
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(

@@ -303,7 +303,7 @@ class Database:
 
     def add_analysis(self, records: dict[str, StudyRecord]) -> None:
         """Timings, images analysed, flag and last image's arrival of each study."""
-        from storage.analysis import analyses_of, load_study
+        from storage.analyses import analyses_of, load_study
         from storage.jobs import list_jobs
 
         job_of = {j.study_id: j.job_id for j in list_jobs(self.sessions, limit=1_000_000)}

@@ -42,10 +42,10 @@ class ReceivedInstance:
     peer: Peer
 
     def __repr__(self) -> str:  # never print UIDs or bytes by accident
-        return f"ReceivedInstance(sop={uid_hash(self.sop_instance_uid)}, {self.size} B)"
+        return f"ReceivedInstance(sop={uid_log_tag(self.sop_instance_uid)}, {self.size} B)"
 
 
-def uid_hash(uid: str) -> str:
+def uid_log_tag(uid: str) -> str:
     """A short, stable, non-reversible handle for a UID in log lines."""
     return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()[:12]
 

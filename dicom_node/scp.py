@@ -30,7 +30,7 @@ from dicom_node.bounded_dataset import (
 )
 from dicom_node.errors import ListenerStartError
 from dicom_node.hardening import BoundedAssociationServer, quiet_identifiers
-from dicom_node.received import InstanceSink, Peer, ReceivedInstance, uid_hash
+from dicom_node.received import InstanceSink, Peer, ReceivedInstance, uid_log_tag
 from dicom_node.sop_classes import ACCEPTED_TRANSFER_SYNTAXES, storage_sop_classes
 from dicom_node.statuses import RejectReason, StoreStatus
 from dicom_node.streaming import NewPath, StreamingFile, install_streaming
@@ -405,7 +405,7 @@ class StoreSCP:
         except OSError as exc:
             LOGGER.error(
                 "C-STORE %s refused: writing it failed (%s)",
-                uid_hash(sop_instance),
+                uid_log_tag(sop_instance),
                 exc.strerror or type(exc).__name__,
             )
             return StoreStatus.OUT_OF_RESOURCES
@@ -428,7 +428,7 @@ class StoreSCP:
         try:
             status = self.sink.store(instance)
         except Exception:
-            LOGGER.exception("C-STORE of %s failed unexpectedly", uid_hash(sop_instance))
+            LOGGER.exception("C-STORE of %s failed unexpectedly", uid_log_tag(sop_instance))
             return StoreStatus.PROCESSING_FAILURE
         if status == StoreStatus.SUCCESS:
             with self._lock:

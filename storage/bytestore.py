@@ -51,7 +51,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from config.errors import ConfigError
 from storage.errors import SpoolWriteError, StorageError
-from storage.spool import OBJECTS_DIR, PART_SUFFIX, TMP_DIR, Spool, uid_hash
+from storage.spool import OBJECTS_DIR, PART_SUFFIX, TMP_DIR, Spool, uid_sha256
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -192,7 +192,7 @@ def key_for(kind: str, *parts: str) -> str:
       ``ext`` such as ``dcm``: short plain words).
     """
     if kind == "instance" and len(parts) in (2, 3):
-        study, sop = uid_hash(parts[0]), uid_hash(parts[1])
+        study, sop = uid_sha256(parts[0]), uid_sha256(parts[1])
         if len(parts) == 2:
             name = f"{sop}.dcm"
         else:
@@ -205,8 +205,8 @@ def key_for(kind: str, *parts: str) -> str:
         study_uid, name, uid, ext = parts
         if not (_NAME.fullmatch(name) and _NAME.fullmatch(ext)):
             raise InvalidKeyError("invalid key: result name and extension must be plain words")
-        study = uid_hash(study_uid)
-        return f"results/{study[:2]}/{study}/{name}-{uid_hash(uid)}.{ext}"
+        study = uid_sha256(study_uid)
+        return f"results/{study[:2]}/{study}/{name}-{uid_sha256(uid)}.{ext}"
     raise InvalidKeyError(f"invalid key: no key layout for {kind!r} with {len(parts)} parts")
 
 

@@ -35,7 +35,7 @@ from typing import Literal
 from sqlalchemy import ColumnElement, and_, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.registry import record_audit
+from storage.peers import record_audit
 from storage.schema import LoginFailure, utcnow
 
 __all__ = [

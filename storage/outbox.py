@@ -66,8 +66,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import queue
 from storage.errors import StorageError
+from storage.peers import record_audit
 from storage.redact import redact
-from storage.registry import record_audit
 from storage.schema import Delivery, DeliveryState, Destination, Job, JobState, Result, utcnow
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ JITTER_HIGH = 1.5
 LEASE_EXPIRED_ERROR = "lease expired on the last attempt: the sender stopped without reporting"
 RELEASED_ERROR = "released on the last attempt: the sender's process is gone"
 CANCELLED_ERROR = "cancelled: its queue job was cancelled"
-AUDIT_ACTOR = "xrayd.delivery"
+AUDIT_ACTOR = "xrayd.pipeline.delivery"
 
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 #: ``session.info`` key: why :func:`delivery_failed` dead-letters (read by the settler)

@@ -51,7 +51,7 @@ from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from storage.bytestore import ByteStore, ByteStoreNotFoundError, InvalidKeyError, LocalByteStore
-from storage.registry import record_audit
+from storage.peers import record_audit
 from storage.schema import (
     Delivery,
     DeliveryState,

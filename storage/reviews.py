@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import StorageError
-from storage.registry import InvalidEntryError, record_audit
+from storage.peers import InvalidEntryError, record_audit
 from storage.schema import Instance, Override, Result, ReviewAssignment, Series, Study, utcnow
 
 __all__ = [

@@ -46,7 +46,7 @@ _READ_CHUNK = 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
 
 
-def uid_hash(value: str) -> str:
+def uid_sha256(value: str) -> str:
     """Hex SHA-256 of a UID (or any identifier) as used for spool path parts."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
@@ -101,8 +101,8 @@ class Spool:
         of the content digest>.dcm`` instead, so that differing copies of one SOP instance get
         different files (every path part stays at most 64 characters).
         """
-        study = uid_hash(study_uid)
-        sop = uid_hash(sop_instance_uid)
+        study = uid_sha256(study_uid)
+        sop = uid_sha256(sop_instance_uid)
         suffix = "" if sha256 is None else f"-{_checked_digest(sha256)[:16]}"
         name = f"{sop}.dcm" if sha256 is None else f"{sop[:40]}{suffix}.dcm"
         return f"{OBJECTS_DIR}/{study[:2]}/{study[2:4]}/{study}/{name}"

@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import queue
 from storage.errors import JobLostError, StorageError
+from storage.peers import record_audit
 from storage.redact import redact
-from storage.registry import record_audit
 from storage.schema import (
     Instance,
     Job,

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import StorageError
-from storage.registry import InvalidEntryError, record_audit
+from storage.peers import InvalidEntryError, record_audit
 from storage.schema import ApiToken, Role, User, WebSession, utcnow
 
 __all__ = [

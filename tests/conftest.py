@@ -22,7 +22,7 @@ def _cli_logging_undone() -> Iterator[None]:
     record ends in "--- Logging error ---". Undo it after each test."""
     yield
     if any(getattr(h, "_xrayd", False) for h in logging.getLogger().handlers):
-        from xrayd.logging_setup import reset_logging
+        from xrayd.runtime.logging_setup import reset_logging
 
         reset_logging()
 

@@ -117,9 +117,9 @@ def deliver_once(
 ) -> Any:
     """Seed ``destination`` from the settings (as ``xrayd serve`` stores it), queue one result
     to it and run one delivery attempt; returns its DeliveryReport."""
-    from xrayd.app import open_storage, seed_registry
-    from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
-    from xrayd.worker import Wakeup
+    from xrayd.pipeline.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
+    from xrayd.runtime.node import open_storage, seed_registry
+    from xrayd.workers.analysis import Wakeup
 
     from helpers import make_settings
 
@@ -148,7 +148,7 @@ def deliver_once(
 def run_next_job(node: Any) -> Any:
     """Let the node's completion timer queue what is due, then run one analysis job with a
     worker of the node's analyser (asserting there was one); returns that worker."""
-    from xrayd.worker import CompletionTimer, Wakeup, Worker
+    from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
 
     stop = threading.Event()
     sessions = node.storage.sessions

@@ -19,14 +19,14 @@ from pydicom.uid import generate_uid
 
 from models.synthetic import generate_case, to_dicom
 from storage import jobs
-from storage.registry import list_audit
+from storage.peers import list_audit
 from storage.reviews import list_overrides
 from storage.users import add_user
-from xrayd.app import Node, open_storage, seed_registry
+from xrayd.runtime.node import Node, open_storage, seed_registry
 from xrayd.web.auth import COOKIE
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer
-from xrayd.worker import CompletionTimer, Wakeup, Worker
+from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings, need
 from node_helpers import store_and_wait_for_release

@@ -181,7 +181,7 @@ def test_kill_9_while_streaming_loses_no_acknowledged_instance(
     served.append(again)
     from config.loader import load_settings
     from storage.schema import Instance
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     storage = open_storage(load_settings(cfg), create_if_empty=False, require_current=True)
     with storage.sessions() as session:
@@ -241,7 +241,7 @@ def test_listener_processes_share_the_port(tmp_path: Path, served: list[Served])
         assert f"socket:[{inode}]" in links
     from config.loader import load_settings
     from storage.schema import Instance
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     storage = open_storage(load_settings(cfg), create_if_empty=False, require_current=True)
     with storage.sessions() as session:

@@ -98,7 +98,7 @@ def _indexed(cfg: Path) -> dict[str, Path]:
     """SOP Instance UID -> spool file of every instance row, read as a separate process would."""
     from config.loader import load_settings
     from storage.schema import Instance
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     storage = open_storage(load_settings(cfg), create_if_empty=False, require_current=True)
     try:
@@ -112,7 +112,7 @@ def _indexed(cfg: Path) -> dict[str, Path]:
 def _status(cfg: Path) -> dict[str, str]:
     from config.loader import load_settings
     from storage.status import status_counts
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     storage = open_storage(load_settings(cfg), create_if_empty=False, require_current=True)
     try:

@@ -237,7 +237,7 @@ def _start_workers(
     """``xrayd worker`` on every host at the same moment (as when a site's hosts boot).
 
     A worker that exits at start with status 1 because another one registered the model
-    first (a check-then-insert race in ``storage.models_registry.ensure_active``) is started
+    first (a check-then-insert race in ``storage.model_versions.ensure_active``) is started
     once more, as its unit's ``Restart=on-failure`` would, and the race is noted in
     ``known_bugs``; any other start failure fails the test."""
     started = [XraydProcess(host, cfg, WORKER, trigger) for host, cfg, trigger in hosts]
@@ -423,7 +423,7 @@ def _is_dicom(path: Path) -> bool:
 @contextlib.contextmanager
 def _checker(root: Path, pg_url: str, s3: TLSS3Server, prefix: str) -> Iterator[Any]:
     """xrayd's storage (database and object store) opened from the root namespace."""
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     assert s3.ca_file is not None
     settings = make_settings(

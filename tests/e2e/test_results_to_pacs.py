@@ -64,7 +64,7 @@ def _node(
     port: int | None = None,
     ae_title: str | None = None,
 ) -> Any:
-    from xrayd.app import Node, open_storage
+    from xrayd.runtime.node import Node, open_storage
 
     settings = make_settings(
         tmp_path / "data",

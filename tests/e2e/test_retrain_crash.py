@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from config.loader import load_settings
-from storage.models_registry import active_version, list_model_versions
+from storage.model_versions import active_version, list_model_versions
 from storage.queue import LEASE_EXPIRED_ERROR
 from storage.schema import Job
 from storage.training import list_runs, request_run, requeue_expired, start_run
-from xrayd.app import open_storage
-from xrayd.retraining import RetrainService
+from xrayd.runtime.node import open_storage
+from xrayd.workers.retrain import RetrainService
 
 from serve_process import XRAYD, clean_env, write_config
 

@@ -76,7 +76,7 @@ def _files(root: Path) -> list[Path]:
 def _jobs(cfg: Path) -> list[tuple[str, str | None]]:
     from config.loader import load_settings
     from storage.jobs import list_jobs
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     storage = open_storage(load_settings(cfg), create_if_empty=False, require_current=True)
     try:

@@ -60,7 +60,7 @@ def _srs(pacs: Orthanc) -> list[tuple[str, dict[str, Any]]]:
 def test_review_sends_a_verified_sr_that_supersedes_the_ai_sr(
     tmp_path: Path, pacs: Orthanc, enabled: bool
 ) -> None:
-    from xrayd.app import Node, open_storage, web_context
+    from xrayd.runtime.node import Node, open_storage, web_context
     from xrayd.web.app import create_app
 
     settings = make_settings(

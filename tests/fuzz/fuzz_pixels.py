@@ -4,7 +4,7 @@
     .venv/bin/python tests/fuzz/fuzz_pixels.py runs/fuzz/pixels tests/fuzz/corpus/pixels \
         -max_total_time=300 -artifact_prefix=tests/fuzz/crashes/pixels/
 
-The same steps as ``xrayd.analysis.Analyser._read``: ``dcmread`` may raise what ``_read``
+The same steps as ``xrayd.pipeline.analyse.Analyser._read``: ``dcmread`` may raise what ``_read``
 catches, ``models.preprocess.prepare`` only ``NotAnalysable``; a prepared image must be a
 finite [0, 1] square. Anything else is a crash; see docs/fuzzing.md.
 """

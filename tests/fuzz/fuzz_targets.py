@@ -35,7 +35,7 @@ SOP_INSTANCE_UID = "1.2.826.0.1.3680043.8.498.2718281828459045235360287471352662
 STUDY_UID = "1.2.826.0.1.3680043.8.498.31415926535897932384626433832795028841"
 SERIES_UID = "1.2.826.0.1.3680043.8.498.14142135623730950488016887242096980785"
 
-#: what ``xrayd.analysis.Analyser._read`` must not turn into "instance not analysed": a
+#: what ``xrayd.pipeline.analyse.Analyser._read`` must not turn into "instance not analysed": a
 #: file that needs gigabytes, or nests too deep, has to be refused before that (findings)
 NOT_CONTAINED: tuple[type[BaseException], ...] = (MemoryError, RecursionError)
 
@@ -93,7 +93,7 @@ def header_one(data: bytes) -> None:
 
 
 def pixels_one(data: bytes, params: PreprocessParams | None = None) -> None:
-    """A stored file's bytes -> model input, as ``xrayd.analysis.Analyser._read`` does it.
+    """A stored file's bytes -> model input, as ``xrayd.pipeline.analyse.Analyser._read`` does it.
 
     Allowed: a file that cannot be read (:func:`read_stored`); :class:`NotAnalysable` from
     ``prepare`` (except one caused by a ``MemoryError``: an image that big must be refused
@@ -125,7 +125,7 @@ _READ = _reader()
 
 
 def read_stored(data: bytes) -> Dataset | None:
-    """Read a stored file as ``xrayd.analysis.Analyser._read`` must: read it, then convert
+    """Read a stored file as ``xrayd.pipeline.analyse.Analyser._read`` must: read it, then convert
     every element at once, so that a corrupt one fails here - any exception: that instance is
     "not analysed" - and not in the middle of ``prepare`` or a result builder (finding 2 in
     docs/fuzzing.md). ``None``: not read."""

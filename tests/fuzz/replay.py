@@ -3,7 +3,7 @@
     .venv/bin/python tests/fuzz/replay.py header|pixels|analysis FILE...
 
 ``header`` and ``pixels`` run :mod:`fuzz_targets`; ``analysis`` runs the real
-``xrayd.analysis.StudyAnalyser._read`` (read, prepare, header copy) on each file, which must
+``xrayd.pipeline.analyse.StudyAnalyser._read`` (read, prepare, header copy) on each file, which must
 return, whatever the file holds. The memory ceiling (``FUZZ_MEMORY_MB``, 1024 by default)
 turns a regressed pixel bomb into a reported failure instead of an exhausted machine. Each
 line: ``{"file": ..., "ok": true}`` or ``{"file": ..., "ok": false, "error": ...}``.
@@ -27,7 +27,7 @@ import fuzz_targets
 
 def _analysis() -> Callable[[bytes], None]:
     """The real ``StudyAnalyser._read`` on a file: it must return, never raise."""
-    from xrayd.analysis import StudyAnalyser
+    from xrayd.pipeline.analyse import StudyAnalyser
 
     class Spool:
         def absolute(self, relative: str) -> Path:

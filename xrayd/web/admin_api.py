@@ -27,7 +27,7 @@ from dicom_node.scu import RemoteAE, echo
 from dicom_node.tls import ClientTLS
 from storage.errors import JobNotFoundError
 from storage.jobs import JobRow, list_jobs, retry_dead
-from storage.models_registry import ModelVersionRow, list_model_versions
+from storage.model_versions import ModelVersionRow, list_model_versions
 from storage.outbox import (
     DeliveryNotFoundError,
     DeliveryRow,
@@ -36,7 +36,7 @@ from storage.outbox import (
     retry_dead_deliveries,
     retry_delivery,
 )
-from storage.registry import (
+from storage.peers import (
     AuditRow,
     CallerRow,
     DestinationRow,
@@ -54,7 +54,7 @@ from storage.registry import (
 from storage.schema import JobState, Source
 from storage.status import status_counts
 from storage.users import ApiTokenRow, UserRow, list_tokens, list_users
-from xrayd.delivery import outgoing_limits, stored_tls
+from xrayd.pipeline.delivery import outgoing_limits, stored_tls
 from xrayd.web.auth import Principal, admin, context
 
 __all__ = [

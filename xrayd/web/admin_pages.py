@@ -25,8 +25,8 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import DEFAULT_SEND, OBJECT_KINDS
-from storage.models_registry import list_model_versions, promote, rollback
-from storage.registry import (
+from storage.model_versions import list_model_versions, promote, rollback
+from storage.peers import (
     AuditRow,
     add_caller,
     add_destination,
@@ -355,7 +355,7 @@ def run_report_file(request: Request, run_id: int, name: str) -> Response:
 
 @router.post("/admin/models/{version}/promote")
 def model_promote(request: Request, version: str, principal: Admin) -> Response:
-    from xrayd.model_registry import verify_version  # here: it imports models (torch)
+    from xrayd.runtime.served_model import verify_version  # here: it imports models (torch)
 
     ctx = context(request)
     # audited; RegistryError (also a bundle that is not the one registered) -> 409
@@ -366,7 +366,7 @@ def model_promote(request: Request, version: str, principal: Admin) -> Response:
 
 @router.post("/admin/models/rollback")
 def model_rollback(request: Request, principal: Admin) -> Response:
-    from xrayd.model_registry import verify_version
+    from xrayd.runtime.served_model import verify_version
 
     ctx = context(request)
     rollback(ctx.sessions, actor=principal.name, check=verify_version)

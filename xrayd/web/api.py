@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from storage.registry import record_audit
+from storage.peers import record_audit
 from storage.reviews import (
     OverrideRow,
     ReviewLabel,

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from storage.errors import StorageError
-from storage.registry import InvalidEntryError
+from storage.peers import InvalidEntryError
 from xrayd.web import admin_api, admin_pages, api, dashboards, ops, pages
 from xrayd.web.auth import CsrfError, Forbidden, NotAuthenticated
 from xrayd.web.context import WebContext

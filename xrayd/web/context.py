@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings
 from storage.bytestore import ByteStore, LocalByteStore
 from storage.spool import DiskUsage, Spool
-from xrayd.metrics import Metrics
+from xrayd.runtime.metrics import Metrics
 
 __all__ = ["WebContext"]
 

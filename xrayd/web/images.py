@@ -147,7 +147,7 @@ def _colormap(v: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
 
 
 def heatmap_overlay_png(path: Path) -> bytes:
-    """The stored greyscale heatmap (see ``xrayd.analysis.heatmap_png``) as a coloured,
+    """The stored greyscale heatmap (see ``xrayd.pipeline.analyse.heatmap_png``) as a coloured,
     translucent RGBA PNG to lay over the radiograph."""
     with Image.open(path) as stored:
         grey = np.asarray(stored.convert("L"), dtype=np.float32) / 255.0

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from storage.bytestore import ByteStoreDeniedError, ByteStoreError, LocalByteStore
 from storage.spool import TMP_DIR, Spool
-from xrayd.metrics import CONTENT_TYPE
+from xrayd.runtime.metrics import CONTENT_TYPE
 from xrayd.web.auth import context
 from xrayd.web.context import WebContext
 

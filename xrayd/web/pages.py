@@ -16,12 +16,12 @@ from models.labels import BODY_PARTS as MODEL_BODY_PARTS
 from models.limits import ImageLimits
 from storage.bytestore import ByteStore, ByteStoreError, ByteStoreUnavailableError
 from storage.logins import LoginLimits, attempt_failed, attempt_succeeded, begin_attempt
-from storage.registry import InvalidEntryError, record_audit
+from storage.peers import InvalidEntryError, record_audit
 from storage.reviews import ReviewLabel, WorklistFilter, assign, create_override, study_review
 from storage.reviews import worklist as load_worklist
 from storage.schema import Role
 from storage.users import LOGIN_FAILED, authenticate, create_session, end_session
-from xrayd.limits import image_limits
+from xrayd.runtime.limits import image_limits
 from xrayd.web.auth import COOKIE, Principal, authenticated, context
 from xrayd.web.images import heatmap_overlay_png, radiograph_png, read_header
 from xrayd.web.peers import client_address

@@ -15,7 +15,7 @@ def start_node(
     database_url: str, tmp_path: Path
 ) -> Iterator[Callable[..., Any]]:
     """Start an in-process node (listener, timer, workers) on a free port; stopped afterwards."""
-    from xrayd.app import Node, open_storage
+    from xrayd.runtime.node import Node, open_storage
 
     nodes: list[Any] = []
 

@@ -13,11 +13,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from models.synthetic import generate_case, to_dicom
 from storage import jobs
-from storage.analysis import analyses_of, objects_of
+from storage.analyses import analyses_of, objects_of
 from storage.jobs import ClaimedJob
 from storage.outbox import list_deliveries
-from xrayd.app import Node, open_storage, seed_registry
-from xrayd.worker import CompletionTimer, Wakeup, Worker
+from xrayd.runtime.node import Node, open_storage, seed_registry
+from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings
 from node_helpers import run_next_job, store_and_wait_for_release
@@ -167,7 +167,7 @@ def test_a_presentation_state_or_kos_that_cannot_be_built_costs_only_itself(
     """A header the GSPS or KOS builder refuses (a vendor quirk highdicom rejects) must not
     cost the study its SR, captures and report: those are stored and queued, the failures are
     listed in the analysis and logged without identifiers."""
-    import xrayd.analysis as analysis
+    import xrayd.pipeline.analyse as analysis
 
     def refuse(*_: Any, **__: Any) -> Any:
         raise ValueError("Attribute 'PixelSpacing' has an unexpected value")
@@ -180,7 +180,7 @@ def test_a_presentation_state_or_kos_that_cannot_be_built_costs_only_itself(
         for n in (1, 2)
     ]
     assert store_and_wait_for_release(node, views) == [0, 0]
-    caplog.set_level("WARNING", logger="xrayd.analysis")
+    caplog.set_level("WARNING", logger="xrayd.pipeline.analyse")
     run_next_job(node)
     [job] = jobs.list_jobs(node.storage.sessions, "done")
     [record] = analyses_of(node.storage.sessions, job.study_id)

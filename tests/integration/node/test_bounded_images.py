@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from dicom_node.scu import echo
 from dicom_node.statuses import StoreStatus
 from storage import jobs
-from storage.analysis import analyses_of, objects_of
+from storage.analyses import analyses_of, objects_of
 from storage.schema import Instance
-from xrayd.app import Node, open_storage, seed_registry
+from xrayd.runtime.node import Node, open_storage, seed_registry
 
 from bombs import MIB, deflate_bomb, long_leg_dx, measure, pixel_bomb
 from dicom_factory import make_radiograph, save
@@ -138,7 +138,7 @@ from types import SimpleNamespace
 from models.limits import ImageLimits
 from models.preprocess import PreprocessParams
 from storage.spool import Spool
-from xrayd.analysis import StudyAnalyser
+from xrayd.pipeline.analyse import StudyAnalyser
 from dicom_factory import compress_j2k, compress_rle, make_radiograph, save
 root = Path({root!r})
 analyser = StudyAnalyser(None, Spool(root), lambda: None, limits=ImageLimits())

@@ -35,13 +35,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.hardening import quiet_identifiers
 from dicom_node.scu import RemoteAE, StatusClass, classify_store_status, send_file
 from dicom_node.sop_classes import SECONDARY_CAPTURE
-from storage import outbox, registry
+from storage import outbox, peers
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade
 from storage.schema import Job, Result, Study
 from storage.spool import Spool
-from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
-from xrayd.worker import Wakeup
+from xrayd.pipeline.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
+from xrayd.workers.analysis import Wakeup
 
 from dicom_factory import make_radiograph
 
@@ -176,8 +176,8 @@ class Env:
     clock: Clock
 
     def destination(self, port: int, name: str = "PACS", ae: str = "PACS") -> None:
-        registry.add_destination(
-            self.sm, registry.DestinationRow(name, ae, "127.0.0.1", port, ("sr", "sc"), "cli")
+        peers.add_destination(
+            self.sm, peers.DestinationRow(name, ae, "127.0.0.1", port, ("sr", "sc"), "cli")
         )
 
     def result(self, name: str = "sc1", *, max_attempts: int = 4) -> tuple[int, Path, str]:
@@ -420,7 +420,7 @@ def test_a_permanent_refusal_is_a_dead_letter_until_retried(
     assert env.job(delivery_id).state == "dead"
     env.clock.now += timedelta(days=1)
     assert not worker.run_once()  # never retried by itself
-    (event,) = [e for e in registry.list_audit(env.sm) if e.action == "delivery.dead"]
+    (event,) = [e for e in peers.list_audit(env.sm) if e.action == "delivery.dead"]
     assert event.detail["reason"] == "permanent failure"
     assert uid not in str(event.detail)
     assert [r.delivery_id for r in outbox.list_deliveries(env.sm, "dead")] == [delivery_id]
@@ -542,7 +542,7 @@ def test_unusable_deliveries_are_dead_letters(pacs: FakePACS, env: Env) -> None:
     assert env.row(gone_file).state == "dead"
     assert "missing" in (env.row(gone_file).last_error or "")
     gone_dest, _, _ = env.result("orphan")
-    registry.remove_destination(env.sm, "PACS")
+    peers.remove_destination(env.sm, "PACS")
     assert worker.run_once()
     assert env.row(gone_dest).state == "dead"
     assert "no longer configured" in (env.row(gone_dest).last_error or "")
@@ -561,7 +561,9 @@ def test_logs_carry_no_patient_data_or_raw_uids(
         assert worker.run_once()
         env.clock.now = env.due(delivery_id)
         assert worker.run_once()
-    assert any(r.name == "xrayd.delivery" and "sent" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.name == "xrayd.pipeline.delivery" and "sent" in r.getMessage() for r in caplog.records
+    )
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     for secret in ("Doe^Jane", "PAT-SECRET-42", uid):
         assert secret not in text
@@ -608,7 +610,7 @@ def test_a_lost_delivery_goes_first_while_the_sender_is_busy(pacs: FakePACS, env
 def test_outbox_commands(
     pacs: FakePACS, env: Env, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from xrayd import outbox_commands
+    from xrayd.cli import outbox as outbox_commands
 
     from helpers import make_settings
 
@@ -640,4 +642,4 @@ def test_outbox_commands(
     assert "pending" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         parser.parse_args(["outbox", "retry"])
-    assert registry.list_audit(env.sm)[0].action == "delivery.retried"
+    assert peers.list_audit(env.sm)[0].action == "delivery.retried"

@@ -168,11 +168,11 @@ def test_disallowed_associations_are_rejected_and_audited(
 
 
 def test_callers_added_at_run_time_take_effect(start_node: StartNode) -> None:
-    from storage import registry
+    from storage import peers
 
     node = start_node()
     assert _associate(node.scp.port, "NEWCR").is_rejected
-    registry.add_caller(node.storage.sessions, "NEWCR", "127.0.0.1", "cli")
+    peers.add_caller(node.storage.sessions, "NEWCR", "127.0.0.1", "cli")
     assoc = _associate(node.scp.port, "NEWCR")
     assert assoc.is_established
     assoc.release()
@@ -307,7 +307,7 @@ def test_disk_full_answers_a700_and_leaves_no_partial_file(
 
 
 def test_small_real_filesystem_fills_up(tmp_path: Path) -> None:
-    from xrayd.app import Node, open_storage
+    from xrayd.runtime.node import Node, open_storage
 
     from helpers import make_settings
 

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from dicom_node.statuses import StoreStatus
 from storage.schema import AuditEvent, Instance
 from storage.spool import DiskUsage
-from xrayd.app import Node, open_storage
+from xrayd.runtime.node import Node, open_storage
 
 from dicom_factory import DX, make_radiograph
 from helpers import make_settings

@@ -18,16 +18,16 @@ import pytest
 import torch
 
 from models.bundle import load_bundle, phantom_bundle_path, save_bundle
-from storage.models_registry import (
+from storage.model_versions import (
     RegistryError,
     active_version,
     promote,
     register_version,
     rollback,
 )
-from xrayd.app import Node, open_storage
-from xrayd.model_holder import ModelHolder
-from xrayd.model_registry import (
+from xrayd.runtime.model_holder import ModelHolder
+from xrayd.runtime.node import Node, open_storage
+from xrayd.runtime.served_model import (
     active_bundle_reader,
     register_configured_model,
     verify_active_model,
@@ -106,14 +106,14 @@ def test_the_workers_keep_their_model_when_the_promoted_bundle_was_altered(
     promote(env.sessions, NEW, actor="test")  # e.g. promoted before the file was altered
     _tamper(env.second)
     holder.refresh()
-    with caplog.at_level(logging.ERROR, logger="xrayd.model_holder"):
+    with caplog.at_level(logging.ERROR, logger="xrayd.runtime.model_holder"):
         ready = holder.get()
     assert ready.model.info.version == env.original.version  # the previous model serves on
     assert "model switch refused" in caplog.text
     assert "not the ones the model registry recorded" in caplog.text
     # the refused bundle is not loaded again at every job
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="xrayd.model_holder"):
+    with caplog.at_level(logging.ERROR, logger="xrayd.runtime.model_holder"):
         assert holder.get() is ready
     assert caplog.text == ""
 

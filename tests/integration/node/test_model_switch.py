@@ -17,11 +17,11 @@ from models.bundle import load_bundle, phantom_bundle_path, save_bundle
 from models.loading import ReadyClassifier
 from models.synthetic import generate_case, to_dicom
 from storage import jobs
-from storage.analysis import analyses_of, objects_of
-from storage.models_registry import active_version, promote, register_version
-from xrayd.app import Node, open_storage, seed_registry
-from xrayd.model_registry import register_configured_model
-from xrayd.worker import CompletionTimer, Wakeup, Worker
+from storage.analyses import analyses_of, objects_of
+from storage.model_versions import active_version, promote, register_version
+from xrayd.runtime.node import Node, open_storage, seed_registry
+from xrayd.runtime.served_model import register_configured_model
+from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings
 from node_helpers import store_and_wait_for_release

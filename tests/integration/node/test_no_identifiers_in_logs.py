@@ -32,12 +32,12 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from sqlalchemy import select
 
 from models.synthetic import generate_case, to_dicom
-from storage.analysis import analyses_of
+from storage.analyses import analyses_of
 from storage.schema import AuditEvent, Delivery, Job
-from xrayd.app import Node, open_storage, seed_registry
-from xrayd.delivery import DeliveryOptions, DeliveryWorker
-from xrayd.logging_setup import configure_logging, reset_logging
-from xrayd.worker import CompletionTimer, Wakeup, Worker
+from xrayd.pipeline.delivery import DeliveryOptions, DeliveryWorker
+from xrayd.runtime.logging_setup import configure_logging, reset_logging
+from xrayd.runtime.node import Node, open_storage, seed_registry
+from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
 
 from helpers import make_settings
 from node_helpers import store_and_wait_for_release

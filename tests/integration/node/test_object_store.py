@@ -34,15 +34,15 @@ from sqlalchemy import select
 
 from models.synthetic import generate_case, to_dicom
 from storage import jobs, users
-from storage.analysis import ObjectRow, analyses_of, objects_of
+from storage.analyses import ObjectRow, analyses_of, objects_of
 from storage.bytestore import S3ByteStore, key_for
 from storage.outbox import list_deliveries
 from storage.schema import Instance, Override, Study
-from xrayd.analysis import LOCAL_KINDS
-from xrayd.app import Node, open_storage, seed_registry, web_context
-from xrayd.delivery import DeliveryOptions, DeliveryWorker
+from xrayd.pipeline.analyse import LOCAL_KINDS
+from xrayd.pipeline.delivery import DeliveryOptions, DeliveryWorker
+from xrayd.runtime.node import Node, open_storage, seed_registry, web_context
 from xrayd.web.app import create_app
-from xrayd.worker import Wakeup
+from xrayd.workers.analysis import Wakeup
 
 from helpers import make_settings
 from node_helpers import rows, run_next_job, store_and_wait_for_release
@@ -244,7 +244,7 @@ def test_images_and_results_live_in_the_object_store(
     assert local_files(spool_root) == []
 
     # `xrayd report` reads the PDF from the store
-    from xrayd.cli import cmd_report
+    from xrayd.cli.main import cmd_report
 
     out = tmp_path / "report.pdf"
     args = argparse.Namespace(study_uid=study_uid, out=out)

@@ -24,8 +24,8 @@ import pytest
 from dicom_node.errors import PeerUnreachableError
 from dicom_node.scu import OutgoingLimits, RemoteAE, SendOutcome, echo, send_file
 from dicom_node.sop_classes import SECONDARY_CAPTURE
-from storage.registry import DestinationRow
-from xrayd.delivery import DeliveryReport, DeliveryWorker
+from storage.peers import DestinationRow
+from xrayd.pipeline.delivery import DeliveryReport, DeliveryWorker
 from xrayd.web.admin_api import echo_destination
 
 import node_helpers

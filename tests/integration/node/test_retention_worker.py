@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from storage.schema import AuditEvent, Instance, Job, Result, Series, Study
-from xrayd.app import Node, open_storage
+from xrayd.runtime.node import Node, open_storage
 
 from helpers import make_settings
 

@@ -18,11 +18,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from models.synthetic import generate_case, to_dicom
 from storage import jobs
-from storage.analysis import ObjectRow, analyses_of, objects_of, study_id_of
+from storage.analyses import ObjectRow, analyses_of, objects_of, study_id_of
 from storage.outbox import list_deliveries
 from storage.schema import Override
-from xrayd.app import Node, open_storage, seed_registry
-from xrayd.review_sr import VerifiedSRError, VerifiedSRWriter
+from xrayd.pipeline.verified_sr import VerifiedSRError, VerifiedSRWriter
+from xrayd.runtime.node import Node, open_storage, seed_registry
 
 from helpers import make_settings, need_tool
 from node_helpers import run_next_job, store_and_wait_for_release
@@ -282,14 +282,14 @@ def test_no_ai_sr_no_verified_sr(node: Any, caplog: pytest.LogCaptureFixture) ->
     [analysis] = analyses_of(node.storage.sessions, study_id)
     deliveries = list_deliveries(node.storage.sessions)
     writer = VerifiedSRWriter(node.storage.sessions, node.storage.spool, node.settings)
-    caplog.set_level("INFO", logger="xrayd.review_sr")
+    caplog.set_level("INFO", logger="xrayd.pipeline.verified_sr")
 
     assert writer.write(_override(node, study_id, analysis.result_id)) is None
     assert writer.write(_override(node, study_id, None)) is None
 
     assert _sr_rows(node, study_id) == []
     assert list_deliveries(node.storage.sessions) == deliveries
-    messages = [r.getMessage() for r in caplog.records if r.name == "xrayd.review_sr"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "xrayd.pipeline.verified_sr"]
     assert messages and all("no AI SR" in m for m in messages)
     for record in caplog.records:
         assert PATIENT_ID not in record.getMessage() + repr(record.__dict__)

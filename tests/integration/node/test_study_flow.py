@@ -17,9 +17,9 @@ from dicom_node.scu import RemoteAE, store_datasets
 from storage import jobs
 from storage.results import seen_results
 from storage.schema import Job, Study
-from xrayd.app import Node, open_storage, recover_orphaned_jobs, seed_registry
-from xrayd.pipeline import SeenOnlyAnalyser
-from xrayd.worker import CompletionTimer, Wakeup, Worker
+from xrayd.pipeline.dispatch import SeenOnlyAnalyser
+from xrayd.runtime.node import Node, open_storage, recover_orphaned_jobs, seed_registry
+from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
 
 from dicom_factory import make_radiograph
 from helpers import make_settings

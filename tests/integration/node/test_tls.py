@@ -32,8 +32,8 @@ from dicom_node.scu import RemoteAE, echo, store_datasets
 from dicom_node.sop_classes import SECONDARY_CAPTURE
 from dicom_node.tls import ClientTLS, server_context
 from storage.schema import Instance
-from xrayd.app import Node, open_storage
-from xrayd.delivery import DeliveryReport
+from xrayd.pipeline.delivery import DeliveryReport
+from xrayd.runtime.node import Node, open_storage
 
 import node_helpers
 from dicom_factory import DX, make_radiograph
@@ -190,7 +190,7 @@ def test_silent_client_is_dropped_after_the_handshake_timeout_while_others_are_s
 def test_cli_echoes_a_tls_destination(
     start_node: StartNode, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from xrayd.cli import main
+    from xrayd.cli.main import main
 
     node = start_node(node={"tls": node_tls(pki)})
     config = tmp_path / "cli.toml"

@@ -27,7 +27,7 @@ from dicom_node.hardening import quiet_identifiers
 from dicom_node.scu import RemoteAE, echo
 from dicom_node.sop_classes import SECONDARY_CAPTURE
 from dicom_node.tls import ClientTLS, server_context
-from xrayd.delivery import DeliveryReport, stored_tls
+from xrayd.pipeline.delivery import DeliveryReport, stored_tls
 
 import node_helpers
 from helpers import need

@@ -31,8 +31,8 @@ from models.report_thumbnails import grid_size
 from models.training_data import FRACATLAS
 from retrain.datasets.fracatlas import FRACATLAS_COLUMNS, fracatlas_boxes
 from retrain.datasets.tensors import dataset_split
-from xrayd.cli import main
-from xrayd.evaluation_markdown import ATTRIBUTION
+from xrayd.cli.evaluation_report import ATTRIBUTION
+from xrayd.cli.main import main
 
 torch.set_num_threads(1)
 

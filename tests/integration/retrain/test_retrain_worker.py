@@ -20,12 +20,12 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import queue
-from storage.registry import list_audit
+from storage.peers import list_audit
 from storage.schema import Job
 from storage.training import CANCELLED_ERROR, ClaimedRun, RunRow, finish_run, get_run, list_runs
-from xrayd.app import Storage, open_storage
-from xrayd.retraining import RetrainService, RetrainWorker
-from xrayd.worker import Wakeup
+from xrayd.runtime.node import Storage, open_storage
+from xrayd.workers.analysis import Wakeup
+from xrayd.workers.retrain import RetrainService, RetrainWorker
 
 from helpers import make_settings
 

@@ -22,15 +22,15 @@ from models.preprocess import prepare
 from models.synthetic import generate_case, to_dicom
 from retrain.scheduler import RetrainScheduler
 from storage import queue
-from storage.models_registry import list_model_versions, rollback
-from storage.registry import list_audit
+from storage.model_versions import list_model_versions, rollback
+from storage.peers import list_audit
 from storage.schema import Job
 from storage.training import CANCELLED_ERROR, RunRow, list_runs, validation_cases
-from xrayd.app import open_storage
-from xrayd.model_holder import ModelHolder
-from xrayd.model_registry import active_bundle_reader, register_configured_model
-from xrayd.retraining import RetrainService, RetrainWorker
-from xrayd.worker import Wakeup
+from xrayd.runtime.model_holder import ModelHolder
+from xrayd.runtime.node import open_storage
+from xrayd.runtime.served_model import active_bundle_reader, register_configured_model
+from xrayd.workers.analysis import Wakeup
+from xrayd.workers.retrain import RetrainService, RetrainWorker
 
 from helpers import make_settings
 

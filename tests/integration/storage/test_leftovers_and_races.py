@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.bytestore import fetch_dir, remove_orphaned_fetches
-from storage.models_registry import ModelVersionRow, ensure_active
+from storage.model_versions import ModelVersionRow, ensure_active
 from storage.spool import Spool
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from test_storage_jobs import T0, job, store
 
 from storage import notify
-from storage.analysis import record_object
+from storage.analyses import record_object
 from storage.jobs import promote_studies_now
 from storage.outbox import queue_deliveries
 

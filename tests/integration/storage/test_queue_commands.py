@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from storage import registry
+from storage import peers
 from storage.jobs import claim_job, fail_job, promote_studies_now
 from storage.schema import Job, Study
-from xrayd import queue_commands
+from xrayd.cli import queue as queue_commands
 
 from helpers import make_settings
 
@@ -25,7 +25,7 @@ UID = "1.2.826.0.1.3680043.8.498.91"
 def test_list_retry_cancel(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     settings = make_settings(tmp_path / "data", database_url)
     sm = open_storage(settings, create_if_empty=True, require_current=True).sessions
@@ -79,7 +79,7 @@ def test_list_retry_cancel(
     with pytest.raises(SystemExit):
         parser.parse_args(["queue", "retry"])
 
-    actions = [(a.action, a.actor) for a in registry.list_audit(sm)]
+    actions = [(a.action, a.actor) for a in peers.list_audit(sm)]
     assert ("job.retried", actions[0][1]) in actions and ("job.cancelled", actions[0][1]) in actions
     assert all(actor.startswith("cli") for action, actor in actions if action.startswith("job."))
     from storage.errors import JobNotFoundError

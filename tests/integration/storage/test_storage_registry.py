@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.instances import InstanceRecord, record_instance
 from storage.jobs import claim_job, fail_job, promote_studies_now
-from storage.registry import (
+from storage.peers import (
     CallerRow,
     DestinationRow,
     InvalidEntryError,

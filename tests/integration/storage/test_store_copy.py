@@ -25,8 +25,8 @@ from storage.bytestore import LocalByteStore, S3ByteStore
 from storage.schema import Instance
 from storage.spool import Spool
 from storage.store_copy import copy_referenced
-from xrayd.app import open_storage
-from xrayd.cli import main
+from xrayd.cli.main import main
+from xrayd.runtime.node import open_storage
 
 from helpers import make_settings
 from s3server import S3Server, running_seaweedfs

@@ -28,7 +28,7 @@ from storage.bytestore import ByteStore, LocalByteStore, key_for
 from storage.schema import AuditEvent, Instance, Result, Series, Study
 from storage.spool import Spool
 from storage.store_sweep import SweepRefusedError, sweep_unreferenced
-from xrayd.cli import main
+from xrayd.cli.main import main
 
 from helpers import make_settings
 from s3server import S3Server, running_seaweedfs
@@ -218,7 +218,7 @@ def test_xrayd_store_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     data = tmp_path / "data"
     config = tmp_path / "xrayd.toml"
     config.write_text(f'[storage]\ndata_dir = "{data}"\n')
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     storage = open_storage(make_settings(data), create_if_empty=True, require_current=True)
     store = storage.store

@@ -18,7 +18,7 @@ from storage import queue
 from storage.db import make_engine, make_sessionmaker
 from storage.errors import JobLostError
 from storage.migrate import upgrade
-from storage.models_registry import (
+from storage.model_versions import (
     RegistryError,
     active_version,
     ensure_active,
@@ -27,7 +27,7 @@ from storage.models_registry import (
     register_version,
     rollback,
 )
-from storage.registry import list_audit
+from storage.peers import list_audit
 from storage.schema import Job, TrainingRun
 from storage.training import (
     CANCELLED_ERROR,
@@ -390,7 +390,7 @@ def test_reviewed_examples_take_each_studys_newest_review(sm: sessionmaker[Sessi
 
 
 def test_a_moved_bundle_with_the_same_weights_is_followed(sm: sessionmaker[Session]) -> None:
-    from storage.models_registry import relocate
+    from storage.model_versions import relocate
 
     ensure_active(sm, name="m", version="1.0.0", sha256="a" * 64, path="/old", actor="xrayd")
     assert not relocate(sm, "1.0.0", "b" * 64, "/new")  # other weights: refused

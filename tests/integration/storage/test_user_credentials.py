@@ -19,7 +19,7 @@ from storage.logins import (
     begin_attempt,
     clear_failures,
 )
-from storage.registry import list_audit
+from storage.peers import list_audit
 from storage.schema import LoginFailure, User, utcnow
 from storage.users import add_user, authenticate, hash_password, verify_password
 

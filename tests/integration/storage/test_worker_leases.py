@@ -27,8 +27,8 @@ from storage.jobs import (
     requeue_expired,
 )
 from storage.spool import Spool
-from xrayd.receiver import SpoolingSink
-from xrayd.worker import Wakeup, Worker
+from xrayd.pipeline.receive import SpoolingSink
+from xrayd.workers.analysis import Wakeup, Worker
 
 LEASE = 60.0
 WAIT = 30.0  # an upper bound for a thread to reach a point; never a measured time

@@ -18,7 +18,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from storage.jobs import claim_job, fail_job, list_jobs, promote_studies_now
 from storage.outbox import claim_delivery, delivery_failed, get_delivery, queue_deliveries
-from storage.registry import (
+from storage.peers import (
     DestinationRow,
     add_destination,
     list_callers,
@@ -620,11 +620,11 @@ def test_users_api_lists_users_with_their_tokens(web: Web) -> None:
 
 
 def test_admin_promotes_and_rolls_back_models(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
-    from storage.models_registry import active_version, ensure_active, register_version
+    from storage.model_versions import active_version, ensure_active, register_version
 
     # The versions here name no real bundle: skip the check of their files against the
     # registry (tested with real bundles in test_model_digest_web.py).
-    monkeypatch.setattr("xrayd.model_registry.verify_version", lambda row: None)
+    monkeypatch.setattr("xrayd.runtime.served_model.verify_version", lambda row: None)
 
     ensure_active(web.sessions, name="m", version="1.0.0", sha256="a" * 64, path="/a", actor="t")
     with web.sessions.begin() as session:

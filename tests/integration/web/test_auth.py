@@ -9,7 +9,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from config.errors import ConfigError
-from storage.registry import list_audit
+from storage.peers import list_audit
 from storage.users import (
     add_user,
     hash_password,
@@ -202,7 +202,7 @@ def test_passwords_are_hashed_with_scrypt() -> None:
 
 
 def test_weak_passwords_and_bad_names_are_refused(web: Web) -> None:
-    from storage.registry import InvalidEntryError
+    from storage.peers import InvalidEntryError
 
     with pytest.raises(InvalidEntryError, match="at least 12"):
         add_user(web.sessions, "short", "radiologist", "short")

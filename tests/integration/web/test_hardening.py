@@ -18,10 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from storage.registry import list_audit
+from storage.peers import list_audit
 from storage.schema import ApiToken, WebSession, utcnow
 from storage.users import create_api_token, set_password
-from xrayd.metrics import Metrics
+from xrayd.runtime.metrics import Metrics
 from xrayd.web.server import WebServer
 
 from helpers import need

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from models.bundle import bundle_identity, load_bundle, phantom_bundle_path, save_bundle
-from storage.models_registry import active_version, ensure_active, register_version
+from storage.model_versions import active_version, ensure_active, register_version
 
 from web_helpers import Web
 

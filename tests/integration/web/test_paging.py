@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from storage.jobs import promote_studies_now
-from storage.models_registry import register_version
+from storage.model_versions import register_version
 from storage.outbox import queue_deliveries
-from storage.registry import DestinationRow, add_caller, add_destination
+from storage.peers import DestinationRow, add_caller, add_destination
 from storage.reviews import ReviewLabel, create_override
 from storage.schema import Result, Study
 from storage.users import add_user

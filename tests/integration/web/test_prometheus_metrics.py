@@ -26,9 +26,9 @@ from models.synthetic import generate_case, to_dicom
 from storage.db import make_engine, make_sessionmaker
 from storage.spool import Spool
 from storage.status import status_counts
-from xrayd.app import Node, open_storage, web_context
-from xrayd.logging_setup import configure_logging, reset_logging
-from xrayd.metrics import Metrics
+from xrayd.runtime.logging_setup import configure_logging, reset_logging
+from xrayd.runtime.metrics import Metrics
+from xrayd.runtime.node import Node, open_storage, web_context
 from xrayd.web.app import create_app
 
 from helpers import make_settings

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from PIL import Image
 
-from storage.registry import list_audit
+from storage.peers import list_audit
 from storage.reviews import list_overrides
 
 from web_helpers import Web, seed_study

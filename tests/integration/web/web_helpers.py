@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.schema import Instance, Result, Series, Study
 from storage.spool import Spool
 from storage.users import add_user, create_api_token
-from xrayd.analysis import heatmap_png
-from xrayd.app import Storage, open_storage
+from xrayd.pipeline.analyse import heatmap_png
+from xrayd.runtime.node import Storage, open_storage
 from xrayd.web.app import create_app
 from xrayd.web.context import WebContext
 

@@ -74,7 +74,7 @@ def test_password_goes_to_the_engine_not_into_url_text(tmp_path: Path, credentia
 
 def test_failed_connection_never_shows_the_password(tmp_path: Path, credentials: Path) -> None:
     from storage.errors import DatabaseUnavailableError
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     (credentials / "db-password").write_text(SECRET)
     settings = _pg_settings(tmp_path, "${CREDENTIALS_DIRECTORY}/db-password")

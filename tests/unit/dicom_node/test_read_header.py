@@ -6,7 +6,7 @@ from io import BytesIO
 
 import pytest
 
-from dicom_node.received import uid_hash
+from dicom_node.received import uid_log_tag
 from dicom_node.scp import HeaderError, read_header
 from dicom_node.statuses import RejectReason, StoreStatus
 
@@ -57,9 +57,9 @@ def test_garbage_cannot_be_understood() -> None:
     assert err.value.status in (StoreStatus.CANNOT_UNDERSTAND, StoreStatus.DATASET_MISMATCH)
 
 
-def test_uid_hash_is_short_and_stable() -> None:
-    assert uid_hash("1.2.3") == uid_hash("1.2.3") != uid_hash("1.2.4")
-    assert len(uid_hash("1.2.3")) == 12
+def test_uid_log_tag_is_short_and_stable() -> None:
+    assert uid_log_tag("1.2.3") == uid_log_tag("1.2.3") != uid_log_tag("1.2.4")
+    assert len(uid_log_tag("1.2.3")) == 12
 
 
 def test_reject_reasons_map_to_ps38_values() -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage import outbox, queue
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade
-from storage.registry import DestinationRow, add_destination, list_audit
+from storage.peers import DestinationRow, add_destination, list_audit
 from storage.schema import Delivery, Job, Result, Study
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)

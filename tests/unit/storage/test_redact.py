@@ -7,7 +7,7 @@ import pytest
 from pydicom import config as pydicom_config
 from pydicom.valuerep import validate_value
 
-from dicom_node.received import uid_hash
+from dicom_node.received import uid_log_tag
 from storage.redact import (
     MASK,
     MAX_TEXT,
@@ -55,7 +55,7 @@ def test_uids_become_the_listeners_hash_and_standard_uids_stay() -> None:
         f"study {uid_handle(STUDY_UID)} in syntax 1.2.840.10008.1.2.1"
         " of class 1.2.840.10008.5.1.4.1.1.1.1"
     )
-    assert uid_handle(STUDY_UID) == f"uid:{uid_hash(STUDY_UID)}"
+    assert uid_handle(STUDY_UID) == f"uid:{uid_log_tag(STUDY_UID)}"
     # a quoted UID is hashed, not dropped (KeyError's message is the key's repr)
     assert describe_exception(KeyError(STUDY_UID)) == f"KeyError: '{uid_handle(STUDY_UID)}'"
 

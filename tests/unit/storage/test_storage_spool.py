@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from storage.errors import SpoolWriteError, StorageError
-from storage.spool import Spool, uid_hash
+from storage.spool import Spool, uid_sha256
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SOP = "1.2.826.0.1.3680043.8.498.1.1.1"
@@ -45,7 +45,7 @@ def test_relative_path_layout(tmp_path: Path) -> None:
     sop_hash = hashlib.sha256(SOP.encode()).hexdigest()
     assert rel == f"objects/{study_hash[:2]}/{study_hash[2:4]}/{study_hash}/{sop_hash}.dcm"
     assert STUDY not in rel and SOP not in rel
-    assert uid_hash(STUDY) == study_hash
+    assert uid_sha256(STUDY) == study_hash
 
 
 @pytest.mark.parametrize("uid", HOSTILE_UIDS)

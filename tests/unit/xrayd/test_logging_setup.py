@@ -13,8 +13,13 @@ from typing import TextIO
 import pytest
 
 from config.settings import LoggingSettings
-from dicom_node.received import uid_hash
-from xrayd.logging_setup import configure_logging, reset_logging, resolve_format, under_journald
+from dicom_node.received import uid_log_tag
+from xrayd.runtime.logging_setup import (
+    configure_logging,
+    reset_logging,
+    resolve_format,
+    under_journald,
+)
 
 
 @pytest.fixture
@@ -121,8 +126,8 @@ def test_failures_are_logged_without_the_values_they_quote(
         == "refusing C-STORE ab12: ValueError: Invalid value for VR DA (withheld)."
     )
     assert third["message"] == "Invalid value for VR PN (withheld)."
-    assert fourth["message"] == f'copy attributes from dataset "uid:{uid_hash(UID)}"'
-    assert fifth["message"] == f"stored uid:{uid_hash(UID)} from 'MODALITY'"  # own words kept
+    assert fourth["message"] == f'copy attributes from dataset "uid:{uid_log_tag(UID)}"'
+    assert fifth["message"] == f"stored uid:{uid_log_tag(UID)} from 'MODALITY'"  # own words kept
     everything = stream.getvalue() if hasattr(stream, "getvalue") else "\n".join(lines(stream))
     for secret in (BIRTH_DATE, "Doe", UID):
         assert secret not in everything

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dicom_node.findings import Algorithm, Box, ImageFinding, NotAnalysed, StudyFindings
 from dicom_node.overlay import render_overlay
-from xrayd.pdf_report import render_pdf_report
+from xrayd.pipeline.pdf_report import render_pdf_report
 
 from helpers import need_tool
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xrayd.roles import ALL_ROLES, QUEUES, parse_queues
+from xrayd.runtime.roles import ALL_ROLES, QUEUES, parse_queues
 
 
 @pytest.mark.parametrize(

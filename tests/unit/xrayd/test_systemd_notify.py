@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xrayd.systemd_notify import NOTIFY_SOCKET_ENV, Notifier
+from xrayd.runtime.systemd import NOTIFY_SOCKET_ENV, Notifier
 
 
 @pytest.fixture

@@ -39,13 +39,13 @@ from models.labels import Decision
 from models.limits import DEFAULT_LIMITS
 from models.prediction import Prediction
 from models.reading import read_header
-from storage import analysis as store
+from storage import analyses as store
 from storage.bytestore import ByteStore, ByteStoreError, ByteStoreUnavailableError, LocalByteStore
 from storage.outbox import queue_deliveries
 from storage.schema import Override
 from storage.spool import Spool
-from xrayd.analysis import SOFTWARE_VERSION, result_key
-from xrayd.findings import image_finding
+from xrayd.pipeline.analyse import SOFTWARE_VERSION, result_key
+from xrayd.pipeline.predictions_to_findings import image_finding
 
 LOGGER = logging.getLogger(__name__)
 

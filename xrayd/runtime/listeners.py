@@ -71,7 +71,7 @@ class ListenerProcesses:
         self._lifeline_r, self._lifeline_w = os.pipe()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "xrayd.cli", "serve", "--listener-only"]
+        cmd = [sys.executable, "-m", "xrayd.cli.main", "serve", "--listener-only"]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
         env = {

@@ -22,7 +22,7 @@ STATES = ("queued", "running", "done", "dead", "cancelled")
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     return open_storage(settings, create_if_empty=True, require_current=True).sessions
 
@@ -68,7 +68,7 @@ def cmd_queue_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_queue_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import queue, registry
+    from storage import peers, queue
     from storage.schema import utcnow
 
     _task_modules()
@@ -81,7 +81,7 @@ def cmd_queue_retry(args: argparse.Namespace, settings: Settings) -> int:
             print(f"job {args.id} is not dead: nothing to retry")
             return 1
     if ids:
-        registry.record_audit(
+        peers.record_audit(
             sessions,
             actor=_actor(),
             action="job.retried",
@@ -94,7 +94,7 @@ def cmd_queue_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_queue_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import queue, registry
+    from storage import peers, queue
     from storage.schema import utcnow
 
     _task_modules()
@@ -102,7 +102,7 @@ def cmd_queue_cancel(args: argparse.Namespace, settings: Settings) -> int:
     if not queue.cancel(sessions, args.id, utcnow()):  # unknown id: exit 1
         print(f"job {args.id} is not queued: nothing to cancel (a running job finishes first)")
         return 1
-    registry.record_audit(
+    peers.record_audit(
         sessions,
         actor=_actor(),
         action="job.cancelled",

@@ -3,7 +3,7 @@
 ``get()`` returns the loaded classifier of the active model version; at most every
 ``check_seconds`` it asks the registry which version is active, and after a promotion or a
 rollback it loads that one (the next job gets it; a job in progress keeps the classifier it
-started with, see ``xrayd.analysis``). Without a registry it serves the ``[model]`` bundle.
+started with, see ``xrayd.pipeline.analyse``). Without a registry it serves the ``[model]`` bundle.
 
 A registered bundle is loaded only if its weights hash to the sha256 the registry recorded
 (:class:`RegisteredBundle`). A switch to a bundle that fails this (or any other check) is

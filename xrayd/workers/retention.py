@@ -1,8 +1,8 @@
 """The retention thread of ``xrayd serve``: applies ``[retention]`` every ``interval_minutes``.
 
 It runs once at start, then at each interval, and early (at most once a minute) when the
-listener refused work for lack of space (its :class:`~xrayd.worker.Wakeup` is set). The rules
-are in :mod:`storage.retention`.
+listener refused work for lack of space (its :class:`~xrayd.workers.analysis.Wakeup` is set). The
+rules are in :mod:`storage.retention`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from config.settings import RetentionSettings
 from storage.bytestore import ByteStore
 from storage.retention import RetentionPolicy, RetentionReport, run_retention
 from storage.spool import DiskUsage, Spool
-from xrayd.worker import Wakeup
+from xrayd.workers.analysis import Wakeup
 
 LOGGER = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from config.errors import XraydError
-from xrayd.bundle_summary import print_saved_bundle
+from xrayd.cli.bundle_summary import print_saved_bundle
 
 if TYPE_CHECKING:
     from models.finetune import LocalisedArrays

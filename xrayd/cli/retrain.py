@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 from config.settings import Settings
 
 if TYPE_CHECKING:
-    from xrayd.retraining import RetrainService
+    from xrayd.workers.retrain import RetrainService
 
 
 def _service(settings: Settings) -> RetrainService:
-    from xrayd.app import open_storage
-    from xrayd.retraining import RetrainService
+    from xrayd.runtime.node import open_storage
+    from xrayd.workers.retrain import RetrainService
 
     storage = open_storage(settings, create_if_empty=True, require_current=True)
     return RetrainService(settings, storage.sessions, storage.spool, store=storage.store)
@@ -97,7 +97,7 @@ def cmd_validation(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from retrain.manifest import trained_review_keys
     from retrain.validation import review_validation_candidates
-    from storage.models_registry import active_version
+    from storage.model_versions import active_version
 
     active = active_version(service.sessions)
     trained = trained_review_keys(Path(active.path)) if active is not None else frozenset()
@@ -118,14 +118,14 @@ def cmd_validation(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     """Run only the retraining scheduler and a retrain worker that runs what it requests, in
     the foreground, until SIGTERM/SIGINT."""
-    from xrayd.shutdown import block_stop_signals
+    from xrayd.runtime.shutdown import block_stop_signals
 
     stop_signals = block_stop_signals()  # before torch is imported (see block_stop_signals)
     import threading
 
     from retrain.scheduler import RetrainScheduler
-    from xrayd.retraining import RetrainWorker
-    from xrayd.worker import Wakeup
+    from xrayd.workers.analysis import Wakeup
+    from xrayd.workers.retrain import RetrainWorker
 
     service = _service(settings)
     wakeup = Wakeup()

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from config.errors import ConfigError, XraydError
 from config.loader import load_settings
 from config.settings import DEFAULT_SEND, OBJECT_KINDS, Settings, _check_ae_title
-from xrayd.logging_setup import configure_logging
-from xrayd.roles import DEFAULT_WORKER_QUEUES
+from xrayd.runtime.logging_setup import configure_logging
+from xrayd.runtime.roles import DEFAULT_WORKER_QUEUES
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -29,41 +29,41 @@ def _ae(value: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from xrayd.shutdown import block_stop_signals
+    from xrayd.runtime.shutdown import block_stop_signals
 
-    block_stop_signals()  # before xrayd.app imports torch (see block_stop_signals)
-    from xrayd.app import serve
+    block_stop_signals()  # before xrayd.runtime.node imports torch (see block_stop_signals)
+    from xrayd.runtime.node import serve
 
     return serve(settings, args.config, listener_only=args.listener_only)
 
 
 def cmd_listener(args: argparse.Namespace, settings: Settings) -> int:
-    from xrayd.roles import LISTENER_ROLES
-    from xrayd.shutdown import block_stop_signals
+    from xrayd.runtime.roles import LISTENER_ROLES
+    from xrayd.runtime.shutdown import block_stop_signals
 
     block_stop_signals()
-    from xrayd.app import serve
+    from xrayd.runtime.node import serve
 
     return serve(settings, args.config, roles=LISTENER_ROLES)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from xrayd.roles import parse_queues
-    from xrayd.shutdown import block_stop_signals
+    from xrayd.runtime.roles import parse_queues
+    from xrayd.runtime.shutdown import block_stop_signals
 
     try:
         queues = parse_queues(args.queues)
     except ValueError as exc:
         raise ConfigError(f"--queues: {exc}") from None
     block_stop_signals()
-    from xrayd.app import serve
+    from xrayd.runtime.node import serve
 
     return serve(settings, args.config, roles=queues, concurrency=args.concurrency)
 
 
 def cmd_echo(args: argparse.Namespace, settings: Settings) -> int:
     from dicom_node.scu import echo, parse_remote
-    from xrayd.delivery import outgoing_limits
+    from xrayd.pipeline.delivery import outgoing_limits
 
     try:
         remote = parse_remote(args.remote)
@@ -77,7 +77,7 @@ def cmd_echo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from storage.migrate import current_revision, head_revision, upgrade
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     storage = open_storage(settings, create_if_empty=False, require_current=False)
     before = current_revision(storage.engine)
@@ -88,7 +88,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
     """Open the database (creating an empty one) with the TOML's callers/destinations seeded."""
-    from xrayd.app import open_storage, seed_registry
+    from xrayd.runtime.node import open_storage, seed_registry
 
     sessions = open_storage(settings, create_if_empty=True, require_current=True).sessions
     seed_registry(settings, sessions)
@@ -96,12 +96,12 @@ def _sessions(settings: Settings) -> sessionmaker[Session]:
 
 
 def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import registry
+    from storage import peers
 
     sessions = _sessions(settings)
     if args.action == "add":
-        registry.add_caller(sessions, args.ae_title, args.host, "cli")
-        registry.record_audit(
+        peers.add_caller(sessions, args.ae_title, args.host, "cli")
+        peers.record_audit(
             sessions,
             actor="cli",
             action="caller.added",
@@ -112,8 +112,8 @@ def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
         print(f"caller {args.ae_title} added" + (f" (host {args.host})" if args.host else ""))
         return 0
     if args.action == "remove":
-        n = registry.remove_caller(sessions, args.ae_title, args.host)
-        registry.record_audit(
+        n = peers.remove_caller(sessions, args.ae_title, args.host)
+        peers.record_audit(
             sessions,
             actor="cli",
             action="caller.removed",
@@ -123,7 +123,7 @@ def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"{n} caller row(s) removed")
         return 0 if n else 1
-    rows = registry.list_callers(sessions)
+    rows = peers.list_callers(sessions)
     if settings.node.accept_any_caller:
         print("note: node.accept_any_caller = true: every calling AE title is accepted")
     print(f"{'AE TITLE':<17} {'HOST':<40} SOURCE")
@@ -135,8 +135,8 @@ def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
     from dicom_node.scu import RemoteAE, echo, parse_remote
     from dicom_node.tls import ClientTLS
-    from storage import registry
-    from xrayd.delivery import outgoing_limits
+    from storage import peers
+    from xrayd.pipeline.delivery import outgoing_limits
 
     sessions = _sessions(settings)
     if args.action == "add":
@@ -150,9 +150,9 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(
                 f"--send: unknown object kind(s) {bad}; use {', '.join(OBJECT_KINDS)}"
             )
-        registry.add_destination(
+        peers.add_destination(
             sessions,
-            registry.DestinationRow(
+            peers.DestinationRow(
                 name=args.name,
                 ae_title=remote.ae_title,
                 host=remote.host,
@@ -161,7 +161,7 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
                 source="cli",
             ),
         )
-        registry.record_audit(
+        peers.record_audit(
             sessions,
             actor="cli",
             action="destination.added",
@@ -172,8 +172,8 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
         print(f"destination {args.name} -> {remote} ({','.join(kinds)}) added")
         return 0
     if args.action == "remove":
-        n = registry.remove_destination(sessions, args.name)
-        registry.record_audit(
+        n = peers.remove_destination(sessions, args.name)
+        peers.record_audit(
             sessions,
             actor="cli",
             action="destination.removed",
@@ -183,7 +183,7 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"{n} destination(s) removed")
         return 0 if n else 1
-    rows = registry.list_destinations(sessions)
+    rows = peers.list_destinations(sessions)
     if args.action == "echo":
         matches = [r for r in rows if r.name == args.name]
         if not matches:
@@ -228,13 +228,13 @@ def _fmt(counts: dict[str, int]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from xrayd.demo import run_demo
+    from xrayd.cli.demo import run_demo
 
     return run_demo(Path(args.data_dir), images=args.images)
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.analysis import objects_of, study_id_of
+    from storage.analyses import objects_of, study_id_of
     from storage.bytestore import ByteStoreError, open_byte_store
     from storage.spool import Spool
 
@@ -356,16 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=6)
     p.set_defaults(func=cmd_demo)
 
-    from xrayd import (
-        model_commands,
-        outbox_commands,
-        predict_command,
-        queue_commands,
-        registry_commands,
-        retrain_commands,
-        store_commands,
-        user_commands,
-    )
+    from xrayd.cli import model as model_commands
+    from xrayd.cli import model_versions as registry_commands
+    from xrayd.cli import outbox as outbox_commands
+    from xrayd.cli import predict as predict_command
+    from xrayd.cli import queue as queue_commands
+    from xrayd.cli import retrain as retrain_commands
+    from xrayd.cli import store as store_commands
+    from xrayd.cli import users as user_commands
 
     model_commands.add_parsers(sub, common)
     predict_command.add_parsers(sub, common)

@@ -23,7 +23,7 @@ from dicom_node.scp import ListenerConfig, StoreSCP
 from dicom_node.tls import server_context
 from models.runtime_cache import RuntimeChoiceCache
 from retrain.scheduler import RetrainScheduler, slot_time
-from storage import jobs, notify, registry
+from storage import jobs, notify, peers
 from storage.bytestore import ByteStore, open_byte_store, process_alive, remove_orphaned_fetches
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
@@ -31,29 +31,29 @@ from storage.migrate import current_revision, head_revision, schema_state, upgra
 from storage.spool import DiskUsage, Spool
 from storage.training import list_runs
 from storage.users import user_count
-from xrayd.analysis import StudyAnalyser
-from xrayd.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker, stored_tls
-from xrayd.limits import image_limits
-from xrayd.listeners import ListenerProcesses, exit_with_parent, inherited_listen_fd
-from xrayd.metrics import Metrics
-from xrayd.model_holder import ModelHolder
-from xrayd.model_registry import (
+from xrayd.pipeline.analyse import StudyAnalyser
+from xrayd.pipeline.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker, stored_tls
+from xrayd.pipeline.dispatch import Analyser
+from xrayd.pipeline.receive import SpoolingSink, utcnow
+from xrayd.pipeline.refusal_audit import RefusalAudit, RefusalAuditFlusher
+from xrayd.pipeline.verified_sr import VerifiedSRWriter
+from xrayd.runtime.limits import image_limits
+from xrayd.runtime.listeners import ListenerProcesses, exit_with_parent, inherited_listen_fd
+from xrayd.runtime.metrics import Metrics
+from xrayd.runtime.model_holder import ModelHolder
+from xrayd.runtime.roles import ALL_ROLES, QUEUES, ROLES
+from xrayd.runtime.served_model import (
     active_bundle_reader,
     register_configured_model,
     verify_active_model,
 )
-from xrayd.pipeline import Analyser
-from xrayd.receiver import SpoolingSink, utcnow
-from xrayd.refusal_audit import RefusalAudit, RefusalAuditFlusher
-from xrayd.retention_worker import RetentionWorker
-from xrayd.retraining import RetrainService, RetrainWorker
-from xrayd.review_sr import VerifiedSRWriter
-from xrayd.roles import ALL_ROLES, QUEUES, ROLES
-from xrayd.shutdown import SETTLE_SECONDS, block_stop_signals, exit_now, unfinished_threads
-from xrayd.systemd_notify import Notifier
+from xrayd.runtime.shutdown import SETTLE_SECONDS, block_stop_signals, exit_now, unfinished_threads
+from xrayd.runtime.systemd import Notifier
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer, check_bind_allowed
-from xrayd.worker import CompletionTimer, Wakeup, Worker
+from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
+from xrayd.workers.retention import RetentionWorker
+from xrayd.workers.retrain import RetrainService, RetrainWorker
 
 LOGGER = logging.getLogger(__name__)
 
@@ -108,11 +108,11 @@ def open_storage(settings: Settings, *, create_if_empty: bool, require_current: 
 
 def seed_registry(settings: Settings, sessions: sessionmaker[Session]) -> None:
     """Make the TOML's callers and destinations the config-sourced rows of the database."""
-    registry.seed_callers(sessions, [(c.ae_title, c.host) for c in settings.node.callers])
-    registry.seed_destinations(
+    peers.seed_callers(sessions, [(c.ae_title, c.host) for c in settings.node.callers])
+    peers.seed_destinations(
         sessions,
         [
-            registry.DestinationRow(
+            peers.DestinationRow(
                 name=d.name,
                 ae_title=d.ae_title,
                 host=d.host,
@@ -463,10 +463,11 @@ def serve(
     ``roles`` (:data:`ROLES`) says what this process runs: all of them for ``xrayd serve``,
     the listener and web UI for ``xrayd listener``, workers of some queues for ``xrayd
     worker`` (``concurrency`` threads per queue). ``listener_only`` runs just the DICOM
-    listener: the extra processes of ``node.listener_processes`` (see :mod:`xrayd.listeners`).
+    listener: the extra processes of ``node.listener_processes`` (see
+    :mod:`xrayd.runtime.listeners`).
     Under systemd (``Type=notify``) the main process reports ``READY=1`` once the listener and
     the web UI accept connections (a worker: once its threads run), and ``STOPPING=1`` when a
-    stop signal arrives (:mod:`xrayd.systemd_notify`).
+    stop signal arrives (:mod:`xrayd.runtime.systemd`).
     """
     # Block the stop signals before xrayd starts a thread, so that every thread inherits the
     # mask and the main thread alone takes them with sigwait() (a handler can miss a signal

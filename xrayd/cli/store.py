@@ -19,7 +19,7 @@ from config.errors import ConfigError
 from config.settings import Settings
 
 if TYPE_CHECKING:
-    from xrayd.app import Storage
+    from xrayd.runtime.node import Storage
 
 DEFAULT_HOURS = 24.0
 MIN_HOURS = 1.0
@@ -28,7 +28,7 @@ MIN_HOURS = 1.0
 def _storage(settings: Settings) -> Storage:
     """The site's database (never created here: an empty one would make every object look
     unreferenced), spool and byte store."""
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     return open_storage(settings, create_if_empty=False, require_current=True)
 
@@ -43,7 +43,7 @@ def _size(n: int) -> str:
 
 
 def cmd_store_sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import registry
+    from storage import peers
     from storage.schema import utcnow
     from storage.store_sweep import sweep_unreferenced
 
@@ -65,7 +65,7 @@ def cmd_store_sweep(args: argparse.Namespace, settings: Settings) -> int:
             dry_run=args.dry_run,
         )
         if not args.dry_run:
-            registry.record_audit(
+            peers.record_audit(
                 storage.sessions,
                 actor="cli",
                 action="store.swept",

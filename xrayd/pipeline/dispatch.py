@@ -1,7 +1,8 @@
 """The one interface between dispatch and analysis: a worker calls ``analyse(job)``.
 
-Today's in-process workers (``xrayd.worker``) could be swapped for a distributed engine's workers
-without touching the pipeline: they only need to claim a job and call :meth:`Analyser.analyse`.
+Today's in-process workers (``xrayd.workers.analysis``) could be swapped for a distributed engine's
+workers without touching the pipeline: they only need to claim a job and call
+:meth:`Analyser.analyse`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ class SeenOnlyAnalyser:
     """The smallest analyser: records that the study was seen and nothing else.
 
     A ``results`` row of kind ``seen`` lists how many instances the job covered: no inference,
-    nothing sent anywhere. The node runs :class:`xrayd.analysis.StudyAnalyser`; this one serves
-    the tests of the job machinery (claiming, retries, leases), which need no model.
+    nothing sent anywhere. The node runs :class:`xrayd.pipeline.analyse.StudyAnalyser`; this one
+    serves the tests of the job machinery (claiming, retries, leases), which need no model.
     """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:

@@ -35,9 +35,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node.received import Peer, ReceivedInstance, uid_hash
+from dicom_node.received import Peer, ReceivedInstance, uid_log_tag
 from dicom_node.statuses import RejectReason, StoreStatus
-from storage import jobs, registry
+from storage import jobs, peers
 from storage.bytestore import ByteStore, ByteStoreError, LocalByteStore
 from storage.errors import StorageError
 from storage.instances import InstanceRecord, StoreOutcome, record_instance
@@ -107,7 +107,7 @@ class SpoolingSink:
         self._low_disk_audited: OrderedDict[int, None] = OrderedDict()
 
     def store(self, instance: ReceivedInstance) -> StoreStatus:
-        sop = uid_hash(instance.sop_instance_uid)
+        sop = uid_log_tag(instance.sop_instance_uid)
         if self.min_free_bytes > 0 and self.free_bytes() < self.min_free_bytes:
             LOGGER.error(
                 "refusing C-STORE %s: spool below its free-space low-water mark",
@@ -151,7 +151,7 @@ class SpoolingSink:
             with self.sessions.begin() as session:
                 outcome = record_instance(session, record)
                 if outcome is StoreOutcome.CONFLICT:
-                    registry.record_audit(
+                    peers.record_audit(
                         session,
                         actor=f"dicom:{instance.peer.calling_ae_title}",
                         action="instance.conflict",
@@ -218,7 +218,7 @@ class SpoolingSink:
                     self._low_disk_audited.popitem(last=False)
         if first:
             try:
-                registry.record_audit(
+                peers.record_audit(
                     self.sessions,
                     actor=f"dicom:{peer.calling_ae_title}",
                     action="instance.refused",
@@ -232,7 +232,7 @@ class SpoolingSink:
             self.on_low_disk()
 
     def is_caller_allowed(self, calling_ae_title: str, host: str) -> bool:
-        return registry.caller_allowed(self.sessions, calling_ae_title, host)
+        return peers.caller_allowed(self.sessions, calling_ae_title, host)
 
     def association_rejected(self, peer: Peer, reason: RejectReason) -> None:
         if self.on_rejected is not None:
@@ -243,7 +243,7 @@ class SpoolingSink:
         if gate is not None and not gate(peer.host, peer.calling_ae_title, reason.slug):
             return  # counted into the next aggregate row instead
         with self.sessions.begin() as session:
-            registry.record_audit(
+            peers.record_audit(
                 session,
                 actor=f"dicom:{peer.calling_ae_title}",
                 action="association.rejected",

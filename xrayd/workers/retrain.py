@@ -4,7 +4,7 @@ foreground command, :meth:`RetrainService.run_now`) claims it and runs it end to
 reviews, lock the validation set on the first run, fine-tune and judge (``retrain.run``),
 register the candidate, promote it when ``[retrain] auto_promote`` allows, and record the run.
 
-While a run trains, a :class:`~xrayd.worker.LeaseKeeper` renews its job's lease (the run's
+While a run trains, a :class:`~xrayd.workers.analysis.LeaseKeeper` renews its job's lease (the run's
 heartbeat). A worker that dies stops renewing: once the lease is over, the sweep of any retrain
 worker (:func:`storage.training.requeue_expired`) queues the run again or, on its last attempt
 (``max_attempts`` 1 by default), marks it ``failed``. A worker that lost its job neither
@@ -35,7 +35,7 @@ from config.settings import Settings
 from storage import queue
 from storage.bytestore import ByteStore
 from storage.errors import JobLostError
-from storage.models_registry import (
+from storage.model_versions import (
     active_version,
     list_model_versions,
     promote,
@@ -58,9 +58,9 @@ from storage.training import (
     start_run,
     validation_cases,
 )
-from xrayd.limits import image_limits
-from xrayd.model_registry import register_configured_model, verify_version
-from xrayd.worker import LeaseKeeper, Wakeup
+from xrayd.runtime.limits import image_limits
+from xrayd.runtime.served_model import register_configured_model, verify_version
+from xrayd.workers.analysis import LeaseKeeper, Wakeup
 
 __all__ = ["ForegroundRun", "RetrainService", "RetrainWorker"]
 

@@ -29,11 +29,11 @@ from dicom_node.errors import PeerUnreachableError
 from dicom_node.local_pacs import LocalPacs, StoredObject
 from dicom_node.scu import RemoteAE, echo, store_datasets
 from models.synthetic import generate_case, to_dicom
-from storage import registry
-from storage.analysis import analyses_of, study_id_of
+from storage import peers
+from storage.analyses import analyses_of, study_id_of
 from storage.status import status_counts
-from xrayd.app import Node, open_storage
-from xrayd.logging_setup import configure_logging
+from xrayd.runtime.logging_setup import configure_logging
+from xrayd.runtime.node import Node, open_storage
 
 MODALITY_AE = "DEMO-CR"
 PACS_AE = "DEMO-PACS"
@@ -200,7 +200,7 @@ def run_demo(data_dir: Path, images: int = 6, timeout: float = 240.0) -> int:
             "for the model to load)"
         )
         counts = status_counts(storage.sessions)
-        audit = registry.list_audit(storage.sessions, limit=10)
+        audit = peers.list_audit(storage.sessions, limit=10)
         rejected = [a for a in audit if a.action == "association.rejected"]
         print(
             f"8. jobs: {dict(sorted(counts.jobs_by_state.items()))}; instances indexed: "

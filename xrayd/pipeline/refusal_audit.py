@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from storage import registry
+from storage import peers
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -116,7 +116,7 @@ class RefusalAudit:
             "period_seconds": self.period_seconds,
         }
         try:
-            registry.record_audit(
+            peers.record_audit(
                 self.sessions,
                 actor="dicom:listener",
                 action=ACTION,

@@ -16,7 +16,7 @@ from config.settings import JobSettings, StudySettings
 from storage import jobs
 from storage.errors import JobLostError
 from storage.redact import describe_exception
-from xrayd.pipeline import Analyser
+from xrayd.pipeline.dispatch import Analyser
 
 LOGGER = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from config.errors import XraydError
-from xrayd.evaluation_markdown import ATTRIBUTION, ci_text, fmt, markdown_report
+from xrayd.cli.evaluation_report import ATTRIBUTION, ci_text, fmt, markdown_report
 
 if TYPE_CHECKING:
     import numpy as np

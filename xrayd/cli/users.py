@@ -24,7 +24,7 @@ ROLES = ("radiologist", "admin")
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     return open_storage(settings, create_if_empty=True, require_current=True).sessions
 
@@ -72,7 +72,7 @@ def cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
     from storage.logins import clear_failures
-    from storage.registry import record_audit
+    from storage.peers import record_audit
 
     sm = _sessions(settings)
     cleared = clear_failures(sm, args.name)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from config.errors import XraydError
 from config.settings import Settings
-from xrayd.bundle_summary import print_saved_bundle
+from xrayd.cli.bundle_summary import print_saved_bundle
 
 if TYPE_CHECKING:
     from models.preprocess import PreprocessParams
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DATASETS = ("synthetic", "mura", "fracatlas", "csv")
-#: Backbones fine-tuned from ImageNet weights (by xrayd.finetune_command); keep in step with
+#: Backbones fine-tuned from ImageNet weights (by xrayd.cli.finetune); keep in step with
 #: models.network.PRETRAINED_ARCHS (not imported here: torch loads slowly).
 PRETRAINED_ARCHS = ("efficientnet_lite0",)
 #: Seeds of the synthetic sets: training uses --seed, validation --seed + 1; evaluation
@@ -81,7 +81,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     if args.dataset != "synthetic" and not args.data:
         raise XraydError(f"--data is required for --dataset {args.dataset}")
     if args.arch in PRETRAINED_ARCHS:
-        from xrayd.finetune_command import run_finetune
+        from xrayd.cli.finetune import run_finetune
 
         return run_finetune(args)
     params = PreprocessParams(input_size=args.input_size)
@@ -153,7 +153,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if args.dataset == "fracatlas":
-        from xrayd.evaluate_dataset import evaluate_localised
+        from xrayd.cli.evaluate import evaluate_localised
 
         return evaluate_localised(args)
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import StorageError
-from storage.registry import record_audit
+from storage.peers import record_audit
 from storage.schema import ModelState, ModelVersion, utcnow
 
 __all__ = [

@@ -12,7 +12,7 @@ Deliveries whose sender vanished (lease expired) are requeued (or dead-lettered 
 attempt) by every sender: whenever it finds nothing to claim, and at least every
 ``poll_seconds`` while it is busy. With nothing due it waits until the next delivery falls
 due (or a lease ends), at most ``poll_seconds``, or until a producer sets its
-:class:`~xrayd.worker.Wakeup`. :meth:`DeliveryWorker.stop` lets the send in
+:class:`~xrayd.workers.analysis.Wakeup`. :meth:`DeliveryWorker.stop` lets the send in
 hand finish and be recorded before the thread ends.
 
 Logs name deliveries, results and destinations by their internal ids and names; UIDs appear
@@ -34,10 +34,10 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import DeliverySettings, DestinationTLSSettings
-from dicom_node.received import uid_hash
+from dicom_node.received import uid_log_tag
 from dicom_node.scu import DEFAULT_MAX_PDU, OutgoingLimits, RemoteAE, SendOutcome, send_file
 from dicom_node.tls import ClientTLS
-from storage import outbox, registry
+from storage import outbox, peers
 from storage.bytestore import (
     ByteStore,
     ByteStoreError,
@@ -47,7 +47,7 @@ from storage.bytestore import (
     LocalByteStore,
 )
 from storage.spool import Spool
-from xrayd.worker import Wakeup
+from xrayd.workers.analysis import Wakeup
 
 LOGGER = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class DeliveryWorker(threading.Thread):
             claim.delivery_id,
             claim.result_id,
             claim.kind,
-            uid_hash(claim.sop_instance_uid or ""),
+            uid_log_tag(claim.sop_instance_uid or ""),
             claim.destination_name,
             claim.attempt,
         )
@@ -245,7 +245,7 @@ class DeliveryWorker(threading.Thread):
         return bool(recovered.requeued)
 
     def _attempt(self, claim: outbox.ClaimedDelivery) -> SendOutcome:
-        destination = registry.get_destination(self.sessions, claim.destination_name)
+        destination = peers.get_destination(self.sessions, claim.destination_name)
         if destination is None:
             return SendOutcome(False, False, None, "destination is no longer configured")
         tls: ClientTLS | None = None

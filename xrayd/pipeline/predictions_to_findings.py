@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 from dicom_node.findings import Algorithm, Box, ImageFinding
 from models.bundle import LoadedModel
 from models.prediction import Prediction
-from storage.analysis import SourceInstance
+from storage.analyses import SourceInstance
 
 __all__ = ["algorithm_of", "image_finding", "prediction_detail"]
 

@@ -22,7 +22,7 @@ STATES = ("pending", "sent", "dead")
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
-    from xrayd.app import open_storage
+    from xrayd.runtime.node import open_storage
 
     return open_storage(settings, create_if_empty=True, require_current=True).sessions
 
@@ -50,7 +50,7 @@ def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import outbox, registry
+    from storage import outbox, peers
     from storage.schema import utcnow
 
     if args.destination is not None and not args.dead:
@@ -70,7 +70,7 @@ def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         ids = [args.id]
     if ids:
-        registry.record_audit(
+        peers.record_audit(
             sessions,
             actor="cli",
             action="delivery.retried",

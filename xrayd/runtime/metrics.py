@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from storage.retention import RetentionReport
-    from xrayd.delivery import DeliveryReport
+    from xrayd.pipeline.delivery import DeliveryReport
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 

@@ -16,12 +16,12 @@ from config.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from storage.models_registry import ModelVersionRow
+    from storage.model_versions import ModelVersionRow
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
-    from xrayd.app import open_storage
-    from xrayd.model_registry import register_configured_model
+    from xrayd.runtime.node import open_storage
+    from xrayd.runtime.served_model import register_configured_model
 
     sessions = open_storage(settings, create_if_empty=True, require_current=True).sessions
     register_configured_model(settings, sessions)
@@ -39,7 +39,7 @@ def _line(r: ModelVersionRow) -> str:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.models_registry import list_model_versions
+    from storage.model_versions import list_model_versions
 
     for row in list_model_versions(_sessions(settings)):
         print(_line(row))
@@ -47,7 +47,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.models_registry import get_version
+    from storage.model_versions import get_version
 
     row = get_version(_sessions(settings), args.version)
     if row is None:
@@ -73,8 +73,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.models_registry import promote
-    from xrayd.model_registry import verify_version
+    from storage.model_versions import promote
+    from xrayd.runtime.served_model import verify_version
 
     row = promote(_sessions(settings), args.version, actor=args.actor, check=verify_version)
     print(f"model {row.name} {row.version} is active (sha256 {row.sha256[:12]})")
@@ -82,8 +82,8 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.models_registry import rollback
-    from xrayd.model_registry import verify_version
+    from storage.model_versions import rollback
+    from xrayd.runtime.served_model import verify_version
 
     row = rollback(_sessions(settings), actor=args.actor, check=verify_version)
     print(f"rolled back: model {row.name} {row.version} is active again (sha256 {row.sha256[:12]})")

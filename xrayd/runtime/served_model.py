@@ -21,14 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings
 from models.bundle import ExpectedBundle, bundle_identity, check_bundle, default_bundle_path
 from models.errors import BundleError
-from storage.models_registry import (
+from storage.model_versions import (
     ModelVersionRow,
     RegistryError,
     active_version,
     ensure_active,
     relocate,
 )
-from xrayd.model_holder import RegisteredBundle
+from xrayd.runtime.model_holder import RegisteredBundle
 
 __all__ = [
     "active_bundle_reader",
@@ -78,7 +78,7 @@ def expected_bundle(row: ModelVersionRow) -> ExpectedBundle:
 def verify_version(row: ModelVersionRow) -> None:
     """Refuse (:class:`RegistryError`) a version whose bundle is not the one registered: its
     weights' sha256, name or version differ from the registry's record, or it cannot be read.
-    Pass as ``check`` to :func:`storage.models_registry.promote` and ``rollback``."""
+    Pass as ``check`` to :func:`storage.model_versions.promote` and ``rollback``."""
     try:
         check_bundle(Path(row.path), expected_bundle(row))
     except BundleError as exc:
@@ -101,8 +101,8 @@ def verify_active_model(sessions: sessionmaker[Session]) -> None:
 
 
 def active_bundle_reader(sessions: sessionmaker[Session]) -> Callable[[], RegisteredBundle | None]:
-    """For :class:`xrayd.model_holder.ModelHolder`: the active version's bundle directory and
-    its registered identity (checked when it is loaded)."""
+    """For :class:`xrayd.runtime.model_holder.ModelHolder`: the active version's bundle directory
+    and its registered identity (checked when it is loaded)."""
 
     def read() -> RegisteredBundle | None:
         row = active_version(sessions)

@@ -48,7 +48,7 @@ from models.loading import ReadyClassifier
 from models.prediction import Prediction, aggregate_study
 from models.preprocess import PreparedImage, prepare
 from models.reading import read_header, read_image
-from storage import analysis as store
+from storage import analyses as store
 from storage import jobs
 from storage.bytestore import (
     ByteStore,
@@ -63,9 +63,9 @@ from storage.jobs import ClaimedJob
 from storage.outbox import DEFAULT_MAX_ATTEMPTS as DELIVERY_MAX_ATTEMPTS
 from storage.outbox import queue_deliveries
 from storage.redact import describe_exception, redact
-from storage.spool import Spool, uid_hash
-from xrayd.findings import algorithm_of, image_finding, prediction_detail
-from xrayd.pdf_report import render_pdf_report
+from storage.spool import Spool, uid_sha256
+from xrayd.pipeline.pdf_report import render_pdf_report
+from xrayd.pipeline.predictions_to_findings import algorithm_of, image_finding, prediction_detail
 
 LOGGER = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _uid(*parts: str) -> str:
 
 
 class StudyAnalyser:
-    """The job step ``xrayd.worker.Worker`` runs for every ready study."""
+    """The job step ``xrayd.workers.analysis.Worker`` runs for every ready study."""
 
     def __init__(
         self,
@@ -278,7 +278,7 @@ class StudyAnalyser:
             # A final outcome, recorded like any other refusal: the job completes, no retry.
             LOGGER.warning(
                 "instance %s not analysed: %s",
-                uid_hash(instance.sop_instance_uid),
+                uid_sha256(instance.sop_instance_uid),
                 exc.reason.value,
             )
             return _Source(instance, _bare_header(path, self.limits), None, redact(str(exc)))
@@ -615,7 +615,7 @@ class StudyAnalyser:
 
 def result_path(study_instance_uid: str, kind: str, uid: str, ext: str) -> str:
     """Where a result object of the study lies in the spool (relative path)."""
-    h = uid_hash(study_instance_uid)
+    h = uid_sha256(study_instance_uid)
     return f"results/{h[:2]}/{h}/{kind}-{uid}.{ext}"
 
 

@@ -1,0 +1,1 @@
+"""One radiograph's way through xrayd: receive -> analyse -> result objects -> delivery."""

@@ -1,0 +1,2 @@
+"""Composition and process life: the node, roles, signals, systemd,
+logging, metrics, the served model."""

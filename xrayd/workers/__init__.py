@@ -1,0 +1,1 @@
+"""Threads that take work from the database: analysis, retraining, retention."""
