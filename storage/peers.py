@@ -12,14 +12,18 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, exists, func, or_, select
+from sqlalchemy import ColumnElement, delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import audit
+from storage.audit import AuditRow as AuditRow
+from storage.audit import list_audit as list_audit
+from storage.audit import search_audit as search_audit
 from storage.errors import StorageError
-from storage.schema import AuditEvent, Caller, Destination, Source, utcnow
+from storage.schema import Caller, Destination, Source, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +57,6 @@ class SeedResult:
     added: int
     updated: int
     removed: int
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    object_type: str
-    object_id: str | None
-    detail: dict[str, Any]
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -275,7 +268,7 @@ def seed_destinations(sm: sessionmaker[Session], entries: Sequence[DestinationRo
     return SeedResult(added=added, updated=updated, removed=removed)
 
 
-# -- audit -------------------------------------------------------------------------------------
+# -- audit (moved to storage.audit; these names remain until every caller has moved) ---------
 
 
 def record_audit(
@@ -288,92 +281,26 @@ def record_audit(
     *,
     at: datetime | None = None,
 ) -> None:
-    """Append an audit event (``detail`` must be JSON-serialisable and free of patient data).
-
-    Given a ``Session`` the event joins that transaction (the caller commits); given a
-    ``sessionmaker`` it is committed at once.
-    """
+    """Deprecated: use :func:`storage.audit.append` / :func:`storage.audit.record`."""
     if not actor or not action or not object_type:
         raise InvalidEntryError("actor, action and object_type must not be empty")
-    event = AuditEvent(
-        at=at or utcnow(),
-        actor=actor[:128],
-        action=action[:64],
-        object_type=object_type[:64],
-        object_id=None if object_id is None else object_id[:128],
-        detail=dict(detail),
-    )
     if isinstance(target, Session):
-        target.add(event)
-        target.flush()
+        audit.append(
+            target,
+            actor=actor,
+            action=cast(audit.Action, action),
+            object_type=object_type,
+            object_id=object_id,
+            detail=detail,
+            at=at,
+        )
         return
-    with target.begin() as session:
-        session.add(event)
-
-
-def _audit_row(r: AuditEvent) -> AuditRow:
-    return AuditRow(
-        id=r.id,
-        at=r.at,
-        actor=r.actor,
-        action=r.action,
-        object_type=r.object_type,
-        object_id=r.object_id,
-        detail=dict(r.detail),
+    audit.record(
+        target,
+        actor=actor,
+        action=cast(audit.Action, action),
+        object_type=object_type,
+        object_id=object_id,
+        detail=detail,
+        at=at,
     )
-
-
-def list_audit(sm: sessionmaker[Session], limit: int = 100) -> list[AuditRow]:
-    """The newest ``limit`` audit events, newest first."""
-    with sm() as session:
-        rows = session.scalars(
-            select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
-        ).all()
-        return [_audit_row(r) for r in rows]
-
-
-def search_audit(
-    sm: sessionmaker[Session],
-    *,
-    actor: str | None = None,
-    action: str | None = None,
-    object_type: str | None = None,
-    object_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> tuple[list[AuditRow], int]:
-    """Audit events matching every given filter, newest first: ``(page, total matching)``.
-
-    ``actor``, ``action``, ``object_type`` and ``object_id`` match exactly; ``since`` is
-    inclusive and ``until`` exclusive (aware datetimes). ``limit``/``offset`` select the page.
-    """
-    if limit < 1 or offset < 0:
-        raise InvalidEntryError("limit must be at least 1 and offset not negative")
-    conditions: list[ColumnElement[bool]] = []
-    for column, value in (
-        (AuditEvent.actor, actor),
-        (AuditEvent.action, action),
-        (AuditEvent.object_type, object_type),
-        (AuditEvent.object_id, object_id),
-    ):
-        if value is not None:
-            conditions.append(column == value)
-    for name, when in (("since", since), ("until", until)):
-        if when is not None and (when.tzinfo is None or when.utcoffset() is None):
-            raise InvalidEntryError(f"{name} must carry a time zone")
-    if since is not None:
-        conditions.append(AuditEvent.at >= since)
-    if until is not None:
-        conditions.append(AuditEvent.at < until)
-    with sm() as session:
-        total = int(session.scalar(select(func.count(AuditEvent.id)).where(*conditions)) or 0)
-        rows = session.scalars(
-            select(AuditEvent)
-            .where(*conditions)
-            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
-            .limit(limit)
-            .offset(offset)
-        ).all()
-        return [_audit_row(r) for r in rows], total

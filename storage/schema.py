@@ -373,6 +373,9 @@ class AuditEvent(Base):
     object_type: Mapped[str] = mapped_column(String(64))
     object_id: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the hash chain (storage.audit): the row before's row_hash, and this row's own
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
 
 
 class User(Base):
