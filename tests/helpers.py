@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,7 +19,11 @@ PHANTOM = Path(__file__).resolve().parents[1] / "models" / "bundles" / "xrayd-ph
 
 
 def need(condition: bool, reason: str) -> None:
-    """Skip with ``reason`` when a real peer or server is missing; in CI that is a failure."""
+    """Skip with ``reason`` when a real peer, server, tool or package is missing; in CI
+    (``CI=true``) that is a failure.
+
+    The one way a test may skip for something missing (CONTRIBUTING.md, "Skip policy";
+    tests/unit/test_skip_policy.py keeps direct ``pytest.skip`` out of the tests)."""
     if condition:
         return
     if IN_CI:
@@ -25,11 +31,22 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
-def need_tool(name: str) -> str:
+def need_tool(name: str, install: str = "apt-get install dcmtk dicom3tools") -> str:
+    """The path of command-line tool ``name``; :func:`need` when it is not on ``PATH``."""
     path = shutil.which(name)
-    need(path is not None, f"{name} is not installed (apt-get install dcmtk dicom3tools)")
+    need(path is not None, f"{name} is not installed ({install})")
     assert path is not None
     return path
+
+
+def need_module(name: str, install: str = "pip install -e '.[dev]'") -> ModuleType:
+    """Import ``name``; :func:`need` when it is not installed (in place of
+    ``pytest.importorskip``, which skips in CI too)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        need(False, f"{name} is not installed ({install}): {exc}")
+        raise  # unreachable: need() skipped or failed
 
 
 def _pg_reachable() -> str | None:

@@ -115,6 +115,8 @@ def test_promote_skips_studies_locked_by_another_promoter(
     sm: sessionmaker[Session], make_rec: RecordFactory, migrated: Engine
 ) -> None:
     if migrated.dialect.name != "postgresql":
+        # skip policy: the SQLite variant of a PostgreSQL-only behaviour (the PostgreSQL
+        # variant runs, or fails in CI through the pg_admin fixture's need())
         pytest.skip("row locks: PostgreSQL only (SQLite has a single writer)")
     store(sm, make_rec())
     with sm() as first, sm() as second:
@@ -170,6 +172,7 @@ def test_claim_on_postgres_skips_locked_rows(
     sm: sessionmaker[Session], make_rec: RecordFactory, migrated: Engine
 ) -> None:
     if migrated.dialect.name != "postgresql":
+        # skip policy: as above, the SQLite variant of a PostgreSQL-only behaviour
         pytest.skip("SKIP LOCKED: PostgreSQL only")
     first = queued_study(sm, make_rec, "1.1")
     second = queued_study(sm, make_rec, "1.2")

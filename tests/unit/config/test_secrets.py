@@ -7,7 +7,6 @@ files: the TLS files of the listener, the destinations and the web UI.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import pytest
 from config.errors import ConfigError
 from config.loader import load_settings
 from config.settings import Settings
+
+from helpers import need_tool
 
 PG_URL = "postgresql+psycopg://xrayd@127.0.0.1:1/xrayd"  # nothing listens on port 1
 SECRET = "s3cr3t:/@%pass"  # characters a URL would have to escape
@@ -202,9 +203,7 @@ def test_destination_rows_expand_at_use(credentials: Path) -> None:
 
 def test_credential_files_pass_the_start_up_check(tmp_path: Path, credentials: Path) -> None:
     """A real key and certificate read through ${CREDENTIALS_DIRECTORY} pass the check."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command-line tool is not installed")
+    openssl = need_tool("openssl", install="apt-get install openssl")
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
          "/CN=xrayd-test", "-keyout", str(credentials / "node.key"),

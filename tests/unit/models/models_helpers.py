@@ -6,9 +6,10 @@ import importlib.util
 from typing import Any
 
 import numpy as np
-import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from helpers import need
 
 DX_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.1")
 
@@ -56,11 +57,9 @@ def make_ds(
 
 def data_file(name: str) -> str:
     """Path of a pydicom / pydicom-data test file, skipping when pydicom-data is absent."""
-    if importlib.util.find_spec("data_store") is None:
-        pytest.skip("pydicom-data is not installed")
+    need(importlib.util.find_spec("data_store") is not None, "pydicom-data is not installed")
     from pydicom.data import get_testdata_file
 
     path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} is not in pydicom's test data")
+    need(path is not None, f"{name} is not in pydicom's test data")
     return str(path)

@@ -27,6 +27,7 @@ from models.preprocess import PreprocessParams, prepare, window_to_display
 from models.resample import area_resize, letterbox
 from models.voi import window_unit
 
+from helpers import need, need_module
 from models_helpers import data_file, make_ds, phantom
 
 P = PreprocessParams()
@@ -444,8 +445,7 @@ def test_invalid_params_are_rejected(kwargs: dict[str, float]) -> None:
 
 def _compressed(ds: Dataset, syntax: UID) -> Dataset:
     encoder = get_encoder(syntax)
-    if not encoder.is_available:
-        pytest.skip(f"no {syntax.name} encoder plugin installed")
+    need(encoder.is_available, f"no {syntax.name} encoder plugin installed (.[dev])")
     out = copy.deepcopy(ds)
     out.compress(syntax)
     return out
@@ -548,7 +548,7 @@ def test_real_jpeg_family_files(name: str, shape: tuple[int, int] | None) -> Non
 
 def test_jpeg_baseline_greyscale_decodes_close_to_the_original() -> None:
     """No greyscale baseline JPEG ships with pydicom: make one with Pillow when present."""
-    image_module = pytest.importorskip("PIL.Image")
+    image_module = need_module("PIL.Image")
     from io import BytesIO
 
     from pydicom.encaps import encapsulate

@@ -38,6 +38,8 @@ from models.runtimes import (
 )
 from models.synthetic import generate_case, to_dicom
 
+from helpers import need_module
+
 SIZE = 64
 TOLERANCE = 1e-3
 THREADS = 2
@@ -88,10 +90,10 @@ def _build(name: str, network: MultiTaskNet, onnx_file: Path, tmp_path: Path) ->
         path = export_onnx(network, tmp_path / "ts.onnx", SIZE, dynamo=False)
         return OnnxRuntime(path, threads=THREADS)
     if name == "openvino-from-torch":
-        pytest.importorskip("openvino")
+        need_module("openvino")
         return OpenVinoRuntime.from_torch(network, SIZE, threads=THREADS)
     if name in ("onnxruntime", "openvino"):
-        pytest.importorskip(name)
+        need_module(name)
     return build_runtime(name, network, threads=THREADS, onnx_file=onnx_file)
 
 
@@ -128,7 +130,7 @@ def test_runtime_matches_eager(
 
 
 def test_export_has_a_dynamic_batch_axis(onnx_file: Path) -> None:
-    onnx = pytest.importorskip("onnx")
+    onnx = need_module("onnx")
     model = onnx.load(str(onnx_file))
     (inp,) = model.graph.input
     dims = inp.type.tensor_type.shape.dim

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from io import BytesIO
 from pathlib import Path
@@ -33,6 +31,8 @@ from models.synthetic import (
     to_dicom,
 )
 from models.synthetic_dicom import CR_IMAGE_STORAGE, DX_FOR_PRESENTATION
+
+from helpers import need, need_tool
 
 SIZE = 160  # small and quick; the default is 512
 
@@ -213,8 +213,8 @@ def test_monochrome1_and_bit_depths_display_the_same() -> None:
     "syntax", [ImplicitVRLittleEndian, RLELossless, JPEG2000Lossless, JPEGLSLossless]
 )
 def test_lossless_transfer_syntaxes(syntax: UID) -> None:
-    if not get_encoder(syntax).is_available if syntax.is_compressed else False:
-        pytest.skip(f"no {syntax.name} encoder")
+    if syntax.is_compressed:
+        need(get_encoder(syntax).is_available, f"no {syntax.name} encoder (.[dev]: pyjpegls)")
     case = generate_case(4, 128)
     ds = _round_trip(to_dicom(case, transfer_syntax=syntax))
     assert ds.file_meta.TransferSyntaxUID == syntax
@@ -251,12 +251,7 @@ def test_uids_are_deterministic_and_overridable() -> None:
 
 
 def _dciodvfy() -> str:
-    path = shutil.which("dciodvfy")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("dciodvfy (dicom3tools) is required in CI")
-        pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
-    return path
+    return need_tool("dciodvfy", install="apt-get install dicom3tools")
 
 
 @pytest.mark.parametrize(
