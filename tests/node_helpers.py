@@ -119,7 +119,7 @@ def deliver_once(
     to it and run one delivery attempt; returns its DeliveryReport."""
     from xrayd.pipeline.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
     from xrayd.runtime.node import open_storage, seed_registry
-    from xrayd.workers.analysis import Wakeup
+    from xrayd.workers.base import Wakeup
 
     from helpers import make_settings
 
@@ -148,7 +148,8 @@ def deliver_once(
 def run_next_job(node: Any) -> Any:
     """Let the node's completion timer queue what is due, then run one analysis job with a
     worker of the node's analyser (asserting there was one); returns that worker."""
-    from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
+    from xrayd.workers.analysis import CompletionTimer, Worker
+    from xrayd.workers.base import Wakeup
 
     stop = threading.Event()
     sessions = node.storage.sessions

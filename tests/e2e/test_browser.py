@@ -26,7 +26,8 @@ from xrayd.runtime.node import Node, open_storage, seed_registry
 from xrayd.web.auth import COOKIE
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer
-from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
+from xrayd.workers.analysis import CompletionTimer, Worker
+from xrayd.workers.base import Wakeup
 
 from helpers import make_settings, need
 from node_helpers import store_and_wait_for_release

@@ -124,7 +124,7 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
     from retrain.scheduler import RetrainScheduler
-    from xrayd.workers.analysis import Wakeup
+    from xrayd.workers.base import Wakeup
     from xrayd.workers.retrain import RetrainWorker
 
     service = _service(settings)

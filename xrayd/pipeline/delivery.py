@@ -47,7 +47,7 @@ from storage.bytestore import (
     LocalByteStore,
 )
 from storage.spool import Spool
-from xrayd.workers.analysis import Wakeup
+from xrayd.workers.base import LoopWorker, Wakeup
 
 LOGGER = logging.getLogger(__name__)
 
@@ -123,12 +123,14 @@ class DeliveryReport:
     recorded: Recorded
 
 
-class DeliveryWorker(threading.Thread):
+class DeliveryWorker(LoopWorker):
     """Sends due deliveries until stopped; the send in hand is finished and recorded first.
 
     ``sender`` defaults to :func:`send_file` with the options' calling AE title and limits;
     ``on_report`` is called (on this thread) after each attempt is recorded.
     """
+
+    what = "delivery"
 
     def __init__(
         self,
@@ -145,7 +147,7 @@ class DeliveryWorker(threading.Thread):
         store: ByteStore | None = None,
     ) -> None:
         """``store`` holds the result objects (default: the spool)."""
-        super().__init__(name=f"xrayd-delivery-{index}", daemon=True)
+        super().__init__(f"xrayd-delivery-{index}", stop, wakeup, options.poll_seconds)
         #: the holder of this sender's claims: only it may record their outcome
         self.worker_id = sender_id(index)
         self.sessions = sessions
@@ -153,32 +155,16 @@ class DeliveryWorker(threading.Thread):
         self.store: ByteStore = store or LocalByteStore(spool)
         self.options = options
         self.clock = clock
-        self.stop_event = stop
-        self.wakeup = wakeup
         self.sender: Sender = sender or self._send_file
         self.on_report = on_report
         self._last_sweep: datetime | None = None
 
     # -- thread ----------------------------------------------------------------------------
 
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                worked = self.run_once()
-            except Exception:
-                LOGGER.exception("delivery loop error; continuing")
-                worked = False
-            if not worked and not self.stop_event.is_set():
-                self.wakeup.wait(self._idle_seconds())
+    def turn(self) -> bool:
+        return self.run_once()
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Ask the loop to end (the send in hand is finished and recorded) and wait for it."""
-        self.stop_event.set()
-        self.wakeup.set()
-        if self.is_alive():
-            self.join(timeout)
-
-    def _idle_seconds(self) -> float:
+    def idle_seconds(self) -> float:
         """Until the next delivery falls due (or a lease ends), at most ``poll_seconds``."""
         poll = self.options.poll_seconds
         try:

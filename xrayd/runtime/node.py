@@ -51,7 +51,8 @@ from xrayd.runtime.shutdown import SETTLE_SECONDS, block_stop_signals, exit_now,
 from xrayd.runtime.systemd import Notifier
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer, check_bind_allowed
-from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
+from xrayd.workers.analysis import CompletionTimer, Worker
+from xrayd.workers.base import Wakeup
 from xrayd.workers.retention import RetentionWorker
 from xrayd.workers.retrain import RetrainService, RetrainWorker
 

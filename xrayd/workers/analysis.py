@@ -17,22 +17,9 @@ from storage import jobs
 from storage.errors import JobLostError
 from storage.redact import describe_exception
 from xrayd.pipeline.dispatch import Analyser
+from xrayd.workers.base import LoopWorker, Wakeup
 
 LOGGER = logging.getLogger(__name__)
-
-
-class Wakeup:
-    """A level-triggered nudge: set by producers, waited on (with a timeout) by loops."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def wait(self, timeout: float) -> None:
-        self._event.wait(timeout)
-        self._event.clear()
 
 
 class HeldJob(Protocol):
@@ -97,7 +84,7 @@ class LeaseKeeper(threading.Thread):
         self.join()
 
 
-class Worker(threading.Thread):
+class Worker(LoopWorker):
     """Claims queued jobs and runs the analyser until stopped; finishes the job in hand first.
 
     While a job runs, a :class:`LeaseKeeper` renews its lease every third of
@@ -118,26 +105,17 @@ class Worker(threading.Thread):
         renew_interval: float | None = None,
         on_lease_renewed: Callable[[int], None] | None = None,
     ) -> None:
-        super().__init__(name=f"xrayd-worker-{index}", daemon=True)
+        super().__init__(f"xrayd-worker-{index}", stop, wakeup, settings.poll_seconds)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}"
         self.sessions = sessions
         self.analyser = analyser
         self.settings = settings
         self.clock = clock
-        self.stop_event = stop
-        self.wakeup = wakeup
         self.renew_interval = renew_interval or settings.lease_seconds / 3
         self.on_lease_renewed = on_lease_renewed
 
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                worked = self.run_once()
-            except Exception:
-                LOGGER.exception("worker loop error; continuing")
-                worked = False
-            if not worked:
-                self.wakeup.wait(self.settings.poll_seconds)
+    def turn(self) -> bool:
+        return self.run_once()
 
     def run_once(self) -> bool:
         """Claim and run at most one job; returns whether there was one."""
@@ -187,8 +165,10 @@ class Worker(threading.Thread):
         return True
 
 
-class CompletionTimer(threading.Thread):
+class CompletionTimer(LoopWorker):
     """Turns quiet or capped studies into jobs and recovers jobs whose worker died."""
+
+    what = "completion timer"
 
     def __init__(
         self,
@@ -200,21 +180,20 @@ class CompletionTimer(threading.Thread):
         wakeup_workers: Wakeup,
         interval: float = 0.5,
     ) -> None:
-        super().__init__(name="xrayd-completion", daemon=True)
+        super().__init__("xrayd-completion", stop, Wakeup(), interval)
         self.sessions = sessions
         self.study = study
         self.job_settings = job_settings
         self.clock = clock
-        self.stop_event = stop
         self.wakeup_workers = wakeup_workers
         self.interval = interval
 
-    def run(self) -> None:
-        while not self.stop_event.wait(self.interval):
-            try:
-                self.tick()
-            except Exception:
-                LOGGER.exception("completion timer error; continuing")
+    def turn(self) -> bool:
+        self.tick()
+        return False  # a timer: always waits its interval before the next tick
+
+    def idle(self) -> None:
+        self.stop_event.wait(self.interval)
 
     def tick(self) -> int:
         now = self.clock()

@@ -19,7 +19,7 @@ from config.settings import RetentionSettings
 from storage.bytestore import ByteStore
 from storage.retention import RetentionPolicy, RetentionReport, run_retention
 from storage.spool import DiskUsage, Spool
-from xrayd.workers.analysis import Wakeup
+from xrayd.workers.base import LoopWorker, Wakeup
 
 LOGGER = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def policy_from_settings(settings: RetentionSettings) -> RetentionPolicy:
     )
 
 
-class RetentionWorker(threading.Thread):
+class RetentionWorker(LoopWorker):
     """Runs :func:`storage.retention.run_retention` periodically until ``stop`` is set."""
 
     def __init__(
@@ -55,30 +55,35 @@ class RetentionWorker(threading.Thread):
         min_gap_seconds: float = MIN_GAP_SECONDS,
         store: ByteStore | None = None,
     ) -> None:
-        super().__init__(name="xrayd-retention", daemon=True)
+        super().__init__("xrayd-retention", stop, wakeup, settings.interval_minutes * 60)
         self.sessions = sessions
         self.spool = spool
         self.policy = policy_from_settings(settings)
         self.interval = settings.interval_minutes * 60
         self.clock = clock
-        self.stop_event = stop
-        self.wakeup = wakeup
         self.disk = disk
         self.on_report = on_report
         self.min_gap = min_gap_seconds
         #: where the bytes are deleted (None: the spool itself)
         self.store = store
+        self._started = time.monotonic()
 
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            started = time.monotonic()
-            self.run_once()
-            deadline = started + self.interval
-            while not self.stop_event.is_set() and time.monotonic() < deadline:
-                self.wakeup.wait(deadline - time.monotonic())
-                if time.monotonic() < deadline:  # woken early: run again after the gap
-                    self.stop_event.wait(max(0.0, started + self.min_gap - time.monotonic()))
-                    break
+    what = "retention"
+
+    def turn(self) -> bool:
+        self._started = time.monotonic()
+        self.run_once()
+        return False  # periodic: idle until the next interval (or an early wakeup)
+
+    def idle(self) -> None:
+        """Until the interval ends; woken early (low disk), run again after the minimum gap."""
+        started = self._started
+        deadline = started + self.interval
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            self.wakeup.wait(deadline - time.monotonic())
+            if time.monotonic() < deadline:  # woken early: run again after the gap
+                self.stop_event.wait(max(0.0, started + self.min_gap - time.monotonic()))
+                break
 
     def run_once(self) -> RetentionReport | None:
         try:

@@ -60,7 +60,8 @@ from storage.training import (
 )
 from xrayd.runtime.limits import image_limits
 from xrayd.runtime.served_model import register_configured_model, verify_version
-from xrayd.workers.analysis import LeaseKeeper, Wakeup
+from xrayd.workers.analysis import LeaseKeeper
+from xrayd.workers.base import LoopWorker, Wakeup
 
 __all__ = ["ForegroundRun", "RetrainService", "RetrainWorker"]
 
@@ -398,9 +399,11 @@ class RetrainService:
         return parts, drift
 
 
-class RetrainWorker(threading.Thread):
+class RetrainWorker(LoopWorker):
     """Claims runs of the ``retrain`` queue and runs them, one at a time, until stopped; at
     each turn it first takes up the runs whose worker stopped (expired leases)."""
+
+    what = "retrain worker"
 
     def __init__(
         self,
@@ -410,23 +413,13 @@ class RetrainWorker(threading.Thread):
         *,
         poll_seconds: float = 10.0,
     ) -> None:
-        super().__init__(name="xrayd-retrain", daemon=True)
+        super().__init__("xrayd-retrain", stop, wakeup, poll_seconds)
         self.service = service
-        self.stop_event = stop
-        self.wakeup = wakeup
-        self.poll_seconds = poll_seconds
         self._lock = threading.Lock()
         self._in_hand: ClaimedRun | None = None
 
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                worked = self.run_once()
-            except Exception:
-                LOGGER.exception("retrain worker loop error; continuing")
-                worked = False
-            if not worked:
-                self.wakeup.wait(self.poll_seconds)
+    def turn(self) -> bool:
+        return self.run_once() is not False  # None: a run whose job was lost, still a turn
 
     def run_once(self) -> RunRow | Literal[False] | None:
         """Sweep expired leases, then claim and run at most one run. Returns False when there
@@ -451,10 +444,7 @@ class RetrainWorker(threading.Thread):
         """Stop after the run in hand, waiting at most ``timeout`` seconds; a run still
         training then is given back to the queue (:func:`storage.queue.release`: failed on
         its last attempt), as its process is about to end."""
-        self.stop_event.set()
-        self.wakeup.set()
-        if self.ident is not None:
-            self.join(timeout)
+        self.stop(timeout)
         with self._lock:
             claimed = self._in_hand
             if claimed is not None and queue.release(

@@ -17,7 +17,8 @@ from storage.analyses import analyses_of, objects_of
 from storage.jobs import ClaimedJob
 from storage.outbox import list_deliveries
 from xrayd.runtime.node import Node, open_storage, seed_registry
-from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
+from xrayd.workers.analysis import CompletionTimer, Worker
+from xrayd.workers.base import Wakeup
 
 from helpers import make_settings
 from node_helpers import run_next_job, store_and_wait_for_release

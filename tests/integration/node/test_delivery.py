@@ -41,7 +41,7 @@ from storage.migrate import upgrade
 from storage.schema import Job, Result, Study
 from storage.spool import Spool
 from xrayd.pipeline.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
-from xrayd.workers.analysis import Wakeup
+from xrayd.workers.base import Wakeup
 
 from dicom_factory import make_radiograph
 

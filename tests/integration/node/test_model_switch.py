@@ -21,7 +21,8 @@ from storage.analyses import analyses_of, objects_of
 from storage.model_versions import active_version, promote, register_version
 from xrayd.runtime.node import Node, open_storage, seed_registry
 from xrayd.runtime.served_model import register_configured_model
-from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
+from xrayd.workers.analysis import CompletionTimer, Worker
+from xrayd.workers.base import Wakeup
 
 from helpers import make_settings
 from node_helpers import store_and_wait_for_release

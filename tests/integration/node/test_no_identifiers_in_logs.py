@@ -37,7 +37,8 @@ from storage.schema import AuditEvent, Delivery, Job
 from xrayd.pipeline.delivery import DeliveryOptions, DeliveryWorker
 from xrayd.runtime.logging_setup import configure_logging, reset_logging
 from xrayd.runtime.node import Node, open_storage, seed_registry
-from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
+from xrayd.workers.analysis import CompletionTimer, Worker
+from xrayd.workers.base import Wakeup
 
 from helpers import make_settings
 from node_helpers import store_and_wait_for_release

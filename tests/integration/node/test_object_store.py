@@ -42,7 +42,7 @@ from xrayd.pipeline.analyse import LOCAL_KINDS
 from xrayd.pipeline.delivery import DeliveryOptions, DeliveryWorker
 from xrayd.runtime.node import Node, open_storage, seed_registry, web_context
 from xrayd.web.app import create_app
-from xrayd.workers.analysis import Wakeup
+from xrayd.workers.base import Wakeup
 
 from helpers import make_settings
 from node_helpers import rows, run_next_job, store_and_wait_for_release

@@ -19,7 +19,8 @@ from storage.results import seen_results
 from storage.schema import Job, Study
 from xrayd.pipeline.dispatch import SeenOnlyAnalyser
 from xrayd.runtime.node import Node, open_storage, recover_orphaned_jobs, seed_registry
-from xrayd.workers.analysis import CompletionTimer, Wakeup, Worker
+from xrayd.workers.analysis import CompletionTimer, Worker
+from xrayd.workers.base import Wakeup
 
 from dicom_factory import make_radiograph
 from helpers import make_settings

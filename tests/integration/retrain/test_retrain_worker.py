@@ -24,7 +24,7 @@ from storage.peers import list_audit
 from storage.schema import Job
 from storage.training import CANCELLED_ERROR, ClaimedRun, RunRow, finish_run, get_run, list_runs
 from xrayd.runtime.node import Storage, open_storage
-from xrayd.workers.analysis import Wakeup
+from xrayd.workers.base import Wakeup
 from xrayd.workers.retrain import RetrainService, RetrainWorker
 
 from helpers import make_settings

@@ -29,7 +29,7 @@ from storage.training import CANCELLED_ERROR, RunRow, list_runs, validation_case
 from xrayd.runtime.model_holder import ModelHolder
 from xrayd.runtime.node import open_storage
 from xrayd.runtime.served_model import active_bundle_reader, register_configured_model
-from xrayd.workers.analysis import Wakeup
+from xrayd.workers.base import Wakeup
 from xrayd.workers.retrain import RetrainService, RetrainWorker
 
 from helpers import make_settings

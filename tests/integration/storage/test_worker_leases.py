@@ -28,7 +28,8 @@ from storage.jobs import (
 )
 from storage.spool import Spool
 from xrayd.pipeline.receive import SpoolingSink
-from xrayd.workers.analysis import Wakeup, Worker
+from xrayd.workers.analysis import Worker
+from xrayd.workers.base import Wakeup
 
 LEASE = 60.0
 WAIT = 30.0  # an upper bound for a thread to reach a point; never a measured time
