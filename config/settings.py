@@ -46,6 +46,47 @@ def _check_ae_title(value: str) -> str:
 AETitle = Annotated[str, AfterValidator(_check_ae_title)]
 """A validated DICOM Application Entity title (leading/trailing spaces removed)."""
 
+#: longest UID root a site may configure: leaves at least 23 digits of a 64-character UID
+#: for the suffix xrayd derives (see :mod:`dicom_node.uids`)
+MAX_UID_ROOT_LENGTH = 40
+_UID_COMPONENT = re.compile(r"0|[1-9][0-9]*")
+#: pydicom's own root, which identifies objects that pydicom made, not a site's
+_PYDICOM_ROOT = "1.2.826.0.1.3680043.8.498"
+
+
+def check_uid_root(value: str) -> str:
+    """A site's DICOM UID root: digits and dots, at most :data:`MAX_UID_ROOT_LENGTH`
+    characters, no empty component, no leading zero, a first arc of 0, 1 or 2, and not
+    pydicom's root. Raises ValueError saying what is wrong."""
+    root = value.strip()
+    if not root:
+        raise ValueError("uid_root must not be blank (leave it out for 2.25 UUID-derived UIDs)")
+    if len(root) > MAX_UID_ROOT_LENGTH:
+        raise ValueError(
+            f"uid_root must be at most {MAX_UID_ROOT_LENGTH} characters, so that the UIDs "
+            f"derived from it fit in 64 (got {len(root)})"
+        )
+    components = root.split(".")
+    for component in components:
+        if not _UID_COMPONENT.fullmatch(component):
+            raise ValueError(
+                f"uid_root {root!r} must be numbers separated by dots, without empty "
+                f"components or leading zeros (bad component {component!r})"
+            )
+    if components[0] not in ("0", "1", "2"):
+        raise ValueError(f"uid_root {root!r} must start with 0, 1 or 2 (an ISO/ITU-T OID arc)")
+    if root == _PYDICOM_ROOT or root.startswith(_PYDICOM_ROOT + "."):
+        raise ValueError(f"uid_root {root!r} is pydicom's root, not one of this site's")
+    if components[:2] == ["2", "25"]:
+        raise ValueError(
+            f"uid_root {root!r}: 2.25 is for UUID-derived UIDs; leave uid_root out to get them"
+        )
+    return root
+
+
+SiteUidRoot = Annotated[str, AfterValidator(check_uid_root)]
+"""A validated DICOM UID root of the site (see :func:`check_uid_root`)."""
+
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -247,6 +288,14 @@ class NodeSettings(_Section):
     )
     #: DICOM TLS; absent: plain DICOM
     tls: NodeTLSSettings | None = None
+    #: the site's UID root for the objects xrayd makes (SR, captures, PDF, GSPS, KOS and their
+    #: series); absent: "2.25." UIDs derived from a UUID (see dicom_node.uids)
+    uid_root: SiteUidRoot | None = None
+
+    @field_validator("uid_root", mode="before")
+    @classmethod
+    def _empty_uid_root(cls, value: object) -> object:
+        return None if value == "" else value
 
     @property
     def connections_per_host(self) -> int:

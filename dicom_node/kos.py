@@ -100,12 +100,14 @@ def build_kos(
     algorithm: Algorithm,
     software_version: str,
     manufacturer: str = "xrayd project",
+    uid_root: str | None = None,
 ) -> Dataset | None:
     """The KOS of the images of ``findings`` that the AI flags; None when it flags none.
 
     ``sources`` are the headers (pixel data not needed) of the study's source instances:
     every flagged image must be among them. The caller chooses the UIDs and the date/time,
-    so identical inputs give an identical data set.
+    so identical inputs give an identical data set; the Device Observer UID is derived under
+    ``uid_root`` (None: ``2.25.``), as in the SR.
     """
     flagged = [image for image in findings.images if image.decision in FLAGGED]
     if not flagged:
@@ -116,7 +118,7 @@ def build_kos(
     observer = ObserverContext(
         observer_type=CodedConcept.from_code(codes.DEVICE_OBSERVER),
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=device_observer_uid(DEVICE_NAME, manufacturer, algorithm),
+            uid=device_observer_uid(DEVICE_NAME, manufacturer, algorithm, uid_root),
             name=DEVICE_NAME,
             manufacturer_name=manufacturer,
             model_name=algorithm.name,

@@ -23,6 +23,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from dicom_node.uids import identify_ae
+
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ["LocalPacs", "StoredObject"]
@@ -55,7 +57,7 @@ class LocalPacs:
 
     def start(self) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)
-        ae = AE(ae_title=self.ae_title)
+        ae = identify_ae(AE(ae_title=self.ae_title))
         for sop_class in (
             Comprehensive3DSRStorage,
             SecondaryCaptureImageStorage,

@@ -34,6 +34,7 @@ from dicom_node.received import InstanceSink, Peer, ReceivedInstance, uid_log_ta
 from dicom_node.sop_classes import ACCEPTED_TRANSFER_SYNTAXES, storage_sop_classes
 from dicom_node.statuses import RejectReason, StoreStatus
 from dicom_node.streaming import NewPath, StreamingFile, install_streaming
+from dicom_node.uids import identify_ae
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -178,7 +179,7 @@ class StoreSCP:
         quiet_identifiers()
         install_streaming()
         cfg = self.config
-        ae = AE(ae_title=cfg.ae_title)
+        ae = identify_ae(AE(ae_title=cfg.ae_title))
         ae.maximum_associations = cfg.max_associations
         ae.maximum_pdu_size = cfg.max_pdu_bytes
         ae.acse_timeout = cfg.artim_timeout_seconds  # also pynetdicom's ARTIM timer

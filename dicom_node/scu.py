@@ -43,6 +43,7 @@ from dicom_node.errors import PeerUnreachableError
 from dicom_node.hardening import bounded_read_pdu, quiet_identifiers
 from dicom_node.statuses import StoreStatus
 from dicom_node.tls import ClientContext, ClientTLS, describe_tls_error, is_transient_tls_error
+from dicom_node.uids import identify_ae
 
 LOGGER = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class _BoundedAE(AE):
 
     def __init__(self, ae_title: str, limits: OutgoingLimits) -> None:
         super().__init__(ae_title=ae_title)
+        identify_ae(self)
         self.limits = limits
         self.acse_timeout = self.dimse_timeout = self.network_timeout = limits.timeout
         self.connection_timeout = limits.connect_timeout

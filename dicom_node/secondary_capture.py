@@ -37,11 +37,12 @@ from io import BytesIO
 
 import numpy as np
 from highdicom import ContributingEquipment
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
+from pydicom.uid import UID
 
 from dicom_node.findings import Algorithm
+from dicom_node.uids import file_meta
 
 __all__ = [
     "SECONDARY_CAPTURE_IMAGE_STORAGE",
@@ -169,7 +170,7 @@ def set_common(
     software_version: str,
 ) -> None:
     """File meta, SOP Common, General Equipment and the series/instance numbering."""
-    ds.file_meta = _file_meta(UID(sop_class_uid), UID(sop_instance_uid))
+    ds.file_meta = file_meta(sop_class_uid, sop_instance_uid)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = sop_class_uid
     ds.SOPInstanceUID = sop_instance_uid
@@ -314,19 +315,8 @@ def dataset_bytes(ds: Dataset) -> bytes:
     ``ds`` is not modified.
     """
     out = ds.copy()
-    out.file_meta = _file_meta(UID(ds.SOPClassUID), UID(ds.SOPInstanceUID))
+    out.file_meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID)
     out.preamble = b"\x00" * 128
     buffer = BytesIO()
     out.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
-
-
-def _file_meta(sop_class_uid: UID, sop_instance_uid: UID) -> FileMetaDataset:
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "XRAYD"
-    return meta

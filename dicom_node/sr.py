@@ -51,7 +51,8 @@ it supersedes as its predecessor. The AI measurement groups keep their device ob
 
 Deterministic: highdicom stamps the clock into Instance Creation Date/Time and its own Contributing
 Equipment item; both are overwritten with ``content_datetime``, and every UID is either passed in
-or derived by hashing (``generate_uid(entropy_srcs=...)``), so the same inputs give the same bytes.
+or derived by hashing (:func:`dicom_node.uids.derived_uid` under the site's ``uid_root``), so the
+same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -90,9 +91,9 @@ from highdicom.sr import (
     TextContentItem,
     TrackingIdentifier,
 )
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID
 
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
@@ -104,6 +105,7 @@ from dicom_node.provenance import (
     pin_clock,
     processing_equipment,
 )
+from dicom_node.uids import derived_uid, file_meta
 
 __all__ = [
     "SRBuildError",
@@ -131,30 +133,34 @@ class SRBuildError(DicomNodeError, ValueError):
     """The findings and the source headers cannot make a consistent SR (a caller bug)."""
 
 
-def tracking_uid(study_instance_uid: str, sop_instance_uid: str, region: int) -> UID:
+def tracking_uid(
+    study_instance_uid: str, sop_instance_uid: str, region: int, root: str | None = None
+) -> UID:
     """The Tracking UID of the ``region``-th box (from 1) on an image: the same in every
-    amendment of the study's SR that marks that many regions there."""
-    return generate_uid(
-        entropy_srcs=[
-            "xrayd fracture region",
-            study_instance_uid,
-            sop_instance_uid,
-            str(region),
-        ]
+    amendment of the study's SR that marks that many regions there (under the site's UID
+    ``root``; None: a ``2.25.`` UID, see :mod:`dicom_node.uids`)."""
+    return UID(
+        derived_uid(
+            root, "xrayd fracture region", study_instance_uid, sop_instance_uid, str(region)
+        )
     )
 
 
-def device_observer_uid(device_name: str, manufacturer: str, algorithm: Algorithm) -> UID:
-    """The Device Observer UID: stable per model (name, version, weights) and device name."""
-    return generate_uid(
-        entropy_srcs=[
+def device_observer_uid(
+    device_name: str, manufacturer: str, algorithm: Algorithm, root: str | None = None
+) -> UID:
+    """The Device Observer UID: stable per model (name, version, weights), device name and
+    UID ``root``."""
+    return UID(
+        derived_uid(
+            root,
             "xrayd device observer",
             device_name,
             manufacturer,
             algorithm.name,
             algorithm.version,
             algorithm.weights_sha256,
-        ]
+        )
     )
 
 
@@ -173,6 +179,7 @@ def build_sr(
     predecessor: Sequence[Predecessor] | None = None,
     device_uid: str | None = None,
     review: RadiologistReview | None = None,
+    uid_root: str | None = None,
 ) -> Dataset:
     """The Comprehensive 3D SR (TID 1500) of one analysis of one study.
 
@@ -180,7 +187,8 @@ def build_sr(
     analysed image must be among them; the first analysed one gives the patient and study
     attributes. ``predecessor`` lists the SR(s) this one amends. ``device_uid`` defaults to
     :func:`device_observer_uid`. ``review`` makes it the radiologist-verified SR: pass the AI
-    SR it supersedes as ``predecessor``.
+    SR it supersedes as ``predecessor``. ``uid_root``: the site's root of the UIDs derived here
+    (tracking and device observer UIDs; None: ``2.25.`` UIDs).
     """
     by_uid = _check_inputs(findings, sources)
     if review is not None:
@@ -196,7 +204,7 @@ def build_sr(
     observer = ObserverContext(
         observer_type=CodedConcept.from_code(codes.DEVICE_OBSERVER),
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=device_uid or device_observer_uid(device_name, manufacturer, algorithm),
+            uid=device_uid or device_observer_uid(device_name, manufacturer, algorithm, uid_root),
             name=device_name,
             manufacturer_name=manufacturer,
             model_name=algorithm.name,
@@ -205,13 +213,13 @@ def build_sr(
     groups = [
         group
         for image in findings.images
-        for group in _region_groups(findings.study_instance_uid, image, algorithm_id)
+        for group in _region_groups(findings.study_instance_uid, image, algorithm_id, uid_root)
     ]
     if not groups:
         # Nothing to mark (e.g. every image "absent"): each image's result on its whole area,
         # so viewers still list it (OHIF 3.13 fails on an SR without any measurement).
         groups = [
-            _whole_image_group(findings.study_instance_uid, image, algorithm_id)
+            _whole_image_group(findings.study_instance_uid, image, algorithm_id, uid_root)
             for image in findings.images
         ]
     report = _measurement_report(ObservationContext(observer_device_context=observer), groups)
@@ -287,14 +295,7 @@ def sr_bytes(ds: Dataset) -> bytes:
     ``ds`` is not modified.
     """
     out = ds.copy()
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(ds.SOPClassUID)
-    meta.MediaStorageSOPInstanceUID = UID(ds.SOPInstanceUID)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "XRAYD"
-    out.file_meta = meta
+    out.file_meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID)
     out.preamble = b"\x00" * 128
     buffer = BytesIO()
     out.save_as(buffer, enforce_file_format=True)
@@ -318,7 +319,10 @@ def finding_label(image: ImageFinding) -> str:
 
 
 def _region_groups(
-    study_instance_uid: str, image: ImageFinding, algorithm_id: AlgorithmIdentification
+    study_instance_uid: str,
+    image: ImageFinding,
+    algorithm_id: AlgorithmIdentification,
+    uid_root: str | None,
 ) -> list[PlanarROIMeasurementsAndQualitativeEvaluations]:
     """One TID 1410 measurement group per shown box of ``image``."""
     boxes = shown_boxes(image)
@@ -327,7 +331,7 @@ def _region_groups(
         _group(
             image,
             algorithm_id,
-            tracking_uid(study_instance_uid, image.sop_instance_uid, number),
+            tracking_uid(study_instance_uid, image.sop_instance_uid, number, uid_root),
             f"AI fracture region {number} of {len(boxes)}",
             _box_polyline(image, box),
             label if len(boxes) == 1 else f"{label}, region {number} of {len(boxes)}",
@@ -337,7 +341,10 @@ def _region_groups(
 
 
 def _whole_image_group(
-    study_instance_uid: str, image: ImageFinding, algorithm_id: AlgorithmIdentification
+    study_instance_uid: str,
+    image: ImageFinding,
+    algorithm_id: AlgorithmIdentification,
+    uid_root: str | None,
 ) -> PlanarROIMeasurementsAndQualitativeEvaluations:
     """The image's result with the whole image as its region (used when no image of the
     study has a box, so that the SR still holds measurements)."""
@@ -345,7 +352,7 @@ def _whole_image_group(
     return _group(
         image,
         algorithm_id,
-        tracking_uid(study_instance_uid, image.sop_instance_uid, 0),
+        tracking_uid(study_instance_uid, image.sop_instance_uid, 0, uid_root),
         "AI fracture result, whole image",
         _box_polyline(image, whole),
         f"{finding_label(image)}, whole image",

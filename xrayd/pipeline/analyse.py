@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.encapsulated_pdf import build_encapsulated_pdf
@@ -41,6 +40,7 @@ from dicom_node.kos import build_kos
 from dicom_node.overlay import render_overlay
 from dicom_node.secondary_capture import build_secondary_capture, dataset_bytes
 from dicom_node.sr import build_sr, sr_bytes
+from dicom_node.uids import derived_uid
 from models.errors import NotAnalysable
 from models.heatmap import heatmap_to_source
 from models.limits import DEFAULT_LIMITS, ImageLimits
@@ -89,10 +89,6 @@ class _Source:
     reason: str | None
 
 
-def _uid(*parts: str) -> str:
-    return str(generate_uid(entropy_srcs=list(parts)))
-
-
 class StudyAnalyser:
     """The job step ``xrayd.workers.analysis.Worker`` runs for every ready study."""
 
@@ -107,11 +103,14 @@ class StudyAnalyser:
         limits: ImageLimits = DEFAULT_LIMITS,
         store: ByteStore | None = None,
         delivery_max_attempts: int = DELIVERY_MAX_ATTEMPTS,
+        uid_root: str | None = None,
     ) -> None:
         """``store`` holds the instances and takes the result objects (default: the spool);
         ``delivery_max_attempts``: the attempts each delivery queued gets (``[delivery]
-        max_attempts``)."""
+        max_attempts``); ``uid_root``: the site's root of the objects' UIDs (``[node]
+        uid_root``; None: ``2.25.`` UIDs, see :mod:`dicom_node.uids`)."""
         self.sessions = sessions
+        self.uid_root = uid_root
         self.delivery_max_attempts = delivery_max_attempts
         self.spool = spool
         self.store: ByteStore = store or LocalByteStore(spool)
@@ -122,6 +121,10 @@ class StudyAnalyser:
         #: observes each forward pass: (seconds, images), e.g. for the metrics histogram
         self.on_inference = on_inference
         self._predict_lock = threading.Lock()  # the classifier is not thread-safe
+
+    def _uid(self, *parts: str) -> str:
+        """The UID of an object of the analysis, derived from ``parts`` (deterministic)."""
+        return derived_uid(self.uid_root, *parts)
 
     # -- the job -------------------------------------------------------------------------------
 
@@ -322,7 +325,9 @@ class StudyAnalyser:
         headers = [s.header for s in sources if s.prepared is not None] + [
             s.header for s in sources if s.prepared is None and len(s.header)
         ]
-        series = {k: _uid(study.study_instance_uid, revision, k, "series") for k in SERIES_NUMBERS}
+        series = {
+            k: self._uid(study.study_instance_uid, revision, k, "series") for k in SERIES_NUMBERS
+        }
         algorithm = findings.algorithm
         out: list[tuple[str, str, str, bytes, dict[str, Any]]] = []
         previous = store.latest_object(
@@ -338,7 +343,7 @@ class StudyAnalyser:
                     previous.sop_instance_uid,
                 )
             ]
-        sr_uid = _uid(study.study_instance_uid, revision, "sr")
+        sr_uid = self._uid(study.study_instance_uid, revision, "sr")
         sr = build_sr(
             findings,
             headers,
@@ -349,6 +354,7 @@ class StudyAnalyser:
             content_datetime=when,
             software_version=SOFTWARE_VERSION,
             predecessor=predecessor,
+            uid_root=self.uid_root,
         )
         out.append(
             (
@@ -389,7 +395,9 @@ class StudyAnalyser:
                 ],
             )
             del heat
-            uid = _uid(study.study_instance_uid, revision, "sc", source.instance.sop_instance_uid)
+            uid = self._uid(
+                study.study_instance_uid, revision, "sc", source.instance.sop_instance_uid
+            )
             sc = build_secondary_capture(
                 source.header,
                 rgb,
@@ -424,7 +432,7 @@ class StudyAnalyser:
                 )
             except Exception as exc:  # a header highdicom refuses: the other objects still go
                 self._not_built(not_built, "gsps", n, exc)
-            heat_uid = _uid(
+            heat_uid = self._uid(
                 study.study_instance_uid, revision, "heatmap", source.instance.sop_instance_uid
             )
             out.append(
@@ -439,7 +447,7 @@ class StudyAnalyser:
                     },
                 )
             )
-        kos_uid = _uid(study.study_instance_uid, revision, "kos")
+        kos_uid = self._uid(study.study_instance_uid, revision, "kos")
         try:
             kos = build_kos(
                 findings,
@@ -451,6 +459,7 @@ class StudyAnalyser:
                 content_datetime=when,
                 algorithm=algorithm,
                 software_version=SOFTWARE_VERSION,
+                uid_root=self.uid_root,
             )
         except Exception as exc:  # as for the GSPS: the SR and the captures still go
             self._not_built(not_built, "kos", None, exc)
@@ -478,7 +487,7 @@ class StudyAnalyser:
             },
             generated_at=when,
         )
-        pdf_uid = _uid(study.study_instance_uid, revision, "pdf")
+        pdf_uid = self._uid(study.study_instance_uid, revision, "pdf")
         out.append(
             (
                 "report",
@@ -491,7 +500,7 @@ class StudyAnalyser:
         epdf = build_encapsulated_pdf(
             headers,
             pdf,
-            sop_instance_uid=_uid(pdf_uid, "dicom"),
+            sop_instance_uid=self._uid(pdf_uid, "dicom"),
             series_instance_uid=series["pdf"],
             series_number=SERIES_NUMBERS["pdf"],
             instance_number=1,
@@ -535,7 +544,9 @@ class StudyAnalyser:
         algorithm: Algorithm,
     ) -> tuple[str, str, str, bytes, dict[str, Any]]:
         """The presentation state of one analysed image: its boxes and result over it."""
-        uid = _uid(study.study_instance_uid, revision, "gsps", source.instance.sop_instance_uid)
+        uid = self._uid(
+            study.study_instance_uid, revision, "gsps", source.instance.sop_instance_uid
+        )
         gsps = build_gsps(
             finding,
             source.header,

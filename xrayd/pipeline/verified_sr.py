@@ -27,13 +27,13 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.errors import XraydError
 from config.settings import Settings
 from dicom_node.findings import Algorithm, NotAnalysed, RadiologistReview, StudyFindings
 from dicom_node.sr import SRBuildError, build_sr, sr_bytes
+from dicom_node.uids import derived_uid
 from models.errors import NotAnalysable
 from models.labels import Decision
 from models.limits import DEFAULT_LIMITS
@@ -97,9 +97,10 @@ class _Built:
     detail: dict[str, Any]
 
 
-def verified_sr_uid(override_id: int, ai_sr_uid: str) -> str:
-    """The verified SR's SOP Instance UID: one per override and superseded AI SR."""
-    return str(generate_uid(entropy_srcs=["xrayd verified sr", str(override_id), ai_sr_uid]))
+def verified_sr_uid(override_id: int, ai_sr_uid: str, root: str | None = None) -> str:
+    """The verified SR's SOP Instance UID: one per override and superseded AI SR (under the
+    site's UID ``root``; None: ``2.25.``)."""
+    return derived_uid(root, "xrayd verified sr", str(override_id), ai_sr_uid)
 
 
 class VerifiedSRWriter:
@@ -138,7 +139,7 @@ class VerifiedSRWriter:
                 extra={"override_id": override_id, "study_id": reviewed.study_id},
             )
             return None
-        uid = verified_sr_uid(override_id, ai.sop_instance_uid)
+        uid = verified_sr_uid(override_id, ai.sop_instance_uid, self.settings.node.uid_root)
         existing = store.find_object(self.sessions, uid)
         if existing is not None:  # written before: the bytes already queued stay as they are
             return existing.result_id
@@ -213,8 +214,8 @@ class VerifiedSRWriter:
         findings, headers = self._findings(
             study, self._analysis(reviewed.study_id, ai), ai_sr, reviewed.override_id
         )
-        series_uid = str(
-            generate_uid(entropy_srcs=["xrayd verified sr series", study.study_instance_uid])
+        series_uid = derived_uid(
+            self.settings.node.uid_root, "xrayd verified sr series", study.study_instance_uid
         )
         predecessor = (
             study.study_instance_uid,
@@ -234,6 +235,7 @@ class VerifiedSRWriter:
                 software_version=SOFTWARE_VERSION,
                 predecessor=[predecessor],
                 review=reviewed.review,
+                uid_root=self.settings.node.uid_root,
             )
         except SRBuildError as exc:
             raise VerifiedSRError(f"override {reviewed.override_id}: {exc}") from None

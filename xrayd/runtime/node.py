@@ -208,6 +208,7 @@ class Node:
             on_inference=self.metrics.inference,
             limits=image_limits(settings.limits),
             delivery_max_attempts=settings.delivery.max_attempts,
+            uid_root=settings.node.uid_root,
         )
         self.refusals = RefusalAudit(storage.sessions)
         self.sink = SpoolingSink(

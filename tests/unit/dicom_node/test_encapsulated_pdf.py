@@ -15,6 +15,7 @@ from reportlab.pdfgen.canvas import Canvas
 from dicom_node.encapsulated_pdf import ENCAPSULATED_PDF_STORAGE, build_encapsulated_pdf
 from dicom_node.findings import Algorithm
 from dicom_node.secondary_capture import dataset_bytes
+from dicom_node.uids import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
 from dicom_factory import make_radiograph
 from helpers import need_tool
@@ -80,6 +81,8 @@ def test_document_identity_and_references(parity: int) -> None:
     ds = dcmread(BytesIO(dataset_bytes(build([*srcs, srcs[0]], pdf))))
 
     assert ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE
+    assert ds.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert ds.file_meta.ImplementationVersionName == implementation_version_name()
     assert ds.Modality == "DOC" and ds.ConversionType == "WSD"
     assert ds.BurnedInAnnotation == "YES"
     assert ds.MIMETypeOfEncapsulatedDocument == "application/pdf"

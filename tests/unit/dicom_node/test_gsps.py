@@ -29,6 +29,7 @@ from dicom_node.gsps import (
     outline_width,
 )
 from dicom_node.secondary_capture import dataset_bytes
+from dicom_node.uids import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
 from dicom_factory import CR, DX, make_radiograph
 from helpers import need_tool
@@ -436,6 +437,8 @@ def test_identical_inputs_give_identical_bytes() -> None:
     back = dcmread(BytesIO(first))
     assert back.file_meta.MediaStorageSOPClassUID == GRAYSCALE_SOFTCOPY_PRESENTATION_STATE
     assert back.file_meta.MediaStorageSOPInstanceUID == GSPS_UID
+    assert back.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert back.file_meta.ImplementationVersionName == implementation_version_name()
     assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
 
 

@@ -25,6 +25,7 @@ from dicom_node.kos import (
 )
 from dicom_node.secondary_capture import dataset_bytes
 from dicom_node.sr import device_observer_uid
+from dicom_node.uids import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
 from dicom_factory import CR, DX, make_radiograph
 from helpers import need, need_tool
@@ -264,6 +265,8 @@ def test_identical_inputs_give_identical_bytes(sources: list[Dataset]) -> None:
     back = dcmread(BytesIO(first))
     assert back.file_meta.MediaStorageSOPClassUID == KEY_OBJECT_SELECTION_DOCUMENT
     assert back.file_meta.MediaStorageSOPInstanceUID == KOS_UID
+    assert back.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert back.file_meta.ImplementationVersionName == implementation_version_name()
 
 
 def test_sources_are_not_modified(sources: list[Dataset]) -> None:

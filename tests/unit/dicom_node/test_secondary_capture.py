@@ -26,6 +26,7 @@ from dicom_node.secondary_capture import (
     build_secondary_capture,
     dataset_bytes,
 )
+from dicom_node.uids import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
 from dicom_factory import CR, make_radiograph
 from helpers import need_tool
@@ -193,6 +194,8 @@ def test_secondary_capture_copies_identity_and_references_the_source() -> None:
     assert ds.SOPClassUID == SECONDARY_CAPTURE_IMAGE_STORAGE
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID == "2.25.1001"
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert ds.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert ds.file_meta.ImplementationVersionName == implementation_version_name()
     assert (ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber) == ("2.25.1002", 9001, 3)
     for keyword in (
         "PatientName",

@@ -19,6 +19,7 @@ from pydicom.sr.coding import Code
 from dicom_node import codes
 from dicom_node.findings import Algorithm, Box, ImageFinding, NotAnalysed, StudyFindings
 from dicom_node.sr import SRBuildError, build_sr, sr_bytes
+from dicom_node.uids import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
 from dicom_factory import CR, DX, make_radiograph
 from helpers import need_tool
@@ -540,6 +541,8 @@ def test_identical_inputs_give_identical_bytes(sources: list[Dataset]) -> None:
     assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert back.file_meta.MediaStorageSOPInstanceUID == SR_UID
     assert back.file_meta.MediaStorageSOPClassUID == COMPREHENSIVE_3D_SR
+    assert back.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert back.file_meta.ImplementationVersionName == implementation_version_name()
 
 
 def test_sr_bytes_leaves_the_data_set_alone(sources: list[Dataset]) -> None:
@@ -612,3 +615,34 @@ def test_codes_module_is_self_consistent() -> None:
     assert all(code.scheme_designator == codes.PRIVATE_SCHEME for code in private)
     assert codes.PRIVATE_SCHEME.startswith("99") and len(codes.PRIVATE_SCHEME) <= 16
     assert all(len(code.value) <= 16 for code in private)  # SH
+
+
+# --- UIDs of xrayd's own ---------------------------------------------------------------------
+
+SITE_ROOT = "1.2.826.0.1.1234567.3"
+
+
+def uidrefs(item: Dataset) -> list[str]:
+    """Every UIDREF value of the content tree (tracking and device observer UIDs)."""
+    found = [str(item.UID)] if item.get("ValueType") == "UIDREF" else []
+    for child in item.get("ContentSequence", []):
+        found += uidrefs(child)
+    return found
+
+
+def test_derived_uids_are_xrayds_own(tmp_path: Path, sources: list[Dataset]) -> None:
+    default = uidrefs(build(sources))
+    assert len(default) >= 3  # the device observer and one tracking UID per region
+    assert all(uid.startswith("2.25.") and len(uid) <= 64 for uid in default), default
+    sr = build(sources, uid_root=SITE_ROOT)
+    rooted = uidrefs(sr)
+    assert len(rooted) == len(default)
+    assert all(uid.startswith(SITE_ROOT + ".") and len(uid) <= 64 for uid in rooted), rooted
+    assert uidrefs(build(sources, uid_root=SITE_ROOT)) == rooted  # deterministic
+    tool = need_tool("dciodvfy")
+    path = tmp_path / "sr.dcm"
+    path.write_bytes(sr_bytes(sr))
+    result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
+    report = result.stderr + result.stdout
+    assert result.returncode == 0, report
+    assert not [line for line in report.splitlines() if line.startswith("Error")], report
