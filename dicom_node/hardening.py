@@ -1,8 +1,9 @@
 """Bounds pynetdicom does not enforce by itself.
 
 pynetdicom 3.0 reads whatever PDU length a peer declares before any check, spawns a thread for
-every TCP connection before the association limit is looked at, and logs identifiers by default
-(see ../shared/FACTS.md). This module bounds all three:
+every TCP connection before the association limit is looked at, and logs identifiers by
+default. This module bounds all three (the private pynetdicom names it relies on are watched by
+``tests/unit/dicom_node/test_pynetdicom_upstream.py``):
 
 * :func:`bounded_read_pdu` replaces the DUL's PDU reader on each acceptor association: a PDU
   longer than allowed aborts the association before its body is read, and the body is read with

@@ -15,8 +15,9 @@ of a C-STORE and its handler, and a thousand wake-ups a second per idle associat
 the GIL. :func:`run_association_reactor` waits on the queue itself, and runs the handlers of
 EVT_RELEASED before it answers the release (see there).
 
-Adapted from pynetdicom 3.0 ``dul.py`` and ``association.py`` (MIT licence); pinned by
-pyproject's ``pynetdicom<3.1``.
+Adapted from pynetdicom 3.0.4 ``dul.py`` and ``association.py`` (MIT licence); pyproject pins
+``pynetdicom==3.0.4`` and ``tests/unit/dicom_node/test_pynetdicom_upstream.py`` fails when the
+upstream code copied here changes.
 """
 
 from __future__ import annotations
