@@ -67,6 +67,13 @@ evaluate-fracatlas: $(STAMP)
 	$(BIN)/xrayd evaluate --dataset fracatlas --data $(FRACATLAS) \
 	    --bundle models/bundles/xrayd-fracatlas-effnetlite0 --out runs/report-fracatlas
 
+# C-STORE ack latency p50/p99 of `xrayd serve` on SQLite with and without 20 web clients reading
+# (bench/cstore_under_web_load.py); BEFORE=DIR also measures another checkout
+.PHONY: bench-web-load
+bench-web-load: $(STAMP)
+	$(BIN)/python bench/cstore_under_web_load.py
+	$(if $(BEFORE),$(BIN)/python bench/cstore_under_web_load.py --checkout $(BEFORE))
+
 bench-e2e: $(STAMP)
 	$(BIN)/python bench/e2e.py
 

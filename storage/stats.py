@@ -8,8 +8,13 @@ Conventions shared by all functions:
 * A window is half-open, ``since <= t < until``; both ends must be aware datetimes (any zone,
   compared in UTC). Days and hours are UTC; a day is labelled by its ISO date
   (``"2025-03-01"``) and every day the window touches is listed, with zeros.
-* JSON fields (``Result.detail``, ``Override.ai_label``/``radiologist_label``) are read in
-  Python, never in SQL, so SQLite and PostgreSQL give the same answers.
+* Counting happens in SQL (``GROUP BY``/``COUNT``, one row per day and hour, per study or
+  per user), in a read transaction (:func:`storage.db.reading`: on SQLite it takes no lock,
+  so a C-STORE commit never waits for the dashboards). Days and hours are computed from the
+  stored UTC time the same way on SQLite (naive UTC text) and PostgreSQL (``timestamptz``
+  at time zone UTC). JSON fields are tested in SQL only for presence (an analysis with a
+  ``decision``); labels (``Override.ai_label``/``radiologist_label``) are read in Python,
+  and only from the rows that count (each study's newest override made in the window).
 * A study's *review* is its newest override (greatest id, as in ``storage.reviews``); the
   earlier ones are superseded and never counted. A review belongs to the window if that newest
   override's ``created_at`` lies inside it.
@@ -21,14 +26,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Integer, cast, extract, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.db import reading
 from storage.schema import (
     Delivery,
     DeliveryState,
@@ -217,32 +223,44 @@ def _label(value: Any) -> dict[str, Any]:
 # -- arrivals ----------------------------------------------------------------------------------
 
 
+def _day_hour(session: Session, column: Any) -> tuple[Any, Any]:
+    """SQL expressions for the UTC day (``YYYY-MM-DD``) and hour (0..23) of ``column``."""
+    if session.get_bind().dialect.name == "sqlite":  # naive UTC, stored as ISO text
+        return func.substr(column, 1, 10), cast(func.substr(column, 12, 2), Integer)
+    utc = func.timezone("UTC", column)
+    return func.to_char(utc, "YYYY-MM-DD"), cast(extract("hour", utc), Integer)
+
+
+def _count_by_day_hour(
+    session: Session, column: Any, since: datetime, until: datetime
+) -> Counter[tuple[str, int]]:
+    day, hour = _day_hour(session, column)
+    rows = select(day.label("day"), hour.label("hour")).where(column >= since, column < until)
+    inner = rows.subquery()
+    grouped = select(inner.c.day, inner.c.hour, func.count()).group_by(inner.c.day, inner.c.hour)
+    return Counter({(str(d), int(h)): int(n) for d, h, n in session.execute(grouped)})
+
+
 def arrivals(sm: sessionmaker[Session], since: datetime, until: datetime) -> Arrivals:
     """Studies (by ``first_received_at``) and instances (by ``received_at``) in the window,
     by UTC hour of day and by UTC day."""
     since, until = _check_window(since, until)
-    with sm() as session:
-        studies = list(
-            session.scalars(
-                select(Study.first_received_at).where(
-                    Study.first_received_at >= since, Study.first_received_at < until
-                )
-            )
-        )
-        instances = list(
-            session.scalars(
-                select(Instance.received_at).where(
-                    Instance.received_at >= since, Instance.received_at < until
-                )
-            )
-        )
-    study_hours = Counter(t.astimezone(UTC).hour for t in studies)
-    instance_hours = Counter(t.astimezone(UTC).hour for t in instances)
-    study_days = Counter(_day(t) for t in studies)
-    instance_days = Counter(_day(t) for t in instances)
+    with reading(sm) as session:
+        studies = _count_by_day_hour(session, Study.first_received_at, since, until)
+        instances = _count_by_day_hour(session, Instance.received_at, since, until)
+    study_hours: Counter[int] = Counter()
+    instance_hours: Counter[int] = Counter()
+    study_days: Counter[str] = Counter()
+    instance_days: Counter[str] = Counter()
+    for (day, hour), n in studies.items():
+        study_hours[hour] += n
+        study_days[day] += n
+    for (day, hour), n in instances.items():
+        instance_hours[hour] += n
+        instance_days[day] += n
     return Arrivals(
-        studies=len(studies),
-        instances=len(instances),
+        studies=sum(studies.values()),
+        instances=sum(instances.values()),
         by_hour=tuple(HourArrivals(h, study_hours[h], instance_hours[h]) for h in range(24)),
         by_day=tuple(DayArrivals(d, study_days[d], instance_days[d]) for d in _days(since, until)),
     )
@@ -263,35 +281,29 @@ def turnaround(sm: sessionmaker[Session], since: datetime, until: datetime) -> T
     closest ranks (NumPy's default); they are ``None`` for a day with no delivered study.
     """
     since, until = _check_window(since, until)
-    with sm() as session:
-        received = {
-            sid: first
-            for sid, first in session.execute(
-                select(Study.id, Study.first_received_at).where(
-                    Study.first_received_at >= since, Study.first_received_at < until
-                )
-            )
-        }
-        sent = session.execute(
-            select(Result.study_id, Delivery.sent_at)
+    in_window = (Study.first_received_at >= since, Study.first_received_at < until)
+    with reading(sm) as session:
+        received = int(session.scalar(select(func.count(Study.id)).where(*in_window)) or 0)
+        first_sent = session.execute(
+            select(Study.first_received_at, func.min(Delivery.sent_at))
+            .select_from(Delivery)
             .join(Result, Delivery.result_id == Result.id)
             .join(Study, Result.study_id == Study.id)
             .where(
                 Delivery.state == DeliveryState.SENT.value,
                 Delivery.sent_at.is_not(None),
-                Study.first_received_at >= since,
-                Study.first_received_at < until,
+                *in_window,
             )
-        )
-        first_sent = {k: v for k, v in _earliest(sent).items() if k in received}
+            .group_by(Study.id, Study.first_received_at)
+        ).all()
     seconds_by_day: dict[str, list[float]] = defaultdict(list)
-    for study_id, at in first_sent.items():
-        start = received[study_id]
-        seconds_by_day[_day(start)].append((at - start).total_seconds())
+    for start, at in first_sent:
+        if at is not None:  # never: sent_at IS NOT NULL
+            seconds_by_day[_day(start)].append((_aware(at) - start).total_seconds())
     everything = [s for values in seconds_by_day.values() for s in values]
     return Turnaround(
         studies=len(everything),
-        not_delivered=len(received) - len(first_sent),
+        not_delivered=received - len(everything),
         median_s=_quantile(everything, 0.5),
         p90_s=_quantile(everything, 0.9),
         by_day=tuple(
@@ -306,12 +318,10 @@ def turnaround(sm: sessionmaker[Session], since: datetime, until: datetime) -> T
     )
 
 
-def _earliest(rows: Iterable[tuple[int, datetime | None]]) -> dict[int, datetime]:
-    earliest: dict[int, datetime] = {}
-    for study_id, at in rows:
-        if at is not None and (study_id not in earliest or at < earliest[study_id]):
-            earliest[study_id] = at
-    return earliest
+def _aware(at: datetime) -> datetime:
+    """``MIN()`` of a time column comes back as the driver gives it (SQLite: text, read by
+    SQLAlchemy as a naive datetime): UTC either way."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 # -- open reviews ------------------------------------------------------------------------------
@@ -325,26 +335,36 @@ def open_reviews(sm: sessionmaker[Session]) -> OpenReviews:
     state ``analysed`` with at least one analysis row whose ``decision`` is not ``None``, that
     have neither an override nor an assignment.
     """
-    with sm() as session:
-        reviewed = set(session.scalars(select(Override.study_id).distinct()))
-        assignments = {
-            sid: user
-            for sid, user in session.execute(
-                select(ReviewAssignment.study_id, ReviewAssignment.user_name)
+    reviewed = select(Override.id).where(Override.study_id == ReviewAssignment.study_id)
+    with reading(sm) as session:
+        per_user = session.execute(
+            select(ReviewAssignment.user_name, func.count())
+            .where(~reviewed.exists())
+            .group_by(ReviewAssignment.user_name)
+            .order_by(ReviewAssignment.user_name)
+        ).all()
+        reviewable = (
+            select(Result.id)
+            .where(
+                Result.study_id == Study.id,
+                Result.kind == ANALYSIS,
+                Result.detail["decision"].as_string().is_not(None),
             )
-        }
-        analysed = session.execute(
-            select(Result.study_id, Result.detail)
-            .join(Study, Result.study_id == Study.id)
-            .where(Study.state == StudyState.ANALYSED.value, Result.kind == ANALYSIS)
+            .exists()
         )
-        reviewable = {sid for sid, detail in analysed if _label(detail).get("decision") is not None}
-    per_user = Counter(user for sid, user in assignments.items() if sid not in reviewed)
-    by_user = tuple(UserOpenReviews(u, per_user[u]) for u in sorted(per_user))
+        unassigned = session.scalar(
+            select(func.count(Study.id)).where(
+                Study.state == StudyState.ANALYSED.value,
+                reviewable,
+                ~select(Override.id).where(Override.study_id == Study.id).exists(),
+                ~select(ReviewAssignment.id).where(ReviewAssignment.study_id == Study.id).exists(),
+            )
+        )
+    by_user = tuple(UserOpenReviews(str(u), int(n)) for u, n in per_user if n)
     return OpenReviews(
         by_user=by_user,
-        assigned_open=sum(per_user.values()),
-        unassigned=len(reviewable - reviewed - set(assignments)),
+        assigned_open=sum(u.open for u in by_user),
+        unassigned=int(unassigned or 0),
     )
 
 
@@ -361,21 +381,21 @@ class _Review:
 
 def _latest_reviews(sm: sessionmaker[Session], since: datetime, until: datetime) -> list[_Review]:
     """Each study's newest override (greatest id), kept if it was made in the window."""
-    with sm() as session:
+    newest = select(func.max(Override.id).label("id")).group_by(Override.study_id).subquery()
+    with reading(sm) as session:
         rows = session.execute(
             select(
-                Override.study_id,
                 Override.created_at,
                 Override.agree,
                 Override.ai_label,
                 Override.radiologist_label,
-            ).order_by(Override.id)
+            )
+            .join(newest, newest.c.id == Override.id)
+            .where(Override.created_at >= since, Override.created_at < until)
         )
-        latest = {
-            study_id: _Review(created, agree, _label(ai), _label(rad))
-            for study_id, created, agree, ai, rad in rows
-        }
-    return [r for r in latest.values() if since <= r.created_at < until]
+        return [
+            _Review(created, agree, _label(ai), _label(rad)) for created, agree, ai, rad in rows
+        ]
 
 
 def _body_part(label: Mapping[str, Any]) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import queue
+from storage.db import reading
 from storage.schema import Delivery, DeliveryState, Instance, Job, JobState, Study
 
 #: the queues of :mod:`storage.queue`, in the order they are shown
@@ -32,7 +33,7 @@ class StatusCounts:
 
 
 def status_counts(sm: sessionmaker[Session]) -> StatusCounts:
-    with sm() as session:
+    with reading(sm) as session:
         studies = _by_state(session, Study)
         deliveries = _by_state(session, Delivery)
         by_queue: dict[str, dict[str, int]] = {name: {} for name in QUEUES}

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import text
 
 from storage.bytestore import ByteStoreDeniedError, ByteStoreError, LocalByteStore
+from storage.db import ping
 from storage.spool import TMP_DIR, Spool
 from xrayd.runtime.metrics import CONTENT_TYPE
 from xrayd.web.auth import context
@@ -42,13 +42,9 @@ def readiness(ctx: WebContext) -> dict[str, Any]:
     is written."""
     checks: dict[str, Any] = {}
     try:
-        with ctx.sessions() as session:
-            # SQLite: a deferred transaction, so /ready takes no write lock (and never waits
-            # for the analysis or the listener writing); PostgreSQL ignores the option.
-            conn = session.connection(execution_options={"sqlite_begin": "DEFERRED"})
-            conn.execute(text("SELECT 1"))
-            # a read of a table: the schema is there and this role may read it
-            conn.execute(text("SELECT version_num FROM alembic_version")).first()
+        # a read transaction (SQLite: DEFERRED): /ready takes no write lock and never waits
+        # for the analysis or the listener writing
+        ping(ctx.sessions)
         checks["database"] = "ok"
     except Exception as exc:  # any driver error means "not ready"
         LOGGER.warning("readiness: database unreachable (%s)", type(exc).__name__)
