@@ -229,7 +229,9 @@ class Job(Base):
 
 
 class Result(Base):
-    """An object xrayd produced for a study (SR, secondary capture, PDF, "seen" marker)."""
+    """What xrayd produced for a study: an analysis (``kind`` "analysis": predictions, decision,
+    model and its TID 4019 identification in ``detail``) or a result object (SR, secondary
+    capture, presentation state, key object selection, PDF, heatmap) with its byte-store key."""
 
     __tablename__ = "results"
 

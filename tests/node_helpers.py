@@ -11,11 +11,12 @@ from typing import Any
 
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dicom_node.scu import RemoteAE, store_datasets
 from dicom_node.sop_classes import SECONDARY_CAPTURE
 from storage import outbox
+from storage.jobs import ClaimedJob
 from storage.schema import Instance, Result, Study
 
 from dicom_factory import DX, make_radiograph
@@ -160,3 +161,28 @@ def run_next_job(node: Any) -> Any:
     timer.tick()
     assert worker.run_once()
     return worker
+
+
+class SeenOnlyAnalyser:
+    """The smallest analyser, for the tests of the job machinery (claiming, retries, leases),
+    which need no model: it notes how many instances each job's study had, nothing else.
+
+    What it saw stays in memory (the product has no "seen" results); a job run again (after a
+    lost lease) is noted once, as the product's analyses are recorded once per job.
+    """
+
+    def __init__(self, sessions: Any) -> None:
+        self.sessions = sessions
+        #: job id -> (study id, instances the study had when the job ran)
+        self.jobs: dict[int, tuple[int, int]] = {}
+
+    def analyse(self, job: ClaimedJob) -> None:
+        with self.sessions() as session:
+            count = session.scalar(
+                select(func.count()).select_from(Instance).where(Instance.study_id == job.study_id)
+            )
+        self.jobs.setdefault(job.job_id, (job.study_id, int(count or 0)))
+
+    def instances(self, study_id: int) -> list[int]:
+        """The instance counts the jobs of ``study_id`` saw, in the order they ran."""
+        return [count for study, count in self.jobs.values() if study == study_id]

@@ -15,15 +15,14 @@ from sqlalchemy import select
 
 from dicom_node.scu import RemoteAE, store_datasets
 from storage import jobs
-from storage.results import seen_results
 from storage.schema import Job, Study
-from xrayd.pipeline.dispatch import SeenOnlyAnalyser
 from xrayd.runtime.node import Node, open_storage, recover_orphaned_jobs, seed_registry
 from xrayd.workers.analysis import CompletionTimer, Worker
 from xrayd.workers.base import Wakeup
 
 from dicom_factory import make_radiograph
 from helpers import make_settings
+from node_helpers import SeenOnlyAnalyser
 
 
 class Clock:
@@ -80,7 +79,8 @@ def study_state(node: Any, uid: str) -> str:
 
 def test_quiet_period_completes_study(node: Any) -> None:
     n, clock = node
-    timer, worker = parts(n, clock)
+    seen = SeenOnlyAnalyser(n.storage.sessions)
+    timer, worker = parts(n, clock, analyser=seen)
     ds = make_radiograph()
     send(n, ds)
     clock.advance(4.9)
@@ -92,7 +92,7 @@ def test_quiet_period_completes_study(node: Any) -> None:
     assert worker.run_once()
     assert study_state(n, ds.StudyInstanceUID) == "analysed"
     [study_id] = [j.study_id for j in jobs.list_jobs(n.storage.sessions, "done")]
-    assert seen_results(n.storage.sessions, study_id)[0]["instances"] == 1
+    assert seen.instances(study_id)[0] == 1
     assert not worker.run_once()
 
 
@@ -140,7 +140,8 @@ def test_release_ends_the_wait(database_url: str, tmp_path: Path) -> None:
 
 def test_late_instance_creates_a_new_job(node: Any) -> None:
     n, clock = node
-    timer, worker = parts(n, clock)
+    seen = SeenOnlyAnalyser(n.storage.sessions)
+    timer, worker = parts(n, clock, analyser=seen)
     first = make_radiograph(seed=1)
     send(n, first)
     clock.advance(6)
@@ -154,7 +155,7 @@ def test_late_instance_creates_a_new_job(node: Any) -> None:
     assert worker.run_once()
     done = jobs.list_jobs(n.storage.sessions, "done")
     assert len(done) == 2
-    counts = [seen_results(n.storage.sessions, done[0].study_id)[i]["instances"] for i in (0, 1)]
+    counts = [seen.instances(done[0].study_id)[i] for i in (0, 1)]
     assert counts == [1, 2]
 
 

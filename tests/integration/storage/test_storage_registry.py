@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.instances import InstanceRecord, record_instance
@@ -28,7 +27,6 @@ from storage.peers import (
     seed_callers,
     seed_destinations,
 )
-from storage.results import record_seen
 from storage.schema import Delivery, Result
 from storage.status import status_counts
 
@@ -198,21 +196,3 @@ def test_status_counts(sm: sessionmaker[Session], make_rec: RecordFactory) -> No
     assert counts.jobs_by_state == {"dead": 1, "queued": 1}
     assert counts.deliveries_by_state == {"dead": 1}
     assert counts.dead_letters == 2
-
-
-def test_record_seen_is_idempotent_per_job(
-    sm: sessionmaker[Session], make_rec: RecordFactory
-) -> None:
-    with sm.begin() as session:
-        record_instance(session, make_rec(sop="1.1"))
-        record_instance(session, make_rec(sop="1.2"))
-    (job_id,) = promote_studies_now(sm, ["1.2.3.1"], T0)
-    claimed = claim_job(sm, "w", T0, 60)
-    assert claimed is not None
-    assert record_seen(sm, claimed.study_id, job_id) == 2
-    assert record_seen(sm, claimed.study_id, job_id) == 2
-    with sm() as session:
-        rows = session.scalars(select(Result)).all()
-        assert [(r.kind, r.job_id, r.detail) for r in rows] == [
-            ("seen", job_id, {"instances": 2, "seen_only": True})
-        ]
