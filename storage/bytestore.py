@@ -50,7 +50,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from config.errors import ConfigError
-from storage.errors import SpoolWriteError, StorageError
+from storage.errors import NotFoundError, SpoolWriteError, StorageError
 from storage.spool import OBJECTS_DIR, PART_SUFFIX, TMP_DIR, Spool, uid_sha256
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class InvalidKeyError(ByteStoreError, ValueError):
     """A key that no store accepts (absolute, ``..``, empty segments, unsafe characters)."""
 
 
-class ByteStoreNotFoundError(ByteStoreError):
+class ByteStoreNotFoundError(ByteStoreError, NotFoundError):
     """No object under this key."""
 
 
