@@ -49,7 +49,6 @@ from models.prediction import Prediction, aggregate_study
 from models.preprocess import PreparedImage, prepare
 from models.reading import read_header, read_image
 from storage import analyses as store
-from storage import jobs
 from storage.bytestore import (
     ByteStore,
     ByteStoreError,
@@ -58,10 +57,8 @@ from storage.bytestore import (
     LocalByteStore,
     key_for,
 )
-from storage.errors import JobLostError
 from storage.jobs import ClaimedJob
 from storage.outbox import DEFAULT_MAX_ATTEMPTS as DELIVERY_MAX_ATTEMPTS
-from storage.outbox import queue_deliveries
 from storage.redact import describe_exception, redact
 from storage.spool import Spool, uid_sha256
 from xrayd.pipeline.pdf_report import render_pdf_report
@@ -189,10 +186,14 @@ class StudyAnalyser:
         }
         if not predictions:
             detail["decision"] = None
-            with self.sessions.begin() as session:
-                if not jobs.holds_job(session, job.job_id, job.worker_id):
-                    raise JobLostError(f"job {job.job_id}: lost its lease before committing")
-                store.record_analysis(session, study.study_id, job.job_id, revision, detail)
+            store.commit_analysis(
+                self.sessions,
+                study_id=study.study_id,
+                job_id=job.job_id,
+                worker_id=job.worker_id,
+                revision=revision,
+                detail=detail,
+            )
             LOGGER.info(
                 "study %d: nothing analysable in %d instance(s)",
                 study.study_id,
@@ -594,34 +595,32 @@ class StudyAnalyser:
             return 0
         for _, _, path, data, _ in objects:
             self.store.put(path, data)  # same bytes on a re-run: harmless rewrite
-        queued = 0
-        with self.sessions.begin() as session:
-            if not jobs.holds_job(session, job_id, worker_id):
-                raise JobLostError(f"job {job_id}: lost its lease before committing its results")
-            analysis_id = store.record_analysis(session, study.study_id, job_id, revision, detail)
-            for kind, uid, path, _, extra in objects:
-                predecessor_id = None
-                if kind == "sr" and extra.get("predecessor"):
-                    predecessor_id = store.object_id(session, str(extra["predecessor"]))
-                result_id, _ = store.record_object(
-                    session,
-                    study_id=study.study_id,
-                    job_id=job_id,
-                    kind=kind,
-                    sop_instance_uid=uid,
-                    file_path=path,
-                    predecessor_result_id=predecessor_id,
-                    detail={**extra, "analysis_id": analysis_id},
+        return store.commit_analysis(
+            self.sessions,
+            study_id=study.study_id,
+            job_id=job_id,
+            worker_id=worker_id,
+            revision=revision,
+            detail=detail,
+            objects=[
+                store.NewObject(
+                    kind,
+                    uid,
+                    path,
+                    extra,
+                    predecessor_sop_instance_uid=(
+                        str(extra["predecessor"])
+                        if kind == "sr" and extra.get("predecessor")
+                        else None
+                    ),
+                    # The PDF file itself stays here ("pdf" is its DICOM form), and so do the
+                    # heatmaps (for the web viewer; the SC carries them to the PACS).
+                    send=kind not in LOCAL_KINDS,
                 )
-                # The PDF file itself stays here ("pdf" is its DICOM form), and so do the
-                # heatmaps (for the web viewer; the SC carries them to the PACS).
-                if kind not in LOCAL_KINDS:
-                    queued += len(
-                        queue_deliveries(
-                            session, result_id, kind, max_attempts=self.delivery_max_attempts
-                        )
-                    )
-        return queued
+                for kind, uid, path, _, extra in objects
+            ],
+            delivery_max_attempts=self.delivery_max_attempts,
+        )
 
 
 def result_path(study_instance_uid: str, kind: str, uid: str, ext: str) -> str:

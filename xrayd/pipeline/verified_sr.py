@@ -1,18 +1,28 @@
 """The radiologist-verified SR: a saved review (an ``overrides`` row) -> an SR that supersedes
 the AI SR -> outbox.
 
-The verified SR is the AI SR of the reviewed analysis rebuilt from what that analysis stored
-(per-image predictions, study decision, model) and the source headers in the byte store, plus the
-radiologist's assessment (:class:`~dicom_node.findings.RadiologistReview`): VERIFIED by the
-reviewer (the organization from ``settings.review.organization``), FINAL, and naming the AI SR
-in its Predecessor Documents Sequence. Whether to send one at all
-(``settings.review.send_verified_sr``) is the caller's decision.
+The verified SR is the AI SR of the reviewed analysis rebuilt from stored data, never from the
+AI SR's own DICOM tree: the analysis row (per-image predictions with their regions, study
+decision, the model's TID 4019 identification: name, version, weights hash, parameters), the AI
+SR's row (its UIDs, for the predecessor reference), the source instances' rows and their
+headers in the byte store (patient and study data, image references; xrayd keeps no copy of
+patient data in its tables), plus the radiologist's assessment
+(:class:`~dicom_node.findings.RadiologistReview`): VERIFIED by the reviewer (the organization
+from ``settings.review.organization``), FINAL, and naming the AI SR in its Predecessor
+Documents Sequence. Whether to send one at all (``settings.review.send_verified_sr``) is the
+caller's decision.
+
+Legacy: an analysis stored before issue 16 lacks the model's parameters. For those only,
+:meth:`VerifiedSRWriter._legacy_algorithm` reads the identification from the AI SR file
+(:func:`dicom_node.legacy_sr.algorithm_named_in`): it is the one place those parameters were
+written down, whereas the model_versions row names the bundle, whose thresholds may since have
+been changed, moved or deleted.
 
 Idempotent: the SOP Instance UID depends only on the override and the AI SR it supersedes, so
 a second call for the same override finds the recorded object and queues nothing; a call
 after a crash before the commit rebuilds the same bytes under the same UID. The object's row
 and its deliveries (one per destination whose ``send`` includes ``"sr"``) are committed in one
-transaction, as the analysis job does.
+transaction (:func:`storage.analyses.record_verified_sr`), as the analysis job does.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.errors import XraydError
 from config.settings import Settings
 from dicom_node.findings import Algorithm, NotAnalysed, RadiologistReview, StudyFindings
+from dicom_node.legacy_sr import UnreadableSRError, algorithm_named_in
 from dicom_node.sr import SRBuildError, build_sr, sr_bytes
 from dicom_node.uids import derived_uid
 from models.errors import NotAnalysable
@@ -41,8 +52,6 @@ from models.prediction import Prediction
 from models.reading import read_header
 from storage import analyses as store
 from storage.bytestore import ByteStore, ByteStoreError, ByteStoreUnavailableError, LocalByteStore
-from storage.outbox import queue_deliveries
-from storage.schema import Override
 from storage.spool import Spool
 from xrayd.pipeline.analyse import SOFTWARE_VERSION, result_key
 from xrayd.pipeline.predictions_to_findings import image_finding
@@ -53,15 +62,7 @@ __all__ = ["SERIES_NUMBER", "VerifiedSRError", "VerifiedSRWriter", "verified_sr_
 
 #: The verified SRs of a study share one series, beside the AI's (9901-9903).
 SERIES_NUMBER = 9904
-SR = "sr"
-
-# TID 4019 Algorithm Identification, as the AI SR carries it in every measurement group.
-_IMAGING_MEASUREMENTS = ("DCM", "126010")
-_MEASUREMENT_GROUP = ("DCM", "125007")
-_ALGORITHM_NAME = ("DCM", "111001")
-_ALGORITHM_VERSION = ("DCM", "111003")
-_ALGORITHM_PARAMETERS = ("DCM", "111002")
-_WEIGHTS_PARAMETER = "weights_sha256"
+SR = store.SR
 
 
 class VerifiedSRError(XraydError):
@@ -86,6 +87,8 @@ class _AISR:
     result_id: int
     job_id: int
     sop_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
     file_path: str
     analysis_id: int
 
@@ -115,8 +118,8 @@ class VerifiedSRWriter:
         on_queued: Callable[[], None] | None = None,
         store: ByteStore | None = None,
     ) -> None:
-        """``store`` holds the instances and the AI SR and takes the verified SR (default: the
-        spool)."""
+        """``store`` holds the instances (and the AI SRs, read for legacy analyses only) and
+        takes the verified SR (default: the spool)."""
         self.sessions = sessions
         self.spool = spool
         self.store: ByteStore = store or LocalByteStore(spool)
@@ -165,40 +168,47 @@ class VerifiedSRWriter:
     # -- steps ---------------------------------------------------------------------------------
 
     def _reviewed(self, override_id: int) -> _Reviewed:
-        with self.sessions() as session:
-            row = session.get(Override, override_id)
-            if row is None:
-                raise VerifiedSRError(f"override {override_id} does not exist")
-            label = dict(row.radiologist_label or {})
-            try:
-                review = RadiologistReview(
-                    observer_name=row.user_name,
-                    organization=self.settings.review.organization,
-                    when=row.created_at,
-                    agree=_agree(row.agree, row.ai_label, label),
-                    fracture=label["fracture"],
-                    count=label["count"],
-                    body_part=label["body_part"],
-                    hardware=_flag(label["hardware"]),
-                    comment=row.comment or None,
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                raise VerifiedSRError(
-                    f"override {override_id}: unusable review for a verified SR: {exc}"
-                ) from None
-            return _Reviewed(row.id, row.study_id, row.result_id, review)
+        row = store.review_to_verify(self.sessions, override_id)
+        if row is None:
+            raise VerifiedSRError(f"override {override_id} does not exist")
+        label = dict(row.radiologist_label or {})
+        try:
+            review = RadiologistReview(
+                observer_name=row.user_name,
+                organization=self.settings.review.organization,
+                when=row.created_at,
+                agree=_agree(row.agree, row.ai_label, label),
+                fracture=label["fracture"],
+                count=label["count"],
+                body_part=label["body_part"],
+                hardware=_flag(label["hardware"]),
+                comment=row.comment or None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VerifiedSRError(
+                f"override {override_id}: unusable review for a verified SR: {exc}"
+            ) from None
+        return _Reviewed(row.id, row.study_id, row.result_id, review)
 
     def _ai_sr(self, reviewed: _Reviewed) -> _AISR | None:
         """The AI SR of the reviewed analysis (of the newest analysis if the review names
         none); verified SRs (also kind "sr") are not AI SRs."""
         ai_srs = [
             _AISR(
-                o.result_id, o.job_id, o.sop_instance_uid, o.file_path, int(o.detail["analysis_id"])
+                o.result_id,
+                o.job_id,
+                o.sop_instance_uid,
+                str(o.detail["series_instance_uid"]),
+                str(o.detail["sop_class_uid"]),
+                o.file_path,
+                int(o.detail["analysis_id"]),
             )
             for o in store.objects_of(self.sessions, reviewed.study_id)
             if o.kind == SR
             and "verified_by" not in o.detail
             and "analysis_id" in o.detail
+            and "series_instance_uid" in o.detail
+            and "sop_class_uid" in o.detail
             and o.job_id is not None
             and o.sop_instance_uid is not None
             and o.file_path is not None
@@ -210,17 +220,19 @@ class VerifiedSRWriter:
     def _build(self, reviewed: _Reviewed, ai: _AISR, uid: str) -> _Built:
         """The verified SR's bytes and its row's detail."""
         study = store.load_study(self.sessions, reviewed.study_id, ai.job_id)
-        ai_sr = self._read_ai_sr(ai.file_path, reviewed.override_id)
-        findings, headers = self._findings(
-            study, self._analysis(reviewed.study_id, ai), ai_sr, reviewed.override_id
+        analysis = self._analysis(reviewed.study_id, ai)
+        model: Mapping[str, Any] = analysis.detail["model"]
+        algorithm = _stored_algorithm(model) or self._legacy_algorithm(
+            ai, str(model["sha256"]), reviewed.override_id
         )
+        findings, headers = self._findings(study, analysis, algorithm, reviewed.override_id)
         series_uid = derived_uid(
             self.settings.node.uid_root, "xrayd verified sr series", study.study_instance_uid
         )
         predecessor = (
             study.study_instance_uid,
-            str(ai_sr.SeriesInstanceUID),
-            str(ai_sr.SOPClassUID),
+            ai.series_instance_uid,
+            ai.sop_class_uid,
             ai.sop_instance_uid,
         )
         try:
@@ -254,11 +266,16 @@ class VerifiedSRWriter:
                 return row
         raise VerifiedSRError(f"result {ai.result_id}: the analysis of this AI SR is gone")
 
-    def _read_ai_sr(self, file_path: str, override_id: int) -> Dataset:
+    def _legacy_algorithm(self, ai: _AISR, weights_sha256: str, override_id: int) -> Algorithm:
+        """Legacy analyses only (stored before the model's parameters were): the TID 4019
+        identification as the AI SR file names it (see the module docstring)."""
         try:
-            return dcmread(BytesIO(self.store.get(file_path)))
+            ai_sr = dcmread(BytesIO(self.store.get(ai.file_path)))
+            return algorithm_named_in(ai_sr, weights_sha256)
         except ByteStoreUnavailableError:
             raise  # the store's trouble, not this SR's: the caller may try again later
+        except UnreadableSRError as exc:
+            raise VerifiedSRError(f"override {override_id}: {exc}") from None
         except (InvalidDicomError, OSError, ValueError, EOFError, ByteStoreError) as exc:
             raise VerifiedSRError(
                 f"override {override_id}: cannot read the AI SR: {type(exc).__name__}"
@@ -268,7 +285,7 @@ class VerifiedSRWriter:
         self,
         study: store.StudyToAnalyse,
         analysis: store.ObjectRow,
-        ai_sr: Dataset,
+        algorithm: Algorithm,
         override_id: int,
     ) -> tuple[StudyFindings, list[Dataset]]:
         """The findings of the analysis, and the source headers in the analysis job's order
@@ -307,7 +324,7 @@ class VerifiedSRWriter:
             fracture_probability=float(detail["fracture_probability"]),
             images=tuple(images),
             not_analysed=tuple(not_analysed),
-            algorithm=_stored_algorithm(model) or _algorithm(ai_sr, str(model["sha256"])),
+            algorithm=algorithm,
         )
         return findings, headers
 
@@ -328,23 +345,16 @@ class VerifiedSRWriter:
         ``(result id, deliveries queued)``."""
         path = result_key(self.store, built.study_instance_uid, SR, uid, "dcm")
         self.store.put(path, built.data)  # same bytes on a re-run: harmless rewrite
-        with self.sessions.begin() as session:
-            result_id, _ = store.record_object(
-                session,
-                study_id=study_id,
-                job_id=ai.job_id,
-                kind=SR,
-                sop_instance_uid=uid,
-                file_path=path,
-                predecessor_result_id=ai.result_id,
-                detail=built.detail,
-            )
-            queued = len(
-                queue_deliveries(
-                    session, result_id, SR, max_attempts=self.settings.delivery.max_attempts
-                )
-            )
-        return result_id, queued
+        return store.record_verified_sr(
+            self.sessions,
+            study_id=study_id,
+            job_id=ai.job_id,
+            sop_instance_uid=uid,
+            file_path=path,
+            supersedes_result_id=ai.result_id,
+            detail=built.detail,
+            delivery_max_attempts=self.settings.delivery.max_attempts,
+        )
 
 
 def _agree(
@@ -402,38 +412,3 @@ def _stored_algorithm(model: Mapping[str, Any]) -> Algorithm | None:
         str(model["sha256"]),
         {str(k): str(v) for k, v in parameters.items()},
     )
-
-
-def _algorithm(ai_sr: Dataset, weights_sha256: str) -> Algorithm:
-    """The TID 4019 identification an older AI SR names in its first measurement group."""
-    group = _first_measurement_group(ai_sr)
-    texts: dict[tuple[str, str], list[str]] = {}
-    for item in group.get("ContentSequence", []):
-        if item.ValueType == "TEXT":
-            texts.setdefault(_concept(item), []).append(str(item.TextValue))
-    try:
-        [name] = texts[_ALGORITHM_NAME]
-        [version] = texts[_ALGORITHM_VERSION]
-    except (KeyError, ValueError):
-        raise VerifiedSRError("the AI SR names no algorithm") from None
-    parameters: dict[str, str] = {}
-    for entry in texts.get(_ALGORITHM_PARAMETERS, []):
-        key, _, value = entry.partition("=")
-        if key != _WEIGHTS_PARAMETER:  # algorithm_parameters() adds it back
-            parameters[key] = value
-    return Algorithm(name, version, weights_sha256, parameters)
-
-
-def _first_measurement_group(ai_sr: Dataset) -> Dataset:
-    for container in ai_sr.get("ContentSequence", []):
-        if container.ValueType == "CONTAINER" and _concept(container) == _IMAGING_MEASUREMENTS:
-            for group in container.get("ContentSequence", []):
-                if _concept(group) == _MEASUREMENT_GROUP:
-                    found: Dataset = group
-                    return found
-    raise VerifiedSRError("the AI SR has no measurement group")
-
-
-def _concept(item: Dataset) -> tuple[str, str]:
-    code = item.ConceptNameCodeSequence[0]
-    return str(code.CodingSchemeDesignator), str(code.CodeValue)

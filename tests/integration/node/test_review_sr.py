@@ -20,7 +20,7 @@ from models.synthetic import generate_case, to_dicom
 from storage import jobs
 from storage.analyses import ObjectRow, analyses_of, objects_of, study_id_of
 from storage.outbox import list_deliveries
-from storage.schema import Override
+from storage.schema import Override, Result
 from xrayd.pipeline.verified_sr import VerifiedSRError, VerifiedSRWriter
 from xrayd.runtime.node import Node, open_storage, seed_registry
 
@@ -320,3 +320,51 @@ def test_an_unusable_review_is_an_error_and_records_nothing(
             writer.write(_override(node, study_id, analysis_id, **changes))
     assert _sr_rows(node, study_id) == rows
     assert list_deliveries(node.storage.sessions) == deliveries
+
+
+def test_the_verified_sr_is_built_from_stored_data_not_from_the_ai_sr(
+    node: Any, analysed: tuple[int, int, ObjectRow]
+) -> None:
+    """Data flows one way: with the AI SR's file gone, the verified SR is the same."""
+    study_id, analysis_id, ai = analysed
+    ai_ds = _dataset(node, ai)
+    node.storage.spool.absolute(ai.file_path or "").unlink()
+    writer = VerifiedSRWriter(node.storage.sessions, node.storage.spool, node.settings)
+
+    result_id = writer.write(_override(node, study_id, analysis_id))
+
+    [_, verified] = _sr_rows(node, study_id)
+    assert verified.result_id == result_id and verified.predecessor_result_id == ai.result_id
+    ds = _dataset(node, verified)
+    assert list(ds.ContentSequence)[:-1] == list(ai_ds.ContentSequence)
+    (predecessor,) = ds.PredecessorDocumentsSequence
+    assert predecessor.ReferencedSeriesSequence[0].SeriesInstanceUID == ai_ds.SeriesInstanceUID
+    ref = predecessor.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert (ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID) == (
+        ai_ds.SOPClassUID,
+        ai.sop_instance_uid,
+    )
+
+
+def test_a_legacy_analysis_takes_the_model_from_its_ai_sr(
+    node: Any, analysed: tuple[int, int, ObjectRow]
+) -> None:
+    """An analysis stored before the model's parameters were (issue 16): the legacy path reads
+    them from the AI SR file, and only there; without that file no verified SR is made."""
+    study_id, analysis_id, ai = analysed
+    with node.storage.sessions.begin() as session:
+        row = session.get(Result, analysis_id)
+        assert row is not None
+        model = {k: v for k, v in row.detail["model"].items() if k != "parameters"}
+        row.detail = {**row.detail, "model": model}
+    writer = VerifiedSRWriter(node.storage.sessions, node.storage.spool, node.settings)
+
+    assert writer.write(_override(node, study_id, analysis_id)) is not None
+
+    [_, verified] = _sr_rows(node, study_id)
+    ai_ds = _dataset(node, ai)
+    assert list(_dataset(node, verified).ContentSequence)[:-1] == list(ai_ds.ContentSequence)
+    node.storage.spool.absolute(ai.file_path or "").unlink()
+    with pytest.raises(VerifiedSRError, match="cannot read the AI SR"):
+        writer.write(_override(node, study_id, analysis_id, user_name="asmith"))
+    assert len(_sr_rows(node, study_id)) == 2
