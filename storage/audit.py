@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.errors import StorageError
+from storage.errors import InvalidEntryError
 from storage.schema import AuditEvent, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -84,7 +84,7 @@ class Action(StrEnum):
     AUDIT_EXPORTED = "audit.exported"
 
 
-class InvalidAuditEntryError(StorageError, ValueError):
+class InvalidAuditEntryError(InvalidEntryError):
     """An audit entry lacks its actor, action or object type, or its detail is not JSON."""
 
 
@@ -319,24 +319,24 @@ def search_audit(
 # -- checking ----------------------------------------------------------------------------------
 
 
-def verify(sm: sessionmaker[Session]) -> VerifyResult:
+def verify(sm: sessionmaker[Session], *, chunk: int = _VERIFY_CHUNK) -> VerifyResult:
     """Walk the chain in id order; stop at the first row whose ``prev_hash`` is not the row
     before's ``row_hash`` (a row deleted or inserted) or whose ``row_hash`` does not recompute
-    (a row edited)."""
+    (a row edited). Reads ``chunk`` rows at a time."""
     checked = 0
     head = GENESIS_HASH
     last_id = 0
     with sm() as session:
         while True:
-            chunk = session.scalars(
+            rows = session.scalars(
                 select(AuditEvent)
                 .where(AuditEvent.id > last_id)
                 .order_by(AuditEvent.id)
-                .limit(_VERIFY_CHUNK)
+                .limit(chunk)
             ).all()
-            if not chunk:
+            if not rows:
                 return VerifyResult(checked=checked, first_bad_id=None, head_hash=head)
-            for row in chunk:
+            for row in rows:
                 if row.prev_hash != head:
                     return VerifyResult(checked, row.id, head, "does not follow the row before")
                 if row.row_hash != _hash_of(row):

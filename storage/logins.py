@@ -35,7 +35,7 @@ from typing import Literal
 from sqlalchemy import ColumnElement, and_, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.peers import record_audit
+from storage import audit
 from storage.schema import LoginFailure, utcnow
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
     "clear_failures",
 ]
 
-LOGIN_LOCKED = "login_locked"
+LOGIN_LOCKED = audit.Action.LOGIN_LOCKED
 #: failures allowed per client address (all names), in units of ``max_failures``
 CLIENT_FACTOR = 4
 #: failures per user name (all addresses) after which only addresses that have not failed for
@@ -136,7 +136,8 @@ def attempt_succeeded(sm: sessionmaker[Session], attempt: Attempt) -> None:
 
 
 def attempt_failed(sm: sessionmaker[Session], attempt: Attempt, limits: LoginLimits) -> list[Scope]:
-    """The password was wrong (the row stays); audit each lock this failure starts."""
+    """The password was wrong (the row stays): audit the failure (``user.login_failed``) and
+    each lock it starts (``user.login_locked``), in one transaction."""
     since = utcnow() - limits.window
     m = limits.max_failures
     thresholds: dict[Scope, int] = {
@@ -145,16 +146,24 @@ def attempt_failed(sm: sessionmaker[Session], attempt: Attempt, limits: LoginLim
         "user": USER_FACTOR * m,
     }
     with sm.begin() as session:
+        audit.append(
+            session,
+            actor=attempt.user_name or "-",
+            action=audit.Action.LOGIN_FAILED,
+            object_type="user",
+            object_id=attempt.user_name or "-",
+            detail={"client": attempt.client},
+        )
         counts = _counts(session, attempt.user_name, attempt.client, since)
         started: list[Scope] = [s for s, limit in thresholds.items() if counts[s] == limit]
         for scope in started:
-            record_audit(
+            audit.append(
                 session,
-                attempt.user_name or "-",
-                LOGIN_LOCKED,
-                "user",
-                attempt.user_name or "-",
-                {
+                actor=attempt.user_name or "-",
+                action=LOGIN_LOCKED,
+                object_type="user",
+                object_id=attempt.user_name or "-",
+                detail={
                     "client": attempt.client if scope != "user" else None,
                     "scope": scope,
                     "failures": counts[scope],
@@ -164,10 +173,23 @@ def attempt_failed(sm: sessionmaker[Session], attempt: Attempt, limits: LoginLim
     return started
 
 
-def clear_failures(sm: sessionmaker[Session], user_name: str) -> int:
-    """Forget every counted failure for ``user_name`` (``xrayd users unlock``); how many."""
+def clear_failures(sm: sessionmaker[Session], user_name: str, *, actor: str | None = None) -> int:
+    """Forget every counted failure for ``user_name`` (``xrayd users unlock``); how many.
+
+    Given an ``actor``, the audit row (``user.login_unlocked``) commits in the same transaction.
+    """
     with sm.begin() as session:
         result = session.execute(
             delete(LoginFailure).where(LoginFailure.user_name == user_name[:64])
         )
-        return int(getattr(result, "rowcount", 0) or 0)
+        cleared = int(getattr(result, "rowcount", 0) or 0)
+        if actor is not None:
+            audit.append(
+                session,
+                actor=actor,
+                action=audit.Action.LOGIN_UNLOCKED,
+                object_type="user",
+                object_id=user_name[:64],
+                detail={"failures_cleared": cleared},
+            )
+        return cleared

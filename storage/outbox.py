@@ -64,9 +64,8 @@ from sqlalchemy import case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage import queue
+from storage import audit, queue
 from storage.errors import StorageError
-from storage.peers import record_audit
 from storage.redact import redact
 from storage.schema import Delivery, DeliveryState, Destination, Job, JobState, Result, utcnow
 
@@ -722,10 +721,10 @@ def _settle_delivery(session: Session, job: Job, now: datetime) -> None:
 
 def _dead_letter(session: Session, delivery: Delivery, now: datetime, reason: str) -> None:
     delivery.state = DeliveryState.DEAD.value
-    record_audit(
+    audit.append(
         session,
         actor=AUDIT_ACTOR,
-        action="delivery.dead",
+        action=audit.Action.DELIVERY_DEAD,
         object_type="delivery",
         object_id=str(delivery.id),
         detail={

@@ -50,8 +50,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
+from storage import audit
 from storage.bytestore import ByteStore, ByteStoreNotFoundError, InvalidKeyError, LocalByteStore
-from storage.peers import record_audit
 from storage.schema import (
     Delivery,
     DeliveryState,
@@ -77,7 +77,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AUDIT_ACTION = "retention.purged"
+AUDIT_ACTION = audit.Action.RETENTION_PURGED
 ANALYSIS = "analysis"
 #: AI decisions that put a study on the radiologists' worklist until someone reviews it
 AWAITING_REVIEW = frozenset({"present", "indeterminate"})
@@ -377,14 +377,7 @@ def _batch(
             "result_files": n_res,
             "bytes_freed": freed,
         }
-        record_audit(
-            session,
-            actor=actor,
-            action=AUDIT_ACTION,
-            object_type="spool",
-            object_id=None,
-            detail=counts,
-        )
+        audit.append(session, actor=actor, action=AUDIT_ACTION, object_type="spool", detail=counts)
     report.batches.append(counts)
     report.studies += len(purged)
     if reason == "age":

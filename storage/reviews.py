@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import audit
 from storage.errors import StorageError
-from storage.peers import InvalidEntryError, record_audit
+from storage.peers import InvalidEntryError
 from storage.schema import Instance, Override, Result, ReviewAssignment, Series, Study, utcnow
 
 __all__ = [
@@ -310,7 +311,13 @@ def assign(sm: sessionmaker[Session], study_id: int, user_name: str) -> str:
             if current is not None:
                 return current
             session.add(ReviewAssignment(study_id=study_id, user_name=user_name))
-            record_audit(session, user_name, "review_assigned", "study", str(study_id), {})
+            audit.append(
+                session,
+                actor=user_name,
+                action=audit.Action.REVIEW_ASSIGNED,
+                object_type="study",
+                object_id=str(study_id),
+            )
             return user_name
     except IntegrityError:  # someone else took it at the same moment
         with sm() as session:
@@ -396,13 +403,13 @@ def create_override(
         )
         session.add(row)
         session.flush()
-        record_audit(
+        audit.append(
             session,
-            user_name,
-            "override_created",
-            "study",
-            str(study_id),
-            {"override_id": row.id, "agree": row.agree, "label": label.as_json()},
+            actor=user_name,
+            action=audit.Action.OVERRIDE_CREATED,
+            object_type="study",
+            object_id=str(study_id),
+            detail={"override_id": row.id, "agree": row.agree, "label": label.as_json()},
         )
         return _override_row(row)
 

@@ -27,9 +27,8 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage import queue
+from storage import audit, queue
 from storage.errors import JobLostError, StorageError
-from storage.peers import record_audit
 from storage.redact import redact
 from storage.schema import (
     Instance,
@@ -76,6 +75,11 @@ CANCELLED_ERROR = "cancelled before it ran"
 NOT_WAITING_ERROR = "its training run was not waiting to run"
 _FINAL_STATES = frozenset({RunState.SUCCEEDED.value, RunState.SKIPPED.value, RunState.FAILED.value})
 _OUTCOMES = _FINAL_STATES
+_RUN_OUTCOME = {
+    RunState.SUCCEEDED: audit.Action.RETRAIN_SUCCEEDED,
+    RunState.SKIPPED: audit.Action.RETRAIN_SKIPPED,
+    RunState.FAILED: audit.Action.RETRAIN_FAILED,
+}
 
 
 @dataclass(frozen=True)
@@ -388,13 +392,13 @@ def finish_run(
             )
         else:
             queue.finish(session, job_id, now, worker_id=worker_id)
-        record_audit(
+        audit.append(
             session,
-            run.worker,
-            f"retrain_{state}",
-            "training_run",
-            str(run_id),
-            {"candidate": candidate_version, "verdict": verdict, "trigger": run.trigger},
+            actor=run.worker,
+            action=_RUN_OUTCOME[RunState(state)],
+            object_type="training_run",
+            object_id=str(run_id),
+            detail={"candidate": candidate_version, "verdict": verdict, "trigger": run.trigger},
         )
         return _run_row(run)
 
@@ -585,7 +589,11 @@ def add_validation_cases(
             )
             added += 1
         if added:
-            record_audit(
-                session, actor, "validation_set_extended", "validation_set", None, {"added": added}
+            audit.append(
+                session,
+                actor=actor,
+                action=audit.Action.VALIDATION_SET_EXTENDED,
+                object_type="validation_set",
+                detail={"added": added},
             )
     return added

@@ -11,7 +11,7 @@ Session cookies and API tokens are 256-bit random strings; only their SHA-256 is
 database dump does not log anyone in. A session ends ``session_hours`` after the login or after
 ``session_idle_minutes`` without a request, whichever is first (its last use is written at most
 once a minute). An API token may carry an expiry. Setting a password revokes the user's API
-tokens and ends their sessions. Failed logins are audit events (``login_failed``); the
+tokens and ends their sessions. Failed logins are audit events (``user.login_failed``); the
 lock-out is :mod:`storage.logins`.
 """
 
@@ -29,6 +29,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import audit
 from storage.errors import StorageError
 from storage.peers import InvalidEntryError, record_audit
 from storage.schema import ApiToken, Role, User, WebSession, utcnow
@@ -61,7 +62,7 @@ __all__ = [
     "verify_password",
 ]
 
-LOGIN_FAILED = "login_failed"
+LOGIN_FAILED = audit.Action.LOGIN_FAILED
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
 #: scrypt cost of new hashes: OWASP's minimum (N=2^17, r=8, p=1), 128 x r x N = 128 MiB and
@@ -245,7 +246,14 @@ def set_password(
             )
         )
         detail = {"tokens_revoked": tokens, "sessions_ended": sessions}
-        record_audit(session, actor, "password_changed", "user", name, detail)
+        audit.append(
+            session,
+            actor=actor,
+            action=audit.Action.PASSWORD_CHANGED,
+            object_type="user",
+            object_id=name,
+            detail=detail,
+        )
         return tokens, sessions
 
 
@@ -307,9 +315,10 @@ def _sha(token: str) -> str:
 
 
 def create_session(
-    sm: sessionmaker[Session], user: UserRow, lifetime: timedelta
+    sm: sessionmaker[Session], user: UserRow, lifetime: timedelta, *, client: str | None = None
 ) -> tuple[str, SessionUser]:
-    """A new browser session: ``(cookie token, session user)``."""
+    """A new browser session: ``(cookie token, session user)``, audited (``user.logged_in``,
+    from ``client``) in the same transaction."""
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
     now = utcnow()
@@ -324,6 +333,14 @@ def create_session(
                 expires_at=now + lifetime,
                 last_seen_at=now,
             )
+        )
+        audit.append(
+            session,
+            actor=user.name,
+            action=audit.Action.LOGIN_SUCCEEDED,
+            object_type="user",
+            object_id=user.name,
+            detail={"client": client},
         )
     return token, SessionUser(user, csrf, now + lifetime)
 
@@ -359,9 +376,19 @@ def user_for_session(
     return found
 
 
-def end_session(sm: sessionmaker[Session], token: str) -> None:
+def end_session(sm: sessionmaker[Session], token: str, *, actor: str | None = None) -> None:
+    """End the browser session of ``token``; given an ``actor``, audit the logout
+    (``user.logged_out``) in the same transaction."""
     with sm.begin() as session:
         session.execute(delete(WebSession).where(WebSession.token_sha256 == _sha(token)))
+        if actor is not None:
+            audit.append(
+                session,
+                actor=actor,
+                action=audit.Action.LOGGED_OUT,
+                object_type="user",
+                object_id=actor,
+            )
 
 
 # -- API tokens --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 
 from models.synthetic import generate_case, to_dicom
 from storage import jobs
-from storage.peers import list_audit
+from storage.audit import list_audit
 from storage.reviews import list_overrides
 from storage.users import add_user
 from xrayd.runtime.node import Node, open_storage, seed_registry
@@ -281,5 +281,5 @@ def test_radiologist_reviews_a_study_in_the_browser(node: Node, web: WebServer, 
     assert override.radiologist_label["count"] == "0"
     assert override.radiologist_label["body_part"] == "wrist"
     assert override.comment == "Nutrient canal, not a fracture line."
-    events = [e for e in list_audit(sessions, limit=500) if e.action == "override_created"]
+    events = [e for e in list_audit(sessions, limit=500) if e.action == "override.created"]
     assert len(events) == 1 and events[0].actor == USER, events

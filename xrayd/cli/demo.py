@@ -29,7 +29,7 @@ from dicom_node.errors import PeerUnreachableError
 from dicom_node.local_pacs import LocalPacs, StoredObject
 from dicom_node.scu import RemoteAE, echo, store_datasets
 from models.synthetic import generate_case, to_dicom
-from storage import peers
+from storage import audit as storage_audit
 from storage.analyses import analyses_of, study_id_of
 from storage.status import status_counts
 from xrayd.runtime.logging_setup import configure_logging
@@ -200,7 +200,7 @@ def run_demo(data_dir: Path, images: int = 6, timeout: float = 240.0) -> int:
             "for the model to load)"
         )
         counts = status_counts(storage.sessions)
-        audit = peers.list_audit(storage.sessions, limit=10)
+        audit = storage_audit.list_audit(storage.sessions, limit=10)
         rejected = [a for a in audit if a.action == "association.rejected"]
         print(
             f"8. jobs: {dict(sorted(counts.jobs_by_state.items()))}; instances indexed: "

@@ -356,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=6)
     p.set_defaults(func=cmd_demo)
 
+    from xrayd.cli import audit as audit_commands
     from xrayd.cli import model as model_commands
     from xrayd.cli import model_versions as registry_commands
     from xrayd.cli import outbox as outbox_commands
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry_commands.add_parsers(sub, common)
     retrain_commands.add_parsers(sub, common)
     store_commands.add_parsers(sub, common)
+    audit_commands.add_parsers(sub, common)
 
     p = sub.add_parser("report", parents=[common], help="write a study's PDF report to a file")
     p.add_argument("study_uid", metavar="STUDY_UID")

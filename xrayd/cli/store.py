@@ -43,9 +43,10 @@ def _size(n: int) -> str:
 
 
 def cmd_store_sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import peers
+    from storage import audit
     from storage.schema import utcnow
     from storage.store_sweep import sweep_unreferenced
+    from xrayd.cli.actor import cli_actor
 
     hours: float = args.older_than_hours
     if not hours >= MIN_HOURS:  # also refuses NaN
@@ -65,12 +66,11 @@ def cmd_store_sweep(args: argparse.Namespace, settings: Settings) -> int:
             dry_run=args.dry_run,
         )
         if not args.dry_run:
-            peers.record_audit(
+            audit.record(  # the bytes are gone already: an event of its own
                 storage.sessions,
-                actor="cli",
-                action="store.swept",
+                actor=cli_actor(),
+                action=audit.Action.STORE_SWEPT,
                 object_type="store",
-                object_id=None,
                 detail={
                     "older_than_hours": hours,
                     "examined": report.examined,

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.received import Peer, ReceivedInstance, uid_log_tag
 from dicom_node.statuses import RejectReason, StoreStatus
-from storage import jobs, peers
+from storage import audit, jobs, peers
 from storage.bytestore import ByteStore, ByteStoreError, LocalByteStore
 from storage.errors import StorageError
 from storage.instances import InstanceRecord, StoreOutcome, record_instance
@@ -151,10 +151,10 @@ class SpoolingSink:
             with self.sessions.begin() as session:
                 outcome = record_instance(session, record)
                 if outcome is StoreOutcome.CONFLICT:
-                    peers.record_audit(
+                    audit.append(
                         session,
                         actor=f"dicom:{instance.peer.calling_ae_title}",
-                        action="instance.conflict",
+                        action=audit.Action.INSTANCE_CONFLICT,
                         object_type="instance",
                         object_id=sop,
                         detail={"kept_copy": rel, "host": instance.peer.host},
@@ -218,12 +218,11 @@ class SpoolingSink:
                     self._low_disk_audited.popitem(last=False)
         if first:
             try:
-                peers.record_audit(
+                audit.record(
                     self.sessions,
                     actor=f"dicom:{peer.calling_ae_title}",
-                    action="instance.refused",
+                    action=audit.Action.INSTANCE_REFUSED,
                     object_type="association",
-                    object_id=None,
                     detail={"reason": "low_disk_space", "status": "0xA700", "host": peer.host},
                 )
             except Exception:
@@ -242,19 +241,17 @@ class SpoolingSink:
         gate = self.audit_rejection
         if gate is not None and not gate(peer.host, peer.calling_ae_title, reason.slug):
             return  # counted into the next aggregate row instead
-        with self.sessions.begin() as session:
-            peers.record_audit(
-                session,
-                actor=f"dicom:{peer.calling_ae_title}",
-                action="association.rejected",
-                object_type="association",
-                object_id=None,
-                detail={
-                    "reason": reason.slug,
-                    "host": peer.host,
-                    "called_ae_title": peer.called_ae_title,
-                },
-            )
+        audit.record(
+            self.sessions,
+            actor=f"dicom:{peer.calling_ae_title}",
+            action=audit.Action.ASSOCIATION_REJECTED,
+            object_type="association",
+            detail={
+                "reason": reason.slug,
+                "host": peer.host,
+                "called_ae_title": peer.called_ae_title,
+            },
+        )
 
     def association_released(self, peer: Peer, study_instance_uids: frozenset[str]) -> None:
         if not self.release_ends_wait:

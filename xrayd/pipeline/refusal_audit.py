@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from storage import peers
+from storage import audit
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -34,7 +34,7 @@ TOP_HOSTS = 20
 #: distinct keys remembered per period; beyond it a new key is counted, not audited
 MAX_KEYS = 10_000
 
-ACTION = "connections.refused"
+ACTION = audit.Action.CONNECTIONS_REFUSED
 
 
 class RefusalAudit:
@@ -116,12 +116,11 @@ class RefusalAudit:
             "period_seconds": self.period_seconds,
         }
         try:
-            peers.record_audit(
+            audit.record(
                 self.sessions,
                 actor="dicom:listener",
                 action=ACTION,
                 object_type="connection",
-                object_id=None,
                 detail=detail,
             )
         except Exception:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from storage.peers import record_audit
+from storage import audit
 from storage.reviews import (
     OverrideRow,
     ReviewLabel,
@@ -207,8 +207,13 @@ def study(
     review = study_review(ctx.sessions, study_id)
     if review is None:
         raise HTTPException(404, "no analysed study with that id")
-    record_audit(
-        ctx.sessions, principal.name, "study_viewed", "study", str(study_id), {"via": "api"}
+    audit.record(
+        ctx.sessions,
+        actor=principal.name,
+        action=audit.Action.STUDY_VIEWED,
+        object_type="study",
+        object_id=str(study_id),
+        detail={"via": "api"},
     )
     return _study(review.item)
 
@@ -225,8 +230,13 @@ def predictions(
     review = study_review(ctx.sessions, study_id)
     if review is None:
         raise HTTPException(404, "no analysed study with that id")
-    record_audit(
-        ctx.sessions, principal.name, "study_viewed", "study", str(study_id), {"via": "api"}
+    audit.record(
+        ctx.sessions,
+        actor=principal.name,
+        action=audit.Action.STUDY_VIEWED,
+        object_type="study",
+        object_id=str(study_id),
+        detail={"via": "api"},
     )
     images = []
     for image in review.images:

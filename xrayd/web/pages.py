@@ -14,13 +14,14 @@ from starlette.concurrency import run_in_threadpool
 from models.errors import NotAnalysable, RefusalReason
 from models.labels import BODY_PARTS as MODEL_BODY_PARTS
 from models.limits import ImageLimits
+from storage import audit
 from storage.bytestore import ByteStore, ByteStoreError, ByteStoreUnavailableError
 from storage.logins import LoginLimits, attempt_failed, attempt_succeeded, begin_attempt
-from storage.peers import InvalidEntryError, record_audit
+from storage.peers import InvalidEntryError
 from storage.reviews import ReviewLabel, WorklistFilter, assign, create_override, study_review
 from storage.reviews import worklist as load_worklist
 from storage.schema import Role
-from storage.users import LOGIN_FAILED, authenticate, create_session, end_session
+from storage.users import authenticate, create_session, end_session
 from xrayd.runtime.limits import image_limits
 from xrayd.web.auth import COOKIE, Principal, authenticated, context
 from xrayd.web.images import heatmap_overlay_png, radiograph_png, read_header
@@ -83,10 +84,7 @@ def login(
             error=f"Too many failed logins. Try again in up to {minutes} minutes.",
         )
     user = authenticate(ctx.sessions, username, password)
-    if user is None:
-        record_audit(
-            ctx.sessions, username or "-", LOGIN_FAILED, "user", username or "-", {"client": client}
-        )
+    if user is None:  # audited by attempt_failed
         _count_login(request, "failed")
         LOGGER.info("login failed", extra={"client": client})
         for scope in attempt_failed(ctx.sessions, attempt, limits):
@@ -96,8 +94,7 @@ def login(
         )
     attempt_succeeded(ctx.sessions, attempt)
     _count_login(request, "ok")
-    token, _ = create_session(ctx.sessions, user, timedelta(hours=web.session_hours))
-    record_audit(ctx.sessions, user.name, "login", "user", user.name, {"client": client})
+    token, _ = create_session(ctx.sessions, user, timedelta(hours=web.session_hours), client=client)
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(
         COOKIE,
@@ -123,8 +120,15 @@ def logout(request: Request, principal: Annotated[Principal, Depends(authenticat
     ctx = context(request)
     cookie = request.cookies.get(COOKIE)
     if cookie:
-        end_session(ctx.sessions, cookie)
-    record_audit(ctx.sessions, principal.name, "logout", "user", principal.name, {})
+        end_session(ctx.sessions, cookie, actor=principal.name)
+    else:
+        audit.record(
+            ctx.sessions,
+            actor=principal.name,
+            action=audit.Action.LOGGED_OUT,
+            object_type="user",
+            object_id=principal.name,
+        )
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -216,7 +220,13 @@ def study_page(
                 headers[image.instance_id] = read_header(path, image_limits(ctx.settings.limits))
         except (OSError, ValueError, NotAnalysable, ByteStoreError):
             LOGGER.warning("stored image unreadable", extra={"instance_id": image.instance_id})
-    record_audit(ctx.sessions, principal.name, "study_viewed", "study", str(study_id), {})
+    audit.record(
+        ctx.sessions,
+        actor=principal.name,
+        action=audit.Action.STUDY_VIEWED,
+        object_type="study",
+        object_id=str(study_id),
+    )
     first = next(iter(headers.values()), None)
     return render(
         request,

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -83,7 +81,7 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _chain_hash(row: Mapping[str, Any], prev_hash: str) -> str:
+def _chain_hash(row: sa.RowMapping, prev_hash: str) -> str:
     canonical = json.dumps(
         {
             "id": row["id"],

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.hardening import quiet_identifiers
 from dicom_node.scu import RemoteAE, StatusClass, classify_store_status, send_file
 from dicom_node.sop_classes import SECONDARY_CAPTURE
-from storage import outbox, peers
+from storage import audit, outbox, peers
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade
 from storage.schema import Job, Result, Study
@@ -420,7 +420,7 @@ def test_a_permanent_refusal_is_a_dead_letter_until_retried(
     assert env.job(delivery_id).state == "dead"
     env.clock.now += timedelta(days=1)
     assert not worker.run_once()  # never retried by itself
-    (event,) = [e for e in peers.list_audit(env.sm) if e.action == "delivery.dead"]
+    (event,) = [e for e in audit.list_audit(env.sm) if e.action == "delivery.dead"]
     assert event.detail["reason"] == "permanent failure"
     assert uid not in str(event.detail)
     assert [r.delivery_id for r in outbox.list_deliveries(env.sm, "dead")] == [delivery_id]
@@ -642,4 +642,4 @@ def test_outbox_commands(
     assert "pending" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         parser.parse_args(["outbox", "retry"])
-    assert peers.list_audit(env.sm)[0].action == "delivery.retried"
+    assert audit.list_audit(env.sm)[0].action == "delivery.retried"

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import queue
-from storage.peers import list_audit
+from storage.audit import list_audit
 from storage.schema import Job
 from storage.training import CANCELLED_ERROR, ClaimedRun, RunRow, finish_run, get_run, list_runs
 from xrayd.runtime.node import Storage, open_storage
@@ -136,7 +136,7 @@ def test_the_retrain_worker_runs_a_requested_run_to_its_outcome(
     assert result.detail["reason"] == "0 new reviews < min_new_reviews 5"
     assert [r.id for r in list_runs(service.sessions)] == [requested.id]
     assert _job(service.sessions, requested.job_id).state == "done"
-    assert any(e.action == "retrain_skipped" for e in list_audit(service.sessions))
+    assert any(e.action == "retrain.skipped" for e in list_audit(service.sessions))
 
 
 def test_a_worker_whose_lease_ran_out_records_nothing(storage: tuple[Any, Storage]) -> None:
@@ -159,7 +159,7 @@ def test_a_worker_whose_lease_ran_out_records_nothing(storage: tuple[Any, Storag
     assert first.run_claimed(claimed) is None
     run = get_run(first.sessions, requested.id)
     assert run is not None and run.state == "skipped" and run.worker == "w2"
-    assert [e.action for e in list_audit(first.sessions)].count("retrain_skipped") == 1
+    assert [e.action for e in list_audit(first.sessions)].count("retrain.skipped") == 1
 
 
 def test_a_lost_worker_on_its_last_attempt_fails_the_run(storage: tuple[Any, Storage]) -> None:

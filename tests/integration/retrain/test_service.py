@@ -22,8 +22,8 @@ from models.preprocess import prepare
 from models.synthetic import generate_case, to_dicom
 from retrain.scheduler import RetrainScheduler
 from storage import queue
+from storage.audit import list_audit
 from storage.model_versions import list_model_versions, rollback
-from storage.peers import list_audit
 from storage.schema import Job
 from storage.training import CANCELLED_ERROR, RunRow, list_runs, validation_cases
 from xrayd.runtime.model_holder import ModelHolder
@@ -199,10 +199,10 @@ def test_scheduled_retraining_promotes_and_rollback_restores(tmp_path: Path) -> 
     assert np.array_equal(again[0], before[0]) and np.array_equal(again[1], before[1])
     actions = {e.action for e in list_audit(sessions)}
     assert {
-        "model_registered",
-        "model_promoted",
-        "model_rolled_back",
-        "retrain_succeeded",
+        "model.registered",
+        "model.promoted",
+        "model.rolled_back",
+        "retrain.succeeded",
     } <= actions
 
     # A crash after publishing but before registering leaves a bundle nobody names: removed.

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from storage import peers
+from storage import audit
 from storage.jobs import claim_job, fail_job, promote_studies_now
 from storage.schema import Job, Study
 from xrayd.cli import queue as queue_commands
@@ -79,7 +79,7 @@ def test_list_retry_cancel(
     with pytest.raises(SystemExit):
         parser.parse_args(["queue", "retry"])
 
-    actions = [(a.action, a.actor) for a in peers.list_audit(sm)]
+    actions = [(a.action, a.actor) for a in audit.list_audit(sm)]
     assert ("job.retried", actions[0][1]) in actions and ("job.cancelled", actions[0][1]) in actions
     assert all(actor.startswith("cli") for action, actor in actions if action.startswith("job."))
     from storage.errors import JobNotFoundError

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import audit
+from storage.audit import Action, InvalidAuditEntryError, list_audit
 from storage.instances import InstanceRecord, record_instance
 from storage.jobs import claim_job, fail_job, promote_studies_now
 from storage.peers import (
@@ -18,10 +20,8 @@ from storage.peers import (
     add_destination,
     caller_allowed,
     get_destination,
-    list_audit,
     list_callers,
     list_destinations,
-    record_audit,
     remove_caller,
     remove_destination,
     seed_callers,
@@ -147,19 +147,40 @@ def test_seed_destinations(sm: sessionmaker[Session]) -> None:
 
 
 def test_audit_in_own_and_callers_transaction(sm: sessionmaker[Session]) -> None:
-    record_audit(sm, "dicom:CR1", "association.rejected", "association", None, {"why": "x"}, at=T0)
+    audit.record(
+        sm,
+        actor="dicom:CR1",
+        action=Action.ASSOCIATION_REJECTED,
+        object_type="association",
+        detail={"why": "x"},
+        at=T0,
+    )
     with sm.begin() as session:
-        record_audit(session, "admin", "caller.added", "caller", "CR9", {}, at=T0 + timedelta(1))
+        audit.append(
+            session,
+            actor="admin",
+            action=Action.CALLER_ADDED,
+            object_type="caller",
+            object_id="CR9",
+            at=T0 + timedelta(1),
+        )
     with sm() as session:  # rolled back with the caller's transaction
-        record_audit(session, "admin", "never", "caller", "CR9", {}, at=T0 + timedelta(2))
+        audit.append(
+            session,
+            actor="admin",
+            action=Action.CALLER_REMOVED,
+            object_type="caller",
+            object_id="CR9",
+            at=T0 + timedelta(2),
+        )
         session.rollback()
     events = list_audit(sm, limit=10)
     assert [e.action for e in events] == ["caller.added", "association.rejected"]
     assert events[1].detail == {"why": "x"} and events[1].at == T0
     assert events[0].object_id == "CR9"
     assert [e.action for e in list_audit(sm, limit=1)] == ["caller.added"]
-    with pytest.raises(InvalidEntryError):
-        record_audit(sm, "", "x", "y", None, {})
+    with pytest.raises(InvalidAuditEntryError):
+        audit.record(sm, actor="", action=Action.CALLER_ADDED, object_type="y")
 
 
 # -- status and results ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ are also aged with ``os.utime``.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import itertools
 import logging
@@ -24,6 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from test_store_ops import s3_store
 
+from storage import audit
+from storage.audit import Action
 from storage.bytestore import ByteStore, LocalByteStore, key_for
 from storage.schema import AuditEvent, Instance, Result, Series, Study
 from storage.spool import Spool
@@ -112,16 +115,14 @@ def kept_conflict(sm: sessionmaker[Session], store: ByteStore, of: Seeded) -> st
     other = b"a conflicting copy"
     key = of.instance.rsplit("-", 1)[0] + f"-{_sha(other)[:16]}.dcm"
     store.put(key, other)
-    with sm.begin() as session:
-        session.add(
-            AuditEvent(
-                actor="dicom:CR1",
-                action="instance.conflict",
-                object_type="instance",
-                object_id="1.2.826.0.1.77",
-                detail={"kept_copy": key, "host": "127.0.0.1"},
-            )
-        )
+    audit.record(
+        sm,
+        actor="dicom:CR1",
+        action=Action.INSTANCE_CONFLICT,
+        object_type="instance",
+        object_id="1.2.826.0.1.77",
+        detail={"kept_copy": key, "host": "127.0.0.1"},
+    )
     return key
 
 
@@ -242,5 +243,5 @@ def test_xrayd_store_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert not store.exists(orphan) and store.exists(young)
     with storage.sessions() as session:
         [event] = session.scalars(select(AuditEvent).where(AuditEvent.action == "store.swept"))
-    assert event.detail["deleted"] == 1 and event.actor == "cli"
+    assert event.detail["deleted"] == 1 and event.actor == f"cli:{getpass.getuser()}"
     storage.engine.dispose()

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import queue
+from storage.audit import list_audit
 from storage.db import make_engine, make_sessionmaker
 from storage.errors import JobLostError
 from storage.migrate import upgrade
@@ -27,7 +28,6 @@ from storage.model_versions import (
     register_version,
     rollback,
 )
-from storage.peers import list_audit
 from storage.schema import Job, TrainingRun
 from storage.training import (
     CANCELLED_ERROR,
@@ -121,7 +121,7 @@ def test_a_slot_is_requested_once_and_one_run_goes_at_a_time(sm: sessionmaker[Se
     # The finished slot stays taken for ever.
     assert request_run(sm, slot="scheduled:A", trigger="scheduled", now=T0) is None
     assert [r.slot for r in list_runs(sm)] == ["manual:x", "scheduled:A"]
-    assert any(e.action == "retrain_succeeded" for e in list_audit(sm))
+    assert any(e.action == "retrain.succeeded" for e in list_audit(sm))
 
 
 def test_a_scheduled_request_coalesces_into_a_waiting_run(sm: sessionmaker[Session]) -> None:
@@ -224,7 +224,7 @@ def test_a_failed_run_dead_letters_its_job_and_a_revived_one_runs_again(
     assert failed.state == "failed" and failed.error == "boom"
     job = _job(sm, run.job_id)
     assert job.state == "dead" and job.last_error == "boom"  # a failed run is not retried
-    assert any(e.action == "retrain_failed" for e in list_audit(sm))
+    assert any(e.action == "retrain.failed" for e in list_audit(sm))
     # An operator retries the dead job: the run is queued again and runs.
     assert queue.retry_dead(sm, T0 + timedelta(hours=1), job_id=run.job_id) == [run.job_id]
     revived = get_run(sm, run.id)
@@ -277,7 +277,7 @@ def test_validation_set_only_grows_and_is_audited(sm: sessionmaker[Session]) -> 
     rows = validation_cases(sm)
     assert [r.key for r in rows] == ["synthetic:1:0", "synthetic:1:1", "synthetic:1:2", "1.2.3"]
     assert [r.key for r in validation_cases(sm, "review")] == ["1.2.3"]
-    events = [e for e in list_audit(sm) if e.action == "validation_set_extended"]
+    events = [e for e in list_audit(sm) if e.action == "validation_set.extended"]
     assert [e.detail["added"] for e in events] == [1, 3]
     assert reviews_since(sm, None) == 0
 
@@ -321,7 +321,7 @@ def test_promote_rollback_and_the_gate(sm: sessionmaker[Session]) -> None:
     active = active_version(sm)
     assert active is not None and active.version == "1.0.0"
     actions = [e.action for e in list_audit(sm)]
-    assert {"model_registered", "model_promoted", "model_rolled_back"} <= set(actions)
+    assert {"model.registered", "model.promoted", "model.rolled_back"} <= set(actions)
     with sm.begin() as session, pytest.raises(RegistryError, match="active already"):
         register_version(
             session, name="x", version="2", sha256="c" * 64, path="/d", state="active", actor="t"
@@ -397,4 +397,4 @@ def test_a_moved_bundle_with_the_same_weights_is_followed(sm: sessionmaker[Sessi
     assert relocate(sm, "1.0.0", "a" * 64, "/new")
     active = active_version(sm)
     assert active is not None and active.path == "/new"
-    assert any(e.action == "model_relocated" for e in list_audit(sm))
+    assert any(e.action == "model.relocated" for e in list_audit(sm))

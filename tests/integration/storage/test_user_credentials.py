@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import users
+from storage.audit import list_audit
 from storage.logins import (
     LoginLimits,
     attempt_failed,
@@ -19,7 +20,6 @@ from storage.logins import (
     begin_attempt,
     clear_failures,
 )
-from storage.peers import list_audit
 from storage.schema import LoginFailure, User, utcnow
 from storage.users import add_user, authenticate, hash_password, verify_password
 
@@ -89,7 +89,7 @@ def test_lock_out_scopes(sm: sessionmaker[Session]) -> None:
     with sm() as s:
         rows = s.scalar(select(func.count(LoginFailure.id)))
     assert rows == 3 + 12  # refused attempts and the success left no row
-    locked = [e for e in list_audit(sm) if e.action == "login_locked"]
+    locked = [e for e in list_audit(sm) if e.action == "user.login_locked"]
     assert sorted(e.detail["scope"] for e in locked) == ["client", "user_client"]
     assert clear_failures(sm, "admin") == 3
     assert begin_attempt(sm, "admin", "10.0.0.1", LIMITS).refused is None

@@ -9,7 +9,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from config.errors import ConfigError
-from storage.peers import list_audit
+from storage.audit import list_audit
 from storage.users import (
     add_user,
     hash_password,
@@ -69,7 +69,7 @@ def test_login_page_and_session_cookie(web: Web) -> None:
     assert page.status_code == 200 and "rad (radiologist)" in page.text
     assert page.headers["cache-control"] == "no-store"
     events = [e.action for e in list_audit(web.sessions)]
-    assert "login" in events
+    assert "user.logged_in" in events
 
 
 def test_wrong_password_is_refused_audited_and_rate_limited(web: Web) -> None:
@@ -87,10 +87,10 @@ def test_wrong_password_is_refused_audited_and_rate_limited(web: Web) -> None:
     assert r.status_code == 429 and "Too many failed logins" in r.text  # even the right one
     actions = [e.action for e in list_audit(web.sessions)]
     # One event per password checked and one for the lock-out: none for the refusal.
-    assert actions.count("login_failed") == 5 and actions.count("login_locked") == 1
-    locked = next(e for e in list_audit(web.sessions) if e.action == "login_locked")
+    assert actions.count("user.login_failed") == 5 and actions.count("user.login_locked") == 1
+    locked = next(e for e in list_audit(web.sessions) if e.action == "user.login_locked")
     assert locked.detail["scope"] == "user_client" and locked.detail["client"] == "testclient"
-    failed = next(e for e in list_audit(web.sessions) if e.action == "login_failed")
+    failed = next(e for e in list_audit(web.sessions) if e.action == "user.login_failed")
     assert failed.object_id == "rad" and failed.detail["client"] == "testclient"
     # Another user is not locked out by that, even from the same address (a shared
     # workstation) until that address has failed 4 x 5 times.
@@ -112,7 +112,8 @@ def test_unknown_user_costs_a_failure_too(web: Web) -> None:
     )
     assert r.status_code == 401
     assert any(
-        e.action == "login_failed" and e.object_id == "nobody" for e in list_audit(web.sessions)
+        e.action == "user.login_failed" and e.object_id == "nobody"
+        for e in list_audit(web.sessions)
     )
 
 

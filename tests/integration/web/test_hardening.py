@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from storage.peers import list_audit
+from storage.audit import list_audit
 from storage.schema import ApiToken, WebSession, utcnow
 from storage.users import create_api_token, set_password
 from xrayd.runtime.metrics import Metrics
@@ -117,7 +117,7 @@ def test_forwarded_for_from_a_peer_that_is_no_proxy_is_ignored(served: tuple[Web
     with httpx.Client(base_url=base, timeout=30) as c:
         r = _login(c, "rad", "wrong password!", headers={"X-Forwarded-For": "203.0.113.9"})
         assert r.status_code == 401
-    [failed] = _audit(web, "login_failed")
+    [failed] = _audit(web, "user.login_failed")
     assert failed.detail["client"] == "127.0.0.1"
 
 
@@ -139,7 +139,7 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client(tmp_path: Path) -> 
         clients = sorted(
             (e.id, e.detail["client"])
             for e in list_audit(web.sessions)
-            if e.action in ("login", "login_failed")
+            if e.action in ("user.logged_in", "user.login_failed")
         )
         assert [c for _, c in clients] == ["198.51.100.1", "198.51.100.2", "192.0.2.5"]
     finally:
@@ -161,9 +161,9 @@ def test_guessing_an_admins_password_does_not_lock_the_admin_out(web: Web) -> No
     assert _login(desk, "admin", PASSWORDS["admin"]).status_code == 303
     assert desk.get("/admin").status_code == 200
     # 41 attempts wrote 5 failures, one lock-out and the admin's login: no row per refusal.
-    actions = [e.action for e in list_audit(web.sessions) if e.action != "user_added"]
-    assert sorted(actions) == ["login", *["login_failed"] * 5, "login_locked"]
-    [locked] = _audit(web, "login_locked")
+    actions = [e.action for e in list_audit(web.sessions) if e.action != "user.added"]
+    assert sorted(actions) == ["user.logged_in", *["user.login_failed"] * 5, "user.login_locked"]
+    [locked] = _audit(web, "user.login_locked")
     assert locked.object_id == "admin"
     assert locked.detail["client"] == ATTACKER[0] and locked.detail["scope"] == "user_client"
     metrics = web.client.get("/metrics").text
@@ -184,9 +184,9 @@ def test_guessing_from_many_addresses_still_lets_a_fresh_address_in(web: Web) ->
     assert _login(fresh, "admin", "wrong password!").status_code == 401
     assert _login(fresh, "admin", PASSWORDS["admin"]).status_code == 429  # it failed once now
     assert _login(_client(web, ADMIN_DESK), "admin", PASSWORDS["admin"]).status_code == 303
-    scopes = sorted(e.detail["scope"] for e in _audit(web, "login_locked"))
+    scopes = sorted(e.detail["scope"] for e in _audit(web, "user.login_locked"))
     assert scopes == ["user"]
-    assert len(_audit(web, "login_failed")) == 21
+    assert len(_audit(web, "user.login_failed")) == 21
 
 
 def test_a_good_login_clears_the_pairs_failures(web: Web) -> None:
@@ -196,7 +196,7 @@ def test_a_good_login_clears_the_pairs_failures(web: Web) -> None:
     assert _login(c, "rad", PASSWORDS["rad"]).status_code == 303
     for _ in range(4):  # a fresh budget, not one try left
         assert _login(_client(web, ADMIN_DESK), "rad", "wrong password!").status_code == 401
-    assert not _audit(web, "login_locked")
+    assert not _audit(web, "user.login_locked")
 
 
 # -- sessions and tokens -----------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_setting_a_password_revokes_tokens_and_sessions(web: Web) -> None:
     assert web.new_client().get("/api/v1/studies", headers=headers).status_code == 401
     assert browser.get("/worklist").status_code == 401
     assert web.new_client().get("/api/v1/studies", headers=other_headers).status_code == 200
-    [event] = _audit(web, "password_changed")
+    [event] = _audit(web, "user.password_changed")
     assert event.detail == {"tokens_revoked": 1, "sessions_ended": 1}
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from PIL import Image
 
-from storage.peers import list_audit
+from storage.audit import list_audit
 from storage.reviews import list_overrides
 
 from web_helpers import Web, seed_study
@@ -79,7 +79,7 @@ def test_study_page_shows_findings_images_and_heatmap_and_is_audited(web: Web) -
     assert len(re.findall(r'class="box"', text)) == 2  # one box per image
     assert web.client.get(f"/studies/{study}/images/999.png").status_code == 404
     assert web.client.get("/studies/999").status_code == 404
-    viewed = [e for e in list_audit(web.sessions) if e.action == "study_viewed"]
+    viewed = [e for e in list_audit(web.sessions) if e.action == "study.viewed"]
     assert viewed and viewed[0].actor == "rad" and viewed[0].object_id == str(study)
     # Opening an unassigned study assigns it to the radiologist.
     assert "assigned to rad" in web.client.get(f"/studies/{study}").text
@@ -118,7 +118,7 @@ def test_disagree_by_form_stores_the_override_and_shows_it(web: Web) -> None:
     }
     assert override.ai_label is not None and override.ai_label["decision"] == "present"
     assert override.ai_label["model"]["version"] == "1.0.0" and override.result_id is not None
-    audit = next(e for e in list_audit(web.sessions) if e.action == "override_created")
+    audit = next(e for e in list_audit(web.sessions) if e.action == "override.created")
     assert audit.actor == "rad" and audit.detail["agree"] is False
     listed = web.client.get("/worklist", params={"reviewed": "yes"}).text
     assert _rows(listed) == [study] and "reviewed by rad (disagree)" in listed
@@ -203,7 +203,7 @@ def test_a_study_viewed_through_the_api_is_audited(web: Web) -> None:
 
     def viewed() -> list[tuple[str, str, str | None, dict[str, object]]]:
         events = sorted(
-            (e for e in list_audit(web.sessions) if e.action == "study_viewed"),
+            (e for e in list_audit(web.sessions) if e.action == "study.viewed"),
             key=lambda e: e.id,
         )
         return [(e.actor, e.object_type, e.object_id, e.detail) for e in events]

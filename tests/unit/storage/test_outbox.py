@@ -14,9 +14,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import outbox, queue
+from storage.audit import list_audit
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade
-from storage.peers import DestinationRow, add_destination, list_audit
+from storage.peers import DestinationRow, add_destination
 from storage.schema import Delivery, Job, Result, Study
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
