@@ -553,3 +553,10 @@ def _is_ours(job: Job, worker_id: str | None) -> bool:
     if job.state != JobState.RUNNING:
         return False
     return worker_id is None or job.worker_id == worker_id
+
+
+def job_holder(sm: sessionmaker[Session], job_id: int) -> tuple[str, str | None] | None:
+    """A job's state and the worker holding it (None: no such job)."""
+    with sm() as session:
+        job = session.get(Job, job_id)
+        return None if job is None else (job.state, job.worker_id)

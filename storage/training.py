@@ -28,7 +28,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import audit, queue
-from storage.errors import JobLostError, StorageError
+from storage.errors import JobLostError, NotFoundError, StorageError
+from storage.model_versions import ModelVersionRow, register_version
 from storage.redact import redact
 from storage.schema import (
     Instance,
@@ -323,6 +324,29 @@ def holds_run(session: Session, claim: ClaimedRun) -> bool:
     """In the caller's transaction, with the job's row locked: whether the claimer still
     holds the run's job (results may be committed only while it does)."""
     return queue.holds(session, claim.job_id, claim.worker_id)
+
+
+def ensure_holds_run(sm: sessionmaker[Session], claim: ClaimedRun, doing: str) -> None:
+    """Raise :class:`JobLostError` ("lost its job <doing>") unless the claimer still holds
+    the run's job (e.g. one claimed long ago by a process that stalled)."""
+    with sm.begin() as session:
+        if not holds_run(session, claim):
+            raise JobLostError(f"lost its job {doing}")
+
+
+def register_candidate(
+    sm: sessionmaker[Session], claim: ClaimedRun, **version: Any
+) -> ModelVersionRow:
+    """Register the run's trained bundle (``version``: the keywords of
+    :func:`storage.model_versions.register_version`) in one transaction with the check that
+    the claimer still holds the run's job; :class:`JobLostError` (nothing registered) if not:
+    the bundle then stays unregistered and the next run removes it."""
+    with sm.begin() as session:
+        if not holds_run(session, claim):
+            raise JobLostError(
+                f"lost its job while training; candidate {version.get('version')} not registered"
+            )
+        return register_version(session, run_id=claim.run.id, **version)
 
 
 def requeue_expired(sm: sessionmaker[Session], now: datetime) -> int:

@@ -325,10 +325,13 @@ DISPLAY_SET_JS = """(sop) => {
     return found ? found.displaySetInstanceUID : null;
 }"""
 
-#: Once the viewport shows image ``sop`` and has drawn exactly ``count`` RectangleROI boxes on it:
-#: each box as OHIF holds it (image pixels, from its world coordinates), where the viewport puts
-#: it (canvas pixels) and the SVG rectangle cornerstone drew. Null (keep waiting) before that.
-BOXES_JS = """([sop, count]) => {
+#: Once the viewport shows image ``sop`` and has drawn exactly ``count`` RectangleROI boxes on it,
+#: each SVG rectangle where the viewport now maps its box (within ``tol`` canvas pixels): each box
+#: as OHIF holds it (image pixels, from its world coordinates), where the viewport puts it (canvas
+#: pixels) and the SVG rectangle cornerstone drew. Null (keep waiting) before that: after a jump to
+#: another image or a panel opening, the viewport resizes and the SVG layer is redrawn a frame
+#: later, so a snapshot taken in between would compare the new mapping with the old drawing.
+BOXES_JS = """([sop, count, tol]) => {
     const cs = window.cornerstone, tools = window.cornerstoneTools;
     if (!cs || !tools) return null;
     const viewports = cs.getEnabledElements().map(e => e.viewport)
@@ -352,12 +355,14 @@ BOXES_JS = """([sop, count]) => {
             Math.min(...pts.map(p => p[0])), Math.min(...pts.map(p => p[1])),
             Math.max(...pts.map(p => p[0])), Math.max(...pts.map(p => p[1]))];
         const n = name => Number(rect.getAttribute(name));
-        boxes.push({
+        const box = {
             label: a.data.label || '',
             image: bounds(image),
             canvas: bounds(canvas),
             svg: [n('x'), n('y'), n('x') + n('width'), n('y') + n('height')],
-        });
+        };
+        if (box.svg.some((v, i) => Math.abs(v - box.canvas[i]) > tol)) return null;
+        boxes.push(box);
     }
     return boxes;
 }"""
@@ -454,7 +459,11 @@ def test_ohif_loads_the_sr_as_measurements(
                 uid = page.evaluate(DISPLAY_SET_JS, sop)
                 page.locator(f'[id="thumbnail-{uid}"]').dblclick()
             drawn = _wait(
-                page, BOXES_JS, [sop, len(mine)], console, f"{len(mine)} box(es) on image {sop}"
+                page,
+                BOXES_JS,
+                [sop, len(mine), CANVAS_TOL],
+                console,
+                f"{len(mine)} box(es) on image {sop}, drawn where the viewport maps them",
             )
             _check_boxes(drawn, mine)
             suffix = "" if index == first_box_image else f"-image{index + 1}"

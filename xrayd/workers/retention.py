@@ -66,18 +66,18 @@ class RetentionWorker(LoopWorker):
         self.min_gap = min_gap_seconds
         #: where the bytes are deleted (None: the spool itself)
         self.store = store
-        self._started = time.monotonic()
+        self._turn_started = time.monotonic()
 
     what = "retention"
 
     def turn(self) -> bool:
-        self._started = time.monotonic()
+        self._turn_started = time.monotonic()
         self.run_once()
         return False  # periodic: idle until the next interval (or an early wakeup)
 
     def idle(self) -> None:
         """Until the interval ends; woken early (low disk), run again after the minimum gap."""
-        started = self._started
+        started = self._turn_started
         deadline = started + self.interval
         while not self.stop_event.is_set() and time.monotonic() < deadline:
             self.wakeup.wait(deadline - time.monotonic())

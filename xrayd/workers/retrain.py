@@ -39,17 +39,17 @@ from storage.model_versions import (
     active_version,
     list_model_versions,
     promote,
-    register_version,
 )
-from storage.schema import Job, JobState
+from storage.schema import JobState
 from storage.spool import Spool
 from storage.training import (
     ClaimedRun,
     RunRow,
     add_validation_cases,
+    ensure_holds_run,
     finish_run,
-    holds_run,
     last_finished_run,
+    register_candidate,
     request_run,
     requeue_expired,
     reviewed_examples,
@@ -229,10 +229,7 @@ class RetrainService:
         between (then the request is cancelled: this command runs now or not at all)."""
         if queue.cancel(self.sessions, job_id, self.clock()):
             return ForegroundRun("busy")
-        with self.sessions() as session:
-            job = session.get(Job, job_id)
-            worker = None if job is None else job.worker_id
-            state = None if job is None else job.state
+        state, worker = queue.job_holder(self.sessions, job_id) or (None, None)
         if state != JobState.RUNNING:
             worker = None  # it ran already (a fast worker) or was given up
         LOGGER.info("retraining job %d was taken by another worker (%s)", job_id, state)
@@ -261,9 +258,8 @@ class RetrainService:
     def _run(self, claimed: ClaimedRun, *, progress: bool) -> RunRow:
         r = self.settings.retrain
         run = claimed.run
-        with self.sessions.begin() as session:
-            if not holds_run(session, claimed):  # e.g. claimed long ago by a stalled process
-                raise JobLostError("lost its job before it started")
+        # e.g. claimed long ago by a process that stalled
+        ensure_holds_run(self.sessions, claimed, "before it started")
         try:
             last = last_finished_run(self.sessions)
             new = reviews_since(self.sessions, last.started_at if last else None)
@@ -339,26 +335,20 @@ class RetrainService:
             )
         )
         verdict = outcome.verdict.verdict
-        with self.sessions.begin() as session:
-            if not holds_run(session, claimed):
-                # its lease expired: the bundle stays unregistered (the next run removes it)
-                raise JobLostError(
-                    f"lost its job while training; candidate {outcome.version} not registered"
-                )
-            register_version(
-                session,
-                name=outcome.name,
-                version=outcome.version,
-                sha256=outcome.weights_sha256,
-                path=str(outcome.bundle_dir.resolve()),
-                state="candidate" if verdict == "passed" else "rejected",
-                actor=ACTOR,
-                metrics=outcome.candidate.as_json(),
-                gate=outcome.verdict.as_json(),
-                manifest_sha256=outcome.manifest_sha256,
-                parent_version=active.version,
-                run_id=run.id,
-            )
+        register_candidate(
+            self.sessions,
+            claimed,
+            name=outcome.name,
+            version=outcome.version,
+            sha256=outcome.weights_sha256,
+            path=str(outcome.bundle_dir.resolve()),
+            state="candidate" if verdict == "passed" else "rejected",
+            actor=ACTOR,
+            metrics=outcome.candidate.as_json(),
+            gate=outcome.verdict.as_json(),
+            manifest_sha256=outcome.manifest_sha256,
+            parent_version=active.version,
+        )
         if verdict == "passed" and r.auto_promote:
             promote(self.sessions, outcome.version, actor=ACTOR, check=verify_version)
             self.on_promoted()
