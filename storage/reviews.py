@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import audit
-from storage.errors import StorageError
+from storage.db import reading
+from storage.errors import NotFoundError
 from storage.peers import InvalidEntryError
 from storage.schema import Instance, Override, Result, ReviewAssignment, Series, Study, utcnow
 
@@ -209,18 +210,97 @@ def _item(
     )
 
 
+def _decision() -> Any:
+    return Result.detail["decision"].as_string()
+
+
+def _body_part() -> Any:
+    return Result.detail[("images", 0, "body_part")].as_string()
+
+
+def _latest_analysis_ids() -> Any:
+    """Per study, the id of its newest analysis with a decision (a subquery)."""
+    return (
+        select(Result.study_id.label("study_id"), func.max(Result.id).label("result_id"))
+        .where(Result.kind == ANALYSIS, Result.detail["decision"].as_string().is_not(None))
+        .group_by(Result.study_id)
+        .subquery()
+    )
+
+
+def _latest_override_ids() -> Any:
+    """Per reviewed study, the id of its newest override (a subquery)."""
+    return (
+        select(Override.study_id.label("study_id"), func.max(Override.id).label("override_id"))
+        .group_by(Override.study_id)
+        .subquery()
+    )
+
+
 def worklist(sm: sessionmaker[Session], f: WorklistFilter) -> Worklist:
-    """Analysed studies: flagged (present, indeterminate) first, then newest first."""
-    with sm() as session:
-        query = select(Study)
-        if f.since is not None:
-            query = query.where(Study.first_received_at >= f.since)
-        if f.until is not None:
-            query = query.where(Study.first_received_at < f.until)
-        studies = {s.id: s for s in session.scalars(query)}
-        analyses = _latest_analyses(session, list(studies))
-        ids = list(analyses)
-        overrides = _latest_overrides(session, ids)
+    """Analysed studies: flagged (present, indeterminate) first, then newest first.
+
+    Filtering, counting, sorting and paging happen in SQL; only the page's rows are loaded.
+    """
+    analysis = _latest_analysis_ids()
+    review = _latest_override_ids()
+    decision = _decision()
+    matching = (
+        select(Study.id)
+        .join(analysis, analysis.c.study_id == Study.id)
+        .join(Result, Result.id == analysis.c.result_id)
+        .outerjoin(review, review.c.study_id == Study.id)
+    )
+    if f.since is not None:
+        matching = matching.where(Study.first_received_at >= f.since)
+    if f.until is not None:
+        matching = matching.where(Study.first_received_at < f.until)
+    if f.decision:
+        matching = matching.where(decision == f.decision)
+    if f.body_part:
+        matching = matching.where(_body_part() == f.body_part)
+    reviewed_flag = review.c.override_id.is_not(None)
+    # grouped outside: PostgreSQL binds the JSON path as a parameter, so the same expression
+    # in the select list and in GROUP BY would not be recognised as one
+    per_study = matching.add_columns(
+        decision.label("decision"), reviewed_flag.label("reviewed")
+    ).subquery()
+    counts = select(per_study.c.decision, per_study.c.reviewed, func.count()).group_by(
+        per_study.c.decision, per_study.c.reviewed
+    )
+    if f.reviewed is not None:
+        matching = matching.where(reviewed_flag if f.reviewed else review.c.override_id.is_(None))
+    flagged = case((decision.in_(_FLAGGED), 1), else_=0)
+    page_query = (
+        matching.add_columns(Result.id, review.c.override_id)
+        .order_by(flagged.desc(), Study.first_received_at.desc(), Study.id.desc())
+        .limit(f.limit)
+        .offset(f.offset)
+    )
+    with reading(sm) as session:
+        by_decision: dict[str, int] = {}
+        reviewed = unreviewed = 0
+        for value, is_reviewed, n in session.execute(counts):
+            by_decision[str(value)] = by_decision.get(str(value), 0) + int(n)
+            if is_reviewed:
+                reviewed += int(n)
+            else:
+                unreviewed += int(n)
+        if f.reviewed is None:
+            total = reviewed + unreviewed
+        else:
+            total = reviewed if f.reviewed else unreviewed
+        page = session.execute(page_query).all()
+        ids = [row[0] for row in page]
+        studies = {s.id: s for s in session.scalars(select(Study).where(Study.id.in_(ids)))}
+        results = {
+            r.id: r
+            for r in session.scalars(select(Result).where(Result.id.in_(row[1] for row in page)))
+        }
+        override_ids = [row[2] for row in page if row[2] is not None]
+        overrides = {
+            o.id: o for o in session.scalars(select(Override).where(Override.id.in_(override_ids)))
+        }
         assigned = {
             study_id: user
             for study_id, user in session.execute(
@@ -229,26 +309,21 @@ def worklist(sm: sessionmaker[Session], f: WorklistFilter) -> Worklist:
                 )
             )
         }
-        items = [_item(studies[i], analyses[i], overrides.get(i), assigned.get(i)) for i in ids]
-    if f.decision:
-        items = [i for i in items if i.decision == f.decision]
-    if f.body_part:
-        items = [i for i in items if i.body_part == f.body_part]
-    by_decision: dict[str, int] = {}
-    for i in items:
-        by_decision[i.decision] = by_decision.get(i.decision, 0) + 1
-    reviewed = sum(1 for i in items if i.reviewed)
-    unreviewed = len(items) - reviewed
-    if f.reviewed is not None:
-        items = [i for i in items if i.reviewed == f.reviewed]
-    items.sort(key=lambda i: (i.decision in _FLAGGED, i.received_at, i.study_id), reverse=True)
-    page = items[f.offset : f.offset + f.limit]
-    return Worklist(tuple(page), len(items), by_decision, reviewed, unreviewed)
+        items = tuple(
+            _item(
+                studies[sid],
+                results[rid],
+                overrides.get(oid) if oid is not None else None,
+                assigned.get(sid),
+            )
+            for sid, rid, oid in page
+        )
+    return Worklist(items, total, by_decision, reviewed, unreviewed)
 
 
 def study_review(sm: sessionmaker[Session], study_id: int) -> StudyReview | None:
     """Everything the study page shows; None if the study has no analysis with a decision."""
-    with sm() as session:
+    with reading(sm) as session:
         study = session.get(Study, study_id)
         if study is None:
             return None
@@ -320,7 +395,7 @@ def assign(sm: sessionmaker[Session], study_id: int, user_name: str) -> str:
             )
             return user_name
     except IntegrityError:  # someone else took it at the same moment
-        with sm() as session:
+        with reading(sm) as session:
             current = session.scalar(
                 select(ReviewAssignment.user_name).where(ReviewAssignment.study_id == study_id)
             )
@@ -370,7 +445,7 @@ def create_override(
     with sm.begin() as session:
         # Locked: spool retention (storage.retention) checks for overrides under the same lock.
         if session.get(Study, study_id, with_for_update=True) is None:
-            raise StorageError(f"no study {study_id}")
+            raise NotFoundError(f"no study {study_id}")
         analysis = _latest_analyses(session, [study_id]).get(study_id)
         if analysis is None:
             raise InvalidEntryError("the study has no analysis to review")
@@ -423,7 +498,7 @@ def list_overrides(
     offset: int = 0,
 ) -> tuple[list[OverrideRow], int]:
     """Overrides newest first, and how many match in all."""
-    with sm() as session:
+    with reading(sm) as session:
         query = select(Override)
         if study_id is not None:
             query = query.where(Override.study_id == study_id)
