@@ -26,15 +26,18 @@ Steps, all in one temporary directory:
    ``http.client``), each logged in with its own session, loop over ``GET /worklist``,
    ``GET /dashboards``, ``GET /api/v1/stats`` and ``GET /api/v1/studies``; once every client
    has finished one request, the same number of C-STOREs is sent and timed again; then the
-   clients stop and report how many requests they completed (and their latency).
+   clients stop and report how many requests they completed (and their latency). By default
+   the load is a closed loop (each client asks again once answered: a faster server gets
+   more requests, and the node's process spends more of its CPU on them); ``--rate R`` caps
+   the clients at R requests/s in all, to compare trees at the same web load.
 
 Printed: p50/p99/max ack latency without and with the load, their ratio, and the web
 requests/s. No assertions: this is a measurement. Figures depend on the machine and on
 whatever else runs on it; compare runs of the same invocation only.
 
 Usage: ``.venv/bin/python bench/cstore_under_web_load.py [--checkout DIR] [--studies 3000]
-[--clients 20] [--stores 200] [--size 256]`` (``make bench-web-load``, ``BEFORE=DIR`` also
-measures another checkout).
+[--clients 20] [--stores 100] [--size 256] [--rate 0]`` (``make bench-web-load``,
+``BEFORE=DIR`` also measures another checkout).
 """
 
 from __future__ import annotations
@@ -387,19 +390,42 @@ def _login(port: int) -> str:
     return f"{session.group(1)}={session.group(2)}"
 
 
+class Pacer:
+    """Spaces the requests of all clients ``1/rate`` s apart (``rate`` 0: no spacing, each
+    client sends its next request when the last one is answered)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.lock = threading.Lock()
+        self.next = time.monotonic()
+
+    def wait(self, stop: threading.Event) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            slot = max(self.next, time.monotonic())
+            self.next = slot + self.interval
+        stop.wait(max(0.0, slot - time.monotonic()))
+
+
 def _client(
     port: int,
     cookie: str,
     index: int,
     stop: threading.Event,
     started: threading.Barrier,
+    pacer: Pacer,
     out: list[float],
-    errors: list[int],
+    errors: list[str],
 ) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     i = index
     first = True
     while first or not stop.is_set():
+        if not first:
+            pacer.wait(stop)
+            if stop.is_set():
+                break
         path = PATHS[i % len(PATHS)]
         i += 1
         t0 = time.monotonic()
@@ -408,11 +434,11 @@ def _client(
             rsp = conn.getresponse()
             rsp.read()
             if rsp.status != 200:
-                errors.append(rsp.status)
+                errors.append(str(rsp.status))
             else:
                 out.append(time.monotonic() - t0)
-        except (OSError, http.client.HTTPException):
-            errors.append(0)
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(type(exc).__name__)
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         if first:
@@ -420,20 +446,24 @@ def _client(
             started.wait()
 
 
-def web_load(port: int, clients: int, go: EventType, stop: EventType, conn: Any) -> None:
-    """The clients' process: log in, signal ready, load pages from ``go`` until ``stop``;
-    send back (requests done, their latencies, error statuses, seconds loaded)."""
+def web_load(
+    port: int, clients: int, rate: float, go: EventType, stop: EventType, conn: Any
+) -> None:
+    """The clients' process: log in, signal ready, load pages from ``go`` until ``stop``
+    (at most ``rate`` requests/s in all, 0: as fast as answered); send back (requests done,
+    their latencies, error statuses, seconds loaded)."""
+    pacer = Pacer(rate)
     cookies = [_login(port) for _ in range(clients)]
     conn.send("logged in")
     go.wait()
     local_stop = threading.Event()
     started = threading.Barrier(clients + 1)
     latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors: list[int] = []
+    errors: list[str] = []
     threads = [
         threading.Thread(
             target=_client,
-            args=(port, cookies[i], i, local_stop, started, latencies[i], errors),
+            args=(port, cookies[i], i, local_stop, started, pacer, latencies[i], errors),
             daemon=True,
         )
         for i in range(clients)
@@ -479,7 +509,8 @@ def run(args: argparse.Namespace) -> int:
     say(
         f"checkout {checkout}; {args.studies} pre-populated studies, {args.clients} web "
         f"clients, {args.stores} C-STOREs per phase ({args.size}x{args.size} px), "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, web load "
+        + (f"capped at {args.rate:g} requests/s" if args.rate > 0 else "closed loop")
     )
     node = None
     try:
@@ -495,7 +526,9 @@ def run(args: argparse.Namespace) -> int:
         parent, child = ctx.Pipe()
         go, stop = ctx.Event(), ctx.Event()
         process = ctx.Process(
-            target=web_load, args=(node.web_port, args.clients, go, stop, child), daemon=True
+            target=web_load,
+            args=(node.web_port, args.clients, args.rate, go, stop, child),
+            daemon=True,
         )
         process.start()
         if parent.recv() != "logged in":
@@ -520,7 +553,7 @@ def run(args: argparse.Namespace) -> int:
     say(
         f"web: {len(web_latencies)} requests in {elapsed:.1f} s = "
         f"{len(web_latencies) / elapsed:.1f} requests/s, errors {len(errors)}"
-        + (f" (statuses {sorted(set(errors))})" if errors else "")
+        + (" (" + ", ".join(sorted(set(errors))) + ")" if errors else "")
     )
     if web_latencies:
         say(_row("web request latency", web_latencies))
@@ -538,6 +571,13 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--stores", type=int, default=100, help="C-STOREs per phase")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="cap on the web requests/s of all clients together (default 0: closed loop, "
+        "each client asks again as soon as it is answered)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--populate", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
