@@ -110,6 +110,9 @@ class VerifyResult:
     first_bad_id: int | None
     head_hash: str
     problem: str | None = None
+    #: whether the intact chain passes through the ``known_head`` given to :func:`verify`
+    #: (``None``: none given)
+    known_head_found: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -319,13 +322,19 @@ def search_audit(
 # -- checking ----------------------------------------------------------------------------------
 
 
-def verify(sm: sessionmaker[Session], *, chunk: int = _VERIFY_CHUNK) -> VerifyResult:
+def verify(
+    sm: sessionmaker[Session], *, known_head: str | None = None, chunk: int = _VERIFY_CHUNK
+) -> VerifyResult:
     """Walk the chain in id order; stop at the first row whose ``prev_hash`` is not the row
     before's ``row_hash`` (a row deleted or inserted) or whose ``row_hash`` does not recompute
-    (a row edited). Reads ``chunk`` rows at a time."""
+    (a row edited). Reads ``chunk`` rows at a time.
+
+    ``known_head``: a head hash recorded earlier; the result says whether the chain still
+    passes through it (rows dropped from the end, or the whole log rewritten, if not)."""
     checked = 0
     head = GENESIS_HASH
     last_id = 0
+    found = None if known_head is None else known_head == GENESIS_HASH
     with sm() as session:
         while True:
             rows = session.scalars(
@@ -335,13 +344,15 @@ def verify(sm: sessionmaker[Session], *, chunk: int = _VERIFY_CHUNK) -> VerifyRe
                 .limit(chunk)
             ).all()
             if not rows:
-                return VerifyResult(checked=checked, first_bad_id=None, head_hash=head)
+                return VerifyResult(checked, None, head, known_head_found=found)
             for row in rows:
                 if row.prev_hash != head:
                     return VerifyResult(checked, row.id, head, "does not follow the row before")
                 if row.row_hash != _hash_of(row):
                     return VerifyResult(checked, row.id, head, "its contents were changed")
                 head = row.row_hash
+                if known_head is not None and head == known_head:
+                    found = True
                 checked += 1
                 last_id = row.id
             session.expunge_all()

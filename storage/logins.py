@@ -21,7 +21,7 @@ passes, ``xrayd users unlock NAME`` is run, or they use another address. "Addres
 everyone shares the proxy's address, and a guesser there does lock the others out.
 
 Refused attempts write nothing: no failure row (the lock does not extend itself), no audit
-event. Only a failure that *starts* a lock writes one ``login_locked`` audit event (with the
+event. Only a failure that *starts* a lock writes one ``user.login_locked`` audit event (with the
 scope), so a flood of refused requests cannot fill the audit log; the caller counts refusals
 in its metrics. Rows older than the window are deleted as attempts come in.
 """

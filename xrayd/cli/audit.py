@@ -1,10 +1,10 @@
 """``xrayd audit verify`` and ``xrayd audit list``: check and read the audit trail.
 
 ``verify`` walks the hash chain (:mod:`storage.audit`) in id order and prints how many rows it
-checked and the head hash (write it down: a later ``verify`` whose chain no longer passes
-through it shows that rows were dropped from the end or the log rewritten); on an edited,
-deleted or inserted row it names the first bad row's id and exits 1. ``list`` prints the newest
-rows: time, actor, action and object.
+checked and the head hash (write it down: ``verify --known-head HASH`` later fails if the
+chain no longer passes through it, i.e. rows were dropped from the end or the log rewritten);
+on an edited, deleted or inserted row it names the first bad row's id and exits 1. ``list``
+prints the newest rows: time, actor, action and object.
 """
 
 from __future__ import annotations
@@ -31,11 +31,18 @@ def _sessions(settings: Settings) -> sessionmaker[Session]:
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from storage import audit
 
-    result = audit.verify(_sessions(settings))
-    if result.ok:
+    result = audit.verify(_sessions(settings), known_head=args.known_head)
+    if result.ok and result.known_head_found is not False:
         print(f"audit trail intact: {result.checked} row(s) verified")
         print(f"head hash: {result.head_hash}")
         return 0
+    if result.ok:
+        print(
+            f"audit trail intact ({result.checked} row(s)) but it no longer passes through the "
+            "known head hash: rows were dropped from its end or the whole log was rewritten",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"audit trail broken at row {result.first_bad_id}: {result.problem} "
         f"({result.checked} row(s) before it verified)",
@@ -68,6 +75,12 @@ def add_parsers(
 
     q = asub.add_parser(
         "verify", parents=[common], help="check the audit trail's hash chain (exit 1 if broken)"
+    )
+    q.add_argument(
+        "--known-head",
+        metavar="HASH",
+        default=None,
+        help="a head hash printed by an earlier verify: fail unless the chain still contains it",
     )
     q.set_defaults(func=cmd_audit_verify)
 

@@ -295,7 +295,16 @@ def test_xrayd_audit_verify_and_list(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert len(out) == 3 and all("study.viewed" in line for line in out[1:])
     assert "2026-12-08 09:30:15 web:user0" in out[1] and out[1].endswith("study 3")
 
+    assert main(["audit", "verify", "--known-head", head, "--config", str(config)]) == 0
+    capsys.readouterr()
     ids = _ids(storage.sessions)
+    with storage.sessions.begin() as session:  # the newest row dropped: the chain still holds
+        session.execute(text("DELETE FROM audit_events WHERE id = :id"), {"id": ids[-1]})
+    assert main(["audit", "verify", "--config", str(config)]) == 0
+    assert "3 row(s) verified" in capsys.readouterr().out
+    assert main(["audit", "verify", "--known-head", head, "--config", str(config)]) == 1
+    assert "no longer passes through the known head" in capsys.readouterr().err
+
     with storage.sessions.begin() as session:
         session.execute(
             text("UPDATE audit_events SET detail = '{}' WHERE id = :id"), {"id": ids[1]}
