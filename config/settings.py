@@ -36,8 +36,8 @@ def _check_ae_title(value: str) -> str:
     stripped = value.strip()
     if not stripped:
         raise ValueError("AE title must not be empty or only spaces")
-    if len(value) > 16:
-        raise ValueError(f"AE title must be at most 16 characters (got {len(value)})")
+    if len(stripped) > 16:  # leading/trailing spaces are padding, not significant
+        raise ValueError(f"AE title must be 1 to 16 characters: at most 16 (got {len(stripped)})")
     if not value.isascii():
         raise ValueError("AE title must be ASCII")
     return stripped

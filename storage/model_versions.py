@@ -15,19 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.errors import StorageError
-from storage.peers import record_audit
+from storage import audit
+from storage.errors import ConflictError, NotFoundError
 from storage.schema import ModelState, ModelVersion, utcnow
 
 __all__ = [
     "ModelVersionRow",
     "RegistryError",
     "VersionCheck",
+    "VersionNotFoundError",
     "active_version",
+    "count_model_versions",
     "ensure_active",
     "get_version",
     "list_model_versions",
@@ -38,8 +40,12 @@ __all__ = [
 ]
 
 
-class RegistryError(StorageError, ValueError):
+class RegistryError(ConflictError, ValueError):
     """A registry change that is not allowed (the message says why)."""
+
+
+class VersionNotFoundError(NotFoundError, RegistryError):
+    """No model version of that name is registered."""
 
 
 #: Called with the version about to become active; raises to refuse the change.
@@ -83,13 +89,19 @@ def _row(r: ModelVersion) -> ModelVersionRow:
     )
 
 
-def list_model_versions(sm: sessionmaker[Session]) -> list[ModelVersionRow]:
-    """Every registered model version, newest first."""
+def list_model_versions(
+    sm: sessionmaker[Session], *, limit: int | None = None, offset: int = 0
+) -> list[ModelVersionRow]:
+    """Registered model versions, newest first; ``limit``/``offset`` select a page (in SQL)."""
+    stmt = select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
     with sm() as session:
-        rows = session.scalars(
-            select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
-        ).all()
+        rows = session.scalars(stmt.limit(limit).offset(offset)).all()
         return [_row(r) for r in rows]
+
+
+def count_model_versions(sm: sessionmaker[Session]) -> int:
+    with sm() as session:
+        return int(session.scalar(select(func.count(ModelVersion.id))) or 0)
 
 
 def get_version(sm: sessionmaker[Session], version: str) -> ModelVersionRow | None:
@@ -145,13 +157,18 @@ def register_version(
         session.flush()
     except IntegrityError as exc:
         raise RegistryError(f"model {name} {version} is registered already") from exc
-    record_audit(
+    audit.append(
         session,
-        actor,
-        "model_registered",
-        "model_version",
-        version,
-        {"name": name, "sha256": sha256, "state": state, "gate": (gate or {}).get("verdict")},
+        actor=actor,
+        action=audit.Action.MODEL_REGISTERED,
+        object_type="model_version",
+        object_id=version,
+        detail={
+            "name": name,
+            "sha256": sha256,
+            "state": state,
+            "gate": (gate or {}).get("verdict"),
+        },
     )
     return _row(row)
 
@@ -192,7 +209,13 @@ def _ensure_active(
             same.state = ModelState.ACTIVE.value
             same.promoted_at = utcnow()
             same.promoted_by = actor
-            record_audit(session, actor, "model_promoted", "model_version", version, {})
+            audit.append(
+                session,
+                actor=actor,
+                action=audit.Action.MODEL_PROMOTED,
+                object_type="model_version",
+                object_id=version,
+            )
             return _row(same)
         row = register_version(
             session,
@@ -218,13 +241,13 @@ def relocate(sm: sessionmaker[Session], version: str, sha256: str, path: str) ->
         if row is None or row.sha256 != sha256:
             return False
         if row.path != path:
-            record_audit(
+            audit.append(
                 session,
-                "xrayd",
-                "model_relocated",
-                "model_version",
-                version,
-                {"from": row.path, "to": path},
+                actor="xrayd",
+                action=audit.Action.MODEL_RELOCATED,
+                object_type="model_version",
+                object_id=version,
+                detail={"from": row.path, "to": path},
             )
             row.path = path
         return True
@@ -239,7 +262,7 @@ def promote(
         rows = session.scalars(select(ModelVersion).with_for_update()).all()
         target = next((r for r in rows if r.version == version), None)
         if target is None:
-            raise RegistryError(f"no model version {version!r}")
+            raise VersionNotFoundError(f"no model version {version!r}")
         if target.state == ModelState.ACTIVE:
             return _row(target)
         if target.state == ModelState.REJECTED:
@@ -254,13 +277,13 @@ def promote(
         target.state = ModelState.ACTIVE.value
         target.promoted_at = utcnow()
         target.promoted_by = actor
-        record_audit(
+        audit.append(
             session,
-            actor,
-            "model_promoted",
-            "model_version",
-            version,
-            {"previous": previous.version if previous is not None else None},
+            actor=actor,
+            action=audit.Action.MODEL_PROMOTED,
+            object_type="model_version",
+            object_id=version,
+            detail={"previous": previous.version if previous is not None else None},
         )
         return _row(target)
 
@@ -291,12 +314,12 @@ def rollback(
         target.state = ModelState.ACTIVE.value
         target.promoted_at = utcnow()
         target.promoted_by = actor
-        record_audit(
+        audit.append(
             session,
-            actor,
-            "model_rolled_back",
-            "model_version",
-            target.version,
-            {"from": current.version},
+            actor=actor,
+            action=audit.Action.MODEL_ROLLED_BACK,
+            object_type="model_version",
+            object_id=target.version,
+            detail={"from": current.version},
         )
         return _row(target)

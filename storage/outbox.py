@@ -58,7 +58,7 @@ from collections.abc import Callable, Collection, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -503,13 +503,17 @@ def retry_delivery(
     now: datetime,
     *,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    actor: str | None = None,
 ) -> bool:
     """Make a ``dead`` delivery ``pending`` again with fresh attempts: its dead job is revived
     (:func:`storage.queue.revive`), due ``now``; a delivery without one (dead before the one
     queue) gets a new job with ``max_attempts``. The last error stays visible until the next
-    attempt. False if it was not dead. Commits."""
+    attempt. False if it was not dead. Commits; given an ``actor``, with its audit row
+    (``delivery.retried``) in the same transaction."""
     with sm.begin() as session:
         revived = _revive(session, delivery_id, now, max_attempts, missing_ok=False)
+        if revived and actor is not None:
+            _audit_retried(session, actor, delivery_id, {"all_dead": False})
     if revived:
         logger.info("dead delivery queued again", extra={"delivery_id": delivery_id})
     return revived
@@ -521,15 +525,23 @@ def retry_dead_deliveries(
     *,
     destination: str | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    actor: str | None = None,
 ) -> list[int]:
     """:func:`retry_delivery` for every ``dead`` delivery (of ``destination`` if given);
-    returns their ids. Commits."""
+    returns their ids. Commits; given an ``actor``, with one audit row per delivery in the
+    same transaction."""
     stmt = select(Delivery.id).where(Delivery.state == DeliveryState.DEAD)
     if destination is not None:
         stmt = stmt.where(Delivery.destination_name == destination)
     with sm.begin() as session:
         candidates = session.scalars(stmt.order_by(Delivery.id)).all()
         ids = [d for d in candidates if _revive(session, d, now, max_attempts, missing_ok=True)]
+        if actor is not None:
+            detail: dict[str, Any] = {"all_dead": True}
+            if destination is not None:
+                detail["destination"] = destination
+            for delivery_id in ids:
+                _audit_retried(session, actor, delivery_id, detail)
     if ids:
         logger.info("dead deliveries queued again", extra={"count": len(ids)})
     return ids
@@ -625,6 +637,17 @@ def _lock_jobs(
         session.scalars(
             stmt.order_by(Job.id).with_for_update().execution_options(populate_existing=True)
         ).all()
+    )
+
+
+def _audit_retried(session: Session, actor: str, delivery_id: int, detail: dict[str, Any]) -> None:
+    audit.append(
+        session,
+        actor=actor,
+        action=audit.Action.DELIVERY_RETRIED,
+        object_type="delivery",
+        object_id=str(delivery_id),
+        detail=detail,
     )
 
 

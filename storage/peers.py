@@ -14,24 +14,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, exists, or_, select
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.settings import _check_ae_title
 from storage import audit
 from storage.audit import AuditRow as AuditRow
 from storage.audit import list_audit as list_audit
 from storage.audit import search_audit as search_audit
-from storage.errors import StorageError
+from storage.errors import InvalidEntryError as InvalidEntryError
 from storage.schema import Caller, Destination, Source, utcnow
 
 logger = logging.getLogger(__name__)
 
 MAX_AE_TITLE = 16
-
-
-class InvalidEntryError(StorageError, ValueError):
-    """A caller, destination or audit entry has an invalid field (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +59,19 @@ class SeedResult:
 # -- validation --------------------------------------------------------------------------------
 
 
-def _ae(value: str) -> str:
-    title = value.strip()
-    if not title or len(title) > MAX_AE_TITLE or "\\" in title or not title.isprintable():
-        raise InvalidEntryError(f"AE title must be 1 to {MAX_AE_TITLE} printable characters")
-    return title
+def check_ae_title(value: str) -> str:
+    """The AE title without its padding spaces, by the one rule of :mod:`config.settings` (1 to
+    16 characters of the DICOM default repertoire, no backslash or control characters; never
+    truncated); InvalidEntryError says what is wrong."""
+    try:
+        return _check_ae_title(value)
+    except ValueError as exc:
+        raise InvalidEntryError(str(exc)) from None
 
 
-def _host(value: str | None) -> str | None:
+def check_host(value: str | None) -> str | None:
+    """A host name or address in lower case (None or blank: any host); at most 255 printable
+    characters, else InvalidEntryError."""
     if value is None or not value.strip():
         return None
     host = value.strip().lower()
@@ -78,10 +80,26 @@ def _host(value: str | None) -> str | None:
     return host
 
 
+_ae, _host = check_ae_title, check_host
+
+
 def _source(value: str) -> str:
     if value not in {s.value for s in Source}:
-        raise InvalidEntryError("source must be 'config' or 'cli'")
+        raise InvalidEntryError(f"source must be one of {', '.join(s.value for s in Source)}")
     return value
+
+
+class _TakenError(Exception):
+    """The row just added collides with one added concurrently (a unique constraint)."""
+
+
+def _flush_new(session: Session) -> None:
+    """Insert the row just added; _TakenError if a unique constraint refuses it. (Only this
+    insert: an audit row that fails afterwards is not mistaken for a duplicate.)"""
+    try:
+        session.flush()
+    except IntegrityError:
+        raise _TakenError from None
 
 
 def _host_is(column: Any, host: str | None) -> ColumnElement[bool]:
@@ -91,16 +109,34 @@ def _host_is(column: Any, host: str | None) -> ColumnElement[bool]:
 # -- callers -----------------------------------------------------------------------------------
 
 
-def list_callers(sm: sessionmaker[Session]) -> list[CallerRow]:
+def list_callers(
+    sm: sessionmaker[Session], *, limit: int | None = None, offset: int = 0
+) -> list[CallerRow]:
+    """Callers by AE title and host; ``limit``/``offset`` select a page (in SQL)."""
+    stmt = select(Caller).order_by(Caller.ae_title, Caller.host, Caller.id)
     with sm() as session:
-        rows = session.scalars(select(Caller).order_by(Caller.ae_title, Caller.host)).all()
+        rows = session.scalars(stmt.limit(limit).offset(offset)).all()
         return [CallerRow(ae_title=r.ae_title, host=r.host, source=r.source) for r in rows]
 
 
+def count_callers(sm: sessionmaker[Session]) -> int:
+    with sm() as session:
+        return int(session.scalar(select(func.count(Caller.id))) or 0)
+
+
 def add_caller(
-    sm: sessionmaker[Session], ae_title: str, host: str | None = None, source: str = "cli"
+    sm: sessionmaker[Session],
+    ae_title: str,
+    host: str | None = None,
+    source: str = "cli",
+    *,
+    actor: str | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> bool:
-    """Allow ``ae_title`` (from ``host``, or any host if None). False if already allowed."""
+    """Allow ``ae_title`` (from ``host``, or any host if None). False if already allowed.
+
+    Given an ``actor``, the audit row (``caller.added``, detail ``host`` plus ``detail``) is
+    appended in the same transaction: both commit or neither does."""
     title, host_ = _ae(ae_title), _host(host)
     source = _source(source)
     try:
@@ -110,22 +146,50 @@ def add_caller(
             ):
                 return False
             session.add(Caller(ae_title=title, host=host_, source=source, created_at=utcnow()))
-    except IntegrityError:  # added concurrently
+            _flush_new(session)
+            if actor is not None:
+                audit.append(
+                    session,
+                    actor=actor,
+                    action=audit.Action.CALLER_ADDED,
+                    object_type="caller",
+                    object_id=title,
+                    detail={"host": host_, **(detail or {})},
+                )
+    except _TakenError:  # added concurrently
         return False
     return True
 
 
-def remove_caller(sm: sessionmaker[Session], ae_title: str, host: str | None = None) -> int:
+def remove_caller(
+    sm: sessionmaker[Session],
+    ae_title: str,
+    host: str | None = None,
+    *,
+    actor: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> int:
     """Remove the exact (AE title, host) entry; returns the number of rows removed.
 
-    A config-sourced entry comes back at the next :func:`seed_callers`.
+    A config-sourced entry comes back at the next :func:`seed_callers`. Given an ``actor``, a
+    removal is audited (``caller.removed``) in the same transaction.
     """
     title, host_ = _ae(ae_title), _host(host)
     with sm.begin() as session:
         result = session.execute(
             delete(Caller).where(Caller.ae_title == title, _host_is(Caller.host, host_))
         )
-        return int(getattr(result, "rowcount", 0) or 0)
+        removed = int(getattr(result, "rowcount", 0) or 0)
+        if removed and actor is not None:
+            audit.append(
+                session,
+                actor=actor,
+                action=audit.Action.CALLER_REMOVED,
+                object_type="caller",
+                object_id=title,
+                detail={"host": host_, **(detail or {})},
+            )
+        return removed
 
 
 def seed_callers(
@@ -202,10 +266,19 @@ def _destination_row(d: Destination) -> DestinationRow:
     )
 
 
-def list_destinations(sm: sessionmaker[Session]) -> list[DestinationRow]:
+def list_destinations(
+    sm: sessionmaker[Session], *, limit: int | None = None, offset: int = 0
+) -> list[DestinationRow]:
+    """Destinations by name; ``limit``/``offset`` select a page (in SQL)."""
+    stmt = select(Destination).order_by(Destination.name)
     with sm() as session:
-        rows = session.scalars(select(Destination).order_by(Destination.name)).all()
+        rows = session.scalars(stmt.limit(limit).offset(offset)).all()
         return [_destination_row(r) for r in rows]
+
+
+def count_destinations(sm: sessionmaker[Session]) -> int:
+    with sm() as session:
+        return int(session.scalar(select(func.count(Destination.id))) or 0)
 
 
 def get_destination(sm: sessionmaker[Session], name: str) -> DestinationRow | None:
@@ -214,23 +287,65 @@ def get_destination(sm: sessionmaker[Session], name: str) -> DestinationRow | No
         return None if row is None else _destination_row(row)
 
 
-def add_destination(sm: sessionmaker[Session], row: DestinationRow) -> bool:
-    """Add a destination with ``row.source``; False if the name is already taken."""
+def add_destination(
+    sm: sessionmaker[Session],
+    row: DestinationRow,
+    *,
+    actor: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> bool:
+    """Add a destination with ``row.source``; False if the name is already taken.
+
+    Given an ``actor``, the audit row (``destination.added``: remote, object kinds, TLS or not,
+    plus ``detail``) is appended in the same transaction."""
     values = _checked_destination(row, row.source)
     try:
         with sm.begin() as session:
             if session.scalar(select(exists().where(Destination.name == values["name"]))):
                 return False
             session.add(Destination(**values, created_at=utcnow()))
-    except IntegrityError:
+            _flush_new(session)
+            if actor is not None:
+                audit.append(
+                    session,
+                    actor=actor,
+                    action=audit.Action.DESTINATION_ADDED,
+                    object_type="destination",
+                    object_id=values["name"],
+                    detail={
+                        "remote": f"{values['ae_title']}@{values['host']}:{values['port']}",
+                        "send": list(values["send"]),
+                        "tls": values["tls"] is not None,
+                        **(detail or {}),
+                    },
+                )
+    except _TakenError:  # added concurrently
         return False
     return True
 
 
-def remove_destination(sm: sessionmaker[Session], name: str) -> int:
+def remove_destination(
+    sm: sessionmaker[Session],
+    name: str,
+    *,
+    actor: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> int:
+    """Remove the destination named ``name``; returns the number of rows removed. Given an
+    ``actor``, a removal is audited (``destination.removed``) in the same transaction."""
     with sm.begin() as session:
         result = session.execute(delete(Destination).where(Destination.name == name.strip()))
-        return int(getattr(result, "rowcount", 0) or 0)
+        removed = int(getattr(result, "rowcount", 0) or 0)
+        if removed and actor is not None:
+            audit.append(
+                session,
+                actor=actor,
+                action=audit.Action.DESTINATION_REMOVED,
+                object_type="destination",
+                object_id=name.strip(),
+                detail=detail,
+            )
+        return removed
 
 
 def seed_destinations(sm: sessionmaker[Session], entries: Sequence[DestinationRow]) -> SeedResult:

@@ -47,6 +47,7 @@ from typing import Literal
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from storage import audit
 from storage.errors import JobNotFoundError
 from storage.notify import channel_for_queue, notify
 from storage.redact import redact
@@ -405,10 +406,21 @@ def revive(session: Session, job: Job, now: datetime) -> None:
     notify(session, channel_for_queue(job.queue))
 
 
-def cancel(sm: sessionmaker[Session], job_id: int, now: datetime) -> bool:
-    """Cancel a ``queued`` job (a running one finishes or is lost first). Commits."""
+def cancel(
+    sm: sessionmaker[Session], job_id: int, now: datetime, *, actor: str | None = None
+) -> bool:
+    """Cancel a ``queued`` job (a running one finishes or is lost first). Commits; given an
+    ``actor``, with its audit row (``job.cancelled``) in the same transaction."""
     with sm.begin() as session:
         cancelled = cancel_in(session, job_id, now)
+        if cancelled and actor is not None:
+            audit.append(
+                session,
+                actor=actor,
+                action=audit.Action.JOB_CANCELLED,
+                object_type="job",
+                object_id=str(job_id),
+            )
     if cancelled:
         logger.info("job cancelled", extra={"job_id": job_id})
     return cancelled
@@ -498,10 +510,16 @@ def list_queue(
 
 
 def retry_dead(
-    sm: sessionmaker[Session], now: datetime, *, job_id: int | None = None, queue: str | None = None
+    sm: sessionmaker[Session],
+    now: datetime,
+    *,
+    job_id: int | None = None,
+    queue: str | None = None,
+    actor: str | None = None,
 ) -> list[int]:
     """:func:`revive` one dead job (by id) or every dead job (of ``queue`` if given); returns
-    the ids revived. Commits. :class:`JobNotFoundError` for an unknown id."""
+    the ids revived. Commits; given an ``actor``, with one audit row per job (``job.retried``)
+    in the same transaction. :class:`JobNotFoundError` for an unknown id."""
     with sm.begin() as session:
         stmt = select(Job).where(Job.state == JobState.DEAD)
         if job_id is not None:
@@ -515,6 +533,15 @@ def retry_dead(
         ).all()
         for job in jobs:
             revive(session, job, now)
+            if actor is not None:
+                audit.append(
+                    session,
+                    actor=actor,
+                    action=audit.Action.JOB_RETRIED,
+                    object_type="job",
+                    object_id=str(job.id),
+                    detail={"all_dead": job_id is None, "queue": job.queue},
+                )
         ids = [j.id for j in jobs]
     if ids:
         logger.info("dead jobs queued again", extra={"count": len(ids)})

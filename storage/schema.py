@@ -84,10 +84,13 @@ class Role(StrEnum):
 
 
 class Source(StrEnum):
-    """Where a caller/destination row came from: the settings file or the CLI."""
+    """Where a caller/destination row came from: the settings file, or an administrator through
+    the CLI, the admin pages or the REST API."""
 
     CONFIG = "config"
     CLI = "cli"
+    WEB = "web"
+    API = "api"
 
 
 def _in(column: str, values: type[StrEnum]) -> str:

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,8 +31,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import audit
-from storage.errors import StorageError
-from storage.peers import InvalidEntryError, record_audit
+from storage.errors import ConflictError, NotFoundError
+from storage.peers import InvalidEntryError
 from storage.schema import ApiToken, Role, User, WebSession, utcnow
 
 __all__ = [
@@ -80,7 +81,7 @@ TOUCH_INTERVAL = timedelta(minutes=1)
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
-class UserExistsError(StorageError, ValueError):
+class UserExistsError(ConflictError, ValueError):
     """A user of that name exists already."""
 
 
@@ -203,17 +204,24 @@ def add_user(
 ) -> UserRow:
     name, role = _check_name(name), _check_role(role)
     hashed = hash_password(password)
-    try:
-        with sm.begin() as session:
-            if session.scalar(select(User.id).where(User.name == name)) is not None:
-                raise UserExistsError(f"user {name!r} exists already")
-            user = User(name=name, role=role, password_hash=hashed, disabled=False)
-            session.add(user)
-            session.flush()
-            record_audit(session, actor, "user_added", "user", name, {"role": role})
-            return _user_row(user)
-    except IntegrityError as exc:
-        raise UserExistsError(f"user {name!r} exists already") from exc
+    with sm.begin() as session:
+        if session.scalar(select(User.id).where(User.name == name)) is not None:
+            raise UserExistsError(f"user {name!r} exists already")
+        user = User(name=name, role=role, password_hash=hashed, disabled=False)
+        session.add(user)
+        try:
+            session.flush()  # only the user's insert: a failing audit row is not "exists"
+        except IntegrityError as exc:  # added concurrently
+            raise UserExistsError(f"user {name!r} exists already") from exc
+        audit.append(
+            session,
+            actor=actor,
+            action=audit.Action.USER_ADDED,
+            object_type="user",
+            object_id=name,
+            detail={"role": role},
+        )
+        return _user_row(user)
 
 
 def set_password(
@@ -232,7 +240,7 @@ def set_password(
     with sm.begin() as session:
         user = session.scalar(select(User).where(User.name == name))
         if user is None:
-            raise StorageError(f"no user {name!r}")
+            raise NotFoundError(f"no user {name!r}")
         user.password_hash = hashed
         ended = delete(WebSession).where(WebSession.user_id == user.id)
         if keep_session is not None:
@@ -265,17 +273,21 @@ def set_disabled(sm: sessionmaker[Session], name: str, disabled: bool, *, actor:
     with sm.begin() as session:
         user = session.scalar(select(User).where(User.name == name))
         if user is None:
-            raise StorageError(f"no user {name!r}")
+            raise NotFoundError(f"no user {name!r}")
         user.disabled = disabled
         if disabled:
             session.execute(delete(WebSession).where(WebSession.user_id == user.id))
-        action = "user_disabled" if disabled else "user_enabled"
-        record_audit(session, actor, action, "user", name, {})
+        action = audit.Action.USER_DISABLED if disabled else audit.Action.USER_ENABLED
+        audit.append(session, actor=actor, action=action, object_type="user", object_id=name)
 
 
-def list_users(sm: sessionmaker[Session]) -> list[UserRow]:
+def list_users(
+    sm: sessionmaker[Session], *, limit: int | None = None, offset: int = 0
+) -> list[UserRow]:
+    """Users by name; ``limit``/``offset`` select a page (in SQL)."""
+    stmt = select(User).order_by(User.name).limit(limit).offset(offset)
     with sm() as session:
-        return [_user_row(u) for u in session.scalars(select(User).order_by(User.name))]
+        return [_user_row(u) for u in session.scalars(stmt)]
 
 
 def user_count(sm: sessionmaker[Session]) -> int:
@@ -414,14 +426,21 @@ def create_api_token(
     with sm.begin() as session:
         user = session.scalar(select(User).where(User.name == user_name))
         if user is None:
-            raise StorageError(f"no user {user_name!r}")
+            raise NotFoundError(f"no user {user_name!r}")
         row = ApiToken(
             user_id=user.id, name=name, token_sha256=_sha(token), created_at=now, expires_at=expires
         )
         session.add(row)
         session.flush()
         detail = {"user": user_name, "expires_at": None if expires is None else expires.isoformat()}
-        record_audit(session, actor, "token_created", "api_token", str(row.id), detail)
+        audit.append(
+            session,
+            actor=actor,
+            action=audit.Action.TOKEN_CREATED,
+            object_type="api_token",
+            object_id=str(row.id),
+            detail=detail,
+        )
     return token
 
 
@@ -445,13 +464,15 @@ def user_for_token(sm: sessionmaker[Session], token: str) -> UserRow | None:
         return _user_row(user)
 
 
-def list_tokens(sm: sessionmaker[Session]) -> list[ApiTokenRow]:
+def list_tokens(
+    sm: sessionmaker[Session], *, user_names: Collection[str] | None = None
+) -> list[ApiTokenRow]:
+    """API tokens (of ``user_names`` only, if given), oldest first."""
+    stmt = select(ApiToken, User.name).join(User, User.id == ApiToken.user_id)
+    if user_names is not None:
+        stmt = stmt.where(User.name.in_(list(user_names)))
     with sm() as session:
-        rows = session.execute(
-            select(ApiToken, User.name)
-            .join(User, User.id == ApiToken.user_id)
-            .order_by(ApiToken.id)
-        ).all()
+        rows = session.execute(stmt.order_by(ApiToken.id)).all()
         return [
             ApiTokenRow(t.id, n, t.name, t.created_at, t.last_used_at, t.revoked_at, t.expires_at)
             for t, n in rows
@@ -464,5 +485,11 @@ def revoke_token(sm: sessionmaker[Session], token_id: int, *, actor: str) -> boo
         if tok is None or tok.revoked_at is not None:
             return False
         tok.revoked_at = utcnow()
-        record_audit(session, actor, "token_revoked", "api_token", str(token_id), {})
+        audit.append(
+            session,
+            actor=actor,
+            action=audit.Action.TOKEN_REVOKED,
+            object_type="api_token",
+            object_id=str(token_id),
+        )
         return True

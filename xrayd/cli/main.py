@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from config.errors import ConfigError, XraydError
 from config.loader import load_settings
-from config.settings import DEFAULT_SEND, OBJECT_KINDS, Settings, _check_ae_title
+from config.settings import Settings, _check_ae_title
+from storage.peers import InvalidEntryError
 from xrayd.runtime.logging_setup import configure_logging
 from xrayd.runtime.roles import DEFAULT_WORKER_QUEUES
 
@@ -88,123 +89,9 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
     """Open the database (creating an empty one) with the TOML's callers/destinations seeded."""
-    from xrayd.runtime.node import open_storage, seed_registry
+    from xrayd.cli.peers import open_sessions
 
-    sessions = open_storage(settings, create_if_empty=True, require_current=True).sessions
-    seed_registry(settings, sessions)
-    return sessions
-
-
-def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import peers
-
-    sessions = _sessions(settings)
-    if args.action == "add":
-        peers.add_caller(sessions, args.ae_title, args.host, "cli")
-        peers.record_audit(
-            sessions,
-            actor="cli",
-            action="caller.added",
-            object_type="caller",
-            object_id=args.ae_title,
-            detail={"host": args.host},
-        )
-        print(f"caller {args.ae_title} added" + (f" (host {args.host})" if args.host else ""))
-        return 0
-    if args.action == "remove":
-        n = peers.remove_caller(sessions, args.ae_title, args.host)
-        peers.record_audit(
-            sessions,
-            actor="cli",
-            action="caller.removed",
-            object_type="caller",
-            object_id=args.ae_title,
-            detail={"host": args.host, "rows": n},
-        )
-        print(f"{n} caller row(s) removed")
-        return 0 if n else 1
-    rows = peers.list_callers(sessions)
-    if settings.node.accept_any_caller:
-        print("note: node.accept_any_caller = true: every calling AE title is accepted")
-    print(f"{'AE TITLE':<17} {'HOST':<40} SOURCE")
-    for row in rows:
-        print(f"{row.ae_title:<17} {row.host or '(any)':<40} {row.source}")
-    return 0
-
-
-def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
-    from dicom_node.scu import RemoteAE, echo, parse_remote
-    from dicom_node.tls import ClientTLS
-    from storage import peers
-    from xrayd.pipeline.delivery import outgoing_limits
-
-    sessions = _sessions(settings)
-    if args.action == "add":
-        try:
-            remote = parse_remote(args.remote)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        kinds = tuple(k.strip() for k in args.send.split(",") if k.strip())
-        bad = [k for k in kinds if k not in OBJECT_KINDS]
-        if bad or not kinds:
-            raise ConfigError(
-                f"--send: unknown object kind(s) {bad}; use {', '.join(OBJECT_KINDS)}"
-            )
-        peers.add_destination(
-            sessions,
-            peers.DestinationRow(
-                name=args.name,
-                ae_title=remote.ae_title,
-                host=remote.host,
-                port=remote.port,
-                send=kinds,
-                source="cli",
-            ),
-        )
-        peers.record_audit(
-            sessions,
-            actor="cli",
-            action="destination.added",
-            object_type="destination",
-            object_id=args.name,
-            detail={"remote": str(remote), "send": list(kinds)},
-        )
-        print(f"destination {args.name} -> {remote} ({','.join(kinds)}) added")
-        return 0
-    if args.action == "remove":
-        n = peers.remove_destination(sessions, args.name)
-        peers.record_audit(
-            sessions,
-            actor="cli",
-            action="destination.removed",
-            object_type="destination",
-            object_id=args.name,
-            detail={"rows": n},
-        )
-        print(f"{n} destination(s) removed")
-        return 0 if n else 1
-    rows = peers.list_destinations(sessions)
-    if args.action == "echo":
-        matches = [r for r in rows if r.name == args.name]
-        if not matches:
-            raise ConfigError(f"no destination named {args.name!r}")
-        row = matches[0]
-        try:
-            tls = None if row.tls is None else ClientTLS.from_mapping(row.tls)
-        except ValueError as exc:
-            raise ConfigError(f"destination {row.name}: {exc}") from None
-        remote = RemoteAE(row.ae_title, row.host, row.port, tls=tls)
-        limits = outgoing_limits(settings.delivery, at_most=args.timeout)
-        status = echo(remote, settings.node.ae_title, limits=limits)
-        print(f"C-ECHO {row.name} ({remote}): status 0x{status:04X}")
-        return 0 if status == 0 else 1
-    print(f"{'NAME':<16} {'AE TITLE':<17} {'HOST:PORT':<30} {'SEND':<10} SOURCE")
-    for row in rows:
-        print(
-            f"{row.name:<16} {row.ae_title:<17} {f'{row.host}:{row.port}':<30} "
-            f"{','.join(row.send):<10} {row.source}"
-        )
-    return 0
+    return open_sessions(settings)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -319,35 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
     q = dbsub.add_parser("upgrade", parents=[common], help="migrate the schema to this version")
     q.set_defaults(func=cmd_db_upgrade)
 
-    p = sub.add_parser("callers", parents=[common], help="AE titles allowed to send to us")
-    csub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q = csub.add_parser("list", parents=[common])
-    q.set_defaults(func=cmd_callers)
-    for name in ("add", "remove"):
-        q = csub.add_parser(name, parents=[common])
-        q.add_argument("ae_title", type=_ae)
-        q.add_argument("--host", default=None, help="also require this source address")
-        q.set_defaults(func=cmd_callers)
-
-    p = sub.add_parser("destinations", parents=[common], help="where results are sent")
-    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q = dsub.add_parser("list", parents=[common])
-    q.set_defaults(func=cmd_destinations)
-    q = dsub.add_parser("add", parents=[common])
-    q.add_argument("name")
-    q.add_argument("remote", metavar="AE@HOST:PORT")
-    q.add_argument(
-        "--send",
-        default=",".join(DEFAULT_SEND),
-        help=f"object kinds: {','.join(OBJECT_KINDS)} (default {','.join(DEFAULT_SEND)})",
-    )
-    q.set_defaults(func=cmd_destinations)
-    for name in ("remove", "echo"):
-        q = dsub.add_parser(name, parents=[common])
-        q.add_argument("name")
-        q.add_argument("--timeout", type=float, default=10.0)
-        q.set_defaults(func=cmd_destinations)
-
     p = sub.add_parser("status", parents=[common], help="counts of studies, jobs, dead letters")
     p.set_defaults(func=cmd_status)
 
@@ -360,12 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     from xrayd.cli import model as model_commands
     from xrayd.cli import model_versions as registry_commands
     from xrayd.cli import outbox as outbox_commands
+    from xrayd.cli import peers as peer_commands
     from xrayd.cli import predict as predict_command
     from xrayd.cli import queue as queue_commands
     from xrayd.cli import retrain as retrain_commands
     from xrayd.cli import store as store_commands
     from xrayd.cli import users as user_commands
 
+    peer_commands.add_parsers(sub, common)
     model_commands.add_parsers(sub, common)
     predict_command.add_parsers(sub, common)
     outbox_commands.add_parsers(sub, common)
@@ -399,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args, settings)
     except ConfigError as exc:
         print(f"xrayd: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except InvalidEntryError as exc:  # an argument broke a rule: same exit as argparse's
+        print(f"xrayd: invalid input: {exc}", file=sys.stderr)
         return 2
     except XraydError as exc:
         print(f"xrayd: error: {exc}", file=sys.stderr)

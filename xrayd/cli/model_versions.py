@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from storage.model_versions import ModelVersionRow
 
 
+#: ``--actor`` names no one: the audit trail records the operating-system user
+_NOTE_HELP = "a note for the audit trail (the actor recorded is the operating-system user)"
+
+
 def _sessions(settings: Settings) -> sessionmaker[Session]:
     from xrayd.runtime.node import open_storage
     from xrayd.runtime.served_model import register_configured_model
@@ -73,19 +77,19 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.model_versions import promote
-    from xrayd.runtime.served_model import verify_version
+    from xrayd.admin import models
+    from xrayd.admin.actor import Actor
 
-    row = promote(_sessions(settings), args.version, actor=args.actor, check=verify_version)
+    row = models.promote(_sessions(settings), Actor.cli(args.note), args.version)
     print(f"model {row.name} {row.version} is active (sha256 {row.sha256[:12]})")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.model_versions import rollback
-    from xrayd.runtime.served_model import verify_version
+    from xrayd.admin import models
+    from xrayd.admin.actor import Actor
 
-    row = rollback(_sessions(settings), actor=args.actor, check=verify_version)
+    row = models.rollback(_sessions(settings), Actor.cli(args.note))
     print(f"rolled back: model {row.name} {row.version} is active again (sha256 {row.sha256[:12]})")
     return 0
 
@@ -102,8 +106,8 @@ def add_parsers(
     q.set_defaults(func=cmd_show)
     q = msub.add_parser("promote", parents=[common], help="serve this version from now on")
     q.add_argument("version")
-    q.add_argument("--actor", default="cli", help="who promotes it (audit trail)")
+    q.add_argument("--actor", dest="note", default=None, help=_NOTE_HELP)
     q.set_defaults(func=cmd_promote)
     q = msub.add_parser("rollback", parents=[common], help="serve the previous version again")
-    q.add_argument("--actor", default="cli", help="who rolls back (audit trail)")
+    q.add_argument("--actor", dest="note", default=None, help=_NOTE_HELP)
     q.set_defaults(func=cmd_rollback)

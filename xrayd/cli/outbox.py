@@ -4,7 +4,8 @@
 queue job's due time, or the end of the running attempt's lease; none once sent or dead) and
 last error; ``retry ID`` / ``retry --dead`` make dead deliveries pending again with fresh
 attempts by reviving their queue jobs (a running node picks them up at its next poll, at once
-on PostgreSQL). Retries are audited.
+on PostgreSQL). Retries are audited under the operating-system user, each in the
+transaction that queues it.
 """
 
 from __future__ import annotations
@@ -50,34 +51,25 @@ def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import outbox, peers
-    from storage.schema import utcnow
+    from storage.errors import ConflictError
+    from xrayd.admin import jobs
+    from xrayd.admin.actor import Actor
 
     if args.destination is not None and not args.dead:
         print("xrayd: --destination is only used with --dead", file=sys.stderr)
         return 2
-    sessions = _sessions(settings)
-    now = utcnow()
-    attempts = settings.delivery.max_attempts  # for one dead before the one queue (no job)
-    if args.dead:
-        ids = outbox.retry_dead_deliveries(
-            sessions, now, destination=args.destination, max_attempts=attempts
+    try:
+        ids = jobs.retry_deliveries(
+            _sessions(settings),
+            Actor.cli(),
+            None if args.dead else args.id,  # an unknown id: NotFoundError, exit 1
+            destination=args.destination,
+            # for one dead before the one queue (no job to revive)
+            max_attempts=settings.delivery.max_attempts,
         )
-    else:
-        row = outbox.get_delivery(sessions, args.id)  # DeliveryNotFoundError: exit 1
-        if not outbox.retry_delivery(sessions, args.id, now, max_attempts=attempts):
-            print(f"delivery {args.id} is {row.state}, not dead: nothing to retry")
-            return 1
-        ids = [args.id]
-    if ids:
-        peers.record_audit(
-            sessions,
-            actor="cli",
-            action="delivery.retried",
-            object_type="delivery",
-            object_id=None if args.dead else str(args.id),
-            detail={"ids": ids, "destination": args.destination},
-        )
+    except ConflictError as exc:
+        print(f"{exc}: nothing to retry")
+        return 1
     print(f"{len(ids)} dead deliver{'y' if len(ids) == 1 else 'ies'} queued again")
     return 0 if ids else 1
 

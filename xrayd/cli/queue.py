@@ -9,7 +9,6 @@ and cancellations are audited under the operating-system user who ran the comman
 from __future__ import annotations
 
 import argparse
-import getpass
 from typing import TYPE_CHECKING
 
 from config.settings import Settings
@@ -25,20 +24,6 @@ def _sessions(settings: Settings) -> sessionmaker[Session]:
     from xrayd.runtime.node import open_storage
 
     return open_storage(settings, create_if_empty=True, require_current=True).sessions
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return "cli"
-
-
-def _task_modules() -> None:
-    """Import every task's storage module, so its settler is registered."""
-    import storage.jobs
-    import storage.outbox
-    import storage.training  # noqa: F401
 
 
 def cmd_queue_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -68,48 +53,32 @@ def cmd_queue_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_queue_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import peers, queue
-    from storage.schema import utcnow
+    from storage.errors import ConflictError
+    from xrayd.admin import jobs
+    from xrayd.admin.actor import Actor
 
-    _task_modules()
     sessions = _sessions(settings)
-    if args.dead:
-        ids = queue.retry_dead(sessions, utcnow(), queue=args.queue)
-    else:
-        ids = queue.retry_dead(sessions, utcnow(), job_id=args.id)  # unknown id: exit 1
-        if not ids:
-            print(f"job {args.id} is not dead: nothing to retry")
-            return 1
-    if ids:
-        peers.record_audit(
-            sessions,
-            actor=_actor(),
-            action="job.retried",
-            object_type="job",
-            object_id=None if args.dead else str(args.id),
-            detail={"ids": ids, "queue": args.queue},
-        )
+    try:
+        ids = jobs.retry_jobs(
+            sessions, Actor.cli(), None if args.dead else args.id, queue_name=args.queue
+        )  # an unknown id: JobNotFoundError, exit 1
+    except ConflictError as exc:
+        print(exc)
+        return 1
     print(f"{len(ids)} dead job{'' if len(ids) == 1 else 's'} queued again")
     return 0 if ids else 1
 
 
 def cmd_queue_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import peers, queue
-    from storage.schema import utcnow
+    from storage.errors import ConflictError
+    from xrayd.admin import jobs
+    from xrayd.admin.actor import Actor
 
-    _task_modules()
-    sessions = _sessions(settings)
-    if not queue.cancel(sessions, args.id, utcnow()):  # unknown id: exit 1
-        print(f"job {args.id} is not queued: nothing to cancel (a running job finishes first)")
+    try:
+        jobs.cancel_job(_sessions(settings), Actor.cli(), args.id)  # unknown id: exit 1
+    except ConflictError as exc:
+        print(exc)
         return 1
-    peers.record_audit(
-        sessions,
-        actor=_actor(),
-        action="job.cancelled",
-        object_type="job",
-        object_id=str(args.id),
-        detail={},
-    )
     print(f"job {args.id} cancelled")
     return 0
 

@@ -1,4 +1,5 @@
-"""``xrayd users``: web users, passwords and API tokens (the CLI is the audit actor "cli").
+"""``xrayd users``: web users, passwords and API tokens, through :mod:`xrayd.admin.users`
+(the audit actor is ``cli:<operating-system user>``).
 
 Passwords are prompted (twice, not echoed) or read from a file's first line
 (``--password-file``, e.g. a systemd credential); never from the command line. Setting a
@@ -40,9 +41,10 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.users import add_user
+    from xrayd.admin import users
+    from xrayd.admin.actor import Actor
 
-    user = add_user(_sessions(settings), args.name, args.role, _password(args))
+    user = users.add_user(_sessions(settings), Actor.cli(), args.name, args.role, _password(args))
     print(f"user {user.name} added ({user.role})")
     return 0
 
@@ -60,9 +62,11 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.users import set_password
+    from xrayd.admin import users
+    from xrayd.admin.actor import Actor
 
-    tokens, sessions = set_password(_sessions(settings), args.name, _password(args), actor="cli")
+    sm = _sessions(settings)
+    tokens, sessions = users.set_password(sm, Actor.cli(), args.name, _password(args))
     print(
         f"password of {args.name} changed; {sessions} session(s) ended, "
         f"{tokens} API token(s) revoked"
@@ -71,31 +75,29 @@ def cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.logins import clear_failures
-    from storage.peers import record_audit
+    from xrayd.admin import users
+    from xrayd.admin.actor import Actor
 
-    sm = _sessions(settings)
-    cleared = clear_failures(sm, args.name)
-    record_audit(sm, "cli", "login_unlocked", "user", args.name, {"failures_cleared": cleared})
+    cleared = users.unlock(_sessions(settings), Actor.cli(), args.name)
     print(f"{args.name}: {cleared} counted failed login(s) forgotten")
     return 0
 
 
 def cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.users import set_disabled
+    from xrayd.admin import users
+    from xrayd.admin.actor import Actor
 
-    set_disabled(_sessions(settings), args.name, args.action == "disable", actor="cli")
+    users.set_disabled(_sessions(settings), Actor.cli(), args.name, args.action == "disable")
     print(f"{args.name} {args.action}d")
     return 0
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.users import create_api_token
+    from xrayd.admin import users
+    from xrayd.admin.actor import Actor
 
     lifetime = None if args.days is None else timedelta(days=args.days)
-    token = create_api_token(
-        _sessions(settings), args.name, args.label, actor="cli", lifetime=lifetime
-    )
+    token = users.create_token(_sessions(settings), Actor.cli(), args.name, args.label, lifetime)
     print(token)
     until = "never expires" if args.days is None else f"expires in {args.days:g} day(s)"
     print(f"(shown once: xrayd keeps only its hash; {until})", file=sys.stderr)
@@ -121,13 +123,17 @@ def _days(value: str) -> float:
 
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.users import revoke_token
+    from storage.errors import NotFoundError
+    from xrayd.admin import users
+    from xrayd.admin.actor import Actor
 
-    if revoke_token(_sessions(settings), args.id, actor="cli"):
-        print(f"token {args.id} revoked")
-        return 0
-    print(f"xrayd: no active token {args.id}", file=sys.stderr)
-    return 1
+    try:
+        users.revoke_token(_sessions(settings), Actor.cli(), args.id)
+    except NotFoundError:
+        print(f"xrayd: no active token {args.id}", file=sys.stderr)
+        return 1
+    print(f"token {args.id} revoked")
+    return 0
 
 
 def add_parsers(

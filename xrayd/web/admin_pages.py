@@ -4,9 +4,8 @@ trail (with CSV export) and users.
 Every route needs the admin role (radiologists get 403). Forms post with the session's CSRF
 token and answer with a redirect back to their page (``?done=...`` names what happened: one of
 :data:`DONE`, never free text); the C-ECHO form answers with the page and the echo's outcome.
-Every change is audited with the admin's name as actor, here or by the storage function that
-makes it (:func:`storage.users.set_disabled`, :func:`storage.users.revoke_token`,
-:func:`storage.users.add_user`).
+Every change is one call of :mod:`xrayd.admin` as ``web:<admin>`` (the rules, the audit row
+in the change's transaction and the typed errors are the CLI's and the REST API's too).
 """
 
 from __future__ import annotations
@@ -25,31 +24,24 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import DEFAULT_SEND, OBJECT_KINDS
-from storage.model_versions import list_model_versions, promote, rollback
-from storage.peers import (
-    AuditRow,
-    add_caller,
-    add_destination,
-    get_destination,
-    list_callers,
-    list_destinations,
-    record_audit,
-    remove_caller,
-    remove_destination,
-    search_audit,
-)
-from storage.schema import Role, Source
+from storage.audit import Action, AuditRow, record, search_audit
+from storage.model_versions import list_model_versions
+from storage.peers import get_destination, list_callers, list_destinations
+from storage.schema import Role
 from storage.status import status_counts
 from storage.training import get_run, list_runs
-from storage.users import add_user, list_tokens, list_users, revoke_token, set_disabled
-from xrayd.web.admin_api import (
-    EchoOut,
-    checked_destination,
+from storage.users import list_tokens, list_users
+from xrayd.admin import jobs as admin_jobs
+from xrayd.admin import models as admin_models
+from xrayd.admin import peers as admin_peers
+from xrayd.admin import users as admin_users
+from xrayd.admin.actor import Actor
+from xrayd.web.admin_schemas import EchoOut
+from xrayd.web.admin_support import (
     deliveries_page,
     echo_destination,
     jobs_page,
     model_bundle,
-    retry_dead_jobs,
     retry_deliveries,
 )
 from xrayd.web.auth import Principal, admin, context
@@ -131,6 +123,10 @@ def admin_index(request: Request) -> Response:
     return _index(request)
 
 
+def _actor(principal: Principal) -> Actor:
+    return Actor.web(principal.name)
+
+
 @router.post("/admin/callers")
 def caller_add(
     request: Request,
@@ -138,11 +134,7 @@ def caller_add(
     ae_title: Annotated[str, Form(max_length=64)],
     host: Annotated[str, Form(max_length=255)] = "",
 ) -> Response:
-    sm = context(request).sessions
-    if not add_caller(sm, ae_title, host or None, Source.CLI.value):
-        raise HTTPException(409, "That caller is allowed already.")
-    host_ = host.strip().lower() or None
-    record_audit(sm, principal.name, "caller_added", "caller", ae_title.strip(), {"host": host_})
+    admin_peers.add_caller(context(request).sessions, _actor(principal), ae_title, host)
     return _back("/admin", "caller_added")
 
 
@@ -153,11 +145,7 @@ def caller_remove(
     ae_title: Annotated[str, Form(max_length=64)],
     host: Annotated[str, Form(max_length=255)] = "",
 ) -> Response:
-    sm = context(request).sessions
-    if not remove_caller(sm, ae_title, host or None):
-        raise HTTPException(404, "No such caller.")
-    host_ = host.strip().lower() or None
-    record_audit(sm, principal.name, "caller_removed", "caller", ae_title.strip(), {"host": host_})
+    admin_peers.remove_caller(context(request).sessions, _actor(principal), ae_title, host)
     return _back("/admin", "caller_removed")
 
 
@@ -165,10 +153,10 @@ def caller_remove(
 def destination_add(
     request: Request,
     principal: Admin,
-    name: Annotated[str, Form(max_length=64)],
+    name: Annotated[str, Form(max_length=255)],
     ae_title: Annotated[str, Form(max_length=64)],
     host: Annotated[str, Form(max_length=255)],
-    port: Annotated[int, Form()],
+    port: Annotated[str, Form(max_length=16)],
     send: Annotated[list[str] | None, Form()] = None,
     tls: Annotated[str, Form()] = "",
     ca_file: Annotated[str, Form(max_length=1024)] = "",
@@ -176,11 +164,10 @@ def destination_add(
     key_file: Annotated[str, Form(max_length=1024)] = "",
     server_hostname: Annotated[str, Form(max_length=253)] = "",
 ) -> Response:
-    sm = context(request).sessions
     values: dict[str, Any] = {
         "name": name.strip(),
-        "ae_title": ae_title.strip(),
-        "host": host.strip(),
+        "ae_title": ae_title,
+        "host": host,
         "port": port,
         "send": send or [],
     }
@@ -192,32 +179,13 @@ def destination_add(
             "server_hostname": server_hostname.strip(),
         }
         values["tls"] = {k: v for k, v in tls_values.items() if v}
-    row = checked_destination(values)
-    if not row.send:
-        raise HTTPException(422, "Choose at least one object kind to send (sr, sc, pdf).")
-    if not add_destination(sm, row):
-        raise HTTPException(409, f"A destination named {row.name!r} exists already.")
-    record_audit(
-        sm,
-        principal.name,
-        "destination_added",
-        "destination",
-        row.name,
-        {
-            "remote": f"{row.ae_title}@{row.host}:{row.port}",
-            "send": list(row.send),
-            "tls": row.tls is not None,
-        },
-    )
+    admin_peers.add_destination(context(request).sessions, _actor(principal), values)
     return _back("/admin", "destination_added")
 
 
 @router.post("/admin/destinations/{name}/remove")
 def destination_remove(request: Request, name: str, principal: Admin) -> Response:
-    sm = context(request).sessions
-    if not remove_destination(sm, name):
-        raise HTTPException(404, f"No destination named {name!r}.")
-    record_audit(sm, principal.name, "destination_removed", "destination", name, {})
+    admin_peers.remove_destination(context(request).sessions, _actor(principal), name)
     return _back("/admin", "destination_removed")
 
 
@@ -262,7 +230,7 @@ def outbox_page(
 
 @router.post("/admin/outbox/retry-dead")
 def outbox_retry_dead(request: Request, principal: Admin) -> Response:
-    ids = retry_deliveries(request, principal.name, None)
+    ids = retry_deliveries(request, _actor(principal), None)
     if not ids:
         return _back("/admin/outbox?state=dead", "no_dead_deliveries")
     return _back("/admin/outbox?state=pending", "deliveries_retried", len(ids))
@@ -270,7 +238,7 @@ def outbox_retry_dead(request: Request, principal: Admin) -> Response:
 
 @router.post("/admin/outbox/{delivery_id}/retry")
 def outbox_retry(request: Request, delivery_id: int, principal: Admin) -> Response:
-    retry_deliveries(request, principal.name, delivery_id)
+    retry_deliveries(request, _actor(principal), delivery_id)
     return _back("/admin/outbox?state=dead", "delivery_retried")
 
 
@@ -302,7 +270,10 @@ def jobs_page_view(
 
 @router.post("/admin/jobs/retry-dead")
 def jobs_retry_dead(request: Request, principal: Admin) -> Response:
-    ids = retry_dead_jobs(request, principal.name, None)
+    # the page lists analysis jobs: "retry all" retries those (xrayd queue retry --dead: any)
+    ids = admin_jobs.retry_jobs(
+        context(request).sessions, _actor(principal), None, queue_name="analysis"
+    )
     if not ids:
         return _back("/admin/jobs", "no_dead_jobs")
     return _back("/admin/jobs", "jobs_retried", len(ids))
@@ -310,7 +281,7 @@ def jobs_retry_dead(request: Request, principal: Admin) -> Response:
 
 @router.post("/admin/jobs/{job_id}/retry")
 def job_retry(request: Request, job_id: int, principal: Admin) -> Response:
-    retry_dead_jobs(request, principal.name, job_id)
+    admin_jobs.retry_jobs(context(request).sessions, _actor(principal), job_id)
     return _back("/admin/jobs", "job_retried")
 
 
@@ -355,21 +326,16 @@ def run_report_file(request: Request, run_id: int, name: str) -> Response:
 
 @router.post("/admin/models/{version}/promote")
 def model_promote(request: Request, version: str, principal: Admin) -> Response:
-    from xrayd.runtime.served_model import verify_version  # here: it imports models (torch)
-
     ctx = context(request)
-    # audited; RegistryError (also a bundle that is not the one registered) -> 409
-    promote(ctx.sessions, version, actor=principal.name, check=verify_version)
+    admin_models.promote(ctx.sessions, _actor(principal), version)  # unknown 404, refused 409
     ctx.model_changed()
     return _back("/admin/models", "model_promoted")
 
 
 @router.post("/admin/models/rollback")
 def model_rollback(request: Request, principal: Admin) -> Response:
-    from xrayd.runtime.served_model import verify_version
-
     ctx = context(request)
-    rollback(ctx.sessions, actor=principal.name, check=verify_version)
+    admin_models.rollback(ctx.sessions, _actor(principal))
     ctx.model_changed()
     return _back("/admin/models", "model_rolled_back")
 
@@ -485,13 +451,16 @@ def _csv(rows: list[AuditRow]) -> str:
 @router.get("/admin/audit.csv")
 def audit_csv(request: Request, principal: Admin, filters: AuditFilter) -> Response:
     rows, total = _search(request, filters, CSV_MAX_ROWS, 0)
-    record_audit(
+    record(
         context(request).sessions,
-        principal.name,
-        "audit_exported",
-        "audit",
-        None,
-        {"filters": {k: v for k, v in filters.items() if v}, "rows": len(rows), "total": total},
+        actor=_actor(principal).name,
+        action=Action.AUDIT_EXPORTED,
+        object_type="audit",
+        detail={
+            "filters": {k: v for k, v in filters.items() if v},
+            "rows": len(rows),
+            "total": total,
+        },
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Response(
@@ -526,40 +495,24 @@ def user_add(
     role: Annotated[str, Form(max_length=16)],
     password: Annotated[str, Form(max_length=1024)],
 ) -> Response:
-    # add_user audits "user_added" itself (in its transaction), so nothing is added here.
-    add_user(context(request).sessions, name.strip(), role, password, actor=principal.name)
+    admin_users.add_user(context(request).sessions, _actor(principal), name, role, password)
     LOGGER.info("user added by an admin", extra={"role": role})
     return _back("/admin/users", "user_added")
 
 
-def _set_disabled(request: Request, principal: Principal, name: str, disabled: bool) -> Response:
-    sm = context(request).sessions
-    users = {u.name: u for u in list_users(sm)}
-    target = users.get(name)
-    if target is None:
-        raise HTTPException(404, f"No user named {name!r}.")
-    if disabled and name == principal.name:
-        raise HTTPException(409, "You cannot disable your own account.")
-    other_admins = [u for u in users.values() if u.is_admin and not u.disabled and u.name != name]
-    if disabled and target.is_admin and not other_admins:
-        raise HTTPException(409, "This is the last enabled admin; enable another one first.")
-    set_disabled(sm, name, disabled, actor=principal.name)  # audits user_disabled/_enabled
-    return _back("/admin/users", "user_disabled" if disabled else "user_enabled")
-
-
 @router.post("/admin/users/{name}/disable")
 def user_disable(request: Request, name: str, principal: Admin) -> Response:
-    return _set_disabled(request, principal, name, True)
+    admin_users.set_disabled(context(request).sessions, _actor(principal), name, True)
+    return _back("/admin/users", "user_disabled")
 
 
 @router.post("/admin/users/{name}/enable")
 def user_enable(request: Request, name: str, principal: Admin) -> Response:
-    return _set_disabled(request, principal, name, False)
+    admin_users.set_disabled(context(request).sessions, _actor(principal), name, False)
+    return _back("/admin/users", "user_enabled")
 
 
 @router.post("/admin/tokens/{token_id}/revoke")
 def token_revoke(request: Request, token_id: int, principal: Admin) -> Response:
-    # revoke_token audits "token_revoked" itself.
-    if not revoke_token(context(request).sessions, token_id, actor=principal.name):
-        raise HTTPException(404, "No such active API token.")
+    admin_users.revoke_token(context(request).sessions, _actor(principal), token_id)
     return _back("/admin/users", "token_revoked")

@@ -60,7 +60,7 @@ def test_invalid_ae_titles_refused(sm: sessionmaker[Session], bad: str) -> None:
         add_caller(sm, bad)
     assert not caller_allowed(sm, bad, "127.0.0.1")
     with pytest.raises(InvalidEntryError):
-        add_caller(sm, "OK", None, "web")
+        add_caller(sm, "OK", None, "bogus")  # config, cli, web and api are the sources
 
 
 def test_caller_allowed(sm: sessionmaker[Session]) -> None:

@@ -140,7 +140,7 @@ def test_admin_forms_refuse_a_missing_or_wrong_csrf_token(web: Web) -> None:
         assert r.status_code == 403
     assert list_callers(web.sessions) == []
     assert "mallory" not in {u.name for u in list_users(web.sessions)}
-    assert not _audit(web, "caller_added")
+    assert not _audit(web, "caller.added")
 
 
 # -- callers and destinations --------------------------------------------------------------------
@@ -152,7 +152,7 @@ def test_callers_added_and_removed_through_the_page_are_audited(web: Web) -> Non
     assert r.status_code == 303 and r.headers["location"] == "/admin?done=caller_added"
     page = web.client.get(r.headers["location"]).text
     assert "Caller added." in page and "10.0.0.5" in page
-    assert ("CT1", "10.0.0.5", "cli") in {
+    assert ("CT1", "10.0.0.5", "web") in {
         (c.ae_title, c.host, c.source) for c in list_callers(web.sessions)
     }
     assert _post(web, "/admin/callers", {"ae_title": "CT1", "host": "10.0.0.5"}).status_code == 409
@@ -164,10 +164,10 @@ def test_callers_added_and_removed_through_the_page_are_audited(web: Web) -> Non
     assert "CT1" not in {c.ae_title for c in list_callers(web.sessions)}
     assert _post(web, "/admin/callers/remove", {"ae_title": "CT1"}).status_code == 404
 
-    (added,) = _audit(web, "caller_added")
-    (removed,) = _audit(web, "caller_removed")
+    (added,) = _audit(web, "caller.added")
+    (removed,) = _audit(web, "caller.removed")
     for event in (added, removed):
-        assert (event.actor, event.object_type, event.object_id) == ("admin", "caller", "CT1")
+        assert (event.actor, event.object_type, event.object_id) == ("web:admin", "caller", "CT1")
         assert event.detail == {"host": "10.0.0.5"}
 
 
@@ -184,7 +184,7 @@ def test_destinations_added_and_removed_through_the_page(web: Web) -> None:
         104,
         ("sr", "pdf"),
         None,
-        "cli",
+        "web",
     )
     page = web.client.get("/admin").text
     assert "pacs.local" in page and "sr, pdf" in page
@@ -213,11 +213,11 @@ def test_destinations_added_and_removed_through_the_page(web: Web) -> None:
     assert _post(web, "/admin/destinations/pacs/remove").status_code == 303
     assert _post(web, "/admin/destinations/pacs/remove").status_code == 404
     assert [d.name for d in list_destinations(web.sessions)] == ["pacs-tls"]
-    added = {e.object_id: e for e in _audit(web, "destination_added")}
+    added = {e.object_id: e for e in _audit(web, "destination.added")}
     assert set(added) == {"pacs", "pacs-tls"} and added["pacs-tls"].detail["tls"] is True
-    assert added["pacs"].actor == "admin" and added["pacs"].detail["send"] == ["sr", "pdf"]
-    (removed,) = _audit(web, "destination_removed")
-    assert (removed.actor, removed.object_id) == ("admin", "pacs")
+    assert added["pacs"].actor == "web:admin" and added["pacs"].detail["send"] == ["sr", "pdf"]
+    (removed,) = _audit(web, "destination.removed")
+    assert (removed.actor, removed.object_id) == ("web:admin", "pacs")
 
 
 def test_callers_and_destinations_through_the_api(web: Web) -> None:
@@ -227,7 +227,7 @@ def test_callers_and_destinations_through_the_api(web: Web) -> None:
     assert r.status_code == 201 and r.json() == {
         "ae_title": "MR1",
         "host": "mri.local",
-        "source": "cli",
+        "source": "api",
     }
     assert (
         c.post("/api/v1/callers", json={"ae_title": "MR1", "host": "mri.local"}, headers=h)
@@ -243,7 +243,7 @@ def test_callers_and_destinations_through_the_api(web: Web) -> None:
     body = {"name": "pacs", "ae_title": "PACS", "host": "10.1.2.3", "port": 11112}
     r = c.post("/api/v1/destinations", json=body, headers=h)
     assert r.status_code == 201
-    assert r.json() == {**body, "send": ["sr", "sc", "gsps", "kos"], "tls": None, "source": "cli"}
+    assert r.json() == {**body, "send": ["sr", "sc", "gsps", "kos"], "tls": None, "source": "api"}
     assert c.post("/api/v1/destinations", json=body, headers=h).status_code == 409
     bad = c.post("/api/v1/destinations", json={**body, "name": "x", "port": 0}, headers=h)
     assert bad.status_code == 422 and "port" in bad.json()["detail"]
@@ -257,12 +257,13 @@ def test_callers_and_destinations_through_the_api(web: Web) -> None:
     assert c.delete("/api/v1/destinations/tls", headers=h).status_code == 404
     assert c.post("/api/v1/destinations/nope/echo", headers=h).status_code == 404
 
-    actions = [(e.action, e.object_id, e.actor, e.detail.get("via")) for e in _audit_all(web)]
-    assert ("caller_added", "MR1", "admin", "api") in actions
-    assert ("caller_removed", "MR1", "admin", "api") in actions
-    assert ("destination_added", "pacs", "admin", "api") in actions
-    assert ("destination_removed", "tls", "admin", "api") in actions
-    assert sum(1 for a in actions if a[0] == "caller_added") == 1  # the 409 was not audited
+    # the door is in the actor: api:<admin> (the pages write web:<admin>, the CLI cli:<OS user>)
+    actions = [(e.action, e.object_id, e.actor) for e in _audit_all(web)]
+    assert ("caller.added", "MR1", "api:admin") in actions
+    assert ("caller.removed", "MR1", "api:admin") in actions
+    assert ("destination.added", "pacs", "api:admin") in actions
+    assert ("destination.removed", "tls", "api:admin") in actions
+    assert sum(1 for a in actions if a[0] == "caller.added") == 1  # the 409 was not audited
 
 
 def _audit_all(web: Web) -> list[Any]:
@@ -359,9 +360,9 @@ def test_outbox_lists_and_retries_a_dead_delivery(web: Web) -> None:
     assert _post(web, "/admin/outbox/999/retry", page="/admin/outbox").status_code == 404
     r = _post(web, "/admin/outbox/retry-dead", page="/admin/outbox")
     assert "done=no_dead_deliveries" in r.headers["location"]
-    (event,) = _audit(web, "delivery_retried")
+    (event,) = _audit(web, "delivery.retried")
     assert (event.actor, event.object_type, event.object_id) == (
-        "admin",
+        "web:admin",
         "delivery",
         str(delivery_id),
     )
@@ -383,7 +384,7 @@ def test_outbox_retry_through_the_api_and_retry_all(web: Web) -> None:
     r = web.client.post(f"/api/v1/outbox/{delivery_id}/retry", headers=h)
     assert r.status_code == 200 and r.json()["state"] == "pending"
     assert web.client.post("/api/v1/outbox/retry-dead", headers=h).json() == {"retried": []}
-    assert [e.detail for e in _audit(web, "delivery_retried")] == [{"all_dead": False}]
+    assert [e.detail for e in _audit(web, "delivery.retried")] == [{"all_dead": False}]
 
 
 def _dead_job(web: Web) -> int:
@@ -419,8 +420,8 @@ def test_dead_jobs_are_listed_with_their_reason_and_retried(web: Web) -> None:
     assert (job.state, job.attempts) == ("queued", 0)
     assert _post(web, f"/admin/jobs/{job_id}/retry", page="/admin/jobs").status_code == 409
     assert _post(web, "/admin/jobs/999/retry", page="/admin/jobs").status_code == 404
-    (event,) = _audit(web, "job_retried")
-    assert (event.actor, event.object_id) == ("admin", str(job_id))
+    (event,) = _audit(web, "job.retried")
+    assert (event.actor, event.object_id) == ("web:admin", str(job_id))
 
     h = web.token("admin")
     listed = web.client.get("/api/v1/jobs?state=queued", headers=h).json()
@@ -436,7 +437,7 @@ def test_all_dead_jobs_retried_at_once(web: Web) -> None:
     r = _post(web, "/admin/jobs/retry-dead", page="/admin/jobs")
     assert r.headers["location"] == "/admin/jobs?done=jobs_retried&n=1"
     assert "Dead jobs queued again. (1)" in web.client.get(r.headers["location"]).text
-    assert [e.object_id for e in _audit(web, "job_retried")] == [str(job_id)]
+    assert [e.object_id for e in _audit(web, "job.retried")] == [str(job_id)]
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -503,7 +504,7 @@ def test_audit_search_pages_and_csv_export(web: Web) -> None:
     assert hyper[2] == '\'=HYPERLINK("http://x")' and hyper[5] == "'+X"
     at_sum = next(row for row in everything if "SUM" in row[3])
     assert at_sum[3] == "'@SUM(A1)" and at_sum[5] == "'-1" and at_sum[6] == '{"note": "=1+1"}'
-    exports = _audit(web, "audit_exported")
+    exports = _audit(web, "audit.exported")
     assert len(exports) == 2 and exports[-1].detail["filters"] == {"actor": "bulk"}
 
     h = web.token("admin")
@@ -553,7 +554,7 @@ def test_users_added_disabled_enabled_and_tokens_revoked_through_the_page(web: W
         web, "/admin/users", {"name": "x", "role": "root", "password": "p" * 12}, "/admin/users"
     )
     assert bad_role.status_code == 422 and "role must be one of" in bad_role.text
-    assert [e.object_id for e in _audit(web, "user_added") if e.object_id == "rad3"] == ["rad3"]
+    assert [e.object_id for e in _audit(web, "user.added") if e.object_id == "rad3"] == ["rad3"]
 
     # a disabled radiologist can no longer log in; enabling lets them in again
     other = web.new_client()
@@ -567,17 +568,17 @@ def test_users_added_disabled_enabled_and_tokens_revoked_through_the_page(web: W
     me = _post(web, "/admin/users/admin/disable", page="/admin/users")
     assert me.status_code == 409 and "your own account" in me.text
     assert _post(web, "/admin/users/nobody/disable", page="/admin/users").status_code == 404
-    disabled = [(e.actor, e.object_id) for e in _audit(web, "user_disabled")]
-    assert disabled == [("admin", "rad")]  # recorded once, by storage.users.set_disabled
-    assert [(e.actor, e.object_id) for e in _audit(web, "user_enabled")] == [("admin", "rad")]
+    disabled = [(e.actor, e.object_id) for e in _audit(web, "user.disabled")]
+    assert disabled == [("web:admin", "rad")]  # recorded once, by storage.users.set_disabled
+    assert [(e.actor, e.object_id) for e in _audit(web, "user.enabled")] == [("web:admin", "rad")]
 
     (token,) = list_tokens(web.sessions)
     r = _post(web, f"/admin/tokens/{token.id}/revoke", page="/admin/users")
     assert r.status_code == 303
     assert list_tokens(web.sessions)[0].revoked_at is not None
     assert _post(web, f"/admin/tokens/{token.id}/revoke", page="/admin/users").status_code == 404
-    assert [(e.actor, e.object_id) for e in _audit(web, "token_revoked")] == [
-        ("admin", str(token.id))
+    assert [(e.actor, e.object_id) for e in _audit(web, "token.revoked")] == [
+        ("web:admin", str(token.id))
     ]
 
 
@@ -653,7 +654,7 @@ def test_admin_promotes_and_rolls_back_models(web: Web, monkeypatch: pytest.Monk
     r = web.client.post("/admin/models/1.0.0+r1/promote", data={"csrf_token": csrf})
     assert r.status_code == 200 and "Model promoted" in r.text
     active = active_version(web.sessions)
-    assert active is not None and active.version == "1.0.0+r1" and active.promoted_by == "admin"
+    assert active is not None and active.version == "1.0.0+r1" and active.promoted_by == "web:admin"
     r = web.client.post("/admin/models/rollback", data={"csrf_token": csrf})
     assert r.status_code == 200 and "Rolled back" in r.text
     active = active_version(web.sessions)
@@ -661,16 +662,16 @@ def test_admin_promotes_and_rolls_back_models(web: Web, monkeypatch: pytest.Monk
     rad = web.login("rad", web.new_client())
     assert rad.post("/admin/models/rollback", data={"csrf_token": web.csrf(rad)}).status_code == 403
     # one audit row per change, by the admin who made it; the refused ones left none
-    (promoted,) = _audit(web, "model_promoted")
+    (promoted,) = _audit(web, "model.promoted")
     assert (promoted.actor, promoted.object_type, promoted.object_id) == (
-        "admin",
+        "web:admin",
         "model_version",
         "1.0.0+r1",
     )
     assert promoted.detail == {"previous": "1.0.0"}
-    (rolled_back,) = _audit(web, "model_rolled_back")
+    (rolled_back,) = _audit(web, "model.rolled_back")
     assert (rolled_back.actor, rolled_back.object_type, rolled_back.object_id) == (
-        "admin",
+        "web:admin",
         "model_version",
         "1.0.0",
     )

@@ -1,0 +1,147 @@
+"""``xrayd callers`` and ``xrayd destinations``: who may send to us, and where results go.
+
+Adding and removing go through :mod:`xrayd.admin.peers` (the same rules and audit rows as the
+admin pages and the REST API), as the operating-system user who ran the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from config.errors import ConfigError
+from config.settings import DEFAULT_SEND, OBJECT_KINDS, Settings
+from storage.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["add_parsers", "cmd_callers", "cmd_destinations", "open_sessions"]
+
+
+def open_sessions(settings: Settings) -> sessionmaker[Session]:
+    """Open the database (creating an empty one) with the TOML's callers/destinations seeded."""
+    from xrayd.runtime.node import open_storage, seed_registry
+
+    sessions = open_storage(settings, create_if_empty=True, require_current=True).sessions
+    seed_registry(settings, sessions)
+    return sessions
+
+
+def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import peers
+    from xrayd.admin import peers as admin_peers
+    from xrayd.admin.actor import Actor
+
+    sessions = open_sessions(settings)
+    if args.action == "add":
+        row = admin_peers.add_caller(sessions, Actor.cli(), args.ae_title, args.host)
+        print(f"caller {row.ae_title} added" + (f" (host {row.host})" if row.host else ""))
+        return 0
+    if args.action == "remove":
+        try:
+            admin_peers.remove_caller(sessions, Actor.cli(), args.ae_title, args.host)
+        except NotFoundError:
+            print("0 caller row(s) removed")
+            return 1
+        print("1 caller row(s) removed")
+        return 0
+    rows = peers.list_callers(sessions)
+    if settings.node.accept_any_caller:
+        print("note: node.accept_any_caller = true: every calling AE title is accepted")
+    print(f"{'AE TITLE':<17} {'HOST':<40} SOURCE")
+    for row in rows:
+        print(f"{row.ae_title:<17} {row.host or '(any)':<40} {row.source}")
+    return 0
+
+
+def _echo(args: argparse.Namespace, settings: Settings, sessions: sessionmaker[Session]) -> int:
+    from dicom_node.scu import RemoteAE, echo
+    from dicom_node.tls import ClientTLS
+    from storage import peers
+    from xrayd.pipeline.delivery import outgoing_limits
+
+    row = peers.get_destination(sessions, args.name)
+    if row is None:
+        raise ConfigError(f"no destination named {args.name!r}")
+    try:
+        tls = None if row.tls is None else ClientTLS.from_mapping(row.tls)
+    except ValueError as exc:
+        raise ConfigError(f"destination {row.name}: {exc}") from None
+    remote = RemoteAE(row.ae_title, row.host, row.port, tls=tls)
+    limits = outgoing_limits(settings.delivery, at_most=args.timeout)
+    status = echo(remote, settings.node.ae_title, limits=limits)
+    print(f"C-ECHO {row.name} ({remote}): status 0x{status:04X}")
+    return 0 if status == 0 else 1
+
+
+def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import peers
+    from xrayd.admin import peers as admin_peers
+    from xrayd.admin import validation
+    from xrayd.admin.actor import Actor
+
+    sessions = open_sessions(settings)
+    if args.action == "add":
+        ae_title, host, port = validation.remote(args.remote)
+        values = {
+            "name": args.name,
+            "ae_title": ae_title,
+            "host": host,
+            "port": port,
+            "send": args.send.split(","),
+        }
+        row = admin_peers.add_destination(sessions, Actor.cli(), values)
+        remote = f"{row.ae_title}@{row.host}:{row.port}"
+        print(f"destination {row.name} -> {remote} ({','.join(row.send)}) added")
+        return 0
+    if args.action == "remove":
+        try:
+            admin_peers.remove_destination(sessions, Actor.cli(), args.name)
+        except NotFoundError:
+            print("0 destination(s) removed")
+            return 1
+        print("1 destination(s) removed")
+        return 0
+    if args.action == "echo":
+        return _echo(args, settings, sessions)
+    print(f"{'NAME':<16} {'AE TITLE':<17} {'HOST:PORT':<30} {'SEND':<10} SOURCE")
+    for row in peers.list_destinations(sessions):
+        print(
+            f"{row.name:<16} {row.ae_title:<17} {f'{row.host}:{row.port}':<30} "
+            f"{','.join(row.send):<10} {row.source}"
+        )
+    return 0
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("callers", parents=[common], help="AE titles allowed to send to us")
+    csub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = csub.add_parser("list", parents=[common])
+    q.set_defaults(func=cmd_callers)
+    for name in ("add", "remove"):
+        q = csub.add_parser(name, parents=[common])
+        q.add_argument("ae_title", help="checked by the same rule as the web and the API")
+        q.add_argument("--host", default=None, help="also require this source address")
+        q.set_defaults(func=cmd_callers)
+
+    p = sub.add_parser("destinations", parents=[common], help="where results are sent")
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = dsub.add_parser("list", parents=[common])
+    q.set_defaults(func=cmd_destinations)
+    q = dsub.add_parser("add", parents=[common])
+    q.add_argument("name")
+    q.add_argument("remote", metavar="AE@HOST:PORT")
+    q.add_argument(
+        "--send",
+        default=",".join(DEFAULT_SEND),
+        help=f"object kinds: {','.join(OBJECT_KINDS)} (default {','.join(DEFAULT_SEND)})",
+    )
+    q.set_defaults(func=cmd_destinations)
+    for name in ("remove", "echo"):
+        q = dsub.add_parser(name, parents=[common])
+        q.add_argument("name")
+        q.add_argument("--timeout", type=float, default=10.0)
+        q.set_defaults(func=cmd_destinations)

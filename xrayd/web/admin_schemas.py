@@ -1,0 +1,272 @@
+"""The admin REST API's request and response models (pydantic), and the conversions from
+:mod:`storage` rows. Lists answer :class:`xrayd.web.paging.Page`.
+
+Input models bound sizes only; the rules (AE title, host, port, names) are checked once, by
+:mod:`xrayd.admin.validation`, so the API refuses what the pages and the CLI refuse, with the
+same message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from config.settings import DEFAULT_SEND, ObjectKind
+from storage.audit import AuditRow
+from storage.jobs import JobRow
+from storage.model_versions import ModelVersionRow
+from storage.outbox import DeliveryRow
+from storage.peers import CallerRow, DestinationRow
+from storage.users import ApiTokenRow, UserRow
+from xrayd.web.paging import Page
+
+
+class EchoOut(BaseModel):
+    ok: bool
+    status: int | None = Field(description="the C-ECHO's DIMSE status; null without a response")
+    detail: str
+
+
+class MetricOut(BaseModel):
+    name: str
+    value: float | None
+    low: float | None = Field(default=None, description="95 % CI, lower end")
+    high: float | None = Field(default=None, description="95 % CI, upper end")
+
+
+class BundleOut(BaseModel):
+    path: str
+    shipped: bool = Field(description="the default bundle shipped with xrayd (none configured)")
+    trained_on: str | None = Field(default=None, description="the training data it names")
+    licence: str | None = Field(default=None, description="the training data's licence")
+    name: str | None = None
+    version: str | None = None
+    sha256: str | None = Field(default=None, description="of the weights file")
+    arch: str | None = None
+    input_size: int | None = None
+    threshold: float | None = None
+    training_manifest_sha256: str | None = None
+    metrics: list[MetricOut] = Field(
+        default_factory=list, description="from the bundle's report/report.json"
+    )
+    report_n: int | None = Field(default=None, description="cases in the evaluation report")
+    training_metrics: dict[str, float | None] = Field(default_factory=dict)
+    problems: list[str] = Field(default_factory=list)
+
+
+class CallerIn(BaseModel):
+    ae_title: str = Field(
+        max_length=64, description="1 to 16 characters (checked by the rule the CLI uses)"
+    )
+    host: str | None = Field(default=None, max_length=255, description="null: from any host")
+
+
+class CallerOut(BaseModel):
+    ae_title: str
+    host: str | None
+    source: str
+
+
+class TLSIn(BaseModel):
+    ca_file: str = Field(min_length=1, description="CA bundle that signs the peer's certificate")
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_hostname: str | None = None
+    check_hostname: bool = Field(
+        default=True,
+        description="check the certificate's name (server_hostname, else host); false: any "
+        "certificate the CA signed is accepted",
+    )
+
+
+class DestinationIn(BaseModel):
+    name: str = Field(max_length=255, description="1 to 64 of A-Z a-z 0-9 _ . -")
+    ae_title: str = Field(max_length=64, description="1 to 16 characters")
+    host: str = Field(max_length=255)
+    port: int = Field(description="1 to 65535")
+    send: list[ObjectKind] = Field(default_factory=lambda: list(DEFAULT_SEND))
+    tls: TLSIn | None = Field(default=None, description="DICOM TLS; null: plain DICOM")
+
+
+class DestinationOut(BaseModel):
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    send: list[str]
+    tls: dict[str, Any] | None = Field(description="the TLS settings (file paths only)")
+    source: str
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    result_id: int
+    study_id: int
+    kind: str
+    destination: str
+    state: str
+    attempts: int
+    #: its queue job's due time, or the end of the running attempt's lease; None once sent
+    #: or dead
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Retried(BaseModel):
+    retried: list[int]
+
+
+class JobOut(BaseModel):
+    id: int
+    study_id: int
+    kind: str
+    state: str
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class QueueOut(BaseModel):
+    """One queue of xrayd's work queue: jobs by state, and how long the oldest due one has
+    waited (None: nothing queued, or nothing due yet)."""
+
+    name: str
+    states: dict[str, int]
+    oldest_waiting_seconds: float | None
+
+
+class QueuesOut(BaseModel):
+    items: list[QueueOut]
+
+
+class ModelVersionOut(BaseModel):
+    id: int
+    name: str
+    version: str
+    sha256: str
+    path: str
+    state: str
+    metrics: dict[str, Any] | None
+    created_at: datetime
+    promoted_at: datetime | None
+
+
+class ModelsOut(Page[ModelVersionOut]):
+    """The model_versions table, newest first, and the bundle the settings name."""
+
+    bundle: BundleOut = Field(description="the bundle the settings name (or the default bundle)")
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    object_type: str
+    object_id: str | None
+    detail: dict[str, Any]
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    expires_at: datetime | None = Field(description="None: valid until revoked")
+
+
+class UserOut(BaseModel):
+    name: str
+    role: str
+    disabled: bool
+    created_at: datetime
+    tokens: list[TokenOut]
+
+
+def caller_out(c: CallerRow) -> CallerOut:
+    return CallerOut(ae_title=c.ae_title, host=c.host, source=c.source)
+
+
+def destination_out(d: DestinationRow) -> DestinationOut:
+    return DestinationOut(
+        name=d.name,
+        ae_title=d.ae_title,
+        host=d.host,
+        port=d.port,
+        send=list(d.send),
+        tls=None if d.tls is None else dict(d.tls),
+        source=d.source,
+    )
+
+
+def delivery_out(d: DeliveryRow) -> DeliveryOut:
+    return DeliveryOut(
+        id=d.delivery_id,
+        result_id=d.result_id,
+        study_id=d.study_id,
+        kind=d.kind,
+        destination=d.destination_name,
+        state=d.state,
+        attempts=d.attempts,
+        next_attempt_at=d.next_attempt_at,
+        last_status=d.last_status,
+        last_error=d.last_error,
+        created_at=d.created_at,
+        updated_at=d.updated_at,
+    )
+
+
+def job_out(j: JobRow) -> JobOut:
+    return JobOut(
+        id=j.job_id,
+        study_id=j.study_id,
+        kind=j.kind,
+        state=j.state,
+        attempts=j.attempts,
+        max_attempts=j.max_attempts,
+        next_attempt_at=j.next_attempt_at,
+        last_error=j.last_error,
+        created_at=j.created_at,
+        updated_at=j.updated_at,
+        finished_at=j.finished_at,
+    )
+
+
+def version_out(v: ModelVersionRow) -> ModelVersionOut:
+    return ModelVersionOut(**{k: getattr(v, k) for k in ModelVersionOut.model_fields})
+
+
+def audit_out(a: AuditRow) -> AuditOut:
+    return AuditOut(**{k: getattr(a, k) for k in AuditOut.model_fields})
+
+
+def user_out(u: UserRow, tokens: Sequence[ApiTokenRow]) -> UserOut:
+    return UserOut(
+        name=u.name,
+        role=u.role,
+        disabled=u.disabled,
+        created_at=u.created_at,
+        tokens=[
+            TokenOut(
+                id=t.id,
+                name=t.name,
+                created_at=t.created_at,
+                last_used_at=t.last_used_at,
+                revoked_at=t.revoked_at,
+                expires_at=t.expires_at,
+            )
+            for t in tokens
+            if t.user_name == u.name
+        ],
+    )

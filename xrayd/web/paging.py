@@ -1,0 +1,37 @@
+"""One shape for every paginated list of the REST API: ``{"items", "total", "limit",
+"offset"}`` (:class:`Page`), with the query parameters that select a page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel, Field
+
+__all__ = ["MAX_OFFSET", "Limit", "Offset", "Page"]
+
+#: deeper pages of lists that storage pages through oldest first are refused
+MAX_OFFSET = 10_000
+
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: ``items`` from ``offset`` on (at most ``limit``) of ``total``."""
+
+    items: list[T]
+    total: int = Field(description="items in the whole list (with the filters given)")
+    limit: int
+    offset: int
+
+    @classmethod
+    def of(
+        cls, rows: Sequence[R], convert: Callable[[R], T], *, total: int, limit: int, offset: int
+    ) -> Page[T]:
+        """The page holding ``rows`` (already this page's rows), each converted."""
+        return cls(items=[convert(r) for r in rows], total=total, limit=limit, offset=offset)
