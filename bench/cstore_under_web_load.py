@@ -328,9 +328,10 @@ def make_images(count: int, size: int, seed: int) -> list[Any]:
     return images
 
 
-def send_timed(port: int, images: Sequence[Any]) -> list[float]:
+def send_timed(port: int, images: Sequence[Any], interval: float = 0.0) -> list[float]:
     """Send ``images``, PER_ASSOCIATION per association; seconds from each C-STORE's send to
-    its response. Raises when one is not acknowledged with success."""
+    its response, the next sent ``interval`` s after that response. Raises when one is not
+    acknowledged with success."""
     from pynetdicom import AE
 
     latencies: list[float] = []
@@ -345,6 +346,8 @@ def send_timed(port: int, images: Sequence[Any]) -> list[float]:
             raise RuntimeError("association not established")
         try:
             for ds in batch:
+                if interval and latencies:
+                    time.sleep(interval)
                 t0 = time.monotonic()
                 rsp = assoc.send_c_store(ds)
                 latencies.append(time.monotonic() - t0)
@@ -421,6 +424,7 @@ def _client(
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     i = index
     first = True
+    retried = False
     while first or not stop.is_set():
         if not first:
             pacer.wait(stop)
@@ -438,9 +442,14 @@ def _client(
             else:
                 out.append(time.monotonic() - t0)
         except (OSError, http.client.HTTPException) as exc:
-            errors.append(type(exc).__name__)
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+            if isinstance(exc, http.client.RemoteDisconnected) and not retried:
+                retried = True  # the server closed an idle keep-alive connection: ask again
+                i -= 1
+                continue
+            errors.append(type(exc).__name__)
+        retried = False
         if first:
             first = False
             started.wait()
@@ -519,7 +528,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"node ready in {time.monotonic() - t0:.1f} s (population, user, start, model)")
         images = make_images(2 * args.stores + PER_ASSOCIATION, args.size, seed=4242)
         send_timed(node.port, images[:PER_ASSOCIATION])  # warm-up: first association, imports
-        reference = send_timed(node.port, images[PER_ASSOCIATION : PER_ASSOCIATION + args.stores])
+        first = PER_ASSOCIATION
+        reference = send_timed(node.port, images[first : first + args.stores], args.store_interval)
         say(f"reference sent: p50 {1000 * _pct(reference, 0.5):.1f} ms")
 
         ctx = multiprocessing.get_context("spawn")
@@ -537,7 +547,9 @@ def run(args: argparse.Namespace) -> int:
         if parent.recv() != "loaded":
             raise RuntimeError("web clients did not start")
         say(f"{args.clients} web clients loading")
-        loaded = send_timed(node.port, images[PER_ASSOCIATION + args.stores :][: args.stores])
+        loaded = send_timed(
+            node.port, images[first + args.stores :][: args.stores], args.store_interval
+        )
         stop.set()
         web_latencies, errors, elapsed = parent.recv()
         process.join(timeout=60)
@@ -571,6 +583,13 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--stores", type=int, default=100, help="C-STOREs per phase")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+    parser.add_argument(
+        "--store-interval",
+        type=float,
+        default=0.0,
+        help="seconds between one C-STORE's response and the next C-STORE (default 0), to "
+        "make a phase last longer",
+    )
     parser.add_argument(
         "--rate",
         type=float,
