@@ -24,13 +24,14 @@ from storage.reviews import (
     worklist,
 )
 from xrayd.web.auth import Principal, authenticated, context
+from xrayd.web.paging import Limit, Page
 from xrayd.web.verified import VerifiedOutcome, send_verified_sr
 
-__all__ = ["Page", "router"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["radiology"])
 
-Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+#: the worklist and overrides page in SQL (``storage.reviews``): any offset is cheap
 Offset = Annotated[int, Query(ge=0, description="items to skip")]
 
 
@@ -52,12 +53,10 @@ class StudyOut(BaseModel):
     agree: bool | None
 
 
-class StudyPage(BaseModel):
-    items: list[StudyOut]
-    total: int
-    limit: int
-    offset: int
-    by_decision: dict[str, int]
+class StudyPage(Page[StudyOut]):
+    by_decision: dict[str, int] = Field(
+        description="studies matching the filters other than reviewed, per decision"
+    )
 
 
 class PredictionOut(BaseModel):
@@ -117,14 +116,8 @@ class OverrideOut(BaseModel):
     )
 
 
-class Page(BaseModel):
-    total: int
-    limit: int
-    offset: int
-
-
-class OverridePage(Page):
-    items: list[OverrideOut]
+class OverridePage(Page[OverrideOut]):
+    """Radiologists' reviews, newest first."""
 
 
 def _study(i: WorklistItem) -> StudyOut:
