@@ -51,7 +51,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -217,6 +217,10 @@ def filesystem_type(path: Path, mounts: Path = Path("/proc/self/mounts")) -> str
         if inside and len(point) >= len(best):
             best, best_type = point, fields[2]
     return best_type
+
+
+#: what callers outside ``storage`` hold and pass back in (so they need not import SQLAlchemy)
+Sessions: TypeAlias = sessionmaker[Session]
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

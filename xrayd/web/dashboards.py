@@ -23,8 +23,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from markupsafe import Markup
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session, sessionmaker
 
+from storage.db import Sessions
 from storage.stats import (
     Accuracy,
     AgreementRow,
@@ -156,7 +156,7 @@ class Stats:
     accuracy: Accuracy
 
 
-def load_stats(sessions: sessionmaker[Session], window: Window) -> Stats:
+def load_stats(sessions: Sessions, window: Window) -> Stats:
     since, until = window.since, window.until
     return Stats(
         window=window,
