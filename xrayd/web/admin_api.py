@@ -1,5 +1,5 @@
-"""REST API v1 for administrators: callers, destinations (with C-ECHO), outbox, jobs, models,
-audit trail and users.
+"""REST API v1 for administrators: callers, destinations (with C-ECHO), outbox, jobs (retry,
+cancel), models (promote, rollback), audit trail, users and API tokens.
 
 Every route needs the admin role (403 for radiologists). Lists answer
 :class:`xrayd.web.paging.Page` (``{"items", "total", "limit", "offset"}``). Each change is one
@@ -32,7 +32,9 @@ from storage.peers import (
 from storage.status import status_counts
 from storage.users import list_tokens, list_users, user_count
 from xrayd.admin import jobs as admin_jobs
+from xrayd.admin import models as admin_models
 from xrayd.admin import peers as admin_peers
+from xrayd.admin import users as admin_users
 from xrayd.admin.actor import Actor
 from xrayd.web.admin_schemas import (
     AuditOut,
@@ -44,9 +46,11 @@ from xrayd.web.admin_schemas import (
     EchoOut,
     JobOut,
     ModelsOut,
+    ModelVersionOut,
     QueueOut,
     QueuesOut,
     Retried,
+    UserIn,
     UserOut,
     audit_out,
     caller_out,
@@ -211,6 +215,12 @@ def retry_one_job(request: Request, job_id: int, principal: Admin) -> Retried:
     return Retried(retried=admin_jobs.retry_jobs(sm, _actor(principal), job_id))
 
 
+@router.post("/jobs/{job_id}/cancel", status_code=204, summary="Cancel a queued job")
+def cancel_one_job(request: Request, job_id: int, principal: Admin) -> Response:
+    admin_jobs.cancel_job(context(request).sessions, _actor(principal), job_id)
+    return Response(status_code=204)
+
+
 # -- models, audit, users ------------------------------------------------------------------------
 
 
@@ -225,6 +235,26 @@ def models(request: Request, limit: Limit = 100, offset: Offset = 0) -> ModelsOu
         limit=limit,
         offset=offset,
     )
+
+
+@router.post(
+    "/models/{version}/promote", response_model=ModelVersionOut, summary="Serve this version"
+)
+def promote_model(request: Request, version: str, principal: Admin) -> ModelVersionOut:
+    ctx = context(request)
+    row = admin_models.promote(ctx.sessions, _actor(principal), version)
+    ctx.model_changed()
+    return version_out(row)
+
+
+@router.post(
+    "/models/rollback", response_model=ModelVersionOut, summary="Serve the previous version"
+)
+def rollback_model(request: Request, principal: Admin) -> ModelVersionOut:
+    ctx = context(request)
+    row = admin_models.rollback(ctx.sessions, _actor(principal))
+    ctx.model_changed()
+    return version_out(row)
 
 
 @router.get("/audit", response_model=Page[AuditOut], summary="The audit trail, newest first")
@@ -263,3 +293,34 @@ def users(request: Request, limit: Limit = 100, offset: Offset = 0) -> Page[User
     return Page[UserOut].of(
         rows, lambda u: user_out(u, tokens), total=user_count(sm), limit=limit, offset=offset
     )
+
+
+def _user(request: Request, name: str) -> UserOut:
+    sm = context(request).sessions
+    user = next(u for u in list_users(sm) if u.name == name)
+    return user_out(user, list_tokens(sm, user_names=[name]))
+
+
+@router.post("/users", response_model=UserOut, status_code=201, summary="Add a user")
+def create_user(request: Request, body: UserIn, principal: Admin) -> UserOut:
+    sm = context(request).sessions
+    user = admin_users.add_user(sm, _actor(principal), body.name, body.role, body.password)
+    return _user(request, user.name)
+
+
+@router.post("/users/{name}/disable", response_model=UserOut, summary="Disable a user")
+def disable_user(request: Request, name: str, principal: Admin) -> UserOut:
+    admin_users.set_disabled(context(request).sessions, _actor(principal), name, True)
+    return _user(request, name)
+
+
+@router.post("/users/{name}/enable", response_model=UserOut, summary="Enable a user")
+def enable_user(request: Request, name: str, principal: Admin) -> UserOut:
+    admin_users.set_disabled(context(request).sessions, _actor(principal), name, False)
+    return _user(request, name)
+
+
+@router.post("/tokens/{token_id}/revoke", status_code=204, summary="Revoke an API token")
+def revoke_token(request: Request, token_id: int, principal: Admin) -> Response:
+    admin_users.revoke_token(context(request).sessions, _actor(principal), token_id)
+    return Response(status_code=204)

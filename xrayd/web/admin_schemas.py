@@ -167,6 +167,12 @@ class ModelsOut(Page[ModelVersionOut]):
     bundle: BundleOut = Field(description="the bundle the settings name (or the default bundle)")
 
 
+class UserIn(BaseModel):
+    name: str = Field(max_length=64, description="1 to 64 of A-Z a-z 0-9 . _ -")
+    role: str = Field(max_length=16, description="radiologist or admin")
+    password: str = Field(max_length=1024, description="at least 12 characters")
+
+
 class AuditOut(BaseModel):
     id: int
     at: datetime

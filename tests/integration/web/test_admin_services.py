@@ -263,3 +263,109 @@ def test_the_cli_records_the_os_user_and_keeps_actor_only_as_a_note() -> None:
     assert actor.detail({"host": None}) == {"host": None, "note": "change ticket 42"}
     assert Actor.cli().detail() == {}
     assert (Actor.web("ann").name, Actor.api("bob").name) == ("web:ann", "api:bob")
+
+
+def test_user_and_token_actions_are_the_same_through_the_page_and_the_api(web: Web) -> None:
+    h = web.token("admin")
+    web.login("admin")
+    web.token("rad")
+    (rad_token,) = [t for t in list_tokens(web.sessions) if t.user_name == "rad"]
+    body = {"name": "rad3", "role": "radiologist", "password": "third-rad-pw-000"}
+    r = web.client.post("/api/v1/users", json=body, headers=h)
+    assert r.status_code == 201 and r.json()["name"] == "rad3" and r.json()["disabled"] is False
+    assert web.client.post("/api/v1/users", json=body, headers=h).status_code == 409
+    short = web.client.post(
+        "/api/v1/users", json={**body, "name": "x", "password": "short"}, headers=h
+    )
+    assert short.status_code == 422 and "at least 12 characters" in short.json()["detail"]
+    page = _form(web, "/admin/users", {**body, "name": "rad4"})
+    assert page.status_code == 303
+
+    r = web.client.post("/api/v1/users/rad3/disable", headers=h)
+    assert r.status_code == 200 and r.json()["disabled"] is True
+    assert _form(web, "/admin/users/rad4/disable", {}).status_code == 303
+    assert web.client.post("/api/v1/users/nobody/disable", headers=h).status_code == 404
+    me = web.client.post("/api/v1/users/admin/disable", headers=h)
+    assert me.status_code == 409 and "your own account" in me.json()["detail"]
+    assert web.client.post("/api/v1/users/rad3/enable", headers=h).json()["disabled"] is False
+    r = web.client.post(f"/api/v1/tokens/{rad_token.id}/revoke", headers=h)
+    assert r.status_code == 204
+    assert web.client.post(f"/api/v1/tokens/{rad_token.id}/revoke", headers=h).status_code == 404
+
+    seen = {(e.action, e.object_id, e.actor) for e in _audit(web)}
+    assert {
+        ("user.added", "rad3", "api:admin"),
+        ("user.added", "rad4", "web:admin"),
+        ("user.disabled", "rad3", "api:admin"),
+        ("user.disabled", "rad4", "web:admin"),
+        ("user.enabled", "rad3", "api:admin"),
+        ("token.revoked", str(rad_token.id), "api:admin"),
+    } <= seen
+    assert not [e for e in _audit(web, action="user.disabled") if e.object_id == "admin"]
+
+
+def test_a_job_is_cancelled_through_the_api_and_the_cli_alike(
+    web: Web, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from storage.jobs import promote_studies_now
+    from storage.schema import Study
+
+    now = datetime.now(UTC)
+    uids = ["1.2.826.0.1.3680043.8.498.7", "1.2.826.0.1.3680043.8.498.8"]
+    with web.sessions.begin() as session:
+        for uid in uids:
+            session.add(
+                Study(
+                    study_instance_uid=uid,
+                    state="receiving",
+                    first_received_at=now,
+                    last_received_at=now,
+                    instance_count=1,
+                )
+            )
+    first, second = promote_studies_now(web.sessions, uids, now, max_attempts=3)
+    h = web.token("admin")
+    assert web.client.post(f"/api/v1/jobs/{first}/cancel", headers=h).status_code == 204
+    again = web.client.post(f"/api/v1/jobs/{first}/cancel", headers=h)
+    assert again.status_code == 409 and "not queued" in again.json()["detail"]
+    assert web.client.post("/api/v1/jobs/999999/cancel", headers=h).status_code == 404
+    assert main(["queue", "cancel", str(second), "--config", _config(web, tmp_path)]) == 0
+    assert f"job {second} cancelled" in capsys.readouterr().out
+    cancelled = {e.object_id: e.actor for e in _audit(web, action="job.cancelled")}
+    assert cancelled == {str(first): "api:admin", str(second): f"cli:{os_user()}"}
+
+
+def test_models_are_promoted_and_rolled_back_through_the_api(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage.model_versions import active_version, ensure_active, register_version
+
+    # these versions name no real bundle (the check of the files: test_model_digest_web.py)
+    monkeypatch.setattr("xrayd.runtime.served_model.verify_version", lambda row: None)
+    ensure_active(web.sessions, name="m", version="1.0.0", sha256="a" * 64, path="/a", actor="t")
+    with web.sessions.begin() as session:
+        register_version(
+            session,
+            name="m",
+            version="1.0.0+r1",
+            sha256="b" * 64,
+            path="/b",
+            state="candidate",
+            actor="retrain",
+            gate={"verdict": "passed"},
+        )
+    changed: list[int] = []
+    web.ctx.model_changed = lambda: changed.append(1)
+    h = web.token("admin")
+    assert web.client.post("/api/v1/models/nope/promote", headers=h).status_code == 404
+    r = web.client.post("/api/v1/models/1.0.0+r1/promote", headers=h)
+    assert r.status_code == 200 and r.json()["state"] == "active"
+    active = active_version(web.sessions)
+    assert active is not None and active.promoted_by == "api:admin"
+    r = web.client.post("/api/v1/models/rollback", headers=h)
+    assert r.status_code == 200 and r.json()["version"] == "1.0.0" and changed == [1, 1]
+    events = [(e.action, e.object_id, e.actor) for e in _audit(web, object_type="model_version")]
+    assert ("model.promoted", "1.0.0+r1", "api:admin") in events
+    assert ("model.rolled_back", "1.0.0", "api:admin") in events
