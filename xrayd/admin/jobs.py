@@ -12,7 +12,7 @@ from storage.schema import utcnow
 from xrayd.admin.actor import Actor
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from storage.db import Sessions
 
 __all__ = ["cancel_job", "retry_deliveries", "retry_jobs"]
 
@@ -26,7 +26,7 @@ def _task_modules() -> None:
 
 
 def retry_jobs(
-    sm: sessionmaker[Session],
+    sm: Sessions,
     actor: Actor,
     job_id: int | None = None,
     *,
@@ -42,7 +42,7 @@ def retry_jobs(
     return ids
 
 
-def cancel_job(sm: sessionmaker[Session], actor: Actor, job_id: int) -> None:
+def cancel_job(sm: Sessions, actor: Actor, job_id: int) -> None:
     """Cancel a queued job (a running one finishes first). NotFoundError if unknown,
     ConflictError if it is not queued."""
     _task_modules()
@@ -53,7 +53,7 @@ def cancel_job(sm: sessionmaker[Session], actor: Actor, job_id: int) -> None:
 
 
 def retry_deliveries(
-    sm: sessionmaker[Session],
+    sm: Sessions,
     actor: Actor,
     delivery_id: int | None = None,
     *,

@@ -10,14 +10,12 @@ from storage import model_versions
 from xrayd.admin.actor import Actor
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from storage.db import Sessions
 
 __all__ = ["promote", "rollback"]
 
 
-def promote(
-    sm: sessionmaker[Session], actor: Actor, version: str
-) -> model_versions.ModelVersionRow:
+def promote(sm: Sessions, actor: Actor, version: str) -> model_versions.ModelVersionRow:
     """Serve ``version`` from now on. VersionNotFoundError (a NotFoundError) for an unknown
     version; RegistryError (a ConflictError) when it may not be served."""
     from xrayd.runtime.served_model import verify_version  # imports models (torch): only here
@@ -25,7 +23,7 @@ def promote(
     return model_versions.promote(sm, version, actor=actor.name, check=verify_version)
 
 
-def rollback(sm: sessionmaker[Session], actor: Actor) -> model_versions.ModelVersionRow:
+def rollback(sm: Sessions, actor: Actor) -> model_versions.ModelVersionRow:
     """Serve the version that was active before the current one again."""
     from xrayd.runtime.served_model import verify_version
 

@@ -12,13 +12,13 @@ from xrayd.admin import validation
 from xrayd.admin.actor import Actor
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from storage.db import Sessions
 
 __all__ = ["add_caller", "add_destination", "remove_caller", "remove_destination"]
 
 
 def add_caller(
-    sm: sessionmaker[Session], actor: Actor, ae_title: str, host: str | None = None
+    sm: Sessions, actor: Actor, ae_title: str, host: str | None = None
 ) -> peers.CallerRow:
     """Allow ``ae_title`` from ``host`` (None or blank: from any host). ConflictError if that
     caller is allowed already."""
@@ -30,18 +30,14 @@ def add_caller(
     return peers.CallerRow(ae_title=title, host=host_, source=actor.source)
 
 
-def remove_caller(
-    sm: sessionmaker[Session], actor: Actor, ae_title: str, host: str | None = None
-) -> None:
+def remove_caller(sm: Sessions, actor: Actor, ae_title: str, host: str | None = None) -> None:
     """Remove the exact (AE title, host) entry. NotFoundError if there is none."""
     title, host_ = validation.ae_title(ae_title), validation.host(host)
     if not peers.remove_caller(sm, title, host_, actor=actor.name, detail=actor.detail()):
         raise NotFoundError("no such caller")
 
 
-def add_destination(
-    sm: sessionmaker[Session], actor: Actor, values: Mapping[str, Any]
-) -> peers.DestinationRow:
+def add_destination(sm: Sessions, actor: Actor, values: Mapping[str, Any]) -> peers.DestinationRow:
     """Add a destination from ``values`` (name, ae_title, host, port, send, tls), checked by
     :func:`validation.destination`. ConflictError if the name is taken."""
     row = validation.destination(values, source=actor.source)
@@ -50,7 +46,7 @@ def add_destination(
     return peers.get_destination(sm, row.name) or row
 
 
-def remove_destination(sm: sessionmaker[Session], actor: Actor, name: str) -> None:
+def remove_destination(sm: Sessions, actor: Actor, name: str) -> None:
     """Remove the destination named ``name``. NotFoundError if there is none."""
     if not peers.remove_destination(sm, name, actor=actor.name, detail=actor.detail()):
         raise NotFoundError(f"no destination named {name.strip()!r}")

@@ -12,7 +12,7 @@ from storage.errors import ConflictError, NotFoundError
 from xrayd.admin.actor import Actor
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from storage.db import Sessions
 
 __all__ = [
     "add_user",
@@ -24,15 +24,13 @@ __all__ = [
 ]
 
 
-def add_user(
-    sm: sessionmaker[Session], actor: Actor, name: str, role: str, password: str
-) -> users.UserRow:
+def add_user(sm: Sessions, actor: Actor, name: str, role: str, password: str) -> users.UserRow:
     """A new enabled user (name and role checked, password by the policy). ConflictError
     (:class:`storage.users.UserExistsError`) if the name is taken."""
     return users.add_user(sm, name.strip(), role, password, actor=actor.name)
 
 
-def set_disabled(sm: sessionmaker[Session], actor: Actor, name: str, disabled: bool) -> None:
+def set_disabled(sm: Sessions, actor: Actor, name: str, disabled: bool) -> None:
     """Disable (ending their sessions) or enable ``name``. Refused with ConflictError when an
     admin would disable their own account through the web, or the last enabled admin."""
     existing = {u.name: u for u in users.list_users(sm)}
@@ -47,21 +45,19 @@ def set_disabled(sm: sessionmaker[Session], actor: Actor, name: str, disabled: b
     users.set_disabled(sm, name, disabled, actor=actor.name)
 
 
-def set_password(
-    sm: sessionmaker[Session], actor: Actor, name: str, password: str
-) -> tuple[int, int]:
+def set_password(sm: Sessions, actor: Actor, name: str, password: str) -> tuple[int, int]:
     """Set ``name``'s password; their API tokens are revoked and sessions ended:
     ``(tokens revoked, sessions ended)``."""
     return users.set_password(sm, name, password, actor=actor.name)
 
 
-def unlock(sm: sessionmaker[Session], actor: Actor, name: str) -> int:
+def unlock(sm: Sessions, actor: Actor, name: str) -> int:
     """Forget ``name``'s counted failed logins (ends a lock-out); how many were forgotten."""
     return logins.clear_failures(sm, name, actor=actor.name)
 
 
 def create_token(
-    sm: sessionmaker[Session],
+    sm: Sessions,
     actor: Actor,
     user_name: str,
     label: str,
@@ -71,7 +67,7 @@ def create_token(
     return users.create_api_token(sm, user_name, label, actor=actor.name, lifetime=lifetime)
 
 
-def revoke_token(sm: sessionmaker[Session], actor: Actor, token_id: int) -> None:
+def revoke_token(sm: Sessions, actor: Actor, token_id: int) -> None:
     """Revoke an active API token. NotFoundError if there is no active token ``token_id``."""
     if not users.revoke_token(sm, token_id, actor=actor.name):
         raise NotFoundError(f"no active API token {token_id}")

@@ -17,7 +17,7 @@ from xrayd.runtime.logging_setup import configure_logging
 from xrayd.runtime.roles import DEFAULT_WORKER_QUEUES
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from storage.db import Sessions
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -87,7 +87,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _sessions(settings: Settings) -> sessionmaker[Session]:
+def _sessions(settings: Settings) -> Sessions:
     """Open the database (creating an empty one) with the TOML's callers/destinations seeded."""
     from xrayd.cli.peers import open_sessions
 

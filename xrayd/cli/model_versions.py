@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 from config.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
-
+    from storage.db import Sessions
     from storage.model_versions import ModelVersionRow
 
 
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 _NOTE_HELP = "a note for the audit trail (the actor recorded is the operating-system user)"
 
 
-def _sessions(settings: Settings) -> sessionmaker[Session]:
+def _sessions(settings: Settings) -> Sessions:
     from xrayd.runtime.node import open_storage
     from xrayd.runtime.served_model import register_configured_model
 

@@ -14,12 +14,12 @@ from config.settings import DEFAULT_SEND, OBJECT_KINDS, Settings
 from storage.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from storage.db import Sessions
 
 __all__ = ["add_parsers", "cmd_callers", "cmd_destinations", "open_sessions"]
 
 
-def open_sessions(settings: Settings) -> sessionmaker[Session]:
+def open_sessions(settings: Settings) -> Sessions:
     """Open the database (creating an empty one) with the TOML's callers/destinations seeded."""
     from xrayd.runtime.node import open_storage, seed_registry
 
@@ -55,7 +55,7 @@ def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _echo(args: argparse.Namespace, settings: Settings, sessions: sessionmaker[Session]) -> int:
+def _echo(args: argparse.Namespace, settings: Settings, sessions: Sessions) -> int:
     from dicom_node.scu import RemoteAE, echo
     from dicom_node.tls import ClientTLS
     from storage import peers

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 from config.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from storage.db import Sessions
 
 QUEUES = ("analysis", "delivery", "retrain")
 STATES = ("queued", "running", "done", "dead", "cancelled")
 
 
-def _sessions(settings: Settings) -> sessionmaker[Session]:
+def _sessions(settings: Settings) -> Sessions:
     from xrayd.runtime.node import open_storage
 
     return open_storage(settings, create_if_empty=True, require_current=True).sessions

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 from config.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from storage.db import Sessions
 
 ROLES = ("radiologist", "admin")
 
 
-def _sessions(settings: Settings) -> sessionmaker[Session]:
+def _sessions(settings: Settings) -> Sessions:
     from xrayd.runtime.node import open_storage
 
     return open_storage(settings, create_if_empty=True, require_current=True).sessions
