@@ -7,17 +7,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from config.errors import ConfigError, XraydError
 from config.loader import load_settings
 from config.settings import Settings, _check_ae_title
 from storage.peers import InvalidEntryError
+from xrayd.cli.sessions import open_sessions
 from xrayd.runtime.logging_setup import configure_logging
 from xrayd.runtime.roles import DEFAULT_WORKER_QUEUES
-
-if TYPE_CHECKING:
-    from storage.db import Sessions
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -87,17 +84,10 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _sessions(settings: Settings) -> Sessions:
-    """Open the database (creating an empty one) with the TOML's callers/destinations seeded."""
-    from xrayd.cli.peers import open_sessions
-
-    return open_sessions(settings)
-
-
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from storage.status import status_counts
 
-    counts = status_counts(_sessions(settings))
+    counts = status_counts(open_sessions(settings, peers=True))
     print(f"instances: {counts.instances}")
     print("studies:   " + _fmt(counts.studies_by_state))
     print("jobs:      " + _fmt(counts.jobs_by_state))
@@ -125,7 +115,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from storage.bytestore import ByteStoreError, open_byte_store
     from storage.spool import Spool
 
-    sessions = _sessions(settings)
+    sessions = open_sessions(settings, peers=True)
     study_id = study_id_of(sessions, args.study_uid)
     if study_id is None:
         print(f"xrayd report: no study {args.study_uid}", file=sys.stderr)

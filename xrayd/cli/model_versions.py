@@ -12,23 +12,14 @@ import sys
 from typing import TYPE_CHECKING
 
 from config.settings import Settings
+from xrayd.cli.sessions import open_sessions
 
 if TYPE_CHECKING:
-    from storage.db import Sessions
     from storage.model_versions import ModelVersionRow
 
 
 #: ``--actor`` names no one: the audit trail records the operating-system user
 _NOTE_HELP = "a note for the audit trail (the actor recorded is the operating-system user)"
-
-
-def _sessions(settings: Settings) -> Sessions:
-    from xrayd.runtime.node import open_storage
-    from xrayd.runtime.served_model import register_configured_model
-
-    sessions = open_storage(settings, create_if_empty=True, require_current=True).sessions
-    register_configured_model(settings, sessions)
-    return sessions
 
 
 def _line(r: ModelVersionRow) -> str:
@@ -44,7 +35,7 @@ def _line(r: ModelVersionRow) -> str:
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     from storage.model_versions import list_model_versions
 
-    for row in list_model_versions(_sessions(settings)):
+    for row in list_model_versions(open_sessions(settings, model=True)):
         print(_line(row))
     return 0
 
@@ -52,7 +43,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     from storage.model_versions import get_version
 
-    row = get_version(_sessions(settings), args.version)
+    row = get_version(open_sessions(settings, model=True), args.version)
     if row is None:
         print(f"xrayd: no model version {args.version!r}", file=sys.stderr)
         return 1
@@ -79,7 +70,7 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin import models
     from xrayd.admin.actor import Actor
 
-    row = models.promote(_sessions(settings), Actor.cli(args.note), args.version)
+    row = models.promote(open_sessions(settings, model=True), Actor.cli(args.note), args.version)
     print(f"model {row.name} {row.version} is active (sha256 {row.sha256[:12]})")
     return 0
 
@@ -88,7 +79,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin import models
     from xrayd.admin.actor import Actor
 
-    row = models.rollback(_sessions(settings), Actor.cli(args.note))
+    row = models.rollback(open_sessions(settings, model=True), Actor.cli(args.note))
     print(f"rolled back: model {row.name} {row.version} is active again (sha256 {row.sha256[:12]})")
     return 0
 

@@ -12,26 +12,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from config.settings import Settings
-
-if TYPE_CHECKING:
-    from storage.db import Sessions
+from xrayd.cli.sessions import open_sessions
 
 STATES = ("pending", "sent", "dead")
-
-
-def _sessions(settings: Settings) -> Sessions:
-    from xrayd.runtime.node import open_storage
-
-    return open_storage(settings, create_if_empty=True, require_current=True).sessions
 
 
 def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
     from storage import outbox
 
-    rows = outbox.list_deliveries(_sessions(settings), args.state, limit=args.limit)
+    rows = outbox.list_deliveries(open_sessions(settings), args.state, limit=args.limit)
     print(
         f"{'ID':>6} {'STATE':<8} {'DESTINATION':<16} {'KIND':<5} {'RESULT':>7} {'TRIES':>5} "
         f"{'NEXT ATTEMPT (UTC)':<20} {'STATUS':<7} LAST ERROR"
@@ -60,7 +51,7 @@ def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         ids = jobs.retry_deliveries(
-            _sessions(settings),
+            open_sessions(settings),
             Actor.cli(),
             None if args.dead else args.id,  # an unknown id: NotFoundError, exit 1
             destination=args.destination,

@@ -12,20 +12,12 @@ from typing import TYPE_CHECKING
 from config.errors import ConfigError
 from config.settings import DEFAULT_SEND, OBJECT_KINDS, Settings
 from storage.errors import NotFoundError
+from xrayd.cli.sessions import open_sessions
 
 if TYPE_CHECKING:
     from storage.db import Sessions
 
-__all__ = ["add_parsers", "cmd_callers", "cmd_destinations", "open_sessions"]
-
-
-def open_sessions(settings: Settings) -> Sessions:
-    """Open the database (creating an empty one) with the TOML's callers/destinations seeded."""
-    from xrayd.runtime.node import open_storage, seed_registry
-
-    sessions = open_storage(settings, create_if_empty=True, require_current=True).sessions
-    seed_registry(settings, sessions)
-    return sessions
+__all__ = ["add_parsers", "cmd_callers", "cmd_destinations"]
 
 
 def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
@@ -33,7 +25,7 @@ def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin import peers as admin_peers
     from xrayd.admin.actor import Actor
 
-    sessions = open_sessions(settings)
+    sessions = open_sessions(settings, peers=True)
     if args.action == "add":
         row = admin_peers.add_caller(sessions, Actor.cli(), args.ae_title, args.host)
         print(f"caller {row.ae_title} added" + (f" (host {row.host})" if row.host else ""))
@@ -81,7 +73,7 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin import validation
     from xrayd.admin.actor import Actor
 
-    sessions = open_sessions(settings)
+    sessions = open_sessions(settings, peers=True)
     if args.action == "add":
         ae_title, host, port = validation.remote(args.remote)
         values = {

@@ -9,28 +9,19 @@ and cancellations are audited under the operating-system user who ran the comman
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from config.settings import Settings
-
-if TYPE_CHECKING:
-    from storage.db import Sessions
+from xrayd.cli.sessions import open_sessions
 
 QUEUES = ("analysis", "delivery", "retrain")
 STATES = ("queued", "running", "done", "dead", "cancelled")
-
-
-def _sessions(settings: Settings) -> Sessions:
-    from xrayd.runtime.node import open_storage
-
-    return open_storage(settings, create_if_empty=True, require_current=True).sessions
 
 
 def cmd_queue_list(args: argparse.Namespace, settings: Settings) -> int:
     from storage import queue
 
     rows = queue.list_queue(
-        _sessions(settings), queue=args.queue, state=args.state, limit=args.limit
+        open_sessions(settings), queue=args.queue, state=args.state, limit=args.limit
     )
     print(
         f"{'ID':>7} {'QUEUE':<9} {'TASK':<8} {'REF':>7} {'STATE':<9} {'TRIES':>5} "
@@ -57,7 +48,7 @@ def cmd_queue_retry(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin import jobs
     from xrayd.admin.actor import Actor
 
-    sessions = _sessions(settings)
+    sessions = open_sessions(settings)
     try:
         ids = jobs.retry_jobs(
             sessions, Actor.cli(), None if args.dead else args.id, queue_name=args.queue
@@ -75,7 +66,7 @@ def cmd_queue_cancel(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin.actor import Actor
 
     try:
-        jobs.cancel_job(_sessions(settings), Actor.cli(), args.id)  # unknown id: exit 1
+        jobs.cancel_job(open_sessions(settings), Actor.cli(), args.id)  # unknown id: exit 1
     except ConflictError as exc:
         print(exc)
         return 1

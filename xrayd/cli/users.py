@@ -14,20 +14,11 @@ import getpass
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from config.settings import Settings
-
-if TYPE_CHECKING:
-    from storage.db import Sessions
+from xrayd.cli.sessions import open_sessions
 
 ROLES = ("radiologist", "admin")
-
-
-def _sessions(settings: Settings) -> Sessions:
-    from xrayd.runtime.node import open_storage
-
-    return open_storage(settings, create_if_empty=True, require_current=True).sessions
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -44,7 +35,9 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin import users
     from xrayd.admin.actor import Actor
 
-    user = users.add_user(_sessions(settings), Actor.cli(), args.name, args.role, _password(args))
+    user = users.add_user(
+        open_sessions(settings), Actor.cli(), args.name, args.role, _password(args)
+    )
     print(f"user {user.name} added ({user.role})")
     return 0
 
@@ -52,7 +45,7 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     from storage.users import list_users
 
-    users = list_users(_sessions(settings))
+    users = list_users(open_sessions(settings))
     for u in users:
         state = "disabled" if u.disabled else "enabled"
         print(f"{u.name:<24} {u.role:<12} {state:<9} since {u.created_at:%Y-%m-%d}")
@@ -65,7 +58,7 @@ def cmd_passwd(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin import users
     from xrayd.admin.actor import Actor
 
-    sm = _sessions(settings)
+    sm = open_sessions(settings)
     tokens, sessions = users.set_password(sm, Actor.cli(), args.name, _password(args))
     print(
         f"password of {args.name} changed; {sessions} session(s) ended, "
@@ -78,7 +71,7 @@ def cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin import users
     from xrayd.admin.actor import Actor
 
-    cleared = users.unlock(_sessions(settings), Actor.cli(), args.name)
+    cleared = users.unlock(open_sessions(settings), Actor.cli(), args.name)
     print(f"{args.name}: {cleared} counted failed login(s) forgotten")
     return 0
 
@@ -87,7 +80,7 @@ def cmd_enable(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin import users
     from xrayd.admin.actor import Actor
 
-    users.set_disabled(_sessions(settings), Actor.cli(), args.name, args.action == "disable")
+    users.set_disabled(open_sessions(settings), Actor.cli(), args.name, args.action == "disable")
     print(f"{args.name} {args.action}d")
     return 0
 
@@ -97,7 +90,9 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin.actor import Actor
 
     lifetime = None if args.days is None else timedelta(days=args.days)
-    token = users.create_token(_sessions(settings), Actor.cli(), args.name, args.label, lifetime)
+    token = users.create_token(
+        open_sessions(settings), Actor.cli(), args.name, args.label, lifetime
+    )
     print(token)
     until = "never expires" if args.days is None else f"expires in {args.days:g} day(s)"
     print(f"(shown once: xrayd keeps only its hash; {until})", file=sys.stderr)
@@ -107,7 +102,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
     from storage.users import list_tokens
 
-    for t in list_tokens(_sessions(settings)):
+    for t in list_tokens(open_sessions(settings)):
         state = "revoked" if t.revoked_at else "expired" if t.expired() else "active"
         used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
         until = f" expires {t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else ""
@@ -128,7 +123,7 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin.actor import Actor
 
     try:
-        users.revoke_token(_sessions(settings), Actor.cli(), args.id)
+        users.revoke_token(open_sessions(settings), Actor.cli(), args.id)
     except NotFoundError:
         print(f"xrayd: no active token {args.id}", file=sys.stderr)
         return 1
