@@ -335,9 +335,10 @@ def retry_dead(sm: sessionmaker[Session], job_id: int | None, now: datetime) -> 
 
 
 def list_jobs(
-    sm: sessionmaker[Session], state: str | None = None, *, limit: int = 1000
+    sm: sessionmaker[Session], state: str | None = None, *, limit: int = 1000, offset: int = 0
 ) -> list[JobRow]:
-    """Jobs (optionally only those in ``state``), oldest first."""
+    """Jobs (optionally only those in ``state``), oldest first; ``limit``/``offset`` select a
+    page (in SQL)."""
     stmt = (
         select(Job, Study.study_instance_uid)
         .join(Study, Study.id == Job.study_id)
@@ -346,7 +347,7 @@ def list_jobs(
     if state is not None:
         stmt = stmt.where(Job.state == state)
     with sm() as session:
-        rows = session.execute(stmt.order_by(Job.id).limit(limit)).all()
+        rows = session.execute(stmt.order_by(Job.id).limit(limit).offset(offset)).all()
         return [
             JobRow(
                 job_id=job.id,

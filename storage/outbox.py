@@ -586,16 +586,17 @@ def _delivery_row(d: Delivery, kind: str, study_id: int, next_at: datetime | Non
 
 
 def list_deliveries(
-    sm: sessionmaker[Session], state: str | None = None, *, limit: int = 1000
+    sm: sessionmaker[Session], state: str | None = None, *, limit: int = 1000, offset: int = 0
 ) -> list[DeliveryRow]:
-    """Deliveries (only those in ``state`` if given), oldest first."""
+    """Deliveries (only those in ``state`` if given), oldest first; ``limit``/``offset``
+    select a page (in SQL)."""
     if state is not None and state not in {s.value for s in DeliveryState}:
         raise ValueError(f"unknown delivery state {state!r}")
     stmt = _ROW_QUERY
     if state is not None:
         stmt = stmt.where(Delivery.state == state)
     with sm() as session:
-        rows = session.execute(stmt.order_by(Delivery.id).limit(limit)).all()
+        rows = session.execute(stmt.order_by(Delivery.id).limit(limit).offset(offset)).all()
         return [_delivery_row(d, kind, study_id, at) for d, kind, study_id, at in rows]
 
 

@@ -71,7 +71,7 @@ def deliveries_page(
     sm = context(request).sessions
     counts = status_counts(sm).deliveries_by_state
     total = counts.get(state, 0) if state else sum(counts.values())
-    return list_deliveries(sm, state, limit=offset + limit)[offset:], total
+    return list_deliveries(sm, state, limit=limit, offset=offset), total
 
 
 def jobs_page(
@@ -81,7 +81,7 @@ def jobs_page(
     sm = context(request).sessions
     counts = status_counts(sm).jobs_by_state
     total = counts.get(state, 0) if state else sum(counts.values())
-    return list_jobs(sm, state, limit=offset + limit)[offset:], total
+    return list_jobs(sm, state, limit=limit, offset=offset), total
 
 
 def retry_deliveries(request: Request, actor: Actor, delivery_id: int | None) -> list[int]:
