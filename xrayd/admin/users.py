@@ -4,11 +4,11 @@ tokens. Each change is audited in its own transaction by :mod:`storage.users` /
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from storage import logins, users
 from storage.errors import ConflictError, NotFoundError
+from xrayd.admin import validation
 from xrayd.admin.actor import Actor
 
 if TYPE_CHECKING:
@@ -61,9 +61,11 @@ def create_token(
     actor: Actor,
     user_name: str,
     label: str,
-    lifetime: timedelta | None = None,
+    days: float | None = None,
 ) -> str:
-    """A new API token for ``user_name`` (shown once; only its hash is kept)."""
+    """A new API token for ``user_name``, valid for ``days`` (None: until revoked); shown once,
+    only its hash is kept."""
+    lifetime = validation.token_lifetime(days)
     return users.create_api_token(sm, user_name, label, actor=actor.name, lifetime=lifetime)
 
 

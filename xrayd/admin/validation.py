@@ -12,6 +12,7 @@ the field.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,6 +29,7 @@ __all__ = [
     "object_kinds",
     "port",
     "remote",
+    "token_lifetime",
 ]
 
 
@@ -59,6 +61,19 @@ def port(value: int | str) -> int:
     if not 1 <= number <= 65535:
         raise InvalidInputError("port must be between 1 and 65535")
     return number
+
+
+#: the longest an API token may be valid for, in days
+MAX_TOKEN_DAYS = 3650
+
+
+def token_lifetime(days: float | None) -> timedelta | None:
+    """An API token's lifetime from a number of days (None: valid until revoked)."""
+    if days is None:
+        return None
+    if not 0 < days <= MAX_TOKEN_DAYS:
+        raise InvalidInputError(f"days must be more than 0 and at most {MAX_TOKEN_DAYS}")
+    return timedelta(days=days)
 
 
 def object_kinds(values: Iterable[str]) -> tuple[str, ...]:

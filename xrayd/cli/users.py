@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 from config.settings import Settings
@@ -89,9 +88,8 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from xrayd.admin import users
     from xrayd.admin.actor import Actor
 
-    lifetime = None if args.days is None else timedelta(days=args.days)
     token = users.create_token(
-        open_sessions(settings), Actor.cli(), args.name, args.label, lifetime
+        open_sessions(settings), Actor.cli(), args.name, args.label, args.days
     )
     print(token)
     until = "never expires" if args.days is None else f"expires in {args.days:g} day(s)"
@@ -111,9 +109,14 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _days(value: str) -> float:
-    days = float(value)
-    if not 0 < days <= 3650:
-        raise argparse.ArgumentTypeError("days must be more than 0 and at most 3650")
+    """``--days``, checked by the rule the web and the API use."""
+    from xrayd.admin.validation import InvalidInputError, token_lifetime
+
+    try:
+        days = float(value)
+        token_lifetime(days)
+    except (ValueError, InvalidInputError) as exc:  # InvalidInputError is a ValueError too
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return days
 
 

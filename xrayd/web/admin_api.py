@@ -47,9 +47,14 @@ from xrayd.web.admin_schemas import (
     JobOut,
     ModelsOut,
     ModelVersionOut,
+    PasswordIn,
+    PasswordSet,
     QueueOut,
     QueuesOut,
     Retried,
+    TokenCreated,
+    TokenIn,
+    Unlocked,
     UserIn,
     UserOut,
     audit_out,
@@ -318,6 +323,37 @@ def disable_user(request: Request, name: str, principal: Admin) -> UserOut:
 def enable_user(request: Request, name: str, principal: Admin) -> UserOut:
     admin_users.set_disabled(context(request).sessions, _actor(principal), name, False)
     return _user(request, name)
+
+
+@router.post(
+    "/users/{name}/password",
+    response_model=PasswordSet,
+    summary="Set a user's password (revokes their API tokens, ends their sessions)",
+)
+def set_password(request: Request, name: str, body: PasswordIn, principal: Admin) -> PasswordSet:
+    sm = context(request).sessions
+    tokens, sessions = admin_users.set_password(sm, _actor(principal), name, body.password)
+    return PasswordSet(tokens_revoked=tokens, sessions_ended=sessions)
+
+
+@router.post(
+    "/users/{name}/unlock", response_model=Unlocked, summary="Forget a user's failed logins"
+)
+def unlock_user(request: Request, name: str, principal: Admin) -> Unlocked:
+    cleared = admin_users.unlock(context(request).sessions, _actor(principal), name)
+    return Unlocked(failures_cleared=cleared)
+
+
+@router.post(
+    "/users/{name}/tokens",
+    response_model=TokenCreated,
+    status_code=201,
+    summary="Create an API token for a user (shown once)",
+)
+def create_token(request: Request, name: str, body: TokenIn, principal: Admin) -> TokenCreated:
+    sm = context(request).sessions
+    token = admin_users.create_token(sm, _actor(principal), name, body.label, body.days)
+    return TokenCreated(token=token)
 
 
 @router.post("/tokens/{token_id}/revoke", status_code=204, summary="Revoke an API token")

@@ -173,6 +173,28 @@ class UserIn(BaseModel):
     password: str = Field(max_length=1024, description="at least 12 characters")
 
 
+class PasswordIn(BaseModel):
+    password: str = Field(max_length=1024, description="at least 12 characters")
+
+
+class PasswordSet(BaseModel):
+    tokens_revoked: int
+    sessions_ended: int
+
+
+class Unlocked(BaseModel):
+    failures_cleared: int
+
+
+class TokenIn(BaseModel):
+    label: str = Field(default="api", max_length=64, description="what the token is for")
+    days: float | None = Field(default=None, description="expires after this many days")
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="shown once: only its hash is kept")
+
+
 class AuditOut(BaseModel):
     id: int
     at: datetime

@@ -369,3 +369,41 @@ def test_models_are_promoted_and_rolled_back_through_the_api(
     events = [(e.action, e.object_id, e.actor) for e in _audit(web, object_type="model_version")]
     assert ("model.promoted", "1.0.0+r1", "api:admin") in events
     assert ("model.rolled_back", "1.0.0", "api:admin") in events
+
+
+def test_passwords_tokens_and_unlocks_through_the_api_as_through_the_cli(
+    web: Web, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h = web.token("admin")
+    r = web.client.post("/api/v1/users/rad/tokens", json={"label": "pacs", "days": 7}, headers=h)
+    assert r.status_code == 201 and r.json()["token"].startswith("xrd_")
+    rad = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert web.client.get("/api/v1/studies", headers=rad).status_code == 200
+    too_long = web.client.post("/api/v1/users/rad/tokens", json={"days": 4000}, headers=h)
+    assert too_long.status_code == 422
+    message = too_long.json()["detail"]
+    assert message == "days must be more than 0 and at most 3650"
+    cfg = _config(web, tmp_path)
+    with pytest.raises(SystemExit):  # argparse refuses it, with the same message
+        main(["users", "token", "rad", "--days", "4000", "--config", cfg])
+    assert message in capsys.readouterr().err
+    assert web.client.post("/api/v1/users/nobody/tokens", json={}, headers=h).status_code == 404
+
+    r = web.client.post(
+        "/api/v1/users/rad/password", json={"password": "a-new-rad-password"}, headers=h
+    )
+    assert r.status_code == 200 and r.json()["tokens_revoked"] == 1
+    assert web.client.get("/api/v1/studies", headers=rad).status_code == 401
+    short = web.client.post("/api/v1/users/rad/password", json={"password": "x"}, headers=h)
+    assert short.status_code == 422
+    r = web.client.post("/api/v1/users/rad/unlock", headers=h)
+    assert r.status_code == 200 and r.json() == {"failures_cleared": 0}
+
+    seen = {(e.action, e.object_id, e.actor) for e in _audit(web) if e.actor == "api:admin"}
+    assert {
+        ("user.password_changed", "rad", "api:admin"),
+        ("user.login_unlocked", "rad", "api:admin"),
+    } <= seen
+    assert [e.detail["user"] for e in _audit(web, action="token.created", actor="api:admin")] == [
+        "rad"
+    ]
