@@ -93,7 +93,7 @@ def object_kinds(values: Iterable[str]) -> tuple[str, ...]:
 
 def remote(value: str) -> tuple[str, str, int]:
     """``AE@HOST:PORT`` as ``(AE title, host, port)``, each checked by its rule."""
-    title, at, rest = value.partition("@")
+    title, at, rest = value.rpartition("@")
     name, colon, number = rest.rpartition(":")
     if not at or not colon or not name:
         raise InvalidInputError(f"remote must be AE@HOST:PORT, not {value[:80]!r}")
