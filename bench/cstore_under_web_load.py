@@ -225,7 +225,9 @@ def _cli(*args: str) -> list[str]:
 class Node:
     """``xrayd serve`` from ``checkout`` on a pre-populated SQLite database."""
 
-    def __init__(self, checkout: Path, work: Path, studies: int) -> None:
+    def __init__(
+        self, checkout: Path, work: Path, studies: int, web_threads: int | None = None
+    ) -> None:
         self.port, self.web_port = free_port(), free_port()
         data = work / "data"
         data.mkdir()
@@ -238,7 +240,8 @@ class Node:
             "[study]\nquiet_seconds = 3600\nmax_wait_seconds = 3600\n"
             "release_ends_wait = false\n"
             f"[web]\nport = {self.web_port}\ncookie_secure = false\n"
-            '[logging]\nlevel = "WARNING"\n'
+            + (f"request_threads = {web_threads}\n" if web_threads else "")
+            + '[logging]\nlevel = "WARNING"\n'
         )
         env = _env(checkout)
         subprocess.run(
@@ -520,11 +523,12 @@ def run(args: argparse.Namespace) -> int:
         f"clients, {args.stores} C-STOREs per phase ({args.size}x{args.size} px), "
         f"{os.cpu_count()} CPUs, web load "
         + (f"capped at {args.rate:g} requests/s" if args.rate > 0 else "closed loop")
+        + (f", [web] request_threads {args.web_threads}" if args.web_threads else "")
     )
     node = None
     try:
         t0 = time.monotonic()
-        node = Node(checkout, work, args.studies)
+        node = Node(checkout, work, args.studies, args.web_threads)
         say(f"node ready in {time.monotonic() - t0:.1f} s (population, user, start, model)")
         images = make_images(2 * args.stores + PER_ASSOCIATION, args.size, seed=4242)
         send_timed(node.port, images[:PER_ASSOCIATION])  # warm-up: first association, imports
@@ -596,6 +600,12 @@ def main() -> int:
         default=0.0,
         help="cap on the web requests/s of all clients together (default 0: closed loop, "
         "each client asks again as soon as it is answered)",
+    )
+    parser.add_argument(
+        "--web-threads",
+        type=int,
+        default=None,
+        help="[web] request_threads of the node (trees that have it; default: the tree's own)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--populate", default=None, help=argparse.SUPPRESS)

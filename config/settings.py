@@ -461,6 +461,10 @@ class WebSettings(_Section):
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
     #: reverse proxies (addresses or networks) whose X-Forwarded-For names the client
     trusted_proxies: tuple[str, ...] = ()
+    #: requests handled at once (page and API handlers run in this many threads; more wait in
+    #: line). The web UI shares the process, and so its CPU, with the DICOM listener: a small
+    #: pool keeps 20 busy browsers from slowing the modality's acknowledgements
+    request_threads: int = Field(default=4, ge=1, le=64)
     #: HTTPS for the web UI (else put a TLS reverse proxy in front)
     tls_cert_file: OptionalSecretPath = None
     tls_key_file: OptionalSecretPath = None

@@ -19,6 +19,8 @@ from sqlalchemy import Connection, Table, bindparam, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage import audit
+from storage.db import Sessions
 from storage.errors import StorageError
 from storage.schema import Instance, Job, JobState, Series, Study, StudyState
 
@@ -215,6 +217,26 @@ def record_instance(session: Session, rec: InstanceRecord) -> StoreOutcome:
         },
     )
     return StoreOutcome.NEW
+
+
+def store_received(
+    sm: Sessions, rec: InstanceRecord, *, actor: str, host: str | None
+) -> StoreOutcome:
+    """Store a received instance's rows (:func:`record_instance`) and commit; a CONFLICT (same
+    SOP Instance UID, other bytes: the copy kept at ``rec.spool_path``) is audited as
+    ``instance.conflict`` by ``actor`` (the sender) in the same transaction."""
+    with sm.begin() as session:
+        outcome = record_instance(session, rec)
+        if outcome is StoreOutcome.CONFLICT:
+            audit.append(
+                session,
+                actor=actor,
+                action=audit.Action.INSTANCE_CONFLICT,
+                object_type="instance",
+                object_id=rec.sop_instance_uid,
+                detail={"kept_copy": rec.spool_path, "host": host},
+            )
+    return outcome
 
 
 def _existing_outcome(conn: Connection, rec: InstanceRecord) -> StoreOutcome | None:

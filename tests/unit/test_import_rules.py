@@ -1,8 +1,10 @@
-"""The package import rules of ../shared/DESIGN.md, checked on the source (AST)."""
+"""The package import rules (CONTRIBUTING.md, "Import rules"), checked on the source (AST); and no
+test doubles in the product."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ ALLOWED = {
 HOMES = {
     "pynetdicom": {"dicom_node"},
     "highdicom": {"dicom_node"},
-    "sqlalchemy": {"storage", "xrayd"},  # xrayd only passes sessionmaker objects through
+    "sqlalchemy": {"storage"},  # others hold storage.db.Sessions and call storage functions
     "alembic": {"storage"},
     "torch": {"models", "retrain"},
     "monai": {"models", "retrain"},
@@ -60,3 +62,33 @@ def test_the_rule_checker_catches_a_violation(tmp_path: Path) -> None:
     sample = tmp_path / "x.py"
     sample.write_text("from storage.jobs import claim_job\nimport pynetdicom.ae\n")
     assert imports(sample) == {"storage", "pynetdicom"}
+
+
+#: names that say a class or function is a test double; they belong in tests/
+DOUBLE = re.compile(r"^(Fake|Mock|Stub|Dummy|Spy|SeenOnly)[A-Z_]|^(fake|mock|stub|dummy)_")
+
+
+def doubles(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    return [
+        f"{path.name}:{node.lineno} defines {node.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and DOUBLE.match(node.name)
+    ]
+
+
+@pytest.mark.parametrize("package", sorted(PROJECT))
+def test_no_test_doubles_in_the_product(package: str) -> None:
+    found = [
+        f"{path.parent.relative_to(ROOT)}/{d}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for d in doubles(path)
+    ]
+    assert not found, "test doubles belong in tests/:\n" + "\n".join(found)
+
+
+def test_the_double_checker_catches_one(tmp_path: Path) -> None:
+    sample = tmp_path / "x.py"
+    sample.write_text("class SeenOnlyAnalyser:\n    pass\n\ndef fake_sender():\n    pass\n")
+    assert [d.split(" defines ")[1] for d in doubles(sample)] == ["SeenOnlyAnalyser", "fake_sender"]

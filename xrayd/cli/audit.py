@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 from config.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from storage.db import Sessions
 
 __all__ = ["add_parsers", "cmd_audit_list", "cmd_audit_verify"]
 
 
-def _sessions(settings: Settings) -> sessionmaker[Session]:
+def _sessions(settings: Settings) -> Sessions:
     """The site's database as it is (an empty or outdated one is an error, not created)."""
-    from xrayd.runtime.node import open_storage
+    from storage.opened import open_storage
 
     return open_storage(settings, create_if_empty=False, require_current=True).sessions
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.uid import generate_uid
-from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from dicom_node.errors import PeerUnreachableError
@@ -31,9 +30,11 @@ from dicom_node.scu import RemoteAE, echo, store_datasets
 from models.synthetic import generate_case, to_dicom
 from storage import audit as storage_audit
 from storage.analyses import analyses_of, study_id_of
+from storage.db import Sessions
+from storage.opened import open_storage
 from storage.status import status_counts
 from xrayd.runtime.logging_setup import configure_logging
-from xrayd.runtime.node import Node, open_storage
+from xrayd.runtime.node import Node
 
 MODALITY_AE = "DEMO-CR"
 PACS_AE = "DEMO-PACS"
@@ -220,7 +221,7 @@ def run_demo(data_dir: Path, images: int = 6, timeout: float = 240.0) -> int:
         pacs.stop()
 
 
-def _flagged(sessions: sessionmaker[Session], study_uid: str) -> bool:
+def _flagged(sessions: Sessions, study_uid: str) -> bool:
     """Whether the study's latest analysis flags an image (present or indeterminate)."""
     study_id = study_id_of(sessions, study_uid)
     rows = analyses_of(sessions, study_id) if study_id is not None else []
@@ -228,7 +229,7 @@ def _flagged(sessions: sessionmaker[Session], study_uid: str) -> bool:
     return any(i.get("decision") in ("present", "indeterminate") for i in images)
 
 
-def _decision(sessions: sessionmaker[Session], study_uid: str) -> tuple[str, str]:
+def _decision(sessions: Sessions, study_uid: str) -> tuple[str, str]:
     """The stored study decision and probability, as text."""
     study_id = study_id_of(sessions, study_uid)
     if study_id is None:

@@ -75,7 +75,7 @@ def cmd_echo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from storage.migrate import current_revision, head_revision, upgrade
-    from xrayd.runtime.node import open_storage
+    from storage.opened import open_storage
 
     storage = open_storage(settings, create_if_empty=False, require_current=False)
     before = current_revision(storage.engine)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def _service(settings: Settings) -> RetrainService:
-    from xrayd.runtime.node import open_storage
+    from storage.opened import open_storage
     from xrayd.workers.retrain import RetrainService
 
     storage = open_storage(settings, create_if_empty=True, require_current=True)

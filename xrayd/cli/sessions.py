@@ -18,7 +18,8 @@ def open_sessions(
     """Open the settings' database at the current schema (creating an empty one unless
     ``create`` is False); with ``peers`` the settings file's callers and destinations are
     synced into it first, with ``model`` the configured model bundle is registered."""
-    from xrayd.runtime.node import open_storage, seed_registry
+    from storage.opened import open_storage
+    from xrayd.runtime.node import seed_registry
 
     sessions = open_storage(settings, create_if_empty=create, require_current=True).sessions
     if peers:

@@ -19,7 +19,7 @@ from config.errors import ConfigError
 from config.settings import Settings
 
 if TYPE_CHECKING:
-    from xrayd.runtime.node import Storage
+    from storage.opened import Storage
 
 DEFAULT_HOURS = 24.0
 MIN_HOURS = 1.0
@@ -28,7 +28,7 @@ MIN_HOURS = 1.0
 def _storage(settings: Settings) -> Storage:
     """The site's database (never created here: an empty one would make every object look
     unreferenced), spool and byte store."""
-    from xrayd.runtime.node import open_storage
+    from storage.opened import open_storage
 
     return open_storage(settings, create_if_empty=False, require_current=True)
 

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.encapsulated_pdf import build_encapsulated_pdf
 from dicom_node.findings import Algorithm, ImageFinding, NotAnalysed, StudyFindings
@@ -57,6 +56,7 @@ from storage.bytestore import (
     LocalByteStore,
     key_for,
 )
+from storage.db import Sessions
 from storage.jobs import ClaimedJob
 from storage.outbox import DEFAULT_MAX_ATTEMPTS as DELIVERY_MAX_ATTEMPTS
 from storage.redact import describe_exception, redact
@@ -91,7 +91,7 @@ class StudyAnalyser:
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         spool: Spool,
         model: Callable[[], ReadyClassifier],
         *,

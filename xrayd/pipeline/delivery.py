@@ -31,8 +31,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from config.settings import DeliverySettings, DestinationTLSSettings
 from dicom_node.received import uid_log_tag
 from dicom_node.scu import DEFAULT_MAX_PDU, OutgoingLimits, RemoteAE, SendOutcome, send_file
@@ -46,6 +44,7 @@ from storage.bytestore import (
     InvalidKeyError,
     LocalByteStore,
 )
+from storage.db import Sessions
 from storage.spool import Spool
 from xrayd.workers.base import LoopWorker, Wakeup
 
@@ -134,7 +133,7 @@ class DeliveryWorker(LoopWorker):
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         spool: Spool,
         options: DeliveryOptions,
         clock: Callable[[], datetime],

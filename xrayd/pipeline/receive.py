@@ -33,14 +33,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from dicom_node.received import Peer, ReceivedInstance, uid_log_tag
 from dicom_node.statuses import RejectReason, StoreStatus
 from storage import audit, jobs, peers
 from storage.bytestore import ByteStore, ByteStoreError, LocalByteStore
+from storage.db import Sessions
 from storage.errors import StorageError
-from storage.instances import InstanceRecord, StoreOutcome, record_instance
+from storage.instances import InstanceRecord, StoreOutcome, store_received
 from storage.spool import Spool, StagedFile
 
 LOGGER = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class SpoolingSink:
     def __init__(
         self,
         spool: Spool,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         *,
         min_free_bytes: int,
         release_ends_wait: bool = True,
@@ -148,17 +147,12 @@ class SpoolingSink:
             received_at=self.clock(),
         )
         try:
-            with self.sessions.begin() as session:
-                outcome = record_instance(session, record)
-                if outcome is StoreOutcome.CONFLICT:
-                    audit.append(
-                        session,
-                        actor=f"dicom:{instance.peer.calling_ae_title}",
-                        action=audit.Action.INSTANCE_CONFLICT,
-                        object_type="instance",
-                        object_id=sop,
-                        detail={"kept_copy": rel, "host": instance.peer.host},
-                    )
+            outcome = store_received(
+                self.sessions,
+                record,
+                actor=f"dicom:{instance.peer.calling_ae_title}",
+                host=instance.peer.host,
+            )
         except StorageError as exc:
             LOGGER.error("refusing C-STORE %s: database: %s", sop, exc)
             return StoreStatus.OUT_OF_RESOURCES

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from storage import audit
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from storage.db import Sessions
 
 LOGGER = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class RefusalAudit:
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         *,
         period_seconds: float = PERIOD_SECONDS,
         clock: Callable[[], float] = time.monotonic,

@@ -37,7 +37,6 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy.orm import Session, sessionmaker
 
 from config.errors import XraydError
 from config.settings import Settings
@@ -52,6 +51,7 @@ from models.prediction import Prediction
 from models.reading import read_header
 from storage import analyses as store
 from storage.bytestore import ByteStore, ByteStoreError, ByteStoreUnavailableError, LocalByteStore
+from storage.db import Sessions
 from storage.spool import Spool
 from xrayd.pipeline.analyse import SOFTWARE_VERSION, result_key
 from xrayd.pipeline.predictions_to_findings import image_finding
@@ -111,7 +111,7 @@ class VerifiedSRWriter:
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         spool: Spool,
         settings: Settings,
         *,

@@ -30,8 +30,7 @@ from storage.spool import DiskUsage
 from storage.status import status_counts
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
-
+    from storage.db import Sessions
     from storage.retention import RetentionReport
     from xrayd.pipeline.delivery import DeliveryReport
 
@@ -52,7 +51,7 @@ class _ScrapeTime(Collector):
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         disk: Callable[[], DiskUsage],
         min_free_bytes: int,
         model: ModelVersion,
@@ -165,7 +164,7 @@ class Metrics:
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         disk: Callable[[], DiskUsage],
         *,
         min_free_bytes: int = 0,

@@ -10,12 +10,8 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from config.errors import ConfigError
 from config.settings import Settings
@@ -24,11 +20,10 @@ from dicom_node.tls import server_context
 from models.runtime_cache import RuntimeChoiceCache
 from retrain.scheduler import RetrainScheduler, slot_time
 from storage import jobs, notify, peers
-from storage.bytestore import ByteStore, open_byte_store, process_alive, remove_orphaned_fetches
-from storage.db import check_connection, make_engine, make_sessionmaker
-from storage.errors import DatabaseUnavailableError, SchemaOutdatedError
-from storage.migrate import current_revision, head_revision, schema_state, upgrade
-from storage.spool import DiskUsage, Spool
+from storage.bytestore import process_alive, remove_orphaned_fetches
+from storage.db import Sessions
+from storage.opened import Storage, open_storage
+from storage.spool import DiskUsage
 from storage.training import list_runs
 from storage.users import user_count
 from xrayd.pipeline.analyse import StudyAnalyser
@@ -59,55 +54,7 @@ from xrayd.workers.retrain import RetrainService, RetrainWorker
 LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Storage:
-    """The opened database, spool and byte store.
-
-    ``store`` holds the bytes of received instances and result objects: the spool itself
-    (``[object_store] backend = "local"``) or an S3-compatible object store shared by the
-    listener and worker hosts (``"s3"``: the spool then holds only temporary files).
-    """
-
-    engine: Engine
-    sessions: sessionmaker[Session]
-    spool: Spool
-    store: ByteStore
-
-
-def open_storage(settings: Settings, *, create_if_empty: bool, require_current: bool) -> Storage:
-    """Open the database, spool and byte store, failing with messages that name the settings
-    keys."""
-    data_dir = settings.storage.data_dir
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        Spool(settings.spool_dir).tmp_dir()
-    except OSError as exc:
-        raise ConfigError(f"storage.data_dir: cannot use {data_dir}: {exc.strerror}") from None
-    engine = make_engine(settings.database_url, password=settings.database_password())
-    try:
-        check_connection(engine)
-    except DatabaseUnavailableError as exc:
-        raise DatabaseUnavailableError(f"storage.database_url: {exc}") from None
-    state = schema_state(engine)
-    if state == "empty" and create_if_empty:
-        LOGGER.info("empty database: creating the schema")
-        upgrade(engine)
-    elif require_current and state != "current":
-        have = current_revision(engine) or "none"
-        raise SchemaOutdatedError(
-            f"the database schema is at revision {have}, this xrayd needs {head_revision()}: "
-            "run `xrayd db upgrade` first"
-        )
-    spool = Spool(settings.spool_dir)
-    try:
-        store = open_byte_store(settings.object_store, spool)
-    except BaseException:
-        engine.dispose()
-        raise
-    return Storage(engine, make_sessionmaker(engine), spool, store)
-
-
-def seed_registry(settings: Settings, sessions: sessionmaker[Session]) -> None:
+def seed_registry(settings: Settings, sessions: Sessions) -> None:
     """Make the TOML's callers and destinations the config-sourced rows of the database."""
     peers.seed_callers(sessions, [(c.ae_title, c.host) for c in settings.node.callers])
     peers.seed_destinations(
@@ -140,9 +87,7 @@ def listener_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         raise ConfigError(f"node.tls: cannot set up TLS ({type(exc).__name__})") from None
 
 
-def recover_orphaned_jobs(
-    sessions: sessionmaker[Session], now: Callable[[], datetime] = utcnow
-) -> int:
+def recover_orphaned_jobs(sessions: Sessions, now: Callable[[], datetime] = utcnow) -> int:
     """Queue again the running jobs of workers on this host whose process is gone."""
     host = socket.gethostname()
     orphaned = []
@@ -327,7 +272,7 @@ class Node:
             )
             if role in roles
         }
-        if wakeups and self.storage.engine.dialect.name == "postgresql":
+        if wakeups and self.storage.on_postgresql:
             # work queued by another process (a listener, another worker) wakes this one at
             # once instead of at its next poll
             self.threads.append(
@@ -394,7 +339,7 @@ class Node:
         self.retention_wakeup.set()
         for thread in self.threads:
             thread.join(timeout=timeout / 2)
-        self.storage.engine.dispose()
+        self.storage.close()
         LOGGER.info("stopped")
 
 
@@ -446,7 +391,7 @@ def retrain_scheduler(settings: Settings, service: RetrainService) -> RetrainSch
     )
 
 
-def last_scheduled_slot(sessions: sessionmaker[Session]) -> datetime | None:
+def last_scheduled_slot(sessions: Sessions) -> datetime | None:
     """The fire time of the newest scheduled retraining slot claimed (run or skipped)."""
     times = [slot_time(r.slot) for r in list_runs(sessions, limit=100)]
     return max((t for t in times if t is not None), default=None)
@@ -507,18 +452,18 @@ def serve(
             extra.stop()
         if listener_only:
             node.scp.stop(timeout=10)
-            storage.engine.dispose()
+            storage.close()
             return []
         if not node.roles:  # start-up failed before Node.start
             if "listener" in roles:
                 node.scp.stop(timeout=1)
-            storage.engine.dispose()
+            storage.close()
             return unfinished_threads(SETTLE_SECONDS)
         if any(t.ident is not None for t in node.threads):
             node.stop()
         else:  # start-up failed before the threads ran
             node.scp.stop(timeout=1)
-            storage.engine.dispose()
+            storage.close()
         # the model loader and an analysis past Node.stop's join run native code: let them end
         return unfinished_threads(SETTLE_SECONDS)
 

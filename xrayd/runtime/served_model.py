@@ -16,11 +16,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from config.settings import Settings
 from models.bundle import ExpectedBundle, bundle_identity, check_bundle, default_bundle_path
 from models.errors import BundleError
+from storage.db import Sessions
 from storage.model_versions import (
     ModelVersionRow,
     RegistryError,
@@ -42,7 +41,7 @@ LOGGER = logging.getLogger(__name__)
 
 
 def register_configured_model(
-    settings: Settings, sessions: sessionmaker[Session]
+    settings: Settings, sessions: Sessions
 ) -> ModelVersionRow:
     """Make sure a version is active; registers the configured bundle when none is."""
     path = (settings.model.bundle or default_bundle_path()).resolve()
@@ -85,7 +84,7 @@ def verify_version(row: ModelVersionRow) -> None:
         raise RegistryError(f"model {row.name} {row.version} cannot be served: {exc}") from None
 
 
-def verify_active_model(sessions: sessionmaker[Session]) -> None:
+def verify_active_model(sessions: Sessions) -> None:
     """At start: refuse (:class:`RegistryError`) to serve an active version whose bundle is
     not the one registered, with what to do about it."""
     row = active_version(sessions)
@@ -100,7 +99,7 @@ def verify_active_model(sessions: sessionmaker[Session]) -> None:
         ) from None
 
 
-def active_bundle_reader(sessions: sessionmaker[Session]) -> Callable[[], RegisteredBundle | None]:
+def active_bundle_reader(sessions: Sessions) -> Callable[[], RegisteredBundle | None]:
     """For :class:`xrayd.runtime.model_holder.ModelHolder`: the active version's bundle directory
     and its registered identity (checked when it is loaded)."""
 

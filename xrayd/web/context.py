@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from config.settings import Settings
 from storage.bytestore import ByteStore, LocalByteStore
+from storage.db import Sessions
 from storage.spool import DiskUsage, Spool
 from xrayd.runtime.metrics import Metrics
 
@@ -28,7 +27,7 @@ class WebContext:
     """
 
     settings: Settings
-    sessions: sessionmaker[Session]
+    sessions: Sessions
     spool: Spool
     write_verified_sr: Callable[[int], int | None] | None = None
     model_loaded: Callable[[], bool] = field(default=lambda: True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
 import threading
 
+import anyio.to_thread
 import uvicorn
 
 from config.errors import ConfigError
@@ -66,10 +68,21 @@ class WebServer:
             timeout_graceful_shutdown=5,
         )
         self._server = uvicorn.Server(config)
+        self._request_threads = web.request_threads
+        #: the server's event loop, once it runs
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="xrayd-web", daemon=True)
 
     def _run(self) -> None:
-        self._server.run(sockets=[self._socket])
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        # FastAPI runs each (synchronous) handler in anyio's worker threads: at most
+        # [web] request_threads at once instead of anyio's default 40, so a crowd of browsers
+        # queues here rather than contending with the DICOM listener's threads for the CPU
+        anyio.to_thread.current_default_thread_limiter().total_tokens = self._request_threads
+        self.loop = asyncio.get_running_loop()
+        await self._server.serve(sockets=[self._socket])
 
     def start(self) -> None:
         self._thread.start()

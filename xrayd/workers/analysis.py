@@ -10,10 +10,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from config.settings import JobSettings, StudySettings
 from storage import jobs
+from storage.db import Sessions
 from storage.errors import JobLostError
 from storage.redact import describe_exception
 from xrayd.pipeline.dispatch import Analyser
@@ -35,7 +34,7 @@ class LeaseKeeper(threading.Thread):
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         job: HeldJob,
         worker_id: str,
         lease_seconds: float,
@@ -95,7 +94,7 @@ class Worker(LoopWorker):
     def __init__(
         self,
         index: int,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         analyser: Analyser,
         settings: JobSettings,
         clock: Callable[[], datetime],
@@ -172,7 +171,7 @@ class CompletionTimer(LoopWorker):
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         study: StudySettings,
         job_settings: JobSettings,
         clock: Callable[[], datetime],

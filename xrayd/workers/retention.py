@@ -13,10 +13,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from config.settings import RetentionSettings
 from storage.bytestore import ByteStore
+from storage.db import Sessions
 from storage.retention import RetentionPolicy, RetentionReport, run_retention
 from storage.spool import DiskUsage, Spool
 from xrayd.workers.base import LoopWorker, Wakeup
@@ -43,7 +42,7 @@ class RetentionWorker(LoopWorker):
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         spool: Spool,
         settings: RetentionSettings,
         clock: Callable[[], datetime],

@@ -29,11 +29,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from config.settings import Settings
 from storage import queue
 from storage.bytestore import ByteStore
+from storage.db import Sessions
 from storage.errors import JobLostError
 from storage.model_versions import (
     active_version,
@@ -96,7 +95,7 @@ class RetrainService:
     def __init__(
         self,
         settings: Settings,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         spool: Spool,
         *,
         on_promoted: Callable[[], None] = lambda: None,
