@@ -65,7 +65,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import audit, queue
-from storage.errors import StorageError
+from storage.errors import NotFoundError
 from storage.redact import redact
 from storage.schema import Delivery, DeliveryState, Destination, Job, JobState, Result, utcnow
 
@@ -92,11 +92,11 @@ _recovered: ContextVar[list[tuple[int, str]] | None] = ContextVar(
 )
 
 
-class DeliveryNotFoundError(StorageError, LookupError):
+class DeliveryNotFoundError(NotFoundError):
     """A delivery id given to :mod:`storage.outbox` does not exist."""
 
 
-class ResultNotFoundError(StorageError, LookupError):
+class ResultNotFoundError(NotFoundError):
     """A result id given to :func:`queue_deliveries` does not exist."""
 
 

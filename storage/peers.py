@@ -1,9 +1,8 @@
-"""Allowed callers, result destinations and the audit trail.
+"""Allowed callers and result destinations (their audit rows: :mod:`storage.audit`).
 
 Callers and destinations come from two sources: the settings file (``source="config"``, synced
 at start-up by :func:`seed_callers` / :func:`seed_destinations`) and the CLI
-(``source="cli"``, kept across restarts). Every function takes a ``sessionmaker`` and commits,
-except :func:`record_audit`, which may also join the caller's session.
+(``source="cli"``, kept across restarts). Every function takes a ``sessionmaker`` and commits.
 """
 
 from __future__ import annotations
@@ -11,8 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -20,9 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import _check_ae_title
 from storage import audit
-from storage.audit import AuditRow as AuditRow
-from storage.audit import list_audit as list_audit
-from storage.audit import search_audit as search_audit
 from storage.errors import InvalidEntryError as InvalidEntryError
 from storage.schema import Caller, Destination, Source, utcnow
 
@@ -381,41 +376,3 @@ def seed_destinations(sm: sessionmaker[Session], entries: Sequence[DestinationRo
             extra={"added": added, "updated": updated, "removed": removed},
         )
     return SeedResult(added=added, updated=updated, removed=removed)
-
-
-# -- audit (moved to storage.audit; these names remain until every caller has moved) ---------
-
-
-def record_audit(
-    target: Session | sessionmaker[Session],
-    actor: str,
-    action: str,
-    object_type: str,
-    object_id: str | None,
-    detail: Mapping[str, Any],
-    *,
-    at: datetime | None = None,
-) -> None:
-    """Deprecated: use :func:`storage.audit.append` / :func:`storage.audit.record`."""
-    if not actor or not action or not object_type:
-        raise InvalidEntryError("actor, action and object_type must not be empty")
-    if isinstance(target, Session):
-        audit.append(
-            target,
-            actor=actor,
-            action=cast(audit.Action, action),
-            object_type=object_type,
-            object_id=object_id,
-            detail=detail,
-            at=at,
-        )
-        return
-    audit.record(
-        target,
-        actor=actor,
-        action=cast(audit.Action, action),
-        object_type=object_type,
-        object_id=object_id,
-        detail=detail,
-        at=at,
-    )

@@ -245,7 +245,7 @@ def _request(
     )
     run = session.get(TrainingRun, int(run_id))
     if run is None:  # pragma: no cover - inserted above
-        raise StorageError(f"no training run {run_id}")
+        raise NotFoundError(f"no training run {run_id}")
     run.job_id = job_id
     session.flush()
     logger.info("retraining run %d queued (%s)", run.id, trigger, extra={"run_id": run.id})
@@ -383,7 +383,7 @@ def finish_run(
         job_id = session.scalar(select(TrainingRun.job_id).where(TrainingRun.id == run_id))
         if job_id is None:
             if session.get(TrainingRun, run_id) is None:
-                raise StorageError(f"no training run {run_id}")
+                raise NotFoundError(f"no training run {run_id}")
             raise JobLostError(f"training run {run_id} has no job: it cannot be finished")
         # lock order: the job's row, then the run's (as the queue and its settler do)
         if not queue.holds(session, job_id, worker_id):
@@ -398,7 +398,7 @@ def finish_run(
             )
         run = session.get(TrainingRun, run_id, with_for_update=True, populate_existing=True)
         if run is None:  # pragma: no cover - read above
-            raise StorageError(f"no training run {run_id}")
+            raise NotFoundError(f"no training run {run_id}")
         run.state = state
         run.finished_at = now
         if new_reviews is not None:

@@ -1,5 +1,8 @@
 """The FastAPI application: pages, REST API, error handling and security headers.
 
+Errors become answers by their type: :func:`storage_error_status` for the storage layer's
+(404 not found, 409 conflict, 422 invalid input, 503 unavailable, 500 otherwise).
+
 Middleware, outermost first: the Host allow-list (:mod:`xrayd.web.peers`; 400 before
 anything else runs), then the security headers (CSP, no sniffing, no framing, no referrer,
 no caching of pages; HSTS when xrayd serves HTTPS itself).
@@ -18,15 +21,21 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from storage.errors import StorageError
-from storage.peers import InvalidEntryError
+from storage.bytestore import ByteStoreUnavailableError
+from storage.errors import (
+    ConflictError,
+    DatabaseUnavailableError,
+    InvalidEntryError,
+    NotFoundError,
+    StorageError,
+)
 from xrayd.web import admin_api, admin_pages, api, dashboards, ops, pages
 from xrayd.web.auth import CsrfError, Forbidden, NotAuthenticated
 from xrayd.web.context import WebContext
 from xrayd.web.peers import HostAllowList, allowed_hosts
 from xrayd.web.render import login_page, render
 
-__all__ = ["ROUTERS", "create_app"]
+__all__ = ["ROUTERS", "create_app", "storage_error_status"]
 
 LOGGER = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -78,6 +87,24 @@ def _json_error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"detail": message, **extra}, status_code=status)
 
 
+def storage_error_status(exc: StorageError) -> int:
+    """The HTTP status of a storage error, from its type alone (never from its wording).
+
+    Invalid input 422, something named that does not exist 404, a change the current state
+    forbids 409, the database or object store unavailable 503; any other storage error is a
+    fault the request did not cause (an impossible state, an unusable spool path): 500.
+    """
+    if isinstance(exc, InvalidEntryError):
+        return 422
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, ConflictError):
+        return 409
+    if isinstance(exc, (DatabaseUnavailableError, ByteStoreUnavailableError)):
+        return 503
+    return 500
+
+
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotAuthenticated)
     async def _unauthenticated(request: Request, exc: NotAuthenticated) -> Response:
@@ -108,17 +135,29 @@ def _install_handlers(app: FastAPI) -> None:
             message="The form was out of date or not sent from xrayd. Reload the page and retry.",
         )
 
-    @app.exception_handler(InvalidEntryError)
-    async def _invalid(request: Request, exc: InvalidEntryError) -> Response:
-        if _is_api(request):
-            return _json_error(422, str(exc))
-        return render(request, "error.html", status_code=422, message=str(exc))
-
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError) -> Response:
+        status = storage_error_status(exc)
+        if status >= 500:
+            # Not the request's fault: the operator finds the cause in the log (storage
+            # messages carry no patient data); the answer names only the kind of failure.
+            LOGGER.error(
+                "storage error answered %d: %s: %s",
+                status,
+                type(exc).__name__,
+                exc,
+                extra={"path": request.url.path},
+            )
+            message = (
+                "the database or the object store is unavailable; try again later"
+                if status == 503
+                else "internal storage error; the server log has the details"
+            )
+        else:
+            message = str(exc)
         if _is_api(request):
-            return _json_error(404 if "no " in str(exc) else 409, str(exc))
-        return render(request, "error.html", status_code=409, message=str(exc))
+            return _json_error(status, message)
+        return render(request, "error.html", status_code=status, message=message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
