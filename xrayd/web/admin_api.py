@@ -23,6 +23,8 @@ from storage.audit import search_audit
 from storage.model_versions import count_model_versions, list_model_versions
 from storage.outbox import get_delivery
 from storage.peers import (
+    CallerRow,
+    DestinationRow,
     count_callers,
     count_destinations,
     get_destination,
@@ -39,10 +41,8 @@ from xrayd.admin.actor import Actor
 from xrayd.web.admin_schemas import (
     AuditOut,
     CallerIn,
-    CallerOut,
     DeliveryOut,
     DestinationIn,
-    DestinationOut,
     EchoOut,
     JobOut,
     ModelsOut,
@@ -58,9 +58,7 @@ from xrayd.web.admin_schemas import (
     UserIn,
     UserOut,
     audit_out,
-    caller_out,
     delivery_out,
-    destination_out,
     job_out,
     user_out,
     version_out,
@@ -97,17 +95,17 @@ def _aware(name: str, value: datetime | None) -> None:
 # -- callers -------------------------------------------------------------------------------------
 
 
-@router.get("/callers", response_model=Page[CallerOut], summary="Calling AE titles allowed in")
-def callers(request: Request, limit: Limit = 100, offset: Offset = 0) -> Page[CallerOut]:
+@router.get("/callers", response_model=Page[CallerRow], summary="Calling AE titles allowed in")
+def callers(request: Request, limit: Limit = 100, offset: Offset = 0) -> Page[CallerRow]:
     sm = context(request).sessions
     rows = list_callers(sm, limit=limit, offset=offset)
-    return Page[CallerOut].of(rows, caller_out, total=count_callers(sm), limit=limit, offset=offset)
+    return Page[CallerRow](items=rows, total=count_callers(sm), limit=limit, offset=offset)
 
 
-@router.post("/callers", response_model=CallerOut, status_code=201, summary="Allow a caller")
-def create_caller(request: Request, body: CallerIn, principal: Admin) -> CallerOut:
+@router.post("/callers", response_model=CallerRow, status_code=201, summary="Allow a caller")
+def create_caller(request: Request, body: CallerIn, principal: Admin) -> CallerRow:
     sm = context(request).sessions
-    return caller_out(admin_peers.add_caller(sm, _actor(principal), body.ae_title, body.host))
+    return admin_peers.add_caller(sm, _actor(principal), body.ae_title, body.host)
 
 
 @router.delete("/callers", status_code=204, summary="Remove a caller (exact AE title and host)")
@@ -124,23 +122,22 @@ def delete_caller(
 # -- destinations --------------------------------------------------------------------------------
 
 
-@router.get("/destinations", response_model=Page[DestinationOut], summary="Result destinations")
-def destinations(request: Request, limit: Limit = 100, offset: Offset = 0) -> Page[DestinationOut]:
+@router.get("/destinations", response_model=Page[DestinationRow], summary="Result destinations")
+def destinations(request: Request, limit: Limit = 100, offset: Offset = 0) -> Page[DestinationRow]:
     sm = context(request).sessions
     rows = list_destinations(sm, limit=limit, offset=offset)
-    return Page[DestinationOut].of(
-        rows, destination_out, total=count_destinations(sm), limit=limit, offset=offset
+    return Page[DestinationRow](
+        items=rows, total=count_destinations(sm), limit=limit, offset=offset
     )
 
 
 @router.post(
-    "/destinations", response_model=DestinationOut, status_code=201, summary="Add a destination"
+    "/destinations", response_model=DestinationRow, status_code=201, summary="Add a destination"
 )
-def create_destination(request: Request, body: DestinationIn, principal: Admin) -> DestinationOut:
+def create_destination(request: Request, body: DestinationIn, principal: Admin) -> DestinationRow:
     values = body.model_dump(exclude_none=True)
     values.setdefault("send", list(DEFAULT_SEND))
-    row = admin_peers.add_destination(context(request).sessions, _actor(principal), values)
-    return destination_out(row)
+    return admin_peers.add_destination(context(request).sessions, _actor(principal), values)
 
 
 @router.delete("/destinations/{name}", status_code=204, summary="Remove a destination")

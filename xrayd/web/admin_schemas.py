@@ -1,5 +1,6 @@
 """The admin REST API's request and response models (pydantic), and the conversions from
-:mod:`storage` rows. Lists answer :class:`xrayd.web.paging.Page`.
+:mod:`storage` rows. Lists answer :class:`xrayd.web.paging.Page`. Callers and destinations
+answer their rows as they are (:class:`storage.peers.CallerRow`, ``DestinationRow``).
 
 Input models bound sizes only; the rules (AE title, host, port, names) are checked once, by
 :mod:`xrayd.admin.validation`, so the API refuses what the pages and the CLI refuse, with the
@@ -19,8 +20,8 @@ from storage.audit import AuditRow
 from storage.jobs import JobRow
 from storage.model_versions import ModelVersionRow
 from storage.outbox import DeliveryRow
-from storage.peers import CallerRow, DestinationRow
 from storage.users import ApiTokenRow, UserRow
+from xrayd.web.from_row import from_row
 from xrayd.web.paging import Page
 
 
@@ -64,12 +65,6 @@ class CallerIn(BaseModel):
     host: str | None = Field(default=None, max_length=255, description="null: from any host")
 
 
-class CallerOut(BaseModel):
-    ae_title: str
-    host: str | None
-    source: str
-
-
 class TLSIn(BaseModel):
     ca_file: str = Field(min_length=1, description="CA bundle that signs the peer's certificate")
     cert_file: str | None = None
@@ -89,16 +84,6 @@ class DestinationIn(BaseModel):
     port: int = Field(description="1 to 65535")
     send: list[ObjectKind] = Field(default_factory=lambda: list(DEFAULT_SEND))
     tls: TLSIn | None = Field(default=None, description="DICOM TLS; null: plain DICOM")
-
-
-class DestinationOut(BaseModel):
-    name: str
-    ae_title: str
-    host: str
-    port: int
-    send: list[str]
-    tls: dict[str, Any] | None = Field(description="the TLS settings (file paths only)")
-    source: str
 
 
 class DeliveryOut(BaseModel):
@@ -222,79 +207,22 @@ class UserOut(BaseModel):
     tokens: list[TokenOut]
 
 
-def caller_out(c: CallerRow) -> CallerOut:
-    return CallerOut(ae_title=c.ae_title, host=c.host, source=c.source)
-
-
-def destination_out(d: DestinationRow) -> DestinationOut:
-    return DestinationOut(
-        name=d.name,
-        ae_title=d.ae_title,
-        host=d.host,
-        port=d.port,
-        send=list(d.send),
-        tls=None if d.tls is None else dict(d.tls),
-        source=d.source,
-    )
-
-
 def delivery_out(d: DeliveryRow) -> DeliveryOut:
-    return DeliveryOut(
-        id=d.delivery_id,
-        result_id=d.result_id,
-        study_id=d.study_id,
-        kind=d.kind,
-        destination=d.destination_name,
-        state=d.state,
-        attempts=d.attempts,
-        next_attempt_at=d.next_attempt_at,
-        last_status=d.last_status,
-        last_error=d.last_error,
-        created_at=d.created_at,
-        updated_at=d.updated_at,
-    )
+    return from_row(DeliveryOut, d, id=d.delivery_id, destination=d.destination_name)
 
 
 def job_out(j: JobRow) -> JobOut:
-    return JobOut(
-        id=j.job_id,
-        study_id=j.study_id,
-        kind=j.kind,
-        state=j.state,
-        attempts=j.attempts,
-        max_attempts=j.max_attempts,
-        next_attempt_at=j.next_attempt_at,
-        last_error=j.last_error,
-        created_at=j.created_at,
-        updated_at=j.updated_at,
-        finished_at=j.finished_at,
-    )
+    return from_row(JobOut, j, id=j.job_id)
 
 
 def version_out(v: ModelVersionRow) -> ModelVersionOut:
-    return ModelVersionOut(**{k: getattr(v, k) for k in ModelVersionOut.model_fields})
+    return from_row(ModelVersionOut, v)
 
 
 def audit_out(a: AuditRow) -> AuditOut:
-    return AuditOut(**{k: getattr(a, k) for k in AuditOut.model_fields})
+    return from_row(AuditOut, a)
 
 
 def user_out(u: UserRow, tokens: Sequence[ApiTokenRow]) -> UserOut:
-    return UserOut(
-        name=u.name,
-        role=u.role,
-        disabled=u.disabled,
-        created_at=u.created_at,
-        tokens=[
-            TokenOut(
-                id=t.id,
-                name=t.name,
-                created_at=t.created_at,
-                last_used_at=t.last_used_at,
-                revoked_at=t.revoked_at,
-                expires_at=t.expires_at,
-            )
-            for t in tokens
-            if t.user_name == u.name
-        ],
-    )
+    mine = [from_row(TokenOut, t) for t in tokens if t.user_name == u.name]
+    return from_row(UserOut, u, tokens=mine)
