@@ -71,7 +71,7 @@ from xrayd.web.admin_support import (
     retry_deliveries,
 )
 from xrayd.web.auth import Principal, admin, context
-from xrayd.web.paging import MAX_OFFSET, Limit, Offset, Page
+from xrayd.web.paging import MAX_OFFSET, Limit, Offset, Page, require_time_zone
 
 __all__ = ["MAX_OFFSET", "echo_destination", "router"]
 
@@ -85,11 +85,6 @@ JobStateName = Literal["queued", "running", "done", "dead", "cancelled"]
 
 def _actor(principal: Principal) -> Actor:
     return Actor.api(principal.name)
-
-
-def _aware(name: str, value: datetime | None) -> None:
-    if value is not None and value.tzinfo is None:
-        raise HTTPException(422, f"{name}: give a time zone (e.g. 2026-11-23T00:00:00Z)")
 
 
 # -- callers -------------------------------------------------------------------------------------
@@ -271,8 +266,8 @@ def audit(
     limit: Limit = 50,
     offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
 ) -> Page[AuditOut]:
-    _aware("since", since)
-    _aware("until", until)
+    require_time_zone("since", since)
+    require_time_zone("until", until)
     rows, total = search_audit(
         context(request).sessions,
         actor=actor or None,

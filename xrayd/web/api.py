@@ -16,6 +16,7 @@ from storage import audit
 from storage.reviews import (
     OverrideRow,
     ReviewLabel,
+    StudyReview,
     WorklistFilter,
     WorklistItem,
     create_override,
@@ -24,7 +25,8 @@ from storage.reviews import (
     worklist,
 )
 from xrayd.web.auth import Principal, authenticated, context
-from xrayd.web.paging import Limit, Page
+from xrayd.web.from_row import from_row
+from xrayd.web.paging import Limit, Page, require_time_zone
 from xrayd.web.verified import VerifiedOutcome, send_verified_sr
 
 __all__ = ["router"]
@@ -121,41 +123,32 @@ class OverridePage(Page[OverrideOut]):
 
 
 def _study(i: WorklistItem) -> StudyOut:
-    return StudyOut(
-        id=i.study_id,
-        study_instance_uid=i.study_instance_uid,
-        received_at=i.received_at,
-        analysed_at=i.analysed_at,
-        decision=i.decision,
-        fracture_probability=i.fracture_probability,
-        count=i.count,
-        body_part=i.body_part,
-        hardware=i.hardware,
-        images=i.images,
-        model_version=i.model_version,
-        assigned_to=i.assigned_to,
-        reviewed_by=i.reviewed_by,
-        reviewed_at=i.reviewed_at,
-        agree=i.agree,
-    )
+    return from_row(StudyOut, i, id=i.study_id)
 
 
 def _override(
     o: OverrideRow, verified: int | None = None, outcome: VerifiedOutcome | None = None
 ) -> OverrideOut:
-    return OverrideOut(
-        id=o.id,
-        study_id=o.study_id,
-        user_name=o.user_name,
-        created_at=o.created_at,
-        agree=o.agree,
-        ai_label=o.ai_label,
-        radiologist_label=o.radiologist_label,
-        comment=o.comment,
-        analysis_id=o.result_id,
-        verified_sr_result_id=verified,
-        verified_sr=outcome,
+    return from_row(
+        OverrideOut, o, analysis_id=o.result_id, verified_sr_result_id=verified, verified_sr=outcome
     )
+
+
+def _viewed_review(request: Request, study_id: int, principal: Principal) -> StudyReview:
+    """The study's review, its viewing by ``principal`` through the API audited."""
+    ctx = context(request)
+    review = study_review(ctx.sessions, study_id)
+    if review is None:
+        raise HTTPException(404, "no analysed study with that id")
+    audit.record(
+        ctx.sessions,
+        actor=principal.name,
+        action=audit.Action.STUDY_VIEWED,
+        object_type="study",
+        object_id=str(study_id),
+        detail={"via": "api"},
+    )
+    return review
 
 
 @router.get("/openapi.json", include_in_schema=False)
@@ -176,9 +169,8 @@ def studies(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> StudyPage:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise HTTPException(422, f"{name}: give a time zone (e.g. 2026-11-23T00:00:00Z)")
+    require_time_zone("since", since)
+    require_time_zone("until", until)
     result = worklist(
         context(request).sessions,
         WorklistFilter(decision, body_part, reviewed, since, until, limit, offset),
@@ -196,19 +188,7 @@ def studies(
 def study(
     request: Request, study_id: int, principal: Annotated[Principal, Depends(authenticated)]
 ) -> StudyOut:
-    ctx = context(request)
-    review = study_review(ctx.sessions, study_id)
-    if review is None:
-        raise HTTPException(404, "no analysed study with that id")
-    audit.record(
-        ctx.sessions,
-        actor=principal.name,
-        action=audit.Action.STUDY_VIEWED,
-        object_type="study",
-        object_id=str(study_id),
-        detail={"via": "api"},
-    )
-    return _study(review.item)
+    return _study(_viewed_review(request, study_id, principal).item)
 
 
 @router.get(
@@ -219,18 +199,7 @@ def study(
 def predictions(
     request: Request, study_id: int, principal: Annotated[Principal, Depends(authenticated)]
 ) -> Predictions:
-    ctx = context(request)
-    review = study_review(ctx.sessions, study_id)
-    if review is None:
-        raise HTTPException(404, "no analysed study with that id")
-    audit.record(
-        ctx.sessions,
-        actor=principal.name,
-        action=audit.Action.STUDY_VIEWED,
-        object_type="study",
-        object_id=str(study_id),
-        detail={"via": "api"},
-    )
+    review = _viewed_review(request, study_id, principal)
     images = []
     for image in review.images:
         p = image.prediction or {}

@@ -1,15 +1,17 @@
 """One shape for every paginated list of the REST API: ``{"items", "total", "limit",
-"offset"}`` (:class:`Page`), with the query parameters that select a page."""
+"offset"}`` (:class:`Page`), with the query parameters that select a page and the rule for the
+times that filter a list (:func:`require_time_zone`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Query
+from fastapi import HTTPException, Query
 from pydantic import BaseModel, Field
 
-__all__ = ["MAX_OFFSET", "Limit", "Offset", "Page"]
+__all__ = ["MAX_OFFSET", "Limit", "Offset", "Page", "require_time_zone"]
 
 #: deeper pages of lists that storage pages through oldest first are refused
 MAX_OFFSET = 10_000
@@ -35,3 +37,9 @@ class Page(BaseModel, Generic[T]):
     ) -> Page[T]:
         """The page holding ``rows`` (already this page's rows), each converted."""
         return cls(items=[convert(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+def require_time_zone(name: str, value: datetime | None) -> None:
+    """422 when the query parameter ``name`` is a time without a time zone."""
+    if value is not None and value.tzinfo is None:
+        raise HTTPException(422, f"{name}: give a time zone (e.g. 2026-11-23T00:00:00Z)")
