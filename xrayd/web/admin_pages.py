@@ -209,22 +209,17 @@ def outbox_page(
     state: Annotated[str, Query(pattern="^(pending|sent|dead|all)$")] = "dead",
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
 ) -> Response:
-    rows, total = deliveries_page(
-        request, None if state == "all" else state, PAGE_SIZE, (page - 1) * PAGE_SIZE
-    )
-    counts = status_counts(context(request).sessions).deliveries_by_state
-    return render(
+    rows, total = deliveries_page(request, _state(state), PAGE_SIZE, (page - 1) * PAGE_SIZE)
+    counts = status_counts(context(request).sessions)
+    return _by_state_page(
         request,
-        "admin/outbox.html",
-        section="outbox",
+        "outbox",
+        state,
+        ("dead", "pending", "sent", "all"),
+        counts.deliveries_by_state,
+        page,
+        total,
         deliveries=rows,
-        total=total,
-        counts=counts,
-        state=state,
-        states=("dead", "pending", "sent", "all"),
-        page=page,
-        pages=min(MAX_PAGE, _pages(total)),
-        flash=_flash(request),
     )
 
 
@@ -248,23 +243,49 @@ def jobs_page_view(
     state: Annotated[str, Query(pattern="^(queued|running|done|dead|cancelled|all)$")] = "dead",
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
 ) -> Response:
-    rows, total = jobs_page(
-        request, None if state == "all" else state, PAGE_SIZE, (page - 1) * PAGE_SIZE
+    rows, total = jobs_page(request, _state(state), PAGE_SIZE, (page - 1) * PAGE_SIZE)
+    counts = status_counts(context(request).sessions)
+    return _by_state_page(
+        request,
+        "jobs",
+        state,
+        ("dead", "queued", "running", "done", "cancelled", "all"),
+        counts.jobs_by_state,
+        page,
+        total,
+        jobs=rows,
+        queues=counts.queues,
     )
-    counts = status_counts(context(request).sessions).jobs_by_state
+
+
+def _state(state: str) -> str | None:
+    return None if state == "all" else state
+
+
+def _by_state_page(
+    request: Request,
+    section: str,
+    state: str,
+    states: tuple[str, ...],
+    counts: dict[str, int],
+    page: int,
+    total: int,
+    **rows: Any,
+) -> Response:
+    """The outbox or the jobs page (``admin/<section>.html``): one page of ``rows`` in
+    ``state``, with links to the other ``states`` and their ``counts``."""
     return render(
         request,
-        "admin/jobs.html",
-        section="jobs",
-        jobs=rows,
+        f"admin/{section}.html",
+        section=section,
         total=total,
         counts=counts,
-        queues=status_counts(context(request).sessions).queues,
         state=state,
-        states=("dead", "queued", "running", "done", "cancelled", "all"),
+        states=states,
         page=page,
         pages=min(MAX_PAGE, _pages(total)),
         flash=_flash(request),
+        **rows,
     )
 
 

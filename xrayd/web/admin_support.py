@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +19,7 @@ from dicom_node.tls import ClientTLS
 from storage.jobs import JobRow, list_jobs
 from storage.outbox import DeliveryRow, list_deliveries
 from storage.peers import DestinationRow
-from storage.status import status_counts
+from storage.status import StatusCounts, status_counts
 from xrayd.admin import jobs as admin_jobs
 from xrayd.admin.actor import Actor
 from xrayd.pipeline.delivery import outgoing_limits
@@ -40,6 +40,8 @@ LOGGER = logging.getLogger(__name__)
 #: seconds a C-ECHO may take at most (connection, association and response each)
 ECHO_TIMEOUT = 5.0
 REPORT_PATH = Path("report") / "report.json"
+
+R = TypeVar("R")
 
 
 async def echo_destination(settings: Settings, row: DestinationRow) -> EchoOut:
@@ -68,20 +70,30 @@ def deliveries_page(
     request: Request, state: str | None, limit: int, offset: int
 ) -> tuple[list[DeliveryRow], int]:
     """One page of deliveries (oldest first) and how many there are in ``state`` (or at all)."""
-    sm = context(request).sessions
-    counts = status_counts(sm).deliveries_by_state
-    total = counts.get(state, 0) if state else sum(counts.values())
-    return list_deliveries(sm, state, limit=limit, offset=offset), total
+    return _page(request, list_deliveries, lambda c: c.deliveries_by_state, state, limit, offset)
 
 
 def jobs_page(
     request: Request, state: str | None, limit: int, offset: int
 ) -> tuple[list[JobRow], int]:
     """One page of jobs (oldest first) and how many there are in ``state`` (or at all)."""
+    return _page(request, list_jobs, lambda c: c.jobs_by_state, state, limit, offset)
+
+
+def _page(
+    request: Request,
+    list_rows: Callable[..., list[R]],
+    by_state: Callable[[StatusCounts], dict[str, int]],
+    state: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[R], int]:
+    """``list_rows(sessions, state, limit=, offset=)``, and the total of ``by_state``'s counts
+    in ``state`` (of all of them for None)."""
     sm = context(request).sessions
-    counts = status_counts(sm).jobs_by_state
+    counts = by_state(status_counts(sm))
     total = counts.get(state, 0) if state else sum(counts.values())
-    return list_jobs(sm, state, limit=limit, offset=offset), total
+    return list_rows(sm, state, limit=limit, offset=offset), total
 
 
 def retry_deliveries(request: Request, actor: Actor, delivery_id: int | None) -> list[int]:
