@@ -22,7 +22,8 @@ from storage.db import reading
 from storage.errors import ConflictError, JobLostError, NotFoundError
 from storage.jobs import holds_job
 from storage.outbox import DEFAULT_MAX_ATTEMPTS, queue_deliveries
-from storage.reviews import OverrideRow
+from storage.reviews import OverrideRow, override_row
+from storage.rows import from_attributes
 from storage.schema import Instance, Job, Override, Result, Series, Study
 
 __all__ = [
@@ -117,14 +118,12 @@ def load_study(sm: sessionmaker[Session], study_id: int, job_id: int) -> StudyTo
             .order_by(Series.id, Instance.received_at, Instance.id)
         ).all()
         instances = tuple(
-            SourceInstance(
+            from_attributes(
+                SourceInstance,
+                i,
                 instance_id=i.id,
-                sop_instance_uid=i.sop_instance_uid,
-                sop_class_uid=i.sop_class_uid,
                 series_instance_uid=s.series_instance_uid,
-                spool_path=i.spool_path,
                 body_part_examined=s.body_part_examined,
-                received_at=i.received_at,
             )
             for i, s in rows
         )
@@ -301,17 +300,7 @@ def review_to_verify(sm: sessionmaker[Session], override_id: int) -> OverrideRow
         o = session.get(Override, override_id)
         if o is None:
             return None
-        return OverrideRow(
-            o.id,
-            o.study_id,
-            o.user_name,
-            o.created_at,
-            o.agree,
-            dict(o.ai_label) if o.ai_label is not None else None,
-            dict(o.radiologist_label),
-            o.comment,
-            o.result_id,
-        )
+        return override_row(o)
 
 
 def record_verified_sr(

@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import InvalidEntryError
+from storage.rows import from_attributes
 from storage.schema import AuditEvent, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -250,17 +251,7 @@ def record(
 
 
 def _row(r: AuditEvent) -> AuditRow:
-    return AuditRow(
-        id=r.id,
-        at=r.at,
-        actor=r.actor,
-        action=r.action,
-        object_type=r.object_type,
-        object_id=r.object_id,
-        detail=dict(r.detail),
-        prev_hash=r.prev_hash,
-        row_hash=r.row_hash,
-    )
+    return from_attributes(AuditRow, r, detail=dict(r.detail))
 
 
 def list_audit(sm: sessionmaker[Session], limit: int = 100) -> list[AuditRow]:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import queue
 from storage.errors import JobNotFoundError
+from storage.rows import from_attributes
 from storage.schema import Job, JobState, Study, StudyState
 
 logger = logging.getLogger(__name__)
@@ -349,21 +350,12 @@ def list_jobs(
     with sm() as session:
         rows = session.execute(stmt.order_by(Job.id).limit(limit).offset(offset)).all()
         return [
-            JobRow(
+            from_attributes(
+                JobRow,
+                job,
                 job_id=job.id,
                 study_id=_required(job.study_id),
                 study_instance_uid=uid,
-                kind=job.kind,
-                state=job.state,
-                attempts=job.attempts,
-                max_attempts=job.max_attempts,
-                next_attempt_at=job.next_attempt_at,
-                lease_expires_at=job.lease_expires_at,
-                worker_id=job.worker_id,
-                last_error=job.last_error,
-                created_at=job.created_at,
-                updated_at=job.updated_at,
-                finished_at=job.finished_at,
             )
             for job, uid in rows
         ]

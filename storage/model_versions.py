@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import audit
 from storage.errors import ConflictError, NotFoundError
+from storage.rows import from_attributes
 from storage.schema import ModelState, ModelVersion, utcnow
 
 __all__ = [
@@ -71,21 +72,11 @@ class ModelVersionRow:
 
 
 def _row(r: ModelVersion) -> ModelVersionRow:
-    return ModelVersionRow(
-        id=r.id,
-        name=r.name,
-        version=r.version,
-        sha256=r.sha256,
-        path=r.path,
-        state=r.state,
+    return from_attributes(
+        ModelVersionRow,
+        r,
         metrics=None if r.metrics is None else dict(r.metrics),
-        created_at=r.created_at,
-        promoted_at=r.promoted_at,
-        promoted_by=r.promoted_by,
         gate=None if r.gate is None else dict(r.gate),
-        manifest_sha256=r.manifest_sha256,
-        parent_version=r.parent_version,
-        run_id=r.run_id,
     )
 
 
@@ -206,16 +197,7 @@ def _ensure_active(
             select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
         )
         if same is not None:
-            same.state = ModelState.ACTIVE.value
-            same.promoted_at = utcnow()
-            same.promoted_by = actor
-            audit.append(
-                session,
-                actor=actor,
-                action=audit.Action.MODEL_PROMOTED,
-                object_type="model_version",
-                object_id=version,
-            )
+            _activate(session, same, actor=actor, action=audit.Action.MODEL_PROMOTED)
             return _row(same)
         row = register_version(
             session,
@@ -228,8 +210,7 @@ def _ensure_active(
         )
         model = session.get(ModelVersion, row.id)
         assert model is not None
-        model.promoted_at = utcnow()
-        model.promoted_by = actor
+        _mark_promoted(model, actor)
         return _row(model)
 
 
@@ -269,20 +250,14 @@ def promote(
             raise RegistryError(f"model {version} failed the promotion gate and cannot be served")
         if target.state == ModelState.CANDIDATE and (target.gate or {}).get("verdict") != "passed":
             raise RegistryError(f"model {version} has no passing gate verdict")
-        if check is not None:
-            check(_row(target))
         previous = next((r for r in rows if r.state == ModelState.ACTIVE), None)
-        if previous is not None:
-            previous.state = ModelState.RETIRED.value
-        target.state = ModelState.ACTIVE.value
-        target.promoted_at = utcnow()
-        target.promoted_by = actor
-        audit.append(
+        _activate(
             session,
+            target,
             actor=actor,
             action=audit.Action.MODEL_PROMOTED,
-            object_type="model_version",
-            object_id=version,
+            retiring=previous,
+            check=check,
             detail={"previous": previous.version if previous is not None else None},
         )
         return _row(target)
@@ -308,18 +283,46 @@ def rollback(
         if not earlier:
             raise RegistryError("there is no earlier model to roll back to")
         target = max(earlier, key=lambda r: (r.promoted_at, r.id))
-        if check is not None:
-            check(_row(target))
-        current.state = ModelState.RETIRED.value
-        target.state = ModelState.ACTIVE.value
-        target.promoted_at = utcnow()
-        target.promoted_by = actor
-        audit.append(
+        _activate(
             session,
+            target,
             actor=actor,
             action=audit.Action.MODEL_ROLLED_BACK,
-            object_type="model_version",
-            object_id=target.version,
+            retiring=current,
+            check=check,
             detail={"from": current.version},
         )
         return _row(target)
+
+
+def _mark_promoted(target: ModelVersion, actor: str) -> None:
+    target.promoted_at = utcnow()
+    target.promoted_by = actor
+
+
+def _activate(
+    session: Session,
+    target: ModelVersion,
+    *,
+    actor: str,
+    action: audit.Action,
+    retiring: ModelVersion | None = None,
+    check: VersionCheck | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Make ``target`` the active version in the caller's transaction, retiring ``retiring``
+    (the version active until now), with its audit row; ``check`` may refuse it first."""
+    if check is not None:
+        check(_row(target))
+    if retiring is not None:
+        retiring.state = ModelState.RETIRED.value
+    target.state = ModelState.ACTIVE.value
+    _mark_promoted(target, actor)
+    audit.append(
+        session,
+        actor=actor,
+        action=action,
+        object_type="model_version",
+        object_id=target.version,
+        detail=detail,
+    )

@@ -67,6 +67,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage import audit, queue
 from storage.errors import NotFoundError
 from storage.redact import redact
+from storage.rows import from_attributes
 from storage.schema import Delivery, DeliveryState, Destination, Job, JobState, Result, utcnow
 
 logger = logging.getLogger(__name__)
@@ -276,16 +277,6 @@ def queue_deliveries(
 # -- claiming and reporting --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Claimed:
-    delivery_id: int
-    result_id: int
-    destination_name: str
-    kind: str
-    sop_instance_uid: str | None
-    file_path: str | None
-
-
 def claim_delivery(
     sm: sessionmaker[Session],
     now: datetime,
@@ -300,7 +291,8 @@ def claim_delivery(
     job whose delivery is no longer ``pending`` (sent by a late report, dead, or deleted with
     its result) is finished without sending and the next one is claimed. Commits.
     """
-    found: list[_Claimed] = []
+    #: what the claiming transaction read of the delivery and its result
+    found: list[dict[str, Any]] = []
 
     def on_claim(session: Session, job: Job) -> None:
         delivery = _get_locked(session, job.ref_id)
@@ -312,14 +304,14 @@ def claim_delivery(
         delivery.attempts = job.attempts
         delivery.updated_at = now
         found.append(
-            _Claimed(
-                delivery_id=delivery.id,
-                result_id=result.id,
-                destination_name=delivery.destination_name,
-                kind=result.kind,
-                sop_instance_uid=result.sop_instance_uid,
-                file_path=result.file_path,
-            )
+            {
+                "delivery_id": delivery.id,
+                "result_id": result.id,
+                "destination_name": delivery.destination_name,
+                "kind": result.kind,
+                "sop_instance_uid": result.sop_instance_uid,
+                "file_path": result.file_path,
+            }
         )
 
     while True:
@@ -345,19 +337,8 @@ def claim_delivery(
                 extra={"job_id": task.job_id, "delivery_id": task.ref_id},
             )
             continue
-        (c,) = found
-        claimed = ClaimedDelivery(
-            delivery_id=c.delivery_id,
-            result_id=c.result_id,
-            destination_name=c.destination_name,
-            kind=c.kind,
-            sop_instance_uid=c.sop_instance_uid,
-            file_path=c.file_path,
-            attempt=task.attempts,
-            lease_expires_at=task.lease_expires_at,
-            job_id=task.job_id,
-            worker_id=worker_id,
-        )
+        (read,) = found
+        claimed = from_attributes(ClaimedDelivery, task, **read, attempt=task.attempts)
         logger.debug(
             "delivery claimed",
             extra={
@@ -569,19 +550,8 @@ _ROW_QUERY = select(Delivery, Result.kind, Result.study_id, _NEXT_ATTEMPT).join(
 
 
 def _delivery_row(d: Delivery, kind: str, study_id: int, next_at: datetime | None) -> DeliveryRow:
-    return DeliveryRow(
-        delivery_id=d.id,
-        result_id=d.result_id,
-        study_id=study_id,
-        kind=kind,
-        destination_name=d.destination_name,
-        state=d.state,
-        attempts=d.attempts,
-        next_attempt_at=next_at,
-        last_status=d.last_status,
-        last_error=d.last_error,
-        created_at=d.created_at,
-        updated_at=d.updated_at,
+    return from_attributes(
+        DeliveryRow, d, delivery_id=d.id, study_id=study_id, kind=kind, next_attempt_at=next_at
     )
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import _check_ae_title
 from storage import audit
 from storage.errors import InvalidEntryError as InvalidEntryError
+from storage.rows import from_attributes
 from storage.schema import Caller, Destination, Source, utcnow
 
 logger = logging.getLogger(__name__)
@@ -250,15 +251,7 @@ def _checked_destination(row: DestinationRow, source: str) -> dict[str, Any]:
 
 
 def _destination_row(d: Destination) -> DestinationRow:
-    return DestinationRow(
-        name=d.name,
-        ae_title=d.ae_title,
-        host=d.host,
-        port=d.port,
-        send=tuple(d.send),
-        source=d.source,
-        tls=d.tls,
-    )
+    return from_attributes(DestinationRow, d, send=tuple(d.send))
 
 
 def list_destinations(

@@ -51,6 +51,7 @@ from storage import audit
 from storage.errors import JobNotFoundError
 from storage.notify import channel_for_queue, notify
 from storage.redact import redact
+from storage.rows import from_attributes
 from storage.schema import Job, JobState
 
 logger = logging.getLogger(__name__)
@@ -230,16 +231,8 @@ def claim(
         job.updated_at = now
         if on_claim is not None:
             on_claim(session, job)
-        claimed = ClaimedTask(
-            job_id=job.id,
-            queue=job.queue,
-            task=job.kind,
-            ref_id=job.ref_id,
-            study_id=job.study_id,
-            attempts=job.attempts,
-            max_attempts=job.max_attempts,
-            worker_id=worker_id,
-            lease_expires_at=lease_end,
+        claimed = from_attributes(
+            ClaimedTask, job, job_id=job.id, task=job.kind, lease_expires_at=lease_end
         )
     logger.debug(
         "job claimed",
@@ -487,26 +480,7 @@ def list_queue(
         stmt = stmt.where(Job.state == state)
     with sm() as session:
         jobs = session.scalars(stmt.order_by(Job.id).limit(limit).offset(offset)).all()
-        return [
-            QueueJobRow(
-                job_id=j.id,
-                queue=j.queue,
-                task=j.kind,
-                ref_id=j.ref_id,
-                study_id=j.study_id,
-                state=j.state,
-                priority=j.priority,
-                attempts=j.attempts,
-                max_attempts=j.max_attempts,
-                next_attempt_at=j.next_attempt_at,
-                lease_expires_at=j.lease_expires_at,
-                worker_id=j.worker_id,
-                last_error=j.last_error,
-                created_at=j.created_at,
-                finished_at=j.finished_at,
-            )
-            for j in jobs
-        ]
+        return [from_attributes(QueueJobRow, j, job_id=j.id, task=j.kind) for j in jobs]
 
 
 def retry_dead(

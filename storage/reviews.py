@@ -19,6 +19,7 @@ from storage import audit
 from storage.db import reading
 from storage.errors import NotFoundError
 from storage.peers import InvalidEntryError
+from storage.rows import from_attributes
 from storage.schema import Instance, Override, Result, ReviewAssignment, Series, Study, utcnow
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "assign",
     "create_override",
     "list_overrides",
+    "override_row",
     "study_review",
     "worklist",
 ]
@@ -148,17 +150,13 @@ class StudyReview:
     overrides: tuple[OverrideRow, ...]
 
 
-def _override_row(o: Override) -> OverrideRow:
-    return OverrideRow(
-        o.id,
-        o.study_id,
-        o.user_name,
-        o.created_at,
-        o.agree,
-        dict(o.ai_label) if o.ai_label is not None else None,
-        dict(o.radiologist_label),
-        o.comment,
-        o.result_id,
+def override_row(o: Override) -> OverrideRow:
+    """The plain row of a saved review (its labels copied out of the JSON columns)."""
+    return from_attributes(
+        OverrideRow,
+        o,
+        ai_label=dict(o.ai_label) if o.ai_label is not None else None,
+        radiologist_label=dict(o.radiologist_label),
     )
 
 
@@ -372,7 +370,7 @@ def study_review(sm: sessionmaker[Session], study_id: int) -> StudyReview | None
             analysis.id,
             dict(analysis.detail),
             images,
-            tuple(_override_row(o) for o in overrides),
+            tuple(override_row(o) for o in overrides),
         )
 
 
@@ -486,7 +484,7 @@ def create_override(
             object_id=str(study_id),
             detail={"override_id": row.id, "agree": row.agree, "label": label.as_json()},
         )
-        return _override_row(row)
+        return override_row(row)
 
 
 def list_overrides(
@@ -506,4 +504,4 @@ def list_overrides(
             query = query.where(Override.user_name == user_name)
         total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
         rows = session.scalars(query.order_by(Override.id.desc()).limit(limit).offset(offset)).all()
-        return [_override_row(o) for o in rows], total
+        return [override_row(o) for o in rows], total

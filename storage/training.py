@@ -31,6 +31,7 @@ from storage import audit, queue
 from storage.errors import JobLostError, NotFoundError, StorageError
 from storage.model_versions import ModelVersionRow, register_version
 from storage.redact import redact
+from storage.rows import from_attributes
 from storage.schema import (
     Instance,
     Job,
@@ -149,22 +150,7 @@ class ValidationCaseRow:
 
 
 def _run_row(r: TrainingRun) -> RunRow:
-    return RunRow(
-        id=r.id,
-        slot=r.slot,
-        trigger=r.trigger,
-        state=r.state,
-        worker=r.worker,
-        started_at=r.started_at,
-        finished_at=r.finished_at,
-        new_reviews=r.new_reviews,
-        candidate_version=r.candidate_version,
-        verdict=r.verdict,
-        report_path=r.report_path,
-        error=r.error,
-        detail=dict(r.detail),
-        job_id=r.job_id,
-    )
+    return from_attributes(RunRow, r, detail=dict(r.detail))
 
 
 # -- requesting (caller's session, or own transaction) -----------------------------------------
@@ -297,14 +283,7 @@ def start_run(
         task.attempts,
         extra={"run_id": row.id, "job_id": task.job_id},
     )
-    return ClaimedRun(
-        run=row,
-        job_id=task.job_id,
-        worker_id=worker_id,
-        attempts=task.attempts,
-        max_attempts=task.max_attempts,
-        lease_expires_at=task.lease_expires_at,
-    )
+    return from_attributes(ClaimedRun, task, run=row)
 
 
 def _mark_running(session: Session, job: Job) -> None:
