@@ -40,6 +40,7 @@ from storage.stats import (
 )
 from xrayd.web.auth import Principal, authenticated, context
 from xrayd.web.charts import bar_chart, line_chart
+from xrayd.web.paging import query_day
 from xrayd.web.render import render
 
 __all__ = [
@@ -106,18 +107,9 @@ def _checked(since: datetime, until: datetime) -> Window:
     return Window(since, until)
 
 
-def _date(value: str | None, name: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise HTTPException(422, f"{name}: expected a date as YYYY-MM-DD") from exc
-
-
 def page_window(days: int, date_from: str | None, date_to: str | None) -> Window:
     """The page's window: ``from``..``to`` (whole UTC days, both included) or the last days."""
-    first, last = _date(date_from, "from"), _date(date_to, "to")
+    first, last = query_day(date_from, "from"), query_day(date_to, "to")
     if first is None and last is None:
         return last_days(days)
     until = last + timedelta(days=1) if last is not None else last_days(1).until

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
@@ -25,6 +25,7 @@ from storage.users import authenticate, create_session, end_session
 from xrayd.runtime.limits import image_limits
 from xrayd.web.auth import COOKIE, Principal, authenticated, context
 from xrayd.web.images import heatmap_overlay_png, radiograph_png, read_header
+from xrayd.web.paging import query_day
 from xrayd.web.peers import client_address
 from xrayd.web.render import LOGIN_CSRF_COOKIE, login_page, render, safe_next
 from xrayd.web.verified import send_verified_sr
@@ -142,15 +143,6 @@ def home(principal: Annotated[Principal, Depends(authenticated)]) -> Response:
     return RedirectResponse("/worklist", status_code=303)
 
 
-def _day(value: str | None, name: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise HTTPException(422, f"{name}: expected a date as YYYY-MM-DD") from exc
-
-
 @router.get("/worklist")
 def worklist_page(
     request: Request,
@@ -163,8 +155,8 @@ def worklist_page(
     page: Annotated[int, Query(ge=1, le=100000)] = 1,
 ) -> Response:
     ctx = context(request)
-    since = _day(date_from, "from")
-    until = _day(date_to, "to")
+    since = query_day(date_from, "from")
+    until = query_day(date_to, "to")
     f = WorklistFilter(
         decision=decision or None,
         body_part=body_part or None,
