@@ -102,6 +102,69 @@ def _host_is(column: Any, host: str | None) -> ColumnElement[bool]:
     return column.is_(None) if host is None else column == host  # type: ignore[no-any-return]
 
 
+def _add_new(
+    sm: sessionmaker[Session],
+    row: Caller | Destination,
+    *same: ColumnElement[bool],
+    actor: str | None,
+    action: audit.Action,
+    object_id: str,
+    detail: Mapping[str, Any],
+) -> bool:
+    """Add ``row`` unless a row of its table matches ``same`` (False then, also when one is
+    added concurrently); given an ``actor``, with its audit row in the same transaction."""
+    try:
+        with sm.begin() as session:
+            if session.scalar(select(exists().where(*same))):
+                return False
+            session.add(row)
+            _flush_new(session)
+            _audit(session, actor=actor, action=action, object_id=object_id, detail=detail)
+    except _TakenError:  # added concurrently
+        return False
+    return True
+
+
+def _remove(
+    sm: sessionmaker[Session],
+    table: type[Caller | Destination],
+    *matching: ColumnElement[bool],
+    actor: str | None,
+    action: audit.Action,
+    object_id: str,
+    detail: Mapping[str, Any] | None,
+) -> int:
+    """Delete the rows of ``table`` that match; how many. Given an ``actor``, a removal is
+    audited in the same transaction."""
+    with sm.begin() as session:
+        result = session.execute(delete(table).where(*matching))
+        removed = int(getattr(result, "rowcount", 0) or 0)
+        if removed:
+            _audit(session, actor=actor, action=action, object_id=object_id, detail=detail)
+        return removed
+
+
+def _audit(
+    session: Session,
+    *,
+    actor: str | None,
+    action: audit.Action,
+    object_id: str,
+    detail: Mapping[str, Any] | None,
+) -> None:
+    """The change's audit row, given an ``actor``; its object type is the action's object kind
+    (``caller.added``: ``caller``)."""
+    if actor is not None:
+        audit.append(
+            session,
+            actor=actor,
+            action=action,
+            object_type=action.partition(".")[0],
+            object_id=object_id,
+            detail=detail,
+        )
+
+
 # -- callers -----------------------------------------------------------------------------------
 
 
@@ -135,26 +198,16 @@ def add_caller(
     appended in the same transaction: both commit or neither does."""
     title, host_ = _ae(ae_title), _host(host)
     source = _source(source)
-    try:
-        with sm.begin() as session:
-            if session.scalar(
-                select(exists().where(Caller.ae_title == title, _host_is(Caller.host, host_)))
-            ):
-                return False
-            session.add(Caller(ae_title=title, host=host_, source=source, created_at=utcnow()))
-            _flush_new(session)
-            if actor is not None:
-                audit.append(
-                    session,
-                    actor=actor,
-                    action=audit.Action.CALLER_ADDED,
-                    object_type="caller",
-                    object_id=title,
-                    detail={"host": host_, **(detail or {})},
-                )
-    except _TakenError:  # added concurrently
-        return False
-    return True
+    return _add_new(
+        sm,
+        Caller(ae_title=title, host=host_, source=source, created_at=utcnow()),
+        Caller.ae_title == title,
+        _host_is(Caller.host, host_),
+        actor=actor,
+        action=audit.Action.CALLER_ADDED,
+        object_id=title,
+        detail={"host": host_, **(detail or {})},
+    )
 
 
 def remove_caller(
@@ -171,21 +224,16 @@ def remove_caller(
     removal is audited (``caller.removed``) in the same transaction.
     """
     title, host_ = _ae(ae_title), _host(host)
-    with sm.begin() as session:
-        result = session.execute(
-            delete(Caller).where(Caller.ae_title == title, _host_is(Caller.host, host_))
-        )
-        removed = int(getattr(result, "rowcount", 0) or 0)
-        if removed and actor is not None:
-            audit.append(
-                session,
-                actor=actor,
-                action=audit.Action.CALLER_REMOVED,
-                object_type="caller",
-                object_id=title,
-                detail={"host": host_, **(detail or {})},
-            )
-        return removed
+    return _remove(
+        sm,
+        Caller,
+        Caller.ae_title == title,
+        _host_is(Caller.host, host_),
+        actor=actor,
+        action=audit.Action.CALLER_REMOVED,
+        object_id=title,
+        detail={"host": host_, **(detail or {})},
+    )
 
 
 def seed_callers(
@@ -287,29 +335,20 @@ def add_destination(
     Given an ``actor``, the audit row (``destination.added``: remote, object kinds, TLS or not,
     plus ``detail``) is appended in the same transaction."""
     values = _checked_destination(row, row.source)
-    try:
-        with sm.begin() as session:
-            if session.scalar(select(exists().where(Destination.name == values["name"]))):
-                return False
-            session.add(Destination(**values, created_at=utcnow()))
-            _flush_new(session)
-            if actor is not None:
-                audit.append(
-                    session,
-                    actor=actor,
-                    action=audit.Action.DESTINATION_ADDED,
-                    object_type="destination",
-                    object_id=values["name"],
-                    detail={
-                        "remote": f"{values['ae_title']}@{values['host']}:{values['port']}",
-                        "send": list(values["send"]),
-                        "tls": values["tls"] is not None,
-                        **(detail or {}),
-                    },
-                )
-    except _TakenError:  # added concurrently
-        return False
-    return True
+    return _add_new(
+        sm,
+        Destination(**values, created_at=utcnow()),
+        Destination.name == values["name"],
+        actor=actor,
+        action=audit.Action.DESTINATION_ADDED,
+        object_id=values["name"],
+        detail={
+            "remote": f"{values['ae_title']}@{values['host']}:{values['port']}",
+            "send": list(values["send"]),
+            "tls": values["tls"] is not None,
+            **(detail or {}),
+        },
+    )
 
 
 def remove_destination(
@@ -321,19 +360,15 @@ def remove_destination(
 ) -> int:
     """Remove the destination named ``name``; returns the number of rows removed. Given an
     ``actor``, a removal is audited (``destination.removed``) in the same transaction."""
-    with sm.begin() as session:
-        result = session.execute(delete(Destination).where(Destination.name == name.strip()))
-        removed = int(getattr(result, "rowcount", 0) or 0)
-        if removed and actor is not None:
-            audit.append(
-                session,
-                actor=actor,
-                action=audit.Action.DESTINATION_REMOVED,
-                object_type="destination",
-                object_id=name.strip(),
-                detail=detail,
-            )
-        return removed
+    return _remove(
+        sm,
+        Destination,
+        Destination.name == name.strip(),
+        actor=actor,
+        action=audit.Action.DESTINATION_REMOVED,
+        object_id=name.strip(),
+        detail=detail,
+    )
 
 
 def seed_destinations(sm: sessionmaker[Session], entries: Sequence[DestinationRow]) -> SeedResult:
