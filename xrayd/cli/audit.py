@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from config.settings import Settings
+from xrayd.cli.parsers import CommandGroup, Subparsers
 
 if TYPE_CHECKING:
     from storage.db import Sessions
@@ -67,14 +68,10 @@ def cmd_audit_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser("audit", parents=[common], help="check and read the audit trail")
-    asub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    q = asub.add_parser(
-        "verify", parents=[common], help="check the audit trail's hash chain (exit 1 if broken)"
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    group = CommandGroup(sub, common, "audit", help="check and read the audit trail")
+    q = group.action(
+        "verify", cmd_audit_verify, help="check the audit trail's hash chain (exit 1 if broken)"
     )
     q.add_argument(
         "--known-head",
@@ -82,8 +79,5 @@ def add_parsers(
         default=None,
         help="a head hash printed by an earlier verify: fail unless the chain still contains it",
     )
-    q.set_defaults(func=cmd_audit_verify)
-
-    q = asub.add_parser("list", parents=[common], help="the newest audit events")
+    q = group.action("list", cmd_audit_list, help="the newest audit events")
     q.add_argument("--limit", type=int, default=50, help="how many (default 50)")
-    q.set_defaults(func=cmd_audit_list)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from config.errors import ConfigError, XraydError
 from config.loader import load_settings
 from config.settings import Settings, _check_ae_title
 from storage.peers import InvalidEntryError
+from xrayd.cli.parsers import Command
 from xrayd.cli.sessions import open_sessions
 from xrayd.runtime.logging_setup import configure_logging
 from xrayd.runtime.roles import DEFAULT_WORKER_QUEUES
-
-Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def _ae(value: str) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from config.errors import XraydError
 from config.settings import Settings
 from xrayd.cli.bundle_summary import print_saved_bundle
+from xrayd.cli.parsers import Subparsers
 
 if TYPE_CHECKING:
     from models.preprocess import PreprocessParams
@@ -215,9 +216,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--dataset", choices=DATASETS, default="synthetic")
     data.add_argument("--data", default=None, help="dataset root (not for synthetic)")

@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from config.settings import Settings
+from xrayd.cli.parsers import CommandGroup, Subparsers
 from xrayd.cli.sessions import open_sessions
 
 if TYPE_CHECKING:
@@ -84,20 +85,13 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser("models", parents=[common], help="the model registry")
-    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q = msub.add_parser("list", parents=[common], help="every registered model version")
-    q.set_defaults(func=cmd_list)
-    q = msub.add_parser("show", parents=[common], help="one version: metrics, gate, manifest")
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    group = CommandGroup(sub, common, "models", help="the model registry")
+    group.action("list", cmd_list, help="every registered model version")
+    q = group.action("show", cmd_show, help="one version: metrics, gate, manifest")
     q.add_argument("version")
-    q.set_defaults(func=cmd_show)
-    q = msub.add_parser("promote", parents=[common], help="serve this version from now on")
+    q = group.action("promote", cmd_promote, help="serve this version from now on")
     q.add_argument("version")
     q.add_argument("--actor", dest="note", default=None, help=_NOTE_HELP)
-    q.set_defaults(func=cmd_promote)
-    q = msub.add_parser("rollback", parents=[common], help="serve the previous version again")
+    q = group.action("rollback", cmd_rollback, help="serve the previous version again")
     q.add_argument("--actor", dest="note", default=None, help=_NOTE_HELP)
-    q.set_defaults(func=cmd_rollback)

@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from config.settings import Settings
+from xrayd.cli.parsers import CommandGroup, Subparsers, add_id_or_dead
 from xrayd.cli.sessions import open_sessions
 
 STATES = ("pending", "sent", "dead")
@@ -65,22 +66,14 @@ def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ids else 1
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser("outbox", parents=[common], help="deliveries of results to destinations")
-    osub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    q = osub.add_parser("list", parents=[common], help="list deliveries")
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    group = CommandGroup(sub, common, "outbox", help="deliveries of results to destinations")
+    q = group.action("list", cmd_outbox_list, help="list deliveries")
     q.add_argument("--state", choices=STATES, default=None)
     q.add_argument("--limit", type=int, default=1000)
-    q.set_defaults(func=cmd_outbox_list)
 
-    q = osub.add_parser("retry", parents=[common], help="send dead deliveries again")
-    which = q.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", nargs="?", type=int, default=None, metavar="ID")
-    which.add_argument("--dead", action="store_true", help="every dead delivery")
+    q = group.action("retry", cmd_outbox_retry, help="send dead deliveries again")
+    add_id_or_dead(q, "every dead delivery")
     q.add_argument(
         "--destination", default=None, help="with --dead: only those to this destination"
     )
-    q.set_defaults(func=cmd_outbox_retry)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from config.errors import ConfigError
 from config.settings import DEFAULT_SEND, OBJECT_KINDS, Settings
 from storage.errors import NotFoundError
+from xrayd.cli.parsers import CommandGroup, Subparsers
 from xrayd.cli.sessions import open_sessions
 
 if TYPE_CHECKING:
@@ -106,24 +107,17 @@ def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser("callers", parents=[common], help="AE titles allowed to send to us")
-    csub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q = csub.add_parser("list", parents=[common])
-    q.set_defaults(func=cmd_callers)
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    callers = CommandGroup(sub, common, "callers", help="AE titles allowed to send to us")
+    callers.action("list", cmd_callers)
     for name in ("add", "remove"):
-        q = csub.add_parser(name, parents=[common])
+        q = callers.action(name, cmd_callers)
         q.add_argument("ae_title", help="checked by the same rule as the web and the API")
         q.add_argument("--host", default=None, help="also require this source address")
-        q.set_defaults(func=cmd_callers)
 
-    p = sub.add_parser("destinations", parents=[common], help="where results are sent")
-    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q = dsub.add_parser("list", parents=[common])
-    q.set_defaults(func=cmd_destinations)
-    q = dsub.add_parser("add", parents=[common])
+    destinations = CommandGroup(sub, common, "destinations", help="where results are sent")
+    destinations.action("list", cmd_destinations)
+    q = destinations.action("add", cmd_destinations)
     q.add_argument("name")
     q.add_argument("remote", metavar="AE@HOST:PORT")
     q.add_argument(
@@ -131,9 +125,7 @@ def add_parsers(
         default=",".join(DEFAULT_SEND),
         help=f"object kinds: {','.join(OBJECT_KINDS)} (default {','.join(DEFAULT_SEND)})",
     )
-    q.set_defaults(func=cmd_destinations)
     for name in ("remove", "echo"):
-        q = dsub.add_parser(name, parents=[common])
+        q = destinations.action(name, cmd_destinations)
         q.add_argument("name")
         q.add_argument("--timeout", type=float, default=10.0)
-        q.set_defaults(func=cmd_destinations)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.errors import XraydError
 from config.settings import Settings
+from xrayd.cli.parsers import Subparsers
 
 if TYPE_CHECKING:
     from models.inference import Classifier
@@ -154,9 +155,7 @@ def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("predict", parents=[common], help="run the model on DICOM files")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument(

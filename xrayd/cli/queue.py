@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from config.settings import Settings
+from xrayd.cli.parsers import CommandGroup, Subparsers, add_id_or_dead
 from xrayd.cli.sessions import open_sessions
 
 QUEUES = ("analysis", "delivery", "retrain")
@@ -74,25 +75,16 @@ def cmd_queue_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser("queue", parents=[common], help="the work queue: list, retry, cancel jobs")
-    qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    q = qsub.add_parser("list", parents=[common], help="list jobs, oldest first")
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    group = CommandGroup(sub, common, "queue", help="the work queue: list, retry, cancel jobs")
+    q = group.action("list", cmd_queue_list, help="list jobs, oldest first")
     q.add_argument("--queue", choices=QUEUES, default=None)
     q.add_argument("--state", choices=STATES, default=None)
     q.add_argument("--limit", type=int, default=1000)
-    q.set_defaults(func=cmd_queue_list)
 
-    q = qsub.add_parser("retry", parents=[common], help="queue dead jobs again")
-    which = q.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", nargs="?", type=int, default=None, metavar="ID")
-    which.add_argument("--dead", action="store_true", help="every dead job")
+    q = group.action("retry", cmd_queue_retry, help="queue dead jobs again")
+    add_id_or_dead(q, "every dead job")
     q.add_argument("--queue", choices=QUEUES, default=None, help="with --dead: only this queue")
-    q.set_defaults(func=cmd_queue_retry)
 
-    q = qsub.add_parser("cancel", parents=[common], help="cancel a queued job")
+    q = group.action("cancel", cmd_queue_cancel, help="cancel a queued job")
     q.add_argument("id", type=int, metavar="ID")
-    q.set_defaults(func=cmd_queue_cancel)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from config.settings import Settings
+from xrayd.cli.parsers import Subparsers
 
 if TYPE_CHECKING:
     from xrayd.workers.retrain import RetrainService
@@ -145,9 +146,7 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("retrain", parents=[common], help="retraining from reviews")
     p.add_argument("--now", action="store_true", help="run one retraining now")
     p.add_argument("--no-progress", dest="progress", action="store_false")

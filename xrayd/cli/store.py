@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from config.errors import ConfigError
 from config.settings import Settings
+from xrayd.cli.parsers import CommandGroup, Subparsers
 
 if TYPE_CHECKING:
     from storage.opened import Storage
@@ -147,15 +148,11 @@ def cmd_store_copy_to_s3(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser("store", parents=[common], help="the byte store: sweep, copy to S3")
-    ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    q = ssub.add_parser(
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    group = CommandGroup(sub, common, "store", help="the byte store: sweep, copy to S3")
+    q = group.action(
         "sweep",
-        parents=[common],
+        cmd_store_sweep,
         help="delete objects no row references (left by a process killed before its commit)",
     )
     q.add_argument(
@@ -166,11 +163,10 @@ def add_parsers(
         f"at least {MIN_HOURS:g})",
     )
     q.add_argument("--dry-run", action="store_true", help="count, delete nothing")
-    q.set_defaults(func=cmd_store_sweep)
 
-    q = ssub.add_parser(
+    q = group.action(
         "copy-to-s3",
-        parents=[common],
+        cmd_store_copy_to_s3,
         help="copy the local spool's referenced objects to the configured S3 store",
     )
     q.add_argument("--dry-run", action="store_true", help="count, copy nothing")
@@ -180,4 +176,3 @@ def add_parsers(
         help="read each object back from the store and compare its SHA-256",
     )
     q.add_argument("--workers", type=int, default=4, help="objects copied at once (default 4)")
-    q.set_defaults(func=cmd_store_copy_to_s3)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from config.settings import Settings
+from xrayd.cli.parsers import CommandGroup, Subparsers
 from xrayd.cli.sessions import open_sessions
 
 ROLES = ("radiologist", "admin")
@@ -134,52 +135,40 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = sub.add_parser("users", parents=[common], help="web users and API tokens")
-    usub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    q = usub.add_parser("add", parents=[common], help="add a user (password prompted)")
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    group = CommandGroup(sub, common, "users", help="web users and API tokens")
+    q = group.action("add", cmd_add, help="add a user (password prompted)")
     q.add_argument("name")
     q.add_argument("--role", choices=ROLES, required=True)
     q.add_argument("--password-file", type=Path, default=None, help="read the password here")
-    q.set_defaults(func=cmd_add)
 
-    q = usub.add_parser("list", parents=[common], help="list users")
-    q.set_defaults(func=cmd_list)
+    group.action("list", cmd_list, help="list users")
 
-    q = usub.add_parser(
+    q = group.action(
         "passwd",
-        parents=[common],
+        cmd_passwd,
         help="set a user's password (revokes their API tokens, ends their sessions)",
     )
     q.add_argument("name")
     q.add_argument("--password-file", type=Path, default=None)
-    q.set_defaults(func=cmd_passwd)
 
-    q = usub.add_parser(
-        "unlock", parents=[common], help="forget a user's failed logins (ends their lock-out)"
+    q = group.action(
+        "unlock", cmd_unlock, help="forget a user's failed logins (ends their lock-out)"
     )
     q.add_argument("name")
-    q.set_defaults(func=cmd_unlock)
 
     for action in ("disable", "enable"):
-        q = usub.add_parser(action, parents=[common], help=f"{action} a user")
+        q = group.action(action, cmd_enable, help=f"{action} a user")
         q.add_argument("name")
-        q.set_defaults(func=cmd_enable)
 
-    q = usub.add_parser("token", parents=[common], help="create an API token for a user")
+    q = group.action("token", cmd_token, help="create an API token for a user")
     q.add_argument("name")
     q.add_argument("--label", default="api", help="what the token is for")
     q.add_argument(
         "--days", type=_days, default=None, help="the token expires after this many days"
     )
-    q.set_defaults(func=cmd_token)
 
-    q = usub.add_parser("tokens", parents=[common], help="list API tokens")
-    q.set_defaults(func=cmd_tokens)
+    group.action("tokens", cmd_tokens, help="list API tokens")
 
-    q = usub.add_parser("revoke", parents=[common], help="revoke an API token")
+    q = group.action("revoke", cmd_revoke, help="revoke an API token")
     q.add_argument("id", type=int)
-    q.set_defaults(func=cmd_revoke)
