@@ -26,9 +26,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVarTuple
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Row, Select, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from storage.bytestore import ByteStore, ByteStoreNotFoundError, InvalidKeyError
 from storage.schema import AuditEvent, Instance, Result
@@ -37,6 +38,7 @@ from storage.store_sweep import CONFLICT_ACTION
 logger = logging.getLogger(__name__)
 
 CHUNK = 500
+_Columns = TypeVarTuple("_Columns")
 _READ = 1024 * 1024
 #: at most this many examples of missing or mismatching objects are kept for the report
 EXAMPLES = 20
@@ -119,51 +121,40 @@ def _example(examples: list[str], what: str) -> None:
 
 def referenced_objects(sm: sessionmaker[Session], chunk: int = CHUNK) -> Iterator[Referenced]:
     """Every object a row names, a chunk of rows per query (keyset pagination by id)."""
+    instances = select(Instance.id, Instance.spool_path, Instance.sha256).where(
+        Instance.purged_at.is_(None)
+    )
+    for row_id, key, sha in _by_id(sm, instances, Instance.id, chunk):
+        yield Referenced(key, f"instance {row_id}", sha.lower())
+    results = select(Result.id, Result.file_path).where(Result.file_path.is_not(None))
+    for row_id, path in _by_id(sm, results, Result.id, chunk):
+        if path:
+            yield Referenced(path, f"result {row_id}")
+    conflicts = select(AuditEvent.id, AuditEvent.detail).where(AuditEvent.action == CONFLICT_ACTION)
+    for row_id, detail in _by_id(sm, conflicts, AuditEvent.id, chunk):
+        kept = detail.get("kept_copy") if isinstance(detail, dict) else None
+        if isinstance(kept, str) and kept:
+            yield Referenced(kept, f"conflicting copy of audit event {row_id}")
+
+
+def _by_id(
+    sm: sessionmaker[Session],
+    stmt: Select[int, *_Columns],
+    id_column: InstrumentedAttribute[int],
+    chunk: int,
+) -> Iterator[Row[int, *_Columns]]:
+    """The rows of ``stmt`` (whose first column is ``id_column``) in id order, ``chunk`` rows
+    per query, each query in a session of its own (keyset pagination)."""
     last = 0
     while True:
         with sm() as session:
             rows = session.execute(
-                select(Instance.id, Instance.spool_path, Instance.sha256)
-                .where(Instance.id > last, Instance.purged_at.is_(None))
-                .order_by(Instance.id)
-                .limit(chunk)
+                stmt.where(id_column > last).order_by(id_column).limit(chunk)
             ).all()
         if not rows:
-            break
-        for row_id, key, sha in rows:
-            yield Referenced(key, f"instance {row_id}", sha.lower())
+            return
+        yield from rows
         last = rows[-1][0]
-    last = 0
-    while True:
-        with sm() as session:
-            results = session.execute(
-                select(Result.id, Result.file_path)
-                .where(Result.id > last, Result.file_path.is_not(None))
-                .order_by(Result.id)
-                .limit(chunk)
-            ).all()
-        if not results:
-            break
-        for row_id, path in results:
-            if path:
-                yield Referenced(path, f"result {row_id}")
-        last = results[-1][0]
-    last = 0
-    while True:
-        with sm() as session:
-            events = session.execute(
-                select(AuditEvent.id, AuditEvent.detail)
-                .where(AuditEvent.id > last, AuditEvent.action == CONFLICT_ACTION)
-                .order_by(AuditEvent.id)
-                .limit(chunk)
-            ).all()
-        if not events:
-            break
-        for row_id, detail in events:
-            kept = detail.get("kept_copy") if isinstance(detail, dict) else None
-            if isinstance(kept, str) and kept:
-                yield Referenced(kept, f"conflicting copy of audit event {row_id}")
-        last = events[-1][0]
 
 
 def copy_referenced(
