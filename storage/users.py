@@ -25,6 +25,7 @@ import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +35,8 @@ from storage import audit
 from storage.errors import ConflictError, NotFoundError
 from storage.peers import InvalidEntryError
 from storage.schema import ApiToken, Role, User, WebSession, utcnow
+
+_Credential = TypeVar("_Credential", WebSession, ApiToken)
 
 __all__ = [
     "HASH_SLOTS",
@@ -322,6 +325,18 @@ def authenticate(sm: sessionmaker[Session], name: str, password: str) -> UserRow
 # -- sessions ----------------------------------------------------------------------------------
 
 
+def _with_user(
+    session: Session, credential: type[_Credential], token: str
+) -> tuple[_Credential, User] | None:
+    """The browser session or API token row of ``token`` (found by its hash), with its user."""
+    row = session.execute(
+        select(credential, User)
+        .join(User, User.id == credential.user_id)
+        .where(credential.token_sha256 == _sha(token))
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
 def _sha(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -364,11 +379,7 @@ def user_for_session(
     than ``idle`` (its last use is recorded at most once per :data:`TOUCH_INTERVAL`)."""
     now = utcnow()
     with sm() as session:
-        row = session.execute(
-            select(WebSession, User)
-            .join(User, User.id == WebSession.user_id)
-            .where(WebSession.token_sha256 == _sha(token))
-        ).first()
+        row = _with_user(session, WebSession, token)
         if row is None:
             return None
         ws, user = row
@@ -447,11 +458,7 @@ def create_api_token(
 def user_for_token(sm: sessionmaker[Session], token: str) -> UserRow | None:
     now = utcnow()
     with sm.begin() as session:
-        row = session.execute(
-            select(ApiToken, User)
-            .join(User, User.id == ApiToken.user_id)
-            .where(ApiToken.token_sha256 == _sha(token))
-        ).first()
+        row = _with_user(session, ApiToken, token)
         if row is None:
             return None
         tok, user = row
