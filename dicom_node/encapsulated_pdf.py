@@ -28,11 +28,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from dicom_node.findings import Algorithm
+from dicom_node.provenance import dt
 from dicom_node.secondary_capture import (
     MANUFACTURER,
     contributing_equipment,
     copy_patient_and_study,
-    dicom_datetime,
     set_common,
 )
 
@@ -97,7 +97,7 @@ def build_encapsulated_pdf(
     ds.SecondaryCaptureDeviceSoftwareVersions = [software_version]
 
     # Encapsulated Document.
-    ds.AcquisitionDateTime = dicom_datetime(content_datetime)
+    ds.AcquisitionDateTime = dt(content_datetime)
     ds.BurnedInAnnotation = "YES"
     ds.DocumentTitle = title
     concept = Dataset()

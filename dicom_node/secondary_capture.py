@@ -42,6 +42,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import UID
 
 from dicom_node.findings import Algorithm
+from dicom_node.provenance import da, dt, tm
 from dicom_node.uids import file_meta
 
 __all__ = [
@@ -50,9 +51,6 @@ __all__ = [
     "contributing_equipment",
     "copy_patient_and_study",
     "dataset_bytes",
-    "dicom_date",
-    "dicom_datetime",
-    "dicom_time",
 ]
 
 SECONDARY_CAPTURE_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
@@ -112,20 +110,6 @@ UNPAIRED_BODY_PARTS = frozenset(
 )
 
 
-def dicom_date(when: datetime) -> str:
-    return when.strftime("%Y%m%d")
-
-
-def dicom_time(when: datetime) -> str:
-    return when.strftime("%H%M%S.%f" if when.microsecond else "%H%M%S")
-
-
-def dicom_datetime(when: datetime) -> str:
-    text = dicom_date(when) + dicom_time(when)
-    offset = when.strftime("%z")
-    return text + offset
-
-
 def copy_patient_and_study(source: Dataset, target: Dataset) -> None:
     """Patient and study identity of ``source`` onto ``target`` (the result joins the study)."""
     if "StudyInstanceUID" not in source or not source.StudyInstanceUID:
@@ -149,7 +133,7 @@ def contributing_equipment(
         manufacturer_model_name=algorithm.name,
         software_versions=[software_version, f"{algorithm.name} {algorithm.version}"],
         purpose_of_reference=codes.DCM.ProcessingEquipment,
-        contribution_datetime=dicom_datetime(when),
+        contribution_datetime=dt(when),
         contribution_description=(
             f"{description} Model {algorithm.name} {algorithm.version}, "
             f"weights sha256 {algorithm.weights_sha256}. {DISCLAIMER}"
@@ -174,17 +158,17 @@ def set_common(
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = sop_class_uid
     ds.SOPInstanceUID = sop_instance_uid
-    ds.InstanceCreationDate = dicom_date(content_datetime)
-    ds.InstanceCreationTime = dicom_time(content_datetime)
+    ds.InstanceCreationDate = da(content_datetime)
+    ds.InstanceCreationTime = tm(content_datetime)
     if content_datetime.utcoffset() is not None:
         ds.TimezoneOffsetFromUTC = content_datetime.strftime("%z")
     ds.SeriesInstanceUID = series_instance_uid
     ds.SeriesNumber = series_number
-    ds.SeriesDate = dicom_date(content_datetime)
-    ds.SeriesTime = dicom_time(content_datetime)
+    ds.SeriesDate = da(content_datetime)
+    ds.SeriesTime = tm(content_datetime)
     ds.InstanceNumber = instance_number
-    ds.ContentDate = dicom_date(content_datetime)
-    ds.ContentTime = dicom_time(content_datetime)
+    ds.ContentDate = da(content_datetime)
+    ds.ContentTime = tm(content_datetime)
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = "xrayd"
     ds.SoftwareVersions = [software_version, f"{algorithm.name} {algorithm.version}"]
@@ -263,8 +247,8 @@ def build_secondary_capture(
     ds.SourceImageSequence = [ref]
 
     # SC Image.
-    ds.DateOfSecondaryCapture = dicom_date(content_datetime)
-    ds.TimeOfSecondaryCapture = dicom_time(content_datetime)
+    ds.DateOfSecondaryCapture = da(content_datetime)
+    ds.TimeOfSecondaryCapture = tm(content_datetime)
 
     # Image Pixel: RGB, colour-by-pixel.
     ds.SamplesPerPixel = 3

@@ -62,7 +62,6 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from io import BytesIO
 
 import numpy as np
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
@@ -105,7 +104,8 @@ from dicom_node.provenance import (
     pin_clock,
     processing_equipment,
 )
-from dicom_node.uids import derived_uid, file_meta
+from dicom_node.secondary_capture import dataset_bytes
+from dicom_node.uids import derived_uid
 
 __all__ = [
     "SRBuildError",
@@ -289,17 +289,8 @@ def algorithm_parameters(algorithm: Algorithm) -> list[str]:
     return [*params, f"weights_sha256={algorithm.weights_sha256}"]
 
 
-def sr_bytes(ds: Dataset) -> bytes:
-    """The Part 10 file of ``ds``: explicit VR little endian, xrayd's file meta; deterministic.
-
-    ``ds`` is not modified.
-    """
-    out = ds.copy()
-    out.file_meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID)
-    out.preamble = b"\x00" * 128
-    buffer = BytesIO()
-    out.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+#: The Part 10 file of an SR: the one writer of every result object (deterministic bytes).
+sr_bytes = dataset_bytes
 
 
 # --- content ---------------------------------------------------------------------------------
