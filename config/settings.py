@@ -121,6 +121,17 @@ environment variables are expanded (``${CREDENTIALS_DIRECTORY}``)."""
 OptionalSecretPath = Annotated[Path | None, BeforeValidator(_secret_path)]
 """A :data:`SecretPath` that may be left out; ``""`` means unset."""
 
+
+def _empty_is_none(value: object) -> object:
+    return None if value == "" else value
+
+
+EMPTY_IS_NONE = BeforeValidator(_empty_is_none)
+"""For an optional setting: ``""`` (in the TOML or an ``XRAYD_*`` variable) means unset."""
+
+OptionalPath = Annotated[Path | None, EMPTY_IS_NONE]
+"""A path that may be left out; ``""`` means unset."""
+
 ObjectKind = Literal["sr", "sc", "pdf", "gsps", "kos"]
 """Result objects a destination can take: "sr" the TID 1500 SR (and radiologist-verified SRs),
 "sc" the burned-in Secondary Captures, "pdf" the Encapsulated PDF report, "gsps" a Grayscale
@@ -170,16 +181,11 @@ class DestinationTLSSettings(_Section):
     cert_file: OptionalSecretPath = None
     key_file: OptionalSecretPath = None
     #: the name the destination's certificate must carry; empty: the destination's host
-    server_hostname: str | None = Field(default=None, max_length=253)
+    server_hostname: Annotated[str | None, EMPTY_IS_NONE] = Field(default=None, max_length=253)
     #: check the certificate's name (server_hostname, else host). Set false only for a
     #: destination whose certificate names no reachable host; the chain is still verified
     #: against ca_file, but any certificate that CA signed is then accepted.
     check_hostname: bool = True
-
-    @field_validator("cert_file", "key_file", "server_hostname", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        return None if value == "" else value
 
     @model_validator(mode="after")
     def _key_needs_cert(self) -> DestinationTLSSettings:
@@ -290,12 +296,7 @@ class NodeSettings(_Section):
     tls: NodeTLSSettings | None = None
     #: the site's UID root for the objects xrayd makes (SR, captures, PDF, GSPS, KOS and their
     #: series); absent: "2.25." UIDs derived from a UUID (see dicom_node.uids)
-    uid_root: SiteUidRoot | None = None
-
-    @field_validator("uid_root", mode="before")
-    @classmethod
-    def _empty_uid_root(cls, value: object) -> object:
-        return None if value == "" else value
+    uid_root: Annotated[SiteUidRoot | None, EMPTY_IS_NONE] = None
 
     @property
     def connections_per_host(self) -> int:
@@ -407,17 +408,12 @@ class ModelSettings(_Section):
     """The fracture model the analysis workers and ``xrayd predict`` use."""
 
     #: a bundle directory; empty: the default bundle shipped with xrayd (FracAtlas-trained)
-    bundle: Path | None = None
+    bundle: OptionalPath = None
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
     #: CPU threads for inference
     threads: int = Field(default=2, ge=1, le=256)
     runtime: Literal["auto", "eager", "channels_last", "onnxruntime", "openvino"] = "auto"
     batch_size: int = Field(default=8, ge=1, le=256)
-
-    @field_validator("bundle", mode="before")
-    @classmethod
-    def _empty_bundle(cls, value: object) -> object:
-        return None if value == "" else value
 
 
 class DestinationSettings(_Section):
@@ -468,11 +464,6 @@ class WebSettings(_Section):
     #: HTTPS for the web UI (else put a TLS reverse proxy in front)
     tls_cert_file: OptionalSecretPath = None
     tls_key_file: OptionalSecretPath = None
-
-    @field_validator("tls_cert_file", "tls_key_file", mode="before")
-    @classmethod
-    def _empty_path(cls, value: object) -> object:
-        return None if value == "" else value
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -534,7 +525,7 @@ class RetrainSettings(_Section):
     auto_promote: bool = False
     #: the base dataset trained on besides the reviews: synthetic, mura, fracatlas or csv
     base_dataset: Literal["synthetic", "mura", "fracatlas", "csv"] = "synthetic"
-    base_data: Path | None = None  # dataset root (not for synthetic)
+    base_data: OptionalPath = None  # dataset root (not for synthetic)
     base_cases: int = Field(default=600, ge=0)  # base images trained on per run (0: reviews only)
     validation_cases: int = Field(default=400, ge=20)  # synthetic cases of the locked set
     #: share of reviewed patients added to the locked validation set by
@@ -546,16 +537,11 @@ class RetrainSettings(_Section):
     batch_size: int = Field(default=16, ge=1, le=1024)
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
     #: where candidate bundles are written; empty: <data_dir>/models
-    models_dir: Path | None = None
+    models_dir: OptionalPath = None
     #: the lease of a run's queue job, renewed while it trains; a run whose worker stopped
     #: renewing it for this long is taken up again (or failed on its last attempt)
     lease_seconds: float = Field(default=900.0, gt=0)
     gate: GateSettings = Field(default_factory=GateSettings)
-
-    @field_validator("base_data", "models_dir", mode="before")
-    @classmethod
-    def _empty_path(cls, value: object) -> object:
-        return None if value == "" else value
 
     @field_validator("schedule")
     @classmethod
