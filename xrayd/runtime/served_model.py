@@ -40,9 +40,7 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 
-def register_configured_model(
-    settings: Settings, sessions: Sessions
-) -> ModelVersionRow:
+def register_configured_model(settings: Settings, sessions: Sessions) -> ModelVersionRow:
     """Make sure a version is active; registers the configured bundle when none is."""
     path = (settings.model.bundle or default_bundle_path()).resolve()
     info = bundle_identity(path)
