@@ -140,19 +140,19 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+CONFIG_HELP = "TOML settings file (default /etc/xrayd/xrayd.toml if present, else built-ins)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # --config is accepted before the subcommand (xrayd --config F users add ...) and after it
+    # (xrayd users add ... --config F). The subcommands' copy must not default to None: argparse
+    # would then overwrite a --config given before the subcommand with that default.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="TOML settings file (default /etc/xrayd/xrayd.toml if present, else built-ins)",
-    )
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
     parser = argparse.ArgumentParser(
-        prog="xrayd",
-        description="DICOM node that triages radiographs for fractures.",
-        parents=[common],
+        prog="xrayd", description="DICOM node that triages radiographs for fractures."
     )
+    parser.add_argument("--config", dest="config_before", type=Path, default=None, help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", parents=[common], help="run the DICOM node")
@@ -232,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path | None:
+    """The ``--config`` file, given before or after the subcommand; two different files are
+    refused (exit 2) rather than one of them silently ignored."""
+    before: Path | None = args.config_before
+    after: Path | None = getattr(args, "config", None)
+    if before is not None and after is not None and before != after:
+        parser.error(f"--config given twice, as {before} and as {after}: give it once")
+    return after if after is not None else before
+
+
 #: bits xrayd always masks: what it creates (data directory, spool, SQLite database, bundles,
 #: reports, logs) is for its own user only, started by hand as under systemd (UMask=0077)
 UMASK = 0o077
@@ -241,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(os.umask(UMASK) | UMASK)  # tighten, never loosen, the inherited mask
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.config = config_path(parser, args)
     try:
         settings = load_settings(args.config)
         configure_logging(settings.logging.level, settings.logging.format)
