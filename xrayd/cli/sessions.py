@@ -19,7 +19,7 @@ def open_sessions(
     ``create`` is False); with ``peers`` the settings file's callers and destinations are
     synced into it first, with ``model`` the configured model bundle is registered."""
     from storage.opened import open_storage
-    from xrayd.runtime.node import seed_registry
+    from xrayd.runtime.seed import seed_registry
 
     sessions = open_storage(settings, create_if_empty=create, require_current=True).sessions
     if peers:

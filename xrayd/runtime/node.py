@@ -19,7 +19,7 @@ from dicom_node.scp import ListenerConfig, StoreSCP
 from dicom_node.tls import server_context
 from models.runtime_cache import RuntimeChoiceCache
 from retrain.scheduler import RetrainScheduler, slot_time
-from storage import jobs, notify, peers
+from storage import jobs, notify
 from storage.bytestore import process_alive, remove_orphaned_fetches
 from storage.db import Sessions
 from storage.opened import Storage, open_storage
@@ -27,7 +27,7 @@ from storage.spool import DiskUsage
 from storage.training import list_runs
 from storage.users import user_count
 from xrayd.pipeline.analyse import StudyAnalyser
-from xrayd.pipeline.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker, stored_tls
+from xrayd.pipeline.delivery import DeliveryOptions, DeliveryReport, DeliveryWorker
 from xrayd.pipeline.dispatch import Analyser
 from xrayd.pipeline.receive import SpoolingSink, utcnow
 from xrayd.pipeline.refusal_audit import RefusalAudit, RefusalAuditFlusher
@@ -37,6 +37,7 @@ from xrayd.runtime.listeners import ListenerProcesses, exit_with_parent, inherit
 from xrayd.runtime.metrics import Metrics
 from xrayd.runtime.model_holder import ModelHolder
 from xrayd.runtime.roles import ALL_ROLES, QUEUES, ROLES
+from xrayd.runtime.seed import seed_registry
 from xrayd.runtime.served_model import (
     active_bundle_reader,
     register_configured_model,
@@ -52,26 +53,6 @@ from xrayd.workers.retention import RetentionWorker
 from xrayd.workers.retrain import RetrainService, RetrainWorker
 
 LOGGER = logging.getLogger(__name__)
-
-
-def seed_registry(settings: Settings, sessions: Sessions) -> None:
-    """Make the TOML's callers and destinations the config-sourced rows of the database."""
-    peers.seed_callers(sessions, [(c.ae_title, c.host) for c in settings.node.callers])
-    peers.seed_destinations(
-        sessions,
-        [
-            peers.DestinationRow(
-                name=d.name,
-                ae_title=d.ae_title,
-                host=d.host,
-                port=d.port,
-                send=tuple(d.send),
-                source="config",
-                tls=stored_tls(d.tls),
-            )
-            for d in settings.destinations
-        ],
-    )
 
 
 def listener_ssl_context(settings: Settings) -> ssl.SSLContext | None:
