@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -100,8 +101,17 @@ def _pages(total: int, page_size: int = PAGE_SIZE) -> int:
 # -- callers and destinations --------------------------------------------------------------------
 
 
+def _listening_on(host: str) -> str:
+    """The address a modality should use: the configured one, or this machine's name when the
+    listener takes every address (0.0.0.0 / ::)."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - read, not bound
+        return socket.getfqdn()
+    return host
+
+
 def _index(request: Request, echo: EchoOut | None = None, echo_name: str | None = None) -> Response:
     ctx = context(request)
+    node = ctx.settings.node
     return render(
         request,
         "admin/index.html",
@@ -109,7 +119,10 @@ def _index(request: Request, echo: EchoOut | None = None, echo_name: str | None 
         callers=list_callers(ctx.sessions),
         destinations=list_destinations(ctx.sessions),
         accept_any_caller=ctx.settings.node.accept_any_caller,
-        node_ae_title=ctx.settings.node.ae_title,
+        node_ae_title=node.ae_title,
+        node_address=_listening_on(node.host),
+        node_port=node.port,
+        node_tls=node.tls is not None,
         echo=echo,
         echo_name=echo_name,
         flash=_flash(request),
