@@ -1,14 +1,13 @@
 """Fixtures for the storage integration tests: every DB test runs on SQLite and PostgreSQL.
 
 PostgreSQL: each test gets a fresh random schema (``search_path`` set via
-``make_engine(url, schema=...)``) that is dropped afterwards. Set ``XRAYD_TEST_PG_URL`` to use
-another server. If PostgreSQL is unreachable the PostgreSQL variants are skipped, or fail when
-``CI=true``.
+``make_engine(url, schema=...)``) that is dropped afterwards. Set ``XRAYD_TEST_PG`` to use
+another server (as for every other test). If PostgreSQL is unreachable the PostgreSQL variants
+are skipped, or fail when ``CI=true``.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,9 +24,9 @@ from storage.instances import InstanceRecord
 from storage.migrate import upgrade
 from storage.spool import Spool
 
-from helpers import need
+from helpers import PG_ADMIN_URL, need
 
-PG_URL = os.environ.get("XRAYD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = PG_ADMIN_URL
 
 T0 = datetime(2025, 3, 1, 8, 0, 0, tzinfo=UTC)
 
