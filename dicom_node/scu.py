@@ -18,8 +18,9 @@ import contextlib
 import logging
 import socket
 import ssl
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,17 @@ from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import T_CONNECT, AddressInformation, AssociationSocket
 
+from dicom_node.echo_diagnosis import EchoDiagnosis, EchoFacts, Rejection, diagnose
 from dicom_node.errors import PeerUnreachableError
 from dicom_node.hardening import bounded_read_pdu, quiet_identifiers
 from dicom_node.statuses import StoreStatus
-from dicom_node.tls import ClientContext, ClientTLS, describe_tls_error, is_transient_tls_error
+from dicom_node.tls import (
+    ClientContext,
+    ClientTLS,
+    _RecordingSocket,
+    describe_tls_error,
+    is_transient_tls_error,
+)
 from dicom_node.uids import identify_ae
 
 LOGGER = logging.getLogger(__name__)
@@ -95,6 +103,42 @@ class OutgoingLimits:
             raise ValueError("max_pdu must be at least 4096 bytes")
 
 
+#: the TCP error a TLS connection failed on before its handshake, by its (per-association) context
+_TLS_CONNECT_ERRORS: weakref.WeakKeyDictionary[ssl.SSLContext, OSError] = (
+    weakref.WeakKeyDictionary()
+)
+
+#: the first byte of a TLS record (change cipher spec, alert, handshake, application data)
+_TLS_RECORD_TYPES = frozenset({0x14, 0x15, 0x16, 0x17})
+
+
+class _TCPSocket(socket.socket):
+    """A TCP socket that keeps the error its connection failed on (pynetdicom swallows it)."""
+
+    connect_error: OSError | None = None
+
+    def connect(self, address: Any) -> None:
+        try:
+            super().connect(address)
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+
+
+class _TLSSocket(_RecordingSocket):
+    """:class:`dicom_node.tls`'s recording TLS socket that also keeps a TCP error (refused,
+    timed out) met before the handshake, in :data:`_TLS_CONNECT_ERRORS`."""
+
+    def connect(self, addr: Any) -> None:
+        try:
+            super().connect(addr)
+        except ssl.SSLError:
+            raise
+        except OSError as exc:
+            _TLS_CONNECT_ERRORS.setdefault(self.context, exc)
+            raise
+
+
 class _BoundedSocket(AssociationSocket):
     """pynetdicom's requestor socket with a timeout on every read and write once connected
     (pynetdicom sets ``settimeout(None)`` after connecting, so a destination that stops
@@ -112,6 +156,21 @@ class _BoundedSocket(AssociationSocket):
 
     #: the TCP connection (and TLS handshake) succeeded
     connected_once: bool = False
+    #: why the TCP connection failed (refused, timed out, ...), when it did
+    connect_error: OSError | None = None
+    #: a plain association request was answered with a TLS record
+    tls_reply: bool = False
+    #: the destination sent an A-ABORT (rather than closing the connection)
+    abort_received: bool = False
+    _tcp: _TCPSocket | None = None
+
+    def _create_socket(self, address: AddressInformation) -> socket.socket:
+        plain = super()._create_socket(address)
+        timeout = plain.gettimeout()
+        sock = _TCPSocket(plain.family, plain.type, fileno=plain.detach())
+        sock.settimeout(timeout)
+        self._tcp = sock
+        return sock
 
     def connect(self, primitive: T_CONNECT) -> None:
         super().connect(primitive)
@@ -120,6 +179,12 @@ class _BoundedSocket(AssociationSocket):
             self.connected_once = True
             with contextlib.suppress(OSError):  # closed meanwhile: the next read reports it
                 sock.settimeout(self.io_timeout)
+            return
+        error = self._tcp.connect_error if self._tcp is not None else None
+        tls = self.tls_args
+        if error is None and tls is not None:
+            error = _TLS_CONNECT_ERRORS.pop(tls[0], None)
+        self.connect_error = error
 
     def send(self, bytestream: bytes) -> None:
         """pynetdicom's ``send`` (each ``socket.send`` bounded by the timeout), noting a
@@ -181,6 +246,11 @@ class _BoundedAE(AE):
         max_pdata = self.limits.max_pdu
 
         def read_pdu() -> None:
+            raw = sock.socket
+            if not assoc.is_established and raw is not None and not isinstance(raw, ssl.SSLSocket):
+                with contextlib.suppress(OSError):  # whatever broke, the read reports it
+                    first = raw.recv(1, socket.MSG_PEEK)
+                    sock.tls_reply = bool(first) and first[0] in _TLS_RECORD_TYPES
             bounded_read_pdu(dul, max_pdata)
             with dul.event_queue.mutex:  # only this (the DUL) thread takes events
                 events = set(dul.event_queue.queue)
@@ -188,6 +258,7 @@ class _BoundedAE(AE):
                 sock.note("the destination sent an invalid or oversized PDU")
             elif events & {"Evt16", "Evt17"}:  # A-ABORT received, connection closed
                 sock.peer_ended = True
+                sock.abort_received = sock.abort_received or "Evt16" in events
 
         dul._read_pdu_data = read_pdu  # type: ignore[method-assign]
 
@@ -235,7 +306,9 @@ def _tls_args(remote: RemoteAE) -> tuple[ClientContext, str | None] | None:
         return None
     # the name the certificate must carry (server_hostname, else the host) unless the
     # destination opted out of the name check; the chain is verified either way
-    return remote.tls.context(), remote.tls.expected_name(remote.host)
+    context = remote.tls.context()
+    context.sslsocket_class = _TLSSocket  # also keeps a TCP error met before the handshake
+    return context, remote.tls.expected_name(remote.host)
 
 
 def _tls_failure(remote: RemoteAE, exc: ssl.SSLError) -> tuple[bool, str]:
@@ -337,6 +410,116 @@ def echo(
         why = problem or f"none within {bounds.timeout:g} s, or the association was aborted"
         raise PeerUnreachableError(f"no C-ECHO response from {remote}: {why}")
     return int(status.Status)
+
+
+def diagnose_echo(
+    remote: RemoteAE,
+    calling_ae_title: str,
+    timeout: float = 10.0,
+    *,
+    limits: OutgoingLimits | None = None,
+) -> EchoDiagnosis:
+    """Send a C-ECHO and say how it went: success, or why not and what to try
+    (:mod:`dicom_node.echo_diagnosis`). Never raises for network or TLS errors.
+
+    ``limits`` and ``timeout`` as for :func:`echo`.
+    """
+    bounds = limits or OutgoingLimits(timeout=timeout, connect_timeout=timeout)
+    facts = EchoFacts(
+        remote=str(remote),
+        host=remote.host,
+        port=remote.port,
+        called_ae=remote.ae_title,
+        calling_ae=calling_ae_title,
+        tls=remote.tls is not None,
+        timeout=bounds.timeout,
+    )
+    return diagnose(_echo_facts(remote, calling_ae_title, bounds, facts))
+
+
+def _echo_facts(
+    remote: RemoteAE, calling_ae_title: str, limits: OutgoingLimits, facts: EchoFacts
+) -> EchoFacts:
+    """``facts`` completed with what one C-ECHO attempt observed."""
+    quiet_identifiers()
+    ae = _BoundedAE(calling_ae_title, limits)
+    ae.add_requested_context(VERIFICATION)
+    try:
+        tls_args = _tls_args(remote)
+    except (OSError, ValueError) as exc:
+        return replace(facts, setup_error=_kind(exc))
+    try:
+        assoc = ae.bounded_associate(remote, tls_args)
+    except socket.gaierror:
+        return replace(facts, resolve_failed=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return replace(facts, local_error=_kind(exc))
+    sock = assoc.dul.socket
+    bounded = sock if isinstance(sock, _BoundedSocket) else None
+    response = assoc.acceptor.primitive
+    rejection = None
+    if assoc.is_rejected and response is not None:
+        rejection = Rejection(
+            int(response.result or 0),
+            int(response.result_source or 0),
+            int(response.diagnostic or 0),
+        )
+    status: int | None = None
+    established = assoc.is_established
+    if established:
+        try:
+            rsp = assoc.send_c_echo()
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        status = int(rsp.Status) if "Status" in rsp else None
+    connected = bounded is not None and bounded.connected_once
+    tls_reply = bounded is not None and bounded.tls_reply
+    if (
+        tls_args is None
+        and connected
+        and bounded is not None
+        and bounded.peer_ended
+        and not bounded.abort_received
+        and response is None
+        and _problem(assoc) is None
+    ):
+        # closed without a word: what a TLS-only port does with a plain request
+        tls_reply = _speaks_tls(remote.host, remote.port, limits.connect_timeout)
+    return replace(
+        facts,
+        connect_error=bounded.connect_error if bounded is not None else None,
+        tls_error=tls_args[0].tls_error if tls_args is not None else None,
+        connected=connected,
+        tls_reply=tls_reply,
+        rejection=rejection,
+        no_context=response is not None and response.result == 0 and not assoc.accepted_contexts,
+        peer_ended=bounded is not None and bounded.peer_ended,
+        problem=_problem(assoc),
+        unanswered=_unanswered(assoc),
+        established=established,
+        status=status,
+    )
+
+
+def _speaks_tls(host: str, port: int, timeout: float) -> bool:
+    """Whether ``host:port`` answers a TLS ClientHello (a handshake, or a TLS alert such as
+    "certificate required"). Nothing but the handshake is sent, and the peer's certificate is
+    not trusted for anything: this only asks which protocol the port speaks."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # a probe: no data is sent over it
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            tls.do_handshake()
+    except ssl.SSLError as exc:
+        return "ALERT" in str(exc.reason or "").upper()
+    except OSError:
+        return False
+    return True
 
 
 def store_datasets(

@@ -7,6 +7,7 @@ admin pages and the REST API), as the operating-system user who ran the command.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from config.errors import ConfigError
@@ -49,7 +50,7 @@ def cmd_callers(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _echo(args: argparse.Namespace, settings: Settings, sessions: Sessions) -> int:
-    from dicom_node.scu import RemoteAE, echo
+    from dicom_node.scu import RemoteAE, diagnose_echo
     from dicom_node.tls import ClientTLS
     from storage import peers
     from xrayd.pipeline.delivery import outgoing_limits
@@ -63,9 +64,13 @@ def _echo(args: argparse.Namespace, settings: Settings, sessions: Sessions) -> i
         raise ConfigError(f"destination {row.name}: {exc}") from None
     remote = RemoteAE(row.ae_title, row.host, row.port, tls=tls)
     limits = outgoing_limits(settings.delivery, at_most=args.timeout)
-    status = echo(remote, settings.node.ae_title, limits=limits)
-    print(f"C-ECHO {row.name} ({remote}): status 0x{status:04X}")
-    return 0 if status == 0 else 1
+    diagnosis = diagnose_echo(remote, settings.node.ae_title, limits=limits)
+    if diagnosis.ok:
+        print(f"C-ECHO {row.name} ({remote}): status 0x0000")
+        return 0
+    print(f"C-ECHO {row.name} failed ({diagnosis.cause}): {diagnosis.explanation}", file=sys.stderr)
+    print(f"fix: {diagnosis.fix}", file=sys.stderr)
+    return 1
 
 
 def cmd_destinations(args: argparse.Namespace, settings: Settings) -> int:

@@ -28,7 +28,14 @@ from xrayd.web.paging import Page
 class EchoOut(BaseModel):
     ok: bool
     status: int | None = Field(description="the C-ECHO's DIMSE status; null without a response")
-    detail: str
+    detail: str = Field(description="what happened, in one line (names the peer, never data)")
+    cause: str = Field(
+        default="ok",
+        description="why it failed, one of dicom_node.echo_diagnosis.EchoCause "
+        "(refused, dns, timed-out, called-ae-unknown, calling-ae-unknown, tls-..., ...); "
+        "'ok' on success",
+    )
+    fix: str | None = Field(default=None, description="what to try; null on success")
 
 
 class MetricOut(BaseModel):

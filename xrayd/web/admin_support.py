@@ -13,8 +13,8 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
-from dicom_node.errors import PeerUnreachableError
-from dicom_node.scu import RemoteAE, echo
+from dicom_node.echo_diagnosis import EchoCause
+from dicom_node.scu import RemoteAE, diagnose_echo
 from dicom_node.tls import ClientTLS
 from storage.jobs import JobRow, list_jobs
 from storage.outbox import DeliveryRow, list_deliveries
@@ -47,23 +47,46 @@ R = TypeVar("R")
 async def echo_destination(settings: Settings, row: DestinationRow) -> EchoOut:
     """C-ECHO ``row`` (over TLS when it has TLS settings) from the node's AE title, in a
     worker thread, with the deliveries' bounds (``[delivery]`` connection and read timeouts,
-    maximum PDU), each timeout at most :data:`ECHO_TIMEOUT` seconds."""
+    maximum PDU), each timeout at most :data:`ECHO_TIMEOUT` seconds. A failure names its
+    cause and the fix to try (:mod:`dicom_node.echo_diagnosis`)."""
     try:
         tls = None if row.tls is None else ClientTLS.from_mapping(row.tls)
     except ValueError as exc:
-        return EchoOut(ok=False, status=None, detail=f"the TLS settings are unusable: {exc}")
+        return EchoOut(
+            ok=False,
+            status=None,
+            detail=f"the TLS settings are unusable: {exc}",
+            cause=EchoCause.TLS_SETUP,
+            fix="correct the destination's TLS settings (ca_file, cert_file, key_file)",
+        )
     remote = RemoteAE(row.ae_title, row.host, row.port, tls=tls)
     limits = outgoing_limits(settings.delivery, at_most=ECHO_TIMEOUT)
     try:
-        status = await run_in_threadpool(echo, remote, settings.node.ae_title, limits=limits)
-    except PeerUnreachableError as exc:
-        return EchoOut(ok=False, status=None, detail=str(exc))
+        diagnosis = await run_in_threadpool(
+            diagnose_echo, remote, settings.node.ae_title, limits=limits
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         LOGGER.warning("C-ECHO failed: %s", type(exc).__name__, extra={"destination": row.name})
-        return EchoOut(ok=False, status=None, detail=f"{remote}: {type(exc).__name__}")
-    if status == 0:
-        return EchoOut(ok=True, status=0, detail=f"{remote} answered the C-ECHO (status 0x0000)")
-    return EchoOut(ok=False, status=status, detail=f"{remote} answered with status 0x{status:04X}")
+        return EchoOut(
+            ok=False,
+            status=None,
+            detail=f"{remote}: {type(exc).__name__}",
+            cause=EchoCause.LOCAL_ERROR,
+            fix="see xrayd's log",
+        )
+    if not diagnosis.ok:
+        LOGGER.info(
+            "C-ECHO failed: %s",
+            diagnosis.cause.value,
+            extra={"destination": row.name},
+        )
+    return EchoOut(
+        ok=diagnosis.ok,
+        status=diagnosis.status,
+        detail=diagnosis.explanation,
+        cause=diagnosis.cause,
+        fix=diagnosis.fix,
+    )
 
 
 def deliveries_page(

@@ -295,6 +295,8 @@ def test_c_echo_against_a_real_scp_and_a_closed_port(
         "ok": True,
         "status": 0,
         "detail": f"ECHOSCP@127.0.0.1:{port} answered the C-ECHO (status 0x0000)",
+        "cause": "ok",
+        "fix": None,
     }
     failed = web.client.post("/api/v1/destinations/closed/echo", headers=h).json()
     assert failed["ok"] is False and failed["status"] is None
