@@ -1,9 +1,12 @@
 """Administrator pages: callers and destinations (with C-ECHO), outbox, jobs, models, audit
-trail (with CSV export) and users.
+trail (with CSV export); the users page is :mod:`xrayd.web.admin_user_pages`, included here.
+The home page leads with what needs attention (dead deliveries and jobs).
 
 Every route needs the admin role (radiologists get 403). Forms post with the session's CSRF
 token and answer with a redirect back to their page (``?done=...`` names what happened: one of
-:data:`DONE`, never free text); the C-ECHO form answers with the page and the echo's outcome.
+:data:`DONE`, never free text); a refused form answers with its page again, the message beside
+the form and the values typed (:mod:`xrayd.web.admin_forms`: 422, 409 for a conflict); the
+C-ECHO form answers with the page and the echo's outcome.
 Every change is one call of :mod:`xrayd.admin` as ``web:<admin>`` (the rules, the audit row
 in the change's transaction and the typed errors are the CLI's and the REST API's too).
 """
@@ -21,22 +24,25 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import DEFAULT_SEND, OBJECT_KINDS
 from storage.audit import Action, AuditRow, record, search_audit
+from storage.errors import ConflictError, InvalidEntryError
 from storage.model_versions import list_model_versions
 from storage.peers import get_destination, list_callers, list_destinations
-from storage.schema import Role
 from storage.status import status_counts
 from storage.training import get_run, list_runs
-from storage.users import list_tokens, list_users
 from xrayd.admin import jobs as admin_jobs
 from xrayd.admin import models as admin_models
 from xrayd.admin import peers as admin_peers
-from xrayd.admin import users as admin_users
 from xrayd.admin.actor import Actor
+from xrayd.web import admin_user_pages
+from xrayd.web.admin_attention import needs_attention
+from xrayd.web.admin_forms import DONE, FieldWords, FormError, refusal
+from xrayd.web.admin_forms import back as _back
+from xrayd.web.admin_forms import flash as _flash
 from xrayd.web.admin_schemas import EchoOut
 from xrayd.web.admin_support import (
     deliveries_page,
@@ -59,40 +65,6 @@ MAX_PAGE = 200  # outbox and jobs: storage lists oldest first, so deep pages cos
 CSV_MAX_ROWS = 100_000
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
-#: what a form did, shown once on the page it redirects to
-DONE = {
-    "model_promoted": "Model promoted: the next study is analysed with it.",
-    "model_rolled_back": "Rolled back to the previous model.",
-    "caller_added": "Caller added.",
-    "caller_removed": "Caller removed.",
-    "destination_added": "Destination added.",
-    "destination_removed": "Destination removed.",
-    "delivery_retried": "Delivery queued again.",
-    "deliveries_retried": "Dead deliveries queued again.",
-    "no_dead_deliveries": "There were no dead deliveries.",
-    "job_retried": "Job queued again.",
-    "jobs_retried": "Dead jobs queued again.",
-    "no_dead_jobs": "There were no dead jobs.",
-    "user_added": "User added.",
-    "user_disabled": "User disabled (their sessions are ended).",
-    "user_enabled": "User enabled.",
-    "token_revoked": "API token revoked.",
-}
-
-
-def _back(path: str, done: str, count: int | None = None) -> RedirectResponse:
-    suffix = "" if count is None else f"&n={count}"
-    sep = "&" if "?" in path else "?"
-    return RedirectResponse(f"{path}{sep}done={done}{suffix}", status_code=303)
-
-
-def _flash(request: Request) -> str | None:
-    message = DONE.get(request.query_params.get("done", ""))
-    count = request.query_params.get("n", "")
-    if message is not None and count.isdigit():
-        message = f"{message} ({int(count)})"
-    return message
-
 
 def _pages(total: int, page_size: int = PAGE_SIZE) -> int:
     return max(1, -(-total // page_size))
@@ -109,13 +81,21 @@ def _listening_on(host: str) -> str:
     return host
 
 
-def _index(request: Request, echo: EchoOut | None = None, echo_name: str | None = None) -> Response:
+def _index(
+    request: Request,
+    echo: EchoOut | None = None,
+    echo_name: str | None = None,
+    form_error: FormError | None = None,
+) -> Response:
     ctx = context(request)
     node = ctx.settings.node
     return render(
         request,
         "admin/index.html",
+        status_code=200 if form_error is None else form_error.status,
         section="index",
+        attention=needs_attention(ctx.sessions),
+        form_error=form_error,
         callers=list_callers(ctx.sessions),
         destinations=list_destinations(ctx.sessions),
         accept_any_caller=ctx.settings.node.accept_any_caller,
@@ -140,6 +120,21 @@ def _actor(principal: Principal) -> Actor:
     return Actor.web(principal.name)
 
 
+#: which input a refusal of the caller or destination form is about (see ``refusal``)
+CALLER_FIELDS: FieldWords = (("ae_title", ("ae title", "caller")), ("host", ("host",)))
+DESTINATION_FIELDS: FieldWords = (
+    ("ca_file", ("ca_file",)),
+    ("cert_file", ("cert_file",)),
+    ("key_file", ("key_file",)),
+    ("server_hostname", ("server_hostname",)),
+    ("ae_title", ("ae title", "ae_title")),
+    ("port", ("port",)),
+    ("host", ("host",)),
+    ("send", ("send", "object kind")),
+    ("name", ("name",)),
+)
+
+
 @router.post("/admin/callers")
 def caller_add(
     request: Request,
@@ -147,7 +142,11 @@ def caller_add(
     ae_title: Annotated[str, Form(max_length=64)],
     host: Annotated[str, Form(max_length=255)] = "",
 ) -> Response:
-    admin_peers.add_caller(context(request).sessions, _actor(principal), ae_title, host)
+    try:
+        admin_peers.add_caller(context(request).sessions, _actor(principal), ae_title, host)
+    except (InvalidEntryError, ConflictError) as exc:
+        typed = {"ae_title": ae_title, "host": host}
+        return _index(request, form_error=refusal(exc, "caller", typed, CALLER_FIELDS))
     return _back("/admin", "caller_added")
 
 
@@ -192,7 +191,19 @@ def destination_add(
             "server_hostname": server_hostname.strip(),
         }
         values["tls"] = {k: v for k, v in tls_values.items() if v}
-    admin_peers.add_destination(context(request).sessions, _actor(principal), values)
+    try:
+        admin_peers.add_destination(context(request).sessions, _actor(principal), values)
+    except (InvalidEntryError, ConflictError) as exc:
+        typed = {
+            **values,
+            "send": send or [],
+            "tls": tls == "yes",
+            "ca_file": ca_file,
+            "cert_file": cert_file,
+            "key_file": key_file,
+            "server_hostname": server_hostname,
+        }
+        return _index(request, form_error=refusal(exc, "destination", typed, DESTINATION_FIELDS))
     return _back("/admin", "destination_added")
 
 
@@ -504,49 +515,6 @@ def audit_csv(request: Request, principal: Admin, filters: AuditFilter) -> Respo
     )
 
 
-# -- users ---------------------------------------------------------------------------------------
+# -- users: xrayd.web.admin_user_pages ---------------------------------------------------------
 
-
-@router.get("/admin/users")
-def users_page(request: Request) -> Response:
-    sm = context(request).sessions
-    return render(
-        request,
-        "admin/users.html",
-        section="users",
-        users=list_users(sm),
-        tokens=list_tokens(sm),
-        roles=[r.value for r in Role],
-        flash=_flash(request),
-    )
-
-
-@router.post("/admin/users")
-def user_add(
-    request: Request,
-    principal: Admin,
-    name: Annotated[str, Form(max_length=64)],
-    role: Annotated[str, Form(max_length=16)],
-    password: Annotated[str, Form(max_length=1024)],
-) -> Response:
-    admin_users.add_user(context(request).sessions, _actor(principal), name, role, password)
-    LOGGER.info("user added by an admin", extra={"role": role})
-    return _back("/admin/users", "user_added")
-
-
-@router.post("/admin/users/{name}/disable")
-def user_disable(request: Request, name: str, principal: Admin) -> Response:
-    admin_users.set_disabled(context(request).sessions, _actor(principal), name, True)
-    return _back("/admin/users", "user_disabled")
-
-
-@router.post("/admin/users/{name}/enable")
-def user_enable(request: Request, name: str, principal: Admin) -> Response:
-    admin_users.set_disabled(context(request).sessions, _actor(principal), name, False)
-    return _back("/admin/users", "user_enabled")
-
-
-@router.post("/admin/tokens/{token_id}/revoke")
-def token_revoke(request: Request, token_id: int, principal: Admin) -> Response:
-    admin_users.revoke_token(context(request).sessions, _actor(principal), token_id)
-    return _back("/admin/users", "token_revoked")
+admin_user_pages.add_routes(router)
