@@ -74,12 +74,12 @@ KILL_B_AFTER_SENT = 30  # worker-b dies at the first send in flight after it has
 SEND_KINDS = ("sr", "sc", "gsps", "kos")  # a destination's default `send`
 PER_STUDY = {"sr": (1, 1), "sc": (IMAGES, IMAGES), "gsps": (IMAGES, IMAGES), "kos": (0, 1)}
 
-CLAIMED = re.compile(r"xrayd\.worker: job (\d+) claimed \(attempt (\d+)\)")
+CLAIMED = re.compile(r"xrayd\.workers\.analysis: job (\d+) claimed \(attempt (\d+)\)")
 SENDING = re.compile(
-    r"xrayd\.delivery: delivery (\d+): sending result (\d+) \((\w+), sop \w+\) to pacs, "
+    r"xrayd\.pipeline\.delivery: delivery (\d+): sending result (\d+) \((\w+), sop \w+\) to pacs, "
     r"attempt (\d+)"
 )
-SENT = re.compile(r"xrayd\.delivery: delivery (\d+): result (\d+) sent to pacs")
+SENT = re.compile(r"xrayd\.pipeline\.delivery: delivery (\d+): result (\d+) sent to pacs")
 
 
 # -- xrayd processes in a host -----------------------------------------------------------------
