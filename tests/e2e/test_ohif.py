@@ -368,6 +368,20 @@ BOXES_JS = """([sop, count, tol]) => {
 }"""
 
 
+#: True once cornerstone has no image request queued or in flight. Switching the viewport to
+#: another image while one still loads cancels that load, and OHIF 3.13's IMAGE_LOAD_ERROR
+#: listener then throws ("handler is not a function", a console error): wait for this first.
+IDLE_JS = """() => {
+    const cs = window.cornerstone;
+    if (!cs || !cs.imageLoadPoolManager || !cs.imageLoadPoolManager.numRequests) return false;
+    const queued = pool => Array.isArray(pool) ? pool.length
+        : Object.values(pool || {}).reduce((n, p) => n + queued(p), 0);
+    const idle = m => !m || (Object.values(m.numRequests || {}).every(n => n === 0)
+        && queued(m.getRequestPool ? m.getRequestPool() : {}) === 0);
+    return idle(cs.imageLoadPoolManager) && idle(cs.imageRetrievalPoolManager);
+}"""
+
+
 def _close(a: list[float], b: tuple[float, ...] | list[float], tol: float) -> bool:
     return all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))
 
@@ -452,6 +466,7 @@ def test_ohif_loads_the_sr_as_measurements(
         for index, image in enumerate(study.images):
             sop = image.SOPInstanceUID
             mine = _on(regions, image)
+            _wait(page, IDLE_JS, None, console, "every image request finished")
             if mine:  # a click on the finding in the panel jumps to its image
                 assert mine[0].comment is not None
                 panel.get_by_text(mine[0].comment, exact=True).first.click()
@@ -468,6 +483,7 @@ def test_ohif_loads_the_sr_as_measurements(
             _check_boxes(drawn, mine)
             suffix = "" if index == first_box_image else f"-image{index + 1}"
             page.screenshot(path=str(shots / f"{name}{suffix}.png"))
+        _wait(page, IDLE_JS, None, console, "every image request finished")
         _no_error_shown(page, console)
         assert not viewer.server.problems[problems:], viewer.server.problems[problems:]
     except BaseException:
