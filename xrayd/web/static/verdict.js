@@ -1,0 +1,1 @@
+// Study page verdict panel: keyboard verdicts. No inline scripts (Content-Security-Policy).
