@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test ohif lint typecheck bench-receive bench-infer bench-e2e bench-attacks train-fracatlas evaluate-fracatlas fuzz clean
+.PHONY: demo test ohif axe lint typecheck bench-receive bench-infer bench-e2e bench-attacks train-fracatlas evaluate-fracatlas fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,17 @@ demo: $(STAMP)
 ohif:
 	$(PYTHON) tests/ohif.py fetch
 
+# axe-core for tests/e2e/test_accessibility.py: the pinned npm axe-core tarball (npm pack only,
+# its sha512 checked against tests/axe.py's pin), axe.min.js unpacked into .cache/axe/<version>/.
+axe:
+	$(PYTHON) tests/axe.py fetch
+
 # With npm, the OHIF viewer first; without it (or offline) its test skips, and fails in CI.
 NPM := $(shell command -v npm 2>/dev/null)
 test: $(STAMP)
 ifneq ($(NPM),)
 	$(MAKE) --no-print-directory ohif || echo "make test: no OHIF viewer: tests/e2e/test_ohif.py skips (fails in CI)"
+	$(MAKE) --no-print-directory axe || echo "make test: no axe-core: tests/e2e/test_accessibility.py skips (fails in CI)"
 endif
 	$(BIN)/ruff check .
 	$(BIN)/mypy
