@@ -13,14 +13,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 __all__ = [
+    "HEATMAP_ALPHA_MAX",
+    "HEATMAP_ALPHA_MIN",
     "HEATMAP_HIGH",
     "HEATMAP_LOW",
+    "HEATMAP_THRESHOLD",
     "LEGEND",
     "BoxStyle",
+    "LegendEntry",
     "box_style",
+    "dash_mask",
     "draws_overlay",
+    "heatmap_colours",
     "hex_colour",
+    "legend_for",
     "legend_lines",
 ]
 
@@ -51,6 +61,10 @@ _STYLES: dict[str, BoxStyle] = {
 #: The heatmap tint at its threshold and at its maximum (the ramp runs between them).
 HEATMAP_LOW: RGB = (40, 90, 255)
 HEATMAP_HIGH: RGB = (0, 240, 255)
+#: Heatmap values at or below this are not drawn (the anatomy stays readable there).
+HEATMAP_THRESHOLD = 0.3
+#: Opacity of the tint at the threshold and at 1.0.
+HEATMAP_ALPHA_MIN, HEATMAP_ALPHA_MAX = 0.30, 0.55
 
 #: The legend, in the order it is shown: box styles, then the heatmap.
 LEGEND: tuple[str, ...] = (
@@ -59,6 +73,68 @@ LEGEND: tuple[str, ...] = (
     "Blue to cyan tint: where the model looked (cyan strongest)",
     "No box or tint: the AI found no fracture",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class LegendEntry:
+    """One legend line and the sample drawn beside it: a decision's box ("present",
+    "indeterminate"), the heatmap ramp ("heatmap") or nothing ("none")."""
+
+    swatch: str
+    text: str
+
+
+_ENTRIES: dict[str, LegendEntry] = {
+    "present": LegendEntry("present", LEGEND[0]),
+    "indeterminate": LegendEntry("indeterminate", LEGEND[1]),
+    "heatmap": LegendEntry("heatmap", LEGEND[2]),
+    "none": LegendEntry("none", LEGEND[3]),
+}
+
+
+def legend_for(decision: str | None = None, *, heatmap: bool = True) -> tuple[LegendEntry, ...]:
+    """The legend entries for a picture of one result (``decision``), or all of them (None).
+
+    A picture shows the entry of its own box style, the heatmap entry when a tint is drawn,
+    and for a result without overlay the "no box or tint" line, so a short banner explains
+    exactly what is on the image.
+    """
+    if decision is None:
+        return tuple(_ENTRIES.values())
+    if not draws_overlay(decision):
+        return (_ENTRIES["none"],)
+    return (_ENTRIES[decision], *((_ENTRIES["heatmap"],) if heatmap else ()))
+
+
+def dash_mask(length: int, width: int) -> npt.NDArray[np.bool_]:
+    """Which of ``length`` pixels along a dashed outline are drawn: dashes of 3 line widths,
+    gaps of 2, starting with a dash (so every corner is drawn)."""
+    dash, gap = 3 * max(1, width), 2 * max(1, width)
+    mask: npt.NDArray[np.bool_] = (np.arange(max(0, length)) % (dash + gap)) < dash
+    return mask
+
+
+def heatmap_colours(
+    heat: npt.NDArray[np.floating],
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The tint of a heatmap (values in [0, 1]; NaN as 0): ``(mask, colour, alpha)``.
+
+    ``mask`` marks the values above :data:`HEATMAP_THRESHOLD`; for those, ``colour`` (n, 3)
+    runs from :data:`HEATMAP_LOW` at the threshold to :data:`HEATMAP_HIGH` at 1.0 and
+    ``alpha`` (n,) from :data:`HEATMAP_ALPHA_MIN` to :data:`HEATMAP_ALPHA_MAX`. The burned-in
+    captures blend with it and the web viewer's RGBA overlay carries it, so both look alike.
+    """
+    clean = np.nan_to_num(heat.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    clean = np.clip(clean, 0.0, 1.0)
+    mask: npt.NDArray[np.bool_] = clean > HEATMAP_THRESHOLD
+    t = ((clean[mask] - HEATMAP_THRESHOLD) / (1.0 - HEATMAP_THRESHOLD))[:, None]
+    low = np.asarray(HEATMAP_LOW, np.float32)
+    high = np.asarray(HEATMAP_HIGH, np.float32)
+    colour = (low + (high - low) * t).astype(np.float32)
+    alpha = (HEATMAP_ALPHA_MIN + (HEATMAP_ALPHA_MAX - HEATMAP_ALPHA_MIN) * t[:, 0]).astype(
+        np.float32
+    )
+    return mask, colour, alpha
 
 
 def draws_overlay(decision: str) -> bool:

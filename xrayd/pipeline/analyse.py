@@ -379,13 +379,13 @@ class StudyAnalyser:
             # and dropped once used, so no two of them need to be held at the same time.
             heat = heatmap_to_source(prediction.heatmap, source.prepared.geometry)
             heat_png = heatmap_png(heat)
-            # An "absent" result draws no heatmap and no box: in a viewer they read as a finding
-            # (the heatmap PNG is still kept for the review screen).
-            shown = finding.decision != "absent"
+            # render_overlay draws per overlay_style: no heatmap and no box for an "absent"
+            # result (in a viewer they read as a finding), only the banner and its legend (the
+            # heatmap PNG is still kept for the review screen).
             rgb = render_overlay(
                 np.asarray(source.prepared.display),
-                heat if shown else None,
-                finding.boxes if shown else (),
+                heat,
+                finding.boxes,
                 [
                     f"AI fracture: {finding.decision.upper()} "
                     f"(p={finding.fracture_probability:.2f})"
@@ -394,6 +394,7 @@ class StudyAnalyser:
                     f"Model {algorithm.name} {algorithm.version}",
                     DISCLAIMER,
                 ],
+                decision=finding.decision,
             )
             del heat
             uid = self._uid(

@@ -15,6 +15,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import convert_color_space
 
+from dicom_node.overlay_style import heatmap_colours
 from models.limits import DEFAULT_LIMITS, ImageLimits, check_image_size
 from models.pixels import decode_pixels, modality_function
 from models.preprocess import PreprocessParams, map_bands, window_to_display
@@ -137,18 +138,19 @@ def radiograph_png(
 
 
 def _colormap(v: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    """A blue-green-yellow-red ramp; alpha grows with the value and is 0 below 0.2."""
-    r = np.clip(1.5 - np.abs(4.0 * v - 3.0), 0.0, 1.0)
-    g = np.clip(1.5 - np.abs(4.0 * v - 2.0), 0.0, 1.0)
-    b = np.clip(1.5 - np.abs(4.0 * v - 1.0), 0.0, 1.0)
-    a = np.clip((v - 0.2) / 0.8, 0.0, 1.0) * 0.6
-    rgba = np.stack([r, g, b, a], axis=-1)
-    return (rgba * 255.0 + 0.5).astype(np.uint8)
+    """The overlay_style ramp as RGBA: blue at the threshold to cyan at 1.0, with the opacity
+    the burned-in captures blend with; fully transparent at or below the threshold."""
+    rgba = np.zeros((*v.shape, 4), dtype=np.uint8)
+    mask, colour, alpha = heatmap_colours(v)
+    rgba[mask, :3] = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
+    rgba[mask, 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+    return rgba
 
 
 def heatmap_overlay_png(path: Path) -> bytes:
     """The stored greyscale heatmap (see ``xrayd.pipeline.analyse.heatmap_png``) as a coloured,
-    translucent RGBA PNG to lay over the radiograph."""
+    translucent RGBA PNG to lay over the radiograph, in the colours of the Secondary Capture
+    (:func:`dicom_node.overlay_style.heatmap_colours`)."""
     with Image.open(path) as stored:
         grey = np.asarray(stored.convert("L"), dtype=np.float32) / 255.0
     image = Image.fromarray(_colormap(grey), mode="RGBA")

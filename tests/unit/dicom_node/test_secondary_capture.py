@@ -15,12 +15,12 @@ from pydicom.dataset import Dataset
 from dicom_node.findings import Algorithm, Box
 from dicom_node.overlay import (
     BANNER_BACKGROUND,
-    BOX_COLOUR,
     HEATMAP_THRESHOLD,
     font_size,
     line_width,
     render_overlay,
 )
+from dicom_node.overlay_style import box_style
 from dicom_node.secondary_capture import (
     SECONDARY_CAPTURE_IMAGE_STORAGE,
     build_secondary_capture,
@@ -38,6 +38,8 @@ ALGORITHM = Algorithm(
     parameters={"fracture_threshold": "0.50"},
 )
 WHEN = datetime(2026, 11, 23, 10, 30, 5)
+#: The colour of a "present" box (overlay_style's solid red).
+BOX_COLOUR = box_style("present").colour  # type: ignore[union-attr]
 BANNER = ["AI: fracture PRESENT, probability 0.87", "fracnet 1.2.0", "AI result — not a diagnosis"]
 
 
@@ -56,7 +58,7 @@ def test_overlay_draws_heatmap_boxes_and_banner_and_leaves_the_rest_alone() -> N
     heat[40:80, 30:70] = 0.9  # tinted
     heat[120:150, 100:140] = 0.25  # below the threshold: not drawn
     box = Box(100.0, 20.0, 180.0, 90.0)
-    out = render_overlay(display, heat, [box], BANNER)
+    out = render_overlay(display, heat, [box], BANNER, decision="present")
 
     rows, cols = display.shape
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[1:] == (cols, 3)
@@ -73,10 +75,10 @@ def test_overlay_draws_heatmap_boxes_and_banner_and_leaves_the_rest_alone() -> N
     inside = image[100 + w : 180 - w, 20 + w : 90 - w]
     np.testing.assert_array_equal(inside[..., 0], inside[..., 1])  # still grey inside
 
-    # Heatmap: tinted towards red/yellow (R up, B down) where above the threshold.
+    # Heatmap: tinted towards the blue-cyan ramp (B up, R down) where above the threshold.
     hot = image[40:80, 30:70].astype(int)
     grey = display[40:80, 30:70].astype(int)
-    assert (hot[..., 0] > grey).all() and (hot[..., 2] < grey).all()
+    assert (hot[..., 2] > grey).all() and (hot[..., 0] < grey).all()
 
     # Everything else is the windowed source, pixel for pixel.
     drawn = np.zeros(display.shape, bool)
@@ -97,8 +99,8 @@ def test_overlay_is_deterministic_and_text_scales_to_a_2k_radiograph() -> None:
     heat = np.zeros(display.shape, np.float32)
     heat[500:900, 400:800] = np.linspace(0.0, 1.0, 400, dtype=np.float32)[None, :]
     boxes = [Box(450, 350, 950, 850)]
-    a = render_overlay(display, heat, boxes, BANNER)
-    b = render_overlay(display, heat, boxes, BANNER)
+    a = render_overlay(display, heat, boxes, BANNER, decision="present")
+    b = render_overlay(display, heat, boxes, BANNER, decision="present")
     np.testing.assert_array_equal(a, b)
 
     assert font_size(2048, 1600) >= 30 and line_width(2048, 1600) >= 6
@@ -117,7 +119,7 @@ def test_banner_stays_legible_when_the_capture_is_fitted_to_a_screen(rows: int, 
     """Fitted into a 1,000 px viewport (as viewers open an image), the banner's capital letters
     are still at least 12 px tall, whatever the image's shape."""
     display = np.full((rows, cols), 128, np.uint8)
-    out = render_overlay(display, None, [], ["AI fracture: PRESENT (p=0.97)"])
+    out = render_overlay(display, None, [], ["AI fracture: PRESENT (p=0.97)"], decision="present")
     top = out.shape[0] - rows
     dark = np.flatnonzero((out[:top].sum(axis=2) < 150).any(axis=1))
     assert dark.size
@@ -130,22 +132,24 @@ def test_banner_stays_legible_when_the_capture_is_fitted_to_a_screen(rows: int, 
 
 def test_overlay_without_heatmap_or_boxes_only_adds_the_banner() -> None:
     display = display_image(64, 48)
-    out = render_overlay(display, None, [], ["a very long banner line that must wrap " * 3])
+    out = render_overlay(
+        display, None, [], ["a very long banner line that must wrap " * 3], decision="present"
+    )
     top = out.shape[0] - 64
     np.testing.assert_array_equal(out[top:], np.repeat(display[:, :, None], 3, axis=2))
-    one_line = render_overlay(display, None, [], ["x"])
+    one_line = render_overlay(display, None, [], ["x"], decision="present")
     assert top > one_line.shape[0] - 64, "a line wider than the image wraps"
 
 
 def test_overlay_clips_boxes_and_rejects_bad_input() -> None:
     display = display_image(50, 40)
-    out = render_overlay(display, None, [Box(45, 35, 500, 500)], [])
+    out = render_overlay(display, None, [Box(45, 35, 500, 500)], [], decision="present")
     image = out[out.shape[0] - 50 :]
     np.testing.assert_array_equal(image[45, 35:40], np.tile(BOX_COLOUR, (5, 1)))
     with pytest.raises(ValueError, match="heatmap shape"):
-        render_overlay(display, np.zeros((10, 10), np.float32), [], [])
+        render_overlay(display, np.zeros((10, 10), np.float32), [], [], decision="present")
     with pytest.raises(ValueError, match="uint8"):
-        render_overlay(display.astype(np.uint16), None, [], [])
+        render_overlay(display.astype(np.uint16), None, [], [], decision="present")
 
 
 # --- Secondary Capture ------------------------------------------------------------------------
@@ -153,7 +157,9 @@ def test_overlay_clips_boxes_and_rejects_bad_input() -> None:
 
 def build(source: Dataset, rgb: np.ndarray | None = None) -> Dataset:
     if rgb is None:
-        rgb = render_overlay(display_image(), None, [Box(10, 10, 50, 50)], BANNER)
+        rgb = render_overlay(
+            display_image(), None, [Box(10, 10, 50, 50)], BANNER, decision="present"
+        )
     return build_secondary_capture(
         source,
         rgb,
@@ -188,7 +194,7 @@ def dciodvfy_errors(tool: str, path: Path) -> tuple[list[str], str]:
 
 def test_secondary_capture_copies_identity_and_references_the_source() -> None:
     source = header(StudyDescription="XR HAND 3 VIEWS", PatientOrientation=["P", "FL"])
-    rgb = render_overlay(display_image(), None, [], BANNER)
+    rgb = render_overlay(display_image(), None, [], BANNER, decision="present")
     ds = dcmread(BytesIO(dataset_bytes(build(source, rgb))))
 
     assert ds.SOPClassUID == SECONDARY_CAPTURE_IMAGE_STORAGE

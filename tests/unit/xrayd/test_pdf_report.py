@@ -63,7 +63,9 @@ def thumbnail() -> np.ndarray:
     display = (60 + 120 * np.exp(-(((x - 100) / 30) ** 2))).astype(np.uint8)
     heat = np.zeros(display.shape, np.float32)
     heat[50:110, 50:110] = 0.9
-    return render_overlay(display, heat, [Box(40, 40, 120, 120)], ["AI: fracture PRESENT"])
+    return render_overlay(
+        display, heat, [Box(40, 40, 120, 120)], ["AI: fracture PRESENT"], decision="present"
+    )
 
 
 def report(images: int = 2, thumbs: int = 2, when: datetime = WHEN) -> bytes:
@@ -113,11 +115,11 @@ def test_renders_non_blank_pages_with_the_overlays(tmp_path: Path) -> None:
     assert rendered
     for page in rendered:
         assert float(page.astype(np.float32).var()) > 0.0
-    # The thumbnails' green boxes are on some page.
-    green = [
-        int(((p[..., 1] > 180) & (p[..., 0] < 100) & (p[..., 2] < 100)).sum()) for p in rendered
+    # The thumbnails' red ("present") boxes are on some page.
+    red = [
+        int(((p[..., 0] > 190) & (p[..., 1] < 110) & (p[..., 2] < 120)).sum()) for p in rendered
     ]
-    assert max(green) > 20
+    assert max(red) > 20
 
 
 def test_several_thumbnails_per_page(tmp_path: Path) -> None:
