@@ -29,7 +29,7 @@ from storage.errors import (
     NotFoundError,
     StorageError,
 )
-from xrayd.web import admin_api, admin_pages, api, dashboards, ops, pages
+from xrayd.web import admin_api, admin_pages, api, dashboards, ops, pages, wado, worklist_pages
 from xrayd.web.auth import CsrfError, Forbidden, NotAuthenticated
 from xrayd.web.context import WebContext
 from xrayd.web.peers import HostAllowList, allowed_hosts
@@ -52,6 +52,8 @@ HSTS = "max-age=31536000"
 ROUTERS: tuple[APIRouter, ...] = (
     ops.router,
     pages.router,
+    worklist_pages.router,
+    wado.router,
     dashboards.router,
     admin_pages.router,
     api.router,
