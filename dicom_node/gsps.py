@@ -11,14 +11,20 @@ intended, with xrayd's annotations on one graphic layer (:data:`LAYER`)::
           Date/Time = content_datetime
       Presentation State Relationship: Referenced Series Sequence -> the source image
       Displayed Area: the whole image, SCALE TO FIT
-      Graphic Layer AI (order 1; recommended display: white / yellow)
+      Graphic Layer AI (order 1; recommended display: white on grey; in colour the decision's
+          box colour from dicom_node.overlay_style: red for present, amber for indeterminate,
+          yellow for a result without boxes)
       Graphic Annotation on the source image, layer AI:
           Text Object "AI: fracture PRESENT p=0.97" (ABSENT / INDETERMINATE likewise), bounding
               box in the top-left area of the image, PIXEL units, left-justified
           per box of the finding, only if the decision is "present" or "indeterminate":
-              Graphic Object POLYLINE, 5 points (closed), PIXEL units, column/row, not filled
+              Graphic Object POLYLINE, 5 points (closed), PIXEL units, column/row, not filled,
+              with a Line Style Sequence (PS3.3 C.10.5, Type 3): the box colour (CIELab),
+              outline_width thick, SOLID for present, DASHED (Line Pattern 0xFFFF0000) for
+              indeterminate, no shadow
       Overlay Plane 6000 (only with boxes drawn), activated on layer AI: the box outlines as a
-          1-bit bitmap (type G, subtype AUTOMATED), over the bounding rectangle of the boxes only
+          1-bit bitmap (type G, subtype AUTOMATED), over the bounding rectangle of the boxes only,
+          dashed for indeterminate as in the Secondary Capture
       Modality LUT: the source's Rescale Slope/Intercept/Type, or its Modality LUT Sequence
       Softcopy VOI LUT: the source's first window (center, width, explanation, VOI LUT
           Function unless LINEAR, the default); else its first VOI LUT; else a window over
@@ -27,6 +33,11 @@ intended, with xrayd's annotations on one graphic layer (:data:`LAYER`)::
           INVERSE for MONOCHROME1 and IDENTITY otherwise
 
 An "absent" result draws no box: on a picture a box reads as a finding, whatever its label.
+Colours and line styles are those of :mod:`dicom_node.overlay_style`, so a viewer applying the
+presentation state shows the boxes as the Secondary Capture, the PDF and the web viewer do.
+The Line Style Sequence is optional in the standard and many viewers ignore it (they draw the
+layer's recommended colour, solid): the layer colour carries the decision's colour for them, and
+the overlay bitmap is dashed for indeterminate, so the two styles stay apart there too.
 
 Boxes twice. The vector POLYLINEs are the standard way, what PACS viewers and Weasis draw. The
 same outlines are also stored as an overlay bitmap (:data:`OVERLAY_GROUP`, activated on the AI
@@ -82,6 +93,7 @@ from pydicom.uid import UID
 from dicom_node import codes
 from dicom_node.errors import DicomNodeError
 from dicom_node.findings import Algorithm, Box, ImageFinding
+from dicom_node.overlay_style import box_style, dash_mask
 from dicom_node.provenance import patient_study_header, pin_clock, processing_equipment
 from dicom_node.secondary_capture import UNPAIRED_BODY_PARTS
 
@@ -107,9 +119,12 @@ CONTENT_DESCRIPTION = "AI fracture triage (research, not for clinical use)"
 #: The graphic layer of every xrayd annotation (CS: uppercase, digits, "_" and space).
 LAYER = "AI"
 LAYER_DESCRIPTION = "xrayd AI fracture triage: result and boxes (research use)"
-#: Recommended display of the layer: white on a grayscale display, yellow on a colour one.
+#: Recommended display of the layer: white on a grayscale display; on a colour one the box
+#: colour of the decision (overlay_style), yellow where no box is drawn (the text alone).
 LAYER_GRAY = 0xFFFF
 LAYER_COLOR = (255, 255, 0)
+#: Line Pattern of a DASHED outline: 16 display units on, 16 off (bit 31 first, PS3.3 C.10.5).
+DASH_PATTERN = 0xFFFF0000
 #: The decisions that draw their boxes; "absent" draws none.
 DRAWN = frozenset({"present", "indeterminate"})
 #: The overlay group of the box outlines (Overlay Plane, activated on :data:`LAYER`).
@@ -166,14 +181,20 @@ def build_gsps(
     """
     _check_inputs(finding, source)
     head = _reference_header(source)
+    style = box_style(finding.decision) if finding.decision in DRAWN else None
     layer = GraphicLayer(
         layer_name=LAYER,
         order=1,
         description=LAYER_DESCRIPTION,
-        display_color=CIELabColor.from_rgb(*LAYER_COLOR),
+        display_color=CIELabColor.from_rgb(*(LAYER_COLOR if style is None else style.colour)),
     )
     layer.GraphicLayerRecommendedDisplayGrayscaleValue = LAYER_GRAY
-    boxes = [_box_polyline(box) for box in finding.boxes] if finding.decision in DRAWN else []
+    width = outline_width(finding.rows, finding.columns)
+    boxes = (
+        [_box_polyline(box, style.colour, width, dashed=style.dashed) for box in finding.boxes]
+        if style is not None
+        else []
+    )
     annotation = GraphicAnnotation(
         referenced_images=[head],
         graphic_layer=layer,
@@ -240,8 +261,11 @@ def build_gsps(
 # --- annotations -----------------------------------------------------------------------------
 
 
-def _box_polyline(box: Box) -> GraphicObject:
-    """A closed POLYLINE (5 points, column/row) around ``box``, in PIXEL units.
+def _box_polyline(
+    box: Box, colour: tuple[int, int, int], width: int, *, dashed: bool
+) -> GraphicObject:
+    """A closed POLYLINE (5 points, column/row) around ``box``, in PIXEL units, with its line
+    style (colour, thickness, SOLID or DASHED; :func:`_line_style`).
 
     DICOM image coordinates put the top-left corner of the first pixel at (0, 0), so pixel
     (r, c) covers [c, c+1) x [r, r+1), the convention of :class:`~dicom_node.findings.Box`.
@@ -253,12 +277,32 @@ def _box_polyline(box: Box) -> GraphicObject:
         (box.col0, box.row1),
         (box.col0, box.row0),
     ]
-    return GraphicObject(
+    graphic = GraphicObject(
         graphic_type=GraphicTypeValues.POLYLINE,
         graphic_data=np.array(corners, dtype=np.float64),
         units=AnnotationUnitsValues.PIXEL,
         is_filled=False,
     )
+    graphic.LineStyleSequence = [_line_style(colour, width, dashed=dashed)]
+    return graphic
+
+
+def _line_style(colour: tuple[int, int, int], width: int, *, dashed: bool) -> Dataset:
+    """A Line Style Sequence item (PS3.3 Table C.10-15): the box colour, opaque, ``width``
+    thick, SOLID or DASHED (:data:`DASH_PATTERN`), without shadow."""
+    item = Dataset()
+    item.PatternOnColorCIELabValue = list(CIELabColor.from_rgb(*colour).value)
+    item.PatternOnOpacity = 1.0
+    item.LineThickness = float(width)
+    item.LineDashingStyle = "DASHED" if dashed else "SOLID"
+    if dashed:
+        item.LinePattern = DASH_PATTERN
+    item.ShadowStyle = "OFF"
+    item.ShadowOffsetX = 0.0
+    item.ShadowOffsetY = 0.0
+    item.ShadowColorCIELabValue = list(CIELabColor.from_rgb(0, 0, 0).value)
+    item.ShadowOpacity = 0.0
+    return item
 
 
 def outline_width(rows: int, columns: int) -> int:
@@ -279,7 +323,8 @@ def _add_outline_overlay(ds: Dataset, finding: ImageFinding) -> str | None:
     """Overlay Plane :data:`OVERLAY_GROUP` with the outlines of the boxes, activated on LAYER.
 
     The bitmap spans the bounding rectangle of the boxes' pixels (Overlay Origin, 1-based
-    row\\column); each outline is :func:`outline_width` pixels wide, inside the box. Overlay
+    row\\column); each outline is :func:`outline_width` pixels wide, inside the box, dashed for a
+    dashed box style (indeterminate). Overlay
     Data: one bit per pixel, row by row, the first pixel in the lowest bit of the first byte
     (PS3.5 8.1.2), padded to an even length. Returns "rows x columns" of the bitmap (for logs);
     None, and no overlay, where the origin is beyond what Overlay Origin (SS) can hold.
@@ -291,13 +336,18 @@ def _add_outline_overlay(ds: Dataset, finding: ImageFinding) -> str | None:
         return None  # an image over 32,767 pixels: the vector outlines alone
     bottom, right = max(e[2] for e in extents), max(e[3] for e in extents)
     width = outline_width(rows, columns)
+    style = box_style(finding.decision)
+    dashed = style is not None and style.dashed
     bitmap = np.zeros((bottom - top, right - left), dtype=bool)
     for r0, c0, r1, c1 in extents:
         r0, r1, c0, c1 = r0 - top, r1 - top, c0 - left, c1 - left
-        bitmap[r0 : min(r0 + width, r1), c0:c1] = True
-        bitmap[max(r1 - width, r0) : r1, c0:c1] = True
-        bitmap[r0:r1, c0 : min(c0 + width, c1)] = True
-        bitmap[r0:r1, max(c1 - width, c0) : c1] = True
+        # dashed (indeterminate): the dashes of the Secondary Capture, corners drawn
+        cols = dash_mask(c1 - c0, width) if dashed else np.ones(c1 - c0, dtype=bool)
+        rows_on = dash_mask(r1 - r0, width) if dashed else np.ones(r1 - r0, dtype=bool)
+        for band in (slice(r0, min(r0 + width, r1)), slice(max(r1 - width, r0), r1)):
+            bitmap[band, c0:c1] |= cols[None, :]
+        for band in (slice(c0, min(c0 + width, c1)), slice(max(c1 - width, c0), c1)):
+            bitmap[r0:r1, band] |= rows_on[:, None]
     data = np.packbits(bitmap.ravel(), bitorder="little").tobytes()
     if len(data) % 2:
         data += b"\0"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from highdicom.color import CIELabColor
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -28,6 +29,7 @@ from dicom_node.gsps import (
     build_gsps,
     outline_width,
 )
+from dicom_node.overlay_style import box_style
 from dicom_node.secondary_capture import dataset_bytes
 from dicom_node.uids import IMPLEMENTATION_CLASS_UID, implementation_version_name
 
@@ -255,6 +257,34 @@ def test_one_closed_polyline_per_box(decision: str) -> None:
     assert layer.GraphicLayerRecommendedDisplayGrayscaleValue == 0xFFFF
 
 
+@pytest.mark.parametrize("decision", ["present", "indeterminate"])
+def test_boxes_take_the_overlay_style_colour_and_line_style(decision: str) -> None:
+    """Red solid for present, amber dashed for indeterminate: the layer's recommended colour
+    (what most viewers use) and each outline's Line Style Sequence, as in the Secondary
+    Capture, the PDF and the web viewer."""
+    style = box_style(decision)
+    assert style is not None
+    lab = list(CIELabColor.from_rgb(*style.colour).value)
+    gsps = build(finding(decision))
+    (layer,) = gsps.GraphicLayerSequence
+    assert list(layer.GraphicLayerRecommendedDisplayCIELabValue) == lab
+    back = CIELabColor.from_dicom_value(layer.GraphicLayerRecommendedDisplayCIELabValue).to_rgb()
+    assert np.abs(np.subtract(back, style.colour)).max() <= 2  # the palette's colour, in CIELab
+    for graphic in annotation(gsps).GraphicObjectSequence:
+        (line,) = graphic.LineStyleSequence
+        assert list(line.PatternOnColorCIELabValue) == lab
+        assert (line.PatternOnOpacity, line.LineThickness) == (1.0, outline_width(SIZE, SIZE))
+        assert line.LineDashingStyle == ("DASHED" if style.dashed else "SOLID")
+        assert ("LinePattern" in line) == style.dashed
+        assert (line.ShadowStyle, line.ShadowOpacity) == ("OFF", 0.0)
+
+
+def test_a_result_without_boxes_keeps_a_neutral_layer_colour() -> None:
+    (layer,) = build(finding("absent")).GraphicLayerSequence
+    yellow = list(CIELabColor.from_rgb(255, 255, 0).value)
+    assert list(layer.GraphicLayerRecommendedDisplayCIELabValue) == yellow
+
+
 def test_absent_draws_no_box_only_the_text() -> None:
     gsps = build(finding("absent"))  # the model's boxes are there; they are not drawn
     assert "GraphicObjectSequence" not in annotation(gsps)
@@ -286,7 +316,14 @@ def test_overlay_outlines_the_boxes_on_the_ai_layer(decision: str) -> None:
     assert len(data) % 2 == 0 and len(data) - (rows * columns + 7) // 8 in (0, 1)
     drawn = overlay_on_image(gsps, (SIZE, SIZE))
     on, interior, away = outline_zones(BOXES, (SIZE, SIZE))
-    assert drawn[on].all()  # every side of every box, closed
+    if decision == "present":
+        assert drawn[on].all()  # every side of every box, closed
+    else:  # dashed (overlay_style): dashes of 3 widths, gaps of 2, corners drawn
+        assert 0.5 < drawn[on].mean() < 0.75, drawn[on].mean()
+        for box in BOXES:
+            r0, c0 = int(box.row0), int(box.col0)
+            top_side = drawn[r0, c0 : int(np.ceil(box.col1))]
+            assert top_side[:6].all() and not top_side[6:10].any(), top_side[:12]
     assert not (drawn & interior).any() and not (drawn & away).any()
     inside = np.logical_or.reduce([in_extent(box, (SIZE, SIZE)) for box in BOXES])
     assert not (drawn & ~inside).any()  # drawn inside the boxes, as the polylines bound them
@@ -667,7 +704,9 @@ def test_dcmtk_draws_the_boxes_on_their_outline(tmp_path: Path, decision: str) -
     assert 'label="AI fracture regions"' in log and "type=graphic" in log
     drawn = with_dcmtk_overlays(tmp_path, rendered, log) != plain
     on, interior, away = outline_zones(BOXES, plain.shape)
-    assert drawn[on].mean() > 0.9, drawn[on].mean()  # the outlines (a pixel may be white already)
+    # the outlines (a pixel may be white already); indeterminate: dashed, 3/5 of the outline
+    expected = 0.9 if decision == "present" else 0.5
+    assert drawn[on].mean() > expected, drawn[on].mean()
     assert not (drawn & interior).any(), np.argwhere(drawn & interior)[:10]  # not filled
     assert not (drawn & away).any(), np.argwhere(drawn & away)[:10]  # nothing far from a box
     for box in BOXES:  # every side of every box is drawn
@@ -678,9 +717,11 @@ def test_dcmtk_draws_the_boxes_on_their_outline(tmp_path: Path, decision: str) -
             int(np.ceil(box.col1)),
         )
         for side in (drawn[r0 : r0 + 1, c0:c1], drawn[r1 - 1 : r1, c0:c1]):
-            assert side.mean() > 0.9, box
+            assert side.mean() > expected, box
+            if decision != "present":
+                assert not side.all(), box  # gaps: dashed
         for side in (drawn[r0:r1, c0 : c0 + 1], drawn[r0:r1, c1 - 1 : c1]):
-            assert side.mean() > 0.9, box
+            assert side.mean() > expected, box
 
 
 def test_dcmtk_draws_nothing_for_an_absent_finding(tmp_path: Path) -> None:
