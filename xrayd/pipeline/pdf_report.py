@@ -1,5 +1,10 @@
 """The study PDF report: findings, thumbnails with overlays, model, thresholds, timings, disclaimer.
 
+The thumbnails are the burned-in captures (:func:`dicom_node.overlay.render_overlay`); a legend
+beside them shows each box style and the heatmap ramp of :mod:`dicom_node.overlay_style`, drawn
+as vector samples in the same colours, so the report reads like the Secondary Capture and the
+web viewer.
+
 Rendered with reportlab in invariant mode (fixed creation date and document ID), so identical
 inputs give identical bytes: the report can be regenerated and compared, and a resent
 Encapsulated PDF is byte-identical.
@@ -19,6 +24,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image as PILImage
+from reportlab.graphics.shapes import Drawing, Rect
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
@@ -27,6 +33,7 @@ from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     Flowable,
     Image,
+    KeepTogether,
     Paragraph,
     SimpleDocTemplate,
     Spacer,
@@ -35,6 +42,13 @@ from reportlab.platypus import (
 )
 
 from dicom_node.findings import ImageFinding, StudyFindings
+from dicom_node.overlay_style import (
+    HEATMAP_HIGH,
+    HEATMAP_LOW,
+    LegendEntry,
+    box_style,
+    legend_for,
+)
 
 __all__ = ["DISCLAIMER", "render_pdf_report"]
 
@@ -348,7 +362,69 @@ def _thumbnails(
             ]
         )
     )
-    return [Paragraph("Images with AI overlay", styles["h2"]), grid]
+    # the legend stays on the page of the first thumbnails (a grid taller than a page splits)
+    return [
+        KeepTogether(
+            [
+                Paragraph("Images with AI overlay", styles["h2"]),
+                _legend(width, styles),
+                Spacer(1, 2 * mm),
+                grid,
+            ]
+        )
+    ]
+
+
+_SWATCH_WIDTH, _SWATCH_HEIGHT = 9 * mm, 4 * mm
+
+
+def _legend(width: float, styles: dict[str, ParagraphStyle]) -> Table:
+    """The overlay legend: each entry of overlay_style's legend after a sample of it."""
+    rows = [
+        [_swatch(entry), Paragraph(_text(entry.text), styles["cell"])] for entry in legend_for(None)
+    ]
+    table = Table(rows, colWidths=[_SWATCH_WIDTH + 4 * mm, width - _SWATCH_WIDTH - 4 * mm])
+    table.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ("TOPPADDING", (0, 0), (-1, -1), 1),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+            ]
+        )
+    )
+    return table
+
+
+def _swatch(entry: LegendEntry) -> Drawing:
+    """A vector sample: the box outline in its colour and dash, or the heatmap ramp."""
+    drawing = Drawing(_SWATCH_WIDTH, _SWATCH_HEIGHT)
+    if entry.swatch == "heatmap":
+        steps = 24
+        step = _SWATCH_WIDTH / steps
+        for i in range(steps):
+            t = i / (steps - 1)
+            rgb = [lo + (hi - lo) * t for lo, hi in zip(HEATMAP_LOW, HEATMAP_HIGH, strict=True)]
+            fill = colors.Color(*(v / 255 for v in rgb))
+            drawing.add(
+                Rect(i * step, 0, step + 0.3, _SWATCH_HEIGHT, fillColor=fill, strokeColor=None)
+            )
+        return drawing
+    style = box_style(entry.swatch)
+    if style is not None:
+        drawing.add(
+            Rect(
+                1,
+                1,
+                _SWATCH_WIDTH - 2,
+                _SWATCH_HEIGHT - 2,
+                fillColor=None,
+                strokeColor=colors.HexColor(style.hex),
+                strokeWidth=1.6,
+                strokeDashArray=[3, 2] if style.dashed else None,
+            )
+        )
+    return drawing
 
 
 def _footer(canvas: Canvas, doc: SimpleDocTemplate) -> None:
