@@ -58,7 +58,9 @@ class Action(StrEnum):
     TOKEN_REVOKED = "token.revoked"  # noqa: S105 - an action name
     # review
     STUDY_VIEWED = "study.viewed"
-    REVIEW_ASSIGNED = "review.assigned"
+    REVIEW_ASSIGNED = "review.assigned"  # before claiming: assigned on opening the study
+    STUDY_CLAIMED = "study.claimed"
+    STUDY_RELEASED = "study.released"
     OVERRIDE_CREATED = "override.created"
     # models and retraining
     MODEL_REGISTERED = "model.registered"

@@ -28,11 +28,13 @@ __all__ = [
     "FRACTURE",
     "OverrideRow",
     "ReviewLabel",
+    "ReviewRefused",
     "StudyImage",
     "StudyReview",
     "Worklist",
     "WorklistFilter",
     "WorklistItem",
+    "ai_review_label",
     "assign",
     "create_override",
     "list_overrides",
@@ -47,9 +49,25 @@ COUNTS = ("0", "1", "2+")
 _FLAGGED = ("present", "indeterminate")
 
 
+#: the refusal of a disagreement that repeats the AI's labels (it would count as a disagreement)
+SAME_AS_AI = "This is the AI's result — choose Agree, or change a field"
+
+
+class ReviewRefused(InvalidEntryError):
+    """A review refused, with the fields it is about, so a form can show each message beside
+    its field. ``problems`` holds ``(field, message)`` pairs; a field is one of ``verdict``,
+    ``fracture``, ``count``, ``body_part``, ``hardware``, ``comment``, or ``label`` (the
+    corrected label as a whole). The message (``str()``) joins them all."""
+
+    def __init__(self, problems: tuple[tuple[str, str], ...]) -> None:
+        super().__init__("; ".join(message for _, message in problems))
+        self.problems = problems
+
+
 @dataclass(frozen=True)
 class ReviewLabel:
-    """What the radiologist says about a study."""
+    """What the radiologist says about a study (every rule checked at once: see
+    :class:`ReviewRefused`)."""
 
     fracture: Literal["present", "absent"]
     count: Literal["0", "1", "2+"]
@@ -57,14 +75,19 @@ class ReviewLabel:
     hardware: bool
 
     def __post_init__(self) -> None:
+        problems: list[tuple[str, str]] = []
         if self.fracture not in FRACTURE:
-            raise InvalidEntryError("fracture must be 'present' or 'absent'")
+            problems.append(("fracture", "fracture must be 'present' or 'absent'"))
         if self.count not in COUNTS:
-            raise InvalidEntryError("count must be '0', '1' or '2+'")
-        if (self.fracture == "absent") != (self.count == "0"):
-            raise InvalidEntryError("count must be '0' exactly when no fracture is present")
+            problems.append(("count", "count must be '0', '1' or '2+'"))
+        elif self.fracture == "absent" and self.count != "0":
+            problems.append(("count", "count must be '0' when no fracture is present"))
+        elif self.fracture == "present" and self.count == "0":
+            problems.append(("count", "count must be '1' or '2+' when a fracture is present"))
         if not 1 <= len(self.body_part) <= 32 or not self.body_part.isprintable():
-            raise InvalidEntryError("body part must be 1 to 32 printable characters")
+            problems.append(("body_part", "body part must be 1 to 32 printable characters"))
+        if problems:
+            raise ReviewRefused(tuple(problems))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -414,13 +437,21 @@ def _ai_label(analysis: Result) -> dict[str, Any]:
     }
 
 
-def _agrees(ai: dict[str, Any], label: ReviewLabel) -> bool:
-    return (
-        ai.get("decision") == label.fracture
-        and ai.get("count") == label.count
-        and ai.get("body_part") == label.body_part
-        and bool(ai.get("hardware")) == label.hardware
-    )
+def ai_review_label(ai: dict[str, Any]) -> ReviewLabel | None:
+    """The AI's result (an override's ``ai_label``) as the label an Agree stores; None when it
+    cannot be agreed with: indeterminate, or a count that contradicts the decision (the count
+    and the decision come from different outputs of the model)."""
+    if ai.get("decision") not in FRACTURE:
+        return None
+    try:
+        return ReviewLabel(
+            ai["decision"],
+            ai.get("count") or "0",
+            ai.get("body_part") or "unknown",
+            bool(ai.get("hardware")),
+        )
+    except ReviewRefused:
+        return None
 
 
 def create_override(
@@ -434,12 +465,14 @@ def create_override(
 ) -> OverrideRow:
     """Store a review of the study's current analysis.
 
-    ``agree=True`` confirms the AI (``label`` may be omitted: the AI's labels are taken, and
-    an indeterminate AI decision cannot be agreed with). ``agree=False`` needs the corrected
-    ``label``. Audited in the same transaction.
+    ``agree=True`` confirms the AI (``label`` may be omitted: the AI's labels are taken; an
+    indeterminate AI decision, or one whose count contradicts it, cannot be agreed with).
+    ``agree=False`` needs the corrected ``label``, and it must differ from the AI's in at
+    least one field (otherwise it would be stored as a disagreement with the same answer).
+    Refusals are :class:`ReviewRefused` naming their fields. Audited in the same transaction.
     """
     if comment is not None and len(comment) > 2000:
-        raise InvalidEntryError("comment must have at most 2000 characters")
+        raise ReviewRefused((("comment", "comment must have at most 2000 characters"),))
     with sm.begin() as session:
         # Locked: spool retention (storage.retention) checks for overrides under the same lock.
         if session.get(Study, study_id, with_for_update=True) is None:
@@ -448,22 +481,38 @@ def create_override(
         if analysis is None:
             raise InvalidEntryError("the study has no analysis to review")
         ai = _ai_label(analysis)
+        confirmed = ai_review_label(ai)
         if agree:
             if ai["decision"] not in FRACTURE:
-                raise InvalidEntryError(
-                    "an indeterminate result cannot be agreed with: give the corrected label"
+                raise ReviewRefused(
+                    (
+                        (
+                            "verdict",
+                            "an indeterminate result cannot be agreed with: the AI is unsure,"
+                            " give your reading (the corrected label)",
+                        ),
+                    )
                 )
-            confirmed = ReviewLabel(
-                ai["decision"],
-                ai["count"] or "0",
-                ai["body_part"] or "unknown",
-                bool(ai["hardware"]),
-            )
+            if confirmed is None:
+                raise ReviewRefused(
+                    (
+                        (
+                            "verdict",
+                            f"the AI's count ({ai['count']}) contradicts its decision"
+                            f" ({ai['decision']}): it cannot be agreed with, give the"
+                            " corrected label",
+                        ),
+                    )
+                )
             if label is not None and label != confirmed:
-                raise InvalidEntryError("agree was given with a label that differs from the AI's")
+                raise ReviewRefused(
+                    (("label", "agree was given with a label that differs from the AI's"),)
+                )
             label = confirmed
         elif label is None:
-            raise InvalidEntryError("disagree needs the corrected label")
+            raise ReviewRefused((("label", "disagree needs the corrected label"),))
+        elif label == confirmed:
+            raise ReviewRefused((("label", SAME_AS_AI),))
         row = Override(
             study_id=study_id,
             user_name=user_name,
@@ -472,7 +521,7 @@ def create_override(
             comment=comment or None,
             created_at=utcnow(),
             result_id=analysis.id,
-            agree=agree and _agrees(ai, label),
+            agree=agree,
         )
         session.add(row)
         session.flush()

@@ -250,3 +250,37 @@ def test_page_has_no_serious_accessibility_violation(
         finally:
             context.close()
     assert not problems, f"{name} ({path}):\n" + "\n".join(problems)
+
+
+def test_chart_text_is_at_least_12_css_pixels(
+    site: Site, browser: Any, logins: dict[str, Any]
+) -> None:
+    """The SVG charts are scaled to their card's width: their smallest text, as drawn, is at
+    least 12 CSS pixels at both sizes, and each chart is an image named by its <title>."""
+    for width, height in SIZES:
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, storage_state=logins["rad"]
+        )
+        context.set_default_timeout(EXPECT_MS)
+        try:
+            page = context.new_page()
+            page.goto(f"{site.base}/dashboards")
+            charts: list[dict[str, Any]] = page.evaluate(
+                """() => Array.from(document.querySelectorAll('svg.chart')).map(svg => {
+                    const scale = (m) => Math.hypot(m.a, m.b);  // rotated labels too
+                    const sizes = Array.from(svg.querySelectorAll('text')).map(t =>
+                        parseFloat(getComputedStyle(t).fontSize) * scale(t.getScreenCTM()));
+                    const named = document.getElementById(svg.getAttribute('aria-labelledby'));
+                    return {role: svg.getAttribute('role'), texts: sizes.length,
+                            smallest: Math.min(...sizes),
+                            name: named && named.tagName, label: named && named.textContent};
+                })"""
+            )
+        finally:
+            context.close()
+        assert len(charts) >= 4, charts
+        drawn = [c for c in charts if c["texts"] > 2]  # not only "No data"
+        assert drawn, charts
+        for chart in charts:
+            assert chart["role"] == "img" and chart["name"] == "title" and chart["label"], chart
+            assert chart["smallest"] >= 12, (width, chart)

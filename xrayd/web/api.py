@@ -17,13 +17,11 @@ from storage.reviews import (
     OverrideRow,
     ReviewLabel,
     StudyReview,
-    WorklistFilter,
-    WorklistItem,
     create_override,
     list_overrides,
     study_review,
-    worklist,
 )
+from storage.worklist import WorklistFilter, WorklistItem, worklist
 from xrayd.web.auth import Principal, authenticated, context
 from xrayd.web.from_row import from_row
 from xrayd.web.paging import Limit, Page, require_time_zone

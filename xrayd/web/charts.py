@@ -7,6 +7,14 @@ intact): colours are presentation attributes that a stylesheet can override thro
 classes ``chart``, ``chart-bar``, ``chart-point``, ``chart-line``, ``chart-band``,
 ``chart-series-<i>``, ``chart-grid``, ``chart-axis``, ``chart-legend`` and ``chart-no-data``.
 
+Text stays readable where the chart is drawn: the page scales the SVG to its card's width
+(``width: 100%``), so the viewBox is about as wide as a card (:data:`WIDTH` user units for a card
+of at least ``WIDTH`` CSS pixels, the dashboards' grid minimum) and the smallest text is
+:data:`FONT` units: at least 12 CSS pixels on the page. For screen readers the ``<svg>`` is an
+image (``role="img"``) labelled by its ``<title>`` and described by its ``<desc>``
+(``aria-labelledby``/``aria-describedby``, ids unique per chart); the dashboards show the
+numbers in a table beside it.
+
 Each bar or point carries ``data-label`` and ``data-value`` (the exact value, as Python's
 shortest round-trip ``repr``) and a ``<title>`` tooltip. Missing values (``None``, NaN,
 infinities) draw nothing: no bar, and a gap in a line. A chart without any value says
@@ -15,19 +23,26 @@ infinities) draw nothing: no bar, and a gap in a line. A chart without any value
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["PALETTE", "bar_chart", "line_chart"]
+__all__ = ["FONT", "PALETTE", "WIDTH", "bar_chart", "line_chart"]
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
 SVG_NS = "http://www.w3.org/2000/svg"
-CHAR_W = 6.5  # rough width of one character at font-size 11, for layout only
+#: the default viewBox width: the dashboards' narrowest card (CSS pixels; xrayd/web/static/app.css)
+WIDTH = 440
+HEIGHT = 260
+#: axis, legend and tick text (user units): 13 x (416 / 440) = 12.3 CSS px in the narrowest card
+FONT = 13
+TITLE_FONT = 15
+CHAR_W = FONT * 0.6  # rough width of one character, for layout only
 MAX_AXIS_LABEL = 14
-LEGEND_CHAR_W = 7.5  # capitals are wider; legends must not overlap
+LEGEND_CHAR_W = FONT * 0.7  # capitals are wider; legends must not overlap
 LEGEND_GAP = 40
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -141,20 +156,31 @@ class _Frame:
 
 def _frame(width: int, height: int, scale: _Scale, legend_rows: int, y_label: str) -> _Frame:
     widest = max(len(scale.label(t)) for t in scale.ticks())
-    left = 12 + widest * CHAR_W + (18 if y_label else 0)
-    bottom = 28 + 18 * legend_rows
-    return _Frame(width, height, left, 30, 16, bottom, scale)
+    left = 12 + widest * CHAR_W + (FONT + 8 if y_label else 0)
+    bottom = FONT + 20 + (FONT + 8) * legend_rows
+    return _Frame(width, height, left, TITLE_FONT + 18, 16, bottom, scale)
+
+
+def _chart_id(kind: str, title: str, desc: str) -> str:
+    """An id for the chart's title and description: the same chart the same id, two charts on
+    one page different ones (their titles or contents differ)."""
+    digest = hashlib.blake2b(f"{kind}\0{title}\0{desc}".encode(), digest_size=6).hexdigest()
+    return f"chart-{digest}"
 
 
 def _open(kind: str, title: str, width: int, height: int, desc: str) -> list[str]:
+    ident = _chart_id(kind, title, desc)
     return [
         f'<svg xmlns="{SVG_NS}" class="chart {kind}" role="img" '
-        f'aria-label="{_esc(title)}" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="system-ui, sans-serif" font-size="11">',
-        f"<title>{_esc(title)}</title>",
-        f"<desc>{_esc(desc)}</desc>",
-        f'<text class="chart-title" x="{_c(width / 2)}" y="18" text-anchor="middle" '
-        f'font-size="13" font-weight="600">{_esc(title)}</text>',
+        f'aria-label="{_esc(title)}" aria-labelledby="{ident}-title" '
+        f'aria-describedby="{ident}-desc" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="system-ui, sans-serif" '
+        f'font-size="{FONT}">',
+        f'<title id="{ident}-title">{_esc(title)}</title>',
+        f'<desc id="{ident}-desc">{_esc(desc)}</desc>',
+        f'<text class="chart-title" x="{_c(width / 2)}" y="{TITLE_FONT + 4}" '
+        f'text-anchor="middle" font-size="{TITLE_FONT}" font-weight="600" '
+        f'aria-hidden="true">{_esc(title)}</text>',
     ]
 
 
@@ -167,13 +193,14 @@ def _y_axis(f: _Frame, y_label: str) -> list[str]:
     out.append('<g class="chart-axis chart-axis-y" fill="#444" text-anchor="end">')
     for tick in f.scale.ticks():
         out.append(
-            f'<text x="{_c(f.left - 6)}" y="{_c(f.y(tick) + 4)}">{_esc(f.scale.label(tick))}</text>'
+            f'<text x="{_c(f.left - 6)}" y="{_c(f.y(tick) + FONT / 3)}">'
+            f"{_esc(f.scale.label(tick))}</text>"
         )
     out.append("</g>")
     if y_label:
         middle = _c(f.top + f.plot_h / 2)
         out.append(
-            f'<text class="chart-y-label" transform="rotate(-90)" x="-{middle}" y="14" '
+            f'<text class="chart-y-label" transform="rotate(-90)" x="-{middle}" y="{FONT + 2}" '
             f'text-anchor="middle" fill="#444">{_esc(y_label)}</text>'
         )
     baseline = _c(f.y(max(f.scale.lo, 0.0)))
@@ -189,7 +216,7 @@ def _x_labels(f: _Frame, labels: Sequence[str], xs: Sequence[float]) -> list[str
     longest = max((len(_short(label)) for label in labels), default=1)
     room = f.plot_w / max(len(labels), 1)
     every = max(1, math.ceil((longest * CHAR_W + 6) / room))
-    y = _c(f.top + f.plot_h + 16)
+    y = _c(f.top + f.plot_h + FONT + 6)
     out = ['<g class="chart-axis chart-axis-x" fill="#444" text-anchor="middle">']
     for i, (label, x) in enumerate(zip(labels, xs, strict=True)):
         if i % every == 0:
@@ -214,7 +241,7 @@ def _legend_rows(names: Sequence[str], width: int) -> list[list[tuple[int, str]]
 def _legend(f: _Frame, rows: Sequence[Sequence[tuple[int, str]]]) -> list[str]:
     out = ['<g class="chart-legend">']
     for r, row in enumerate(rows):
-        y = f.top + f.plot_h + 34 + 18 * r
+        y = f.top + f.plot_h + 2 * FONT + 14 + (FONT + 8) * r
         x = f.left
         for i, name in row:
             colour = PALETTE[i % len(PALETTE)]
@@ -233,7 +260,7 @@ def _no_data(kind: str, title: str, width: int, height: int) -> str:
     parts = _open(f"chart-{kind} chart-empty", title, width, height, "No data.")
     parts.append(
         f'<text class="chart-no-data" x="{_c(width / 2)}" y="{_c(height / 2)}" '
-        f'text-anchor="middle" fill="#666" font-size="14">No data</text>'
+        f'text-anchor="middle" fill="#666" font-size="{TITLE_FONT}">No data</text>'
     )
     parts.append("</svg>")
     return "\n".join(parts)
@@ -248,8 +275,8 @@ def bar_chart(
     *,
     title: str,
     y_label: str = "",
-    width: int = 640,
-    height: int = 240,
+    width: int = WIDTH,
+    height: int = HEIGHT,
 ) -> str:
     """One bar per label (missing values draw no bar), scaled from 0 to a round maximum."""
     if len(labels) != len(values):
@@ -296,8 +323,8 @@ def line_chart(
     y_label: str = "",
     y_max: float | None = None,
     bands: Bands | None = None,
-    width: int = 640,
-    height: int = 240,
+    width: int = WIDTH,
+    height: int = HEIGHT,
 ) -> str:
     """Lines over evenly spaced x labels; ``None`` breaks a line. ``bands`` shade a range
     (e.g. a confidence interval: ``{name: (lows, highs)}``) behind the series of that name.

@@ -17,8 +17,7 @@ from models.limits import ImageLimits
 from storage import audit
 from storage.bytestore import ByteStore, ByteStoreError, ByteStoreUnavailableError
 from storage.logins import LoginLimits, attempt_failed, attempt_succeeded, begin_attempt
-from storage.peers import InvalidEntryError
-from storage.reviews import ReviewLabel, WorklistFilter, assign, create_override, study_review
+from storage.reviews import ReviewRefused, WorklistFilter, assign, create_override, study_review
 from storage.reviews import worklist as load_worklist
 from storage.schema import Role
 from storage.users import authenticate, create_session, end_session
@@ -28,6 +27,15 @@ from xrayd.web.images import heatmap_overlay_png, radiograph_png, read_header
 from xrayd.web.paging import query_day
 from xrayd.web.peers import client_address
 from xrayd.web.render import LOGIN_CSRF_COOKIE, login_page, render, safe_next
+from xrayd.web.verdict import (
+    posted_form,
+    posted_label,
+    refusal_json,
+    refused_form,
+    saved_answer,
+    verdict_view,
+    wants_json,
+)
 from xrayd.web.verified import send_verified_sr
 
 __all__ = ["BODY_PARTS", "router"]
@@ -228,6 +236,7 @@ def study_page(
         patient=first,
         body_parts=BODY_PARTS,
         flash=request.query_params.get("saved"),
+        verdict=verdict_view(review, principal.name, getattr(request.state, "review_form", None)),
     )
 
 
@@ -320,30 +329,37 @@ def save_review(
     request: Request,
     study_id: int,
     principal: Annotated[Principal, Depends(authenticated)],
-    verdict: Annotated[str, Form(pattern="^(agree|disagree)$")],
+    verdict: Annotated[str | None, Form()] = None,
     fracture: Annotated[str | None, Form()] = None,
     count: Annotated[str | None, Form()] = None,
-    body_part: Annotated[str | None, Form(max_length=32)] = None,
+    body_part: Annotated[str | None, Form()] = None,
     hardware: Annotated[str | None, Form()] = None,
-    comment: Annotated[str | None, Form(max_length=2000)] = None,
+    comment: Annotated[str | None, Form()] = None,
+    go_next: Annotated[str | None, Form(alias="next")] = None,
 ) -> Response:
+    """Agree, or disagree with the corrected label (storage.reviews checks every rule). A
+    refusal never leaves the page: 422 with a message per field, as JSON for the page's script
+    (``Accept: application/json``) or as the study page again with what was typed. ``next=1``
+    (a form field, or the query of the no-script "Save and next" button) goes on to the next
+    study needing attention."""
     ctx = context(request)
-    label = None
-    if verdict == "disagree":
-        if fracture is None or count is None or not body_part:
-            raise InvalidEntryError(
-                "disagree needs the fracture label, the count and the body part"
-            )
-        label = ReviewLabel(fracture, count, body_part, hardware == "yes")  # type: ignore[arg-type]
-    override = create_override(
-        ctx.sessions,
-        study_id,
-        principal.name,
-        agree=verdict == "agree",
-        label=label,
-        comment=(comment or "").strip() or None,
-    )
+    values = posted_form(fracture, count, body_part, hardware, comment)
+    try:
+        override = create_override(
+            ctx.sessions,
+            study_id,
+            principal.name,
+            agree=verdict == "agree",
+            label=posted_label(verdict, values),
+            comment=values["comment"].strip() or None,
+        )
+    except ReviewRefused as exc:
+        if wants_json(request):
+            return refusal_json(exc)
+        request.state.review_form = refused_form(values, exc.problems)
+        page = study_page(request, study_id, principal)
+        page.status_code = 422
+        return page
     outcome, _ = send_verified_sr(ctx, override.id)
-    return RedirectResponse(
-        f"/studies/{study_id}?saved={override.id}&sr={outcome}", status_code=303
-    )
+    go = "1" in (go_next, request.query_params.get("next"))
+    return saved_answer(request, study_id, override.id, outcome, go_next=go)

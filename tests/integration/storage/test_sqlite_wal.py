@@ -32,9 +32,10 @@ from storage.db import (
 from storage.errors import DatabaseUnavailableError
 from storage.instances import InstanceRecord, record_instance
 from storage.migrate import upgrade
-from storage.reviews import WorklistFilter, list_overrides, worklist
+from storage.reviews import list_overrides
 from storage.schema import Instance, Study
 from storage.status import status_counts
+from storage.worklist import WorklistFilter, worklist
 
 T0 = datetime(2025, 3, 1, 8, 0, 0, tzinfo=UTC)
 WAIT_S = 60.0  # bound on every Event wait: a failing test fails instead of hanging

@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 import re
 from datetime import UTC, datetime, timedelta
+from html import unescape
+from typing import Any
 
 from PIL import Image
+from sqlalchemy import select
 
 from storage.audit import list_audit
 from storage.reviews import list_overrides
+from storage.schema import Result
 
 from web_helpers import Web, seed_study
 
@@ -260,3 +264,188 @@ def test_openapi_document_lists_the_api(web: Web) -> None:
     models = {p["name"] for p in doc["paths"]["/api/v1/models"]["get"]["parameters"]}
     assert models == {"limit", "offset"}
     assert not any(p.startswith(("/studies", "/admin", "/login")) for p in paths)  # pages hidden
+
+
+# -- the verdict form (issue 19, "One-key verdicts") ---------------------------------------
+
+JSON = {"Accept": "application/json"}
+
+
+def _band(web: Web, study: int, low: str = "0.7932", high: str = "0.9388") -> None:
+    """Give the study's analysis the decision parameters the analysis job records."""
+    with web.sessions.begin() as session:
+        result = session.scalars(
+            select(Result).where(Result.study_id == study, Result.kind == "analysis")
+        ).one()
+        detail = dict(result.detail)
+        detail["model"] = {
+            **detail["model"],
+            "parameters": {
+                "threshold": "0.8847",
+                "indeterminate_low": low,
+                "indeterminate_high": high,
+            },
+        }
+        result.detail = detail
+
+
+def _review(web: Web, study: int, headers: dict[str, str] | None = None, **fields: str) -> Any:
+    csrf = web.csrf(page=f"/studies/{study}")
+    return web.client.post(
+        f"/studies/{study}/review",
+        data={"csrf_token": csrf, **fields},
+        headers=headers or {},
+        follow_redirects=False,
+    )
+
+
+def _errors(r: Any) -> dict[str, str]:
+    assert r.status_code == 422, r.text
+    return {e["field"]: e["message"] for e in r.json()["errors"]}
+
+
+CORRECT = {"verdict": "disagree", "body_part": "wrist", "hardware": "no"}
+
+
+def test_a_refused_review_answers_json_with_a_message_per_field(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool, decision="present", count="1")
+    web.login("rad")
+    absent_one = _errors(_review(web, study, JSON, **CORRECT, fracture="absent", count="1"))
+    assert list(absent_one) == ["count"] and "'0' when no fracture" in absent_one["count"]
+    present_zero = _errors(_review(web, study, JSON, **CORRECT, fracture="present", count="0"))
+    assert list(present_zero) == ["count"] and "'1' or '2+'" in present_zero["count"]
+    empty = _errors(_review(web, study, JSON, verdict="disagree", body_part=""))
+    assert set(empty) == {"fracture", "count", "body_part", "hardware"}
+    nothing = _errors(_review(web, study, JSON))
+    assert list(nothing) == ["verdict"] and "Agree or Disagree" in nothing["verdict"]
+    same = _errors(_review(web, study, JSON, **CORRECT, fracture="present", count="1"))
+    assert same == {"label": "This is the AI's result — choose Agree, or change a field"}
+    long = _errors(
+        _review(web, study, JSON, **CORRECT, fracture="absent", count="0", comment="x" * 2001)
+    )
+    assert list(long) == ["comment"]
+    assert list_overrides(web.sessions, study_id=study)[1] == 0  # nothing was stored
+    # The same refusal of a disagreement that repeats the AI through the API (storage's rule).
+    label = {"fracture": "present", "count": "1", "body_part": "wrist", "hardware": False}
+    r = web.client.post(
+        "/api/v1/overrides",
+        json={"study_id": study, "agree": False, "label": label},
+        headers=web.token("rad"),
+    )
+    assert r.status_code == 422 and "AI's result" in r.json()["detail"]
+    saved = _review(web, study, JSON, **CORRECT, fracture="absent", count="0")
+    assert saved.status_code == 200, saved.text
+    body = saved.json()
+    assert body["location"] == f"/studies/{study}?saved={body['override_id']}&sr={body['sr']}"
+    [override], _ = list_overrides(web.sessions, study_id=study)
+    assert override.agree is False and override.radiologist_label["fracture"] == "absent"
+
+
+def test_without_script_a_refused_review_comes_back_on_the_study_page(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool, decision="present", count="2+")
+    web.login("rad")
+    r = _review(web, study, **CORRECT, fracture="absent", count="1", comment="keep me")
+    assert r.status_code == 422 and "text/html" in r.headers["content-type"]
+    html = r.text
+    assert f"<h1>Study {study}</h1>" in html  # the study page, not the error page
+    assert re.search(r'id="review-errors" role="alert"[^>]*>\s*<p>The review was not saved', html)
+    assert re.search(
+        r'id="field-count" role="radiogroup" aria-required="true"\s+'
+        r'aria-invalid="true" aria-describedby="error-count"',
+        html,
+    )
+    assert re.search(r'id="error-count">Count must be &#39;0&#39; when no fracture', html)
+    assert 'id="error-fracture" hidden' in html  # only the field at fault
+    assert re.search(r'name="fracture" value="absent" required checked', html)  # what was typed
+    assert re.search(r'name="count" value="1" required checked', html)
+    assert ">keep me</textarea>" in html
+    assert '<details class="correction" id="correction" open>' in html
+    assert list_overrides(web.sessions, study_id=study)[1] == 0
+
+
+def test_an_indeterminate_study_is_explained_and_its_form_starts_empty(web: Web) -> None:
+    study = seed_study(
+        web.sessions, web.ctx.spool, decision="indeterminate", probability=0.85, count="1"
+    )
+    _band(web, study)
+    web.login("rad")
+    html = unescape(web.client.get(f"/studies/{study}").text)
+    assert (
+        "AI is unsure: p = 0.850 lies in this model's indeterminate band 0.79\u20130.94;"
+        " please give your reading." in html
+    )
+    assert not re.search(r'name="(fracture|count)" value="[^"]+" required checked', html)
+    assert re.search(r'name="hardware" value="no" required checked', html)  # not in doubt
+    assert re.search(r'id="agree"[^>]*\s+disabled aria-describedby="agree-blocked"', html)
+    assert re.search(r'id="agree-blocked">The AI is unsure \(indeterminate\)', html)
+    assert '<details class="correction" id="correction" open>' in html
+    refused = _errors(_review(web, study, JSON, verdict="agree"))
+    assert list(refused) == ["verdict"] and "indeterminate" in refused["verdict"]
+    r = _review(web, study, JSON, **CORRECT, fracture="present", count="1")
+    assert r.status_code == 200, r.text
+    [override], _ = list_overrides(web.sessions, study_id=study)
+    assert override.agree is False and override.radiologist_label["count"] == "1"
+
+
+def test_an_analysis_without_recorded_parameters_still_says_what_indeterminate_means(
+    web: Web,
+) -> None:
+    study = seed_study(web.sessions, web.ctx.spool, decision="indeterminate", probability=0.8)
+    web.login("rad")
+    html = unescape(web.client.get(f"/studies/{study}").text)
+    assert "AI is unsure: p = 0.800 lies in this model's indeterminate band; please give" in html
+
+
+def test_agree_is_refused_when_the_ai_count_contradicts_its_finding(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool, decision="present", count="0")
+    web.login("rad")
+    html = web.client.get(f"/studies/{study}").text
+    assert re.search(r'id="agree-blocked">The AI&#39;s count \(0\) contradicts', html)
+    refused = _errors(_review(web, study, JSON, verdict="agree"))
+    assert list(refused) == ["verdict"] and "contradicts" in refused["verdict"]
+    saved = _review(web, study, JSON, **CORRECT, fracture="present", count="1")
+    assert saved.status_code == 200, saved.text
+
+
+def test_save_and_next_goes_to_the_next_study_needing_attention(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool, decision="present", count="1")
+    other = seed_study(web.sessions, web.ctx.spool, decision="present", count="1")
+    web.login("rad")
+    r = _review(web, study, verdict="agree", next="1")
+    assert r.status_code == 303 and r.headers["location"] == f"/worklist/next?from={study}"
+    r = _review(web, other, JSON, **CORRECT, fracture="absent", count="0", next="1")
+    assert r.status_code == 200 and r.json()["location"] == f"/worklist/next?from={other}"
+    # Without script the "Save and next" button names next=1 in its formaction's query.
+    html = web.client.get(f"/studies/{other}").text
+    assert f'formaction="/studies/{other}/review?next=1"' in html
+    csrf = web.csrf(page=f"/studies/{other}")
+    r = web.client.post(
+        f"/studies/{other}/review?next=1",
+        data={"csrf_token": csrf, **CORRECT, "fracture": "present", "count": "2+"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == f"/worklist/next?from={other}"
+    assert list_overrides(web.sessions, study_id=other)[1] == 2
+
+
+def test_after_saving_the_radiologist_label_leads(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool, decision="absent", count="0", probability=0.1)
+    web.login("rad")
+    before = web.client.get(f"/studies/{study}").text
+    assert (
+        '<p class="lead" id="verdict-lead"><span class="badge absent">AI: absent</span>' in before
+    )
+    assert "Radiologist:" not in before
+    assert re.search(r'name="fracture" value="absent" required checked', before)  # AI's label
+    assert '<details class="correction" id="correction">' in before  # closed until D
+    r = _review(web, study, **CORRECT, fracture="present", count="2+")
+    assert r.status_code == 303
+    after = web.client.get(r.headers["location"]).text
+    assert "Review saved." in after
+    lead = after.index('id="verdict-lead"')
+    assert after.index("Radiologist: fracture present, count 2+</strong> — reviewed by rad") > lead
+    assert lead < after.index("AI said: <span") < after.index('class="study-layout"')
+    head = after[after.index('<div class="study-head">') : after.index('class="study-layout"')]
+    assert 'class="badge absent"' not in head  # the AI's badge no longer leads
+    # The correction now starts from the newest review.
+    assert re.search(r'name="count" value="2\+" required checked', after)
