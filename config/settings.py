@@ -464,6 +464,21 @@ class WebSettings(_Section):
     #: HTTPS for the web UI (else put a TLS reverse proxy in front)
     tls_cert_file: OptionalSecretPath = None
     tls_key_file: OptionalSecretPath = None
+    #: the site's PACS viewer, with {study_uid} for the study's StudyInstanceUID (e.g.
+    #: "https://pacs.example/viewer?StudyInstanceUIDs={study_uid}"); empty: no link
+    pacs_viewer_url: str = Field(default="", max_length=2000)
+
+    @field_validator("pacs_viewer_url")
+    @classmethod
+    def _pacs_viewer_url(cls, value: str) -> str:
+        url = value.strip()
+        if url and (
+            not url.lower().startswith(("https://", "http://")) or "{study_uid}" not in url
+        ):
+            raise ValueError(
+                "pacs_viewer_url: an http(s) URL with {study_uid} where the study goes"
+            )
+        return url
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -37,6 +37,7 @@ from xrayd.web.verdict import (
     wants_json,
 )
 from xrayd.web.verified import send_verified_sr
+from xrayd.web.viewport import viewport_page
 
 __all__ = ["BODY_PARTS", "router"]
 
@@ -237,6 +238,7 @@ def study_page(
         body_parts=BODY_PARTS,
         flash=request.query_params.get("saved"),
         verdict=verdict_view(review, principal.name, getattr(request.state, "review_form", None)),
+        viewport=viewport_page(review, ctx.settings.web),
     )
 
 
