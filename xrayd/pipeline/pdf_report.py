@@ -24,7 +24,6 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image as PILImage
-from reportlab.graphics.shapes import Drawing, Rect
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
@@ -42,13 +41,7 @@ from reportlab.platypus import (
 )
 
 from dicom_node.findings import ImageFinding, StudyFindings
-from dicom_node.overlay_style import (
-    HEATMAP_HIGH,
-    HEATMAP_LOW,
-    LegendEntry,
-    box_style,
-    legend_for,
-)
+from xrayd.pipeline.pdf_legend import overlay_legend
 
 __all__ = ["DISCLAIMER", "render_pdf_report"]
 
@@ -367,64 +360,12 @@ def _thumbnails(
         KeepTogether(
             [
                 Paragraph("Images with AI overlay", styles["h2"]),
-                _legend(width, styles),
+                overlay_legend(width, styles["cell"]),
                 Spacer(1, 2 * mm),
                 grid,
             ]
         )
     ]
-
-
-_SWATCH_WIDTH, _SWATCH_HEIGHT = 9 * mm, 4 * mm
-
-
-def _legend(width: float, styles: dict[str, ParagraphStyle]) -> Table:
-    """The overlay legend: each entry of overlay_style's legend after a sample of it."""
-    rows = [
-        [_swatch(entry), Paragraph(_text(entry.text), styles["cell"])] for entry in legend_for(None)
-    ]
-    table = Table(rows, colWidths=[_SWATCH_WIDTH + 4 * mm, width - _SWATCH_WIDTH - 4 * mm])
-    table.setStyle(
-        TableStyle(
-            [
-                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
-                ("TOPPADDING", (0, 0), (-1, -1), 1),
-                ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
-            ]
-        )
-    )
-    return table
-
-
-def _swatch(entry: LegendEntry) -> Drawing:
-    """A vector sample: the box outline in its colour and dash, or the heatmap ramp."""
-    drawing = Drawing(_SWATCH_WIDTH, _SWATCH_HEIGHT)
-    if entry.swatch == "heatmap":
-        steps = 24
-        step = _SWATCH_WIDTH / steps
-        for i in range(steps):
-            t = i / (steps - 1)
-            rgb = [lo + (hi - lo) * t for lo, hi in zip(HEATMAP_LOW, HEATMAP_HIGH, strict=True)]
-            fill = colors.Color(*(v / 255 for v in rgb))
-            drawing.add(
-                Rect(i * step, 0, step + 0.3, _SWATCH_HEIGHT, fillColor=fill, strokeColor=None)
-            )
-        return drawing
-    style = box_style(entry.swatch)
-    if style is not None:
-        drawing.add(
-            Rect(
-                1,
-                1,
-                _SWATCH_WIDTH - 2,
-                _SWATCH_HEIGHT - 2,
-                fillColor=None,
-                strokeColor=colors.HexColor(style.hex),
-                strokeWidth=1.6,
-                strokeDashArray=[3, 2] if style.dashed else None,
-            )
-        )
-    return drawing
 
 
 def _footer(canvas: Canvas, doc: SimpleDocTemplate) -> None:
