@@ -43,14 +43,14 @@ def test_worklist_puts_flagged_studies_first_then_newest(web: Web) -> None:
         body_part="ankle",
     )
     web.login("rad")
-    page = web.client.get("/worklist")
+    page = web.client.get("/worklist", params={"view": "all"})  # (default: test_worklist_live)
     assert _rows(page.text) == [indeterminate, old_positive, new_negative]
     assert "3 studies" in page.text and "not reviewed 3" in page.text
-    r = web.client.get("/worklist", params={"decision": "absent"})
+    r = web.client.get("/worklist", params={"view": "all", "decision": "absent"})
     assert _rows(r.text) == [new_negative]
     assert _rows(web.client.get("/worklist", params={"body_part": "ankle"}).text) == [indeterminate]
     day = (now - timedelta(hours=1)).strftime("%Y-%m-%d")
-    r = web.client.get("/worklist", params={"from": day, "to": day})
+    r = web.client.get("/worklist", params={"view": "all", "from": day, "to": day})
     assert new_negative in _rows(r.text)
     bad = web.client.get("/worklist", params={"from": "23/11/2026"})
     assert bad.status_code == 422 and "YYYY-MM-DD" in bad.text
@@ -85,8 +85,10 @@ def test_study_page_shows_findings_images_and_heatmap_and_is_audited(web: Web) -
     assert web.client.get("/studies/999").status_code == 404
     viewed = [e for e in list_audit(web.sessions) if e.action == "study.viewed"]
     assert viewed and viewed[0].actor == "rad" and viewed[0].object_id == str(study)
-    # Opening an unassigned study assigns it to the radiologist.
-    assert "assigned to rad" in web.client.get(f"/studies/{study}").text
+    # Opening a study does not claim it (claiming is an explicit action: test_worklist_live).
+    assert "not reviewed" in web.client.get(f"/studies/{study}").text
+    actions = {e.action for e in list_audit(web.sessions)}
+    assert not actions & {"study.claimed", "review.assigned"}
     web.login("rad2", web.new_client())
 
 
@@ -124,7 +126,7 @@ def test_disagree_by_form_stores_the_override_and_shows_it(web: Web) -> None:
     assert override.ai_label["model"]["version"] == "1.0.0" and override.result_id is not None
     audit = next(e for e in list_audit(web.sessions) if e.action == "override.created")
     assert audit.actor == "rad" and audit.detail["agree"] is False
-    listed = web.client.get("/worklist", params={"reviewed": "yes"}).text
+    listed = web.client.get("/worklist", params={"view": "all", "reviewed": "yes"}).text
     assert _rows(listed) == [study] and "reviewed by rad (disagree)" in listed
 
 
