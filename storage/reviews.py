@@ -1,4 +1,5 @@
-"""The radiologists' side: the worklist of analysed studies, review assignments and overrides.
+"""The radiologists' reviews: what a study's page shows, and overrides (the worklist and
+claiming a study: :mod:`storage.worklist`, :mod:`storage.claims`).
 
 A study's *analysis* is its newest ``results`` row of kind ``analysis`` with a decision; its
 *review* is its newest override. Overrides are never updated or deleted: a second review of
@@ -11,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import case, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import audit
@@ -21,6 +21,7 @@ from storage.errors import NotFoundError
 from storage.peers import InvalidEntryError
 from storage.rows import from_attributes
 from storage.schema import Instance, Override, Result, ReviewAssignment, Series, Study, utcnow
+from storage.worklist import ANALYSIS, WorklistItem, item_of
 
 __all__ = [
     "ANALYSIS",
@@ -31,22 +32,15 @@ __all__ = [
     "ReviewRefused",
     "StudyImage",
     "StudyReview",
-    "Worklist",
-    "WorklistFilter",
-    "WorklistItem",
     "ai_review_label",
-    "assign",
     "create_override",
     "list_overrides",
     "override_row",
     "study_review",
-    "worklist",
 ]
 
-ANALYSIS = "analysis"
 FRACTURE = ("present", "absent")
 COUNTS = ("0", "1", "2+")
-_FLAGGED = ("present", "indeterminate")
 
 
 #: the refusal of a disagreement that repeats the AI's labels (it would count as a disagreement)
@@ -112,49 +106,6 @@ class OverrideRow:
 
 
 @dataclass(frozen=True)
-class WorklistItem:
-    study_id: int
-    study_instance_uid: str
-    received_at: datetime
-    analysed_at: datetime
-    decision: str
-    fracture_probability: float
-    count: str | None
-    body_part: str | None
-    hardware: bool | None
-    images: int
-    model_version: str | None
-    assigned_to: str | None
-    reviewed_by: str | None
-    reviewed_at: datetime | None
-    agree: bool | None
-
-    @property
-    def reviewed(self) -> bool:
-        return self.reviewed_by is not None
-
-
-@dataclass(frozen=True)
-class WorklistFilter:
-    decision: str | None = None  # present | absent | indeterminate
-    body_part: str | None = None
-    reviewed: bool | None = None
-    since: datetime | None = None  # received at or after
-    until: datetime | None = None  # received before
-    limit: int = 50
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class Worklist:
-    items: tuple[WorklistItem, ...]
-    total: int  # matching the filter, before paging
-    by_decision: dict[str, int]
-    reviewed: int
-    unreviewed: int
-
-
-@dataclass(frozen=True)
 class StudyImage:
     instance_id: int
     sop_instance_uid: str
@@ -205,143 +156,6 @@ def _latest_overrides(session: Session, study_ids: list[int]) -> dict[int, Overr
     return latest
 
 
-def _item(
-    study: Study, analysis: Result, override: Override | None, assigned: str | None
-) -> WorklistItem:
-    d = analysis.detail
-    images = d.get("images") or []
-    first = images[0] if images else {}
-    model = d.get("model") or {}
-    return WorklistItem(
-        study_id=study.id,
-        study_instance_uid=study.study_instance_uid,
-        received_at=study.first_received_at,
-        analysed_at=analysis.created_at,
-        decision=str(d["decision"]),
-        fracture_probability=float(d.get("fracture_probability", 0.0)),
-        count=d.get("count"),
-        body_part=first.get("body_part"),
-        hardware=d.get("hardware"),
-        images=len(images),
-        model_version=model.get("version"),
-        assigned_to=assigned,
-        reviewed_by=override.user_name if override is not None else None,
-        reviewed_at=override.created_at if override is not None else None,
-        agree=override.agree if override is not None else None,
-    )
-
-
-def _decision() -> Any:
-    return Result.detail["decision"].as_string()
-
-
-def _body_part() -> Any:
-    return Result.detail[("images", 0, "body_part")].as_string()
-
-
-def _latest_analysis_ids() -> Any:
-    """Per study, the id of its newest analysis with a decision (a subquery)."""
-    return (
-        select(Result.study_id.label("study_id"), func.max(Result.id).label("result_id"))
-        .where(Result.kind == ANALYSIS, Result.detail["decision"].as_string().is_not(None))
-        .group_by(Result.study_id)
-        .subquery()
-    )
-
-
-def _latest_override_ids() -> Any:
-    """Per reviewed study, the id of its newest override (a subquery)."""
-    return (
-        select(Override.study_id.label("study_id"), func.max(Override.id).label("override_id"))
-        .group_by(Override.study_id)
-        .subquery()
-    )
-
-
-def worklist(sm: sessionmaker[Session], f: WorklistFilter) -> Worklist:
-    """Analysed studies: flagged (present, indeterminate) first, then newest first.
-
-    Filtering, counting, sorting and paging happen in SQL; only the page's rows are loaded.
-    """
-    analysis = _latest_analysis_ids()
-    review = _latest_override_ids()
-    decision = _decision()
-    matching = (
-        select(Study.id)
-        .join(analysis, analysis.c.study_id == Study.id)
-        .join(Result, Result.id == analysis.c.result_id)
-        .outerjoin(review, review.c.study_id == Study.id)
-    )
-    if f.since is not None:
-        matching = matching.where(Study.first_received_at >= f.since)
-    if f.until is not None:
-        matching = matching.where(Study.first_received_at < f.until)
-    if f.decision:
-        matching = matching.where(decision == f.decision)
-    if f.body_part:
-        matching = matching.where(_body_part() == f.body_part)
-    reviewed_flag = review.c.override_id.is_not(None)
-    # grouped outside: PostgreSQL binds the JSON path as a parameter, so the same expression
-    # in the select list and in GROUP BY would not be recognised as one
-    per_study = matching.add_columns(
-        decision.label("decision"), reviewed_flag.label("reviewed")
-    ).subquery()
-    counts = select(per_study.c.decision, per_study.c.reviewed, func.count()).group_by(
-        per_study.c.decision, per_study.c.reviewed
-    )
-    if f.reviewed is not None:
-        matching = matching.where(reviewed_flag if f.reviewed else review.c.override_id.is_(None))
-    flagged = case((decision.in_(_FLAGGED), 1), else_=0)
-    page_query = (
-        matching.add_columns(Result.id, review.c.override_id)
-        .order_by(flagged.desc(), Study.first_received_at.desc(), Study.id.desc())
-        .limit(f.limit)
-        .offset(f.offset)
-    )
-    with reading(sm) as session:
-        by_decision: dict[str, int] = {}
-        reviewed = unreviewed = 0
-        for value, is_reviewed, n in session.execute(counts):
-            by_decision[str(value)] = by_decision.get(str(value), 0) + int(n)
-            if is_reviewed:
-                reviewed += int(n)
-            else:
-                unreviewed += int(n)
-        if f.reviewed is None:
-            total = reviewed + unreviewed
-        else:
-            total = reviewed if f.reviewed else unreviewed
-        page = session.execute(page_query).all()
-        ids = [row[0] for row in page]
-        studies = {s.id: s for s in session.scalars(select(Study).where(Study.id.in_(ids)))}
-        results = {
-            r.id: r
-            for r in session.scalars(select(Result).where(Result.id.in_(row[1] for row in page)))
-        }
-        override_ids = [row[2] for row in page if row[2] is not None]
-        overrides = {
-            o.id: o for o in session.scalars(select(Override).where(Override.id.in_(override_ids)))
-        }
-        assigned = {
-            study_id: user
-            for study_id, user in session.execute(
-                select(ReviewAssignment.study_id, ReviewAssignment.user_name).where(
-                    ReviewAssignment.study_id.in_(ids)
-                )
-            )
-        }
-        items = tuple(
-            _item(
-                studies[sid],
-                results[rid],
-                overrides.get(oid) if oid is not None else None,
-                assigned.get(sid),
-            )
-            for sid, rid, oid in page
-        )
-    return Worklist(items, total, by_decision, reviewed, unreviewed)
-
-
 def study_review(sm: sessionmaker[Session], study_id: int) -> StudyReview | None:
     """Everything the study page shows; None if the study has no analysis with a decision."""
     with reading(sm) as session:
@@ -357,7 +171,7 @@ def study_review(sm: sessionmaker[Session], study_id: int) -> StudyReview | None
         assigned = session.scalar(
             select(ReviewAssignment.user_name).where(ReviewAssignment.study_id == study_id)
         )
-        item = _item(study, analysis, overrides[-1] if overrides else None, assigned)
+        item = item_of(study, analysis, overrides[-1] if overrides else None, assigned)
         instances = session.execute(
             select(Instance)
             .join(Series, Series.id == Instance.series_id)
@@ -395,32 +209,6 @@ def study_review(sm: sessionmaker[Session], study_id: int) -> StudyReview | None
             images,
             tuple(override_row(o) for o in overrides),
         )
-
-
-def assign(sm: sessionmaker[Session], study_id: int, user_name: str) -> str:
-    """Assign an unassigned study to ``user_name``; returns whoever it is assigned to."""
-    try:
-        with sm.begin() as session:
-            current = session.scalar(
-                select(ReviewAssignment.user_name).where(ReviewAssignment.study_id == study_id)
-            )
-            if current is not None:
-                return current
-            session.add(ReviewAssignment(study_id=study_id, user_name=user_name))
-            audit.append(
-                session,
-                actor=user_name,
-                action=audit.Action.REVIEW_ASSIGNED,
-                object_type="study",
-                object_id=str(study_id),
-            )
-            return user_name
-    except IntegrityError:  # someone else took it at the same moment
-        with reading(sm) as session:
-            current = session.scalar(
-                select(ReviewAssignment.user_name).where(ReviewAssignment.study_id == study_id)
-            )
-            return current or user_name
 
 
 def _ai_label(analysis: Result) -> dict[str, Any]:

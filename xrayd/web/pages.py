@@ -1,4 +1,5 @@
-"""Radiologist pages: login, worklist, study viewer and the review form."""
+"""Radiologist pages: login, study viewer and the review form (the worklist:
+:mod:`xrayd.web.worklist_pages`)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,11 @@ from models.limits import ImageLimits
 from storage import audit
 from storage.bytestore import ByteStore, ByteStoreError, ByteStoreUnavailableError
 from storage.logins import LoginLimits, attempt_failed, attempt_succeeded, begin_attempt
-from storage.reviews import ReviewRefused, WorklistFilter, assign, create_override, study_review
-from storage.reviews import worklist as load_worklist
-from storage.schema import Role
+from storage.reviews import ReviewRefused, create_override, study_review
 from storage.users import authenticate, create_session, end_session
 from xrayd.runtime.limits import image_limits
 from xrayd.web.auth import COOKIE, Principal, authenticated, context
 from xrayd.web.images import heatmap_overlay_png, radiograph_png, read_header
-from xrayd.web.paging import query_day
 from xrayd.web.peers import client_address
 from xrayd.web.render import LOGIN_CSRF_COOKIE, login_page, render, safe_next
 from xrayd.web.verdict import (
@@ -46,8 +44,6 @@ router = APIRouter(include_in_schema=False)
 
 #: the body parts the model knows (``models.labels``): the review form and filters offer these
 BODY_PARTS: tuple[str, ...] = tuple(MODEL_BODY_PARTS)
-DECISIONS = ("present", "indeterminate", "absent")
-PAGE_SIZE = 50
 PNG_HEADERS = {"Cache-Control": "private, max-age=300"}
 
 
@@ -152,49 +148,6 @@ def home(principal: Annotated[Principal, Depends(authenticated)]) -> Response:
     return RedirectResponse("/worklist", status_code=303)
 
 
-@router.get("/worklist")
-def worklist_page(
-    request: Request,
-    principal: Annotated[Principal, Depends(authenticated)],
-    decision: Annotated[str | None, Query(pattern="^(present|absent|indeterminate)?$")] = None,
-    body_part: Annotated[str | None, Query(max_length=32)] = None,
-    reviewed: Annotated[str | None, Query(pattern="^(yes|no)?$")] = None,
-    date_from: Annotated[str | None, Query(alias="from")] = None,
-    date_to: Annotated[str | None, Query(alias="to")] = None,
-    page: Annotated[int, Query(ge=1, le=100000)] = 1,
-) -> Response:
-    ctx = context(request)
-    since = query_day(date_from, "from")
-    until = query_day(date_to, "to")
-    f = WorklistFilter(
-        decision=decision or None,
-        body_part=body_part or None,
-        reviewed=None if not reviewed else reviewed == "yes",
-        since=since,
-        until=None if until is None else until + timedelta(days=1),
-        limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
-    )
-    result = load_worklist(ctx.sessions, f)
-    pages = max(1, -(-result.total // PAGE_SIZE))
-    return render(
-        request,
-        "worklist.html",
-        worklist=result,
-        filters={
-            "decision": decision or "",
-            "body_part": body_part or "",
-            "reviewed": reviewed or "",
-            "from": date_from or "",
-            "to": date_to or "",
-        },
-        page=page,
-        pages=pages,
-        decisions=DECISIONS,
-        body_parts=BODY_PARTS,
-    )
-
-
 # -- study -------------------------------------------------------------------------------------
 
 
@@ -206,13 +159,6 @@ def study_page(
     review = study_review(ctx.sessions, study_id)
     if review is None:
         raise HTTPException(404, "no analysed study with that id")
-    if (
-        not review.item.reviewed
-        and review.item.assigned_to is None
-        and principal.user.role == Role.RADIOLOGIST.value
-    ):
-        assign(ctx.sessions, study_id, principal.name)
-        review = study_review(ctx.sessions, study_id) or review
     headers = {}
     store = ctx.byte_store()
     for image in review.images:
