@@ -451,3 +451,18 @@ def test_after_saving_the_radiologist_label_leads(web: Web) -> None:
     assert 'class="badge absent"' not in head  # the AI's badge no longer leads
     # The correction now starts from the newest review.
     assert re.search(r'name="count" value="2\+" required checked', after)
+
+
+def test_the_panel_offers_a_claim_only_for_an_unclaimed_unreviewed_study(web: Web) -> None:
+    study = seed_study(web.sessions, web.ctx.spool)
+    web.login("rad")
+    html = web.client.get(f"/studies/{study}").text
+    assert f'action="/studies/{study}/claim"' in html and 'id="claim"' in html
+    csrf = web.csrf(page=f"/studies/{study}")
+    claimed = web.client.post(
+        f"/studies/{study}/claim", data={"csrf_token": csrf, "next": f"/studies/{study}"}
+    )
+    assert claimed.status_code == 200 and 'id="claim"' not in claimed.text
+    assert "Claimed by you." in claimed.text
+    other = web.login("rad2", web.new_client())
+    assert "Assigned to rad." in other.get(f"/studies/{study}").text
