@@ -127,13 +127,13 @@ def heatmap_colours(
     clean = np.nan_to_num(heat.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     clean = np.clip(clean, 0.0, 1.0)
     mask: npt.NDArray[np.bool_] = clean > HEATMAP_THRESHOLD
-    t = ((clean[mask] - HEATMAP_THRESHOLD) / (1.0 - HEATMAP_THRESHOLD))[:, None]
-    low = np.asarray(HEATMAP_LOW, np.float32)
-    high = np.asarray(HEATMAP_HIGH, np.float32)
-    colour = (low + (high - low) * t).astype(np.float32)
-    alpha = (HEATMAP_ALPHA_MIN + (HEATMAP_ALPHA_MAX - HEATMAP_ALPHA_MIN) * t[:, 0]).astype(
-        np.float32
-    )
+    t = (clean[mask] - np.float32(HEATMAP_THRESHOLD)) / np.float32(1.0 - HEATMAP_THRESHOLD)
+    # one channel at a time: contiguous 1-D arithmetic (broadcasting over a last axis of 3
+    # made the tint of a band about 15 % slower than the previous red-yellow code)
+    ramp = zip(HEATMAP_LOW, HEATMAP_HIGH, strict=True)
+    colour = np.stack([np.float32(lo) + np.float32(hi - lo) * t for lo, hi in ramp], axis=1)
+    alpha = t * np.float32(HEATMAP_ALPHA_MAX - HEATMAP_ALPHA_MIN)
+    alpha += np.float32(HEATMAP_ALPHA_MIN)
     return mask, colour, alpha
 
 
