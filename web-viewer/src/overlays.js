@@ -1,7 +1,14 @@
 // The AI's overlays on one viewport: boxes as locked cornerstone annotations, the heatmap as an
 // <img> placed over the image's corners on every render (it follows zoom and pan).
 import { Enums, utilities } from "@cornerstonejs/core";
-import { annotation, RectangleROITool, utilities as toolUtils } from "@cornerstonejs/tools";
+// Deep imports (the package's own "exports"): the namespaces of the index would pull in every
+// tool and the segmentation code.
+import { addAnnotation, getAnnotation } from "@cornerstonejs/tools/annotation/annotationState";
+import { setAnnotationLocked } from "@cornerstonejs/tools/annotation/annotationLocking";
+import { setAnnotationVisibility } from "@cornerstonejs/tools/annotation/annotationVisibility";
+import { style } from "@cornerstonejs/tools/annotation/config/index";
+import RectangleROITool from "@cornerstonejs/tools/tools/annotation/RectangleROITool";
+import triggerAnnotationRenderForViewportIds from "@cornerstonejs/tools/utilities/triggerAnnotationRenderForViewportIds";
 
 /** A RectangleROI that shows no statistics text: the AI's box, drawn and never edited. */
 export class AIBoxTool extends RectangleROITool {
@@ -34,7 +41,7 @@ export function addBoxes(viewport, imageId, boxes, colour, dashed) {
       worldAt(imageId, left, bottom),
       worldAt(imageId, right, bottom),
     ];
-    annotation.state.addAnnotation(
+    addAnnotation(
       {
         annotationUID: uid,
         highlighted: false,
@@ -52,8 +59,8 @@ export function addBoxes(viewport, imageId, boxes, colour, dashed) {
       },
       viewport.element,
     );
-    annotation.locking.setAnnotationLocked(uid, true);
-    annotation.config.style.setAnnotationStyles(uid, {
+    setAnnotationLocked(uid, true);
+    style.setAnnotationStyles(uid, {
       color: colour,
       colorHighlighted: colour,
       colorSelected: colour,
@@ -68,17 +75,17 @@ export function addBoxes(viewport, imageId, boxes, colour, dashed) {
 }
 
 export function setBoxesVisible(uids, visible) {
-  for (const uid of uids) annotation.visibility.setAnnotationVisibility(uid, visible);
+  for (const uid of uids) setAnnotationVisibility(uid, visible);
 }
 
 export function rerender(viewportIds) {
-  toolUtils.triggerAnnotationRenderForViewportIds(viewportIds);
+  triggerAnnotationRenderForViewportIds(viewportIds);
 }
 
 /** The boxes' rectangles in canvas (CSS) pixels: {left, top, right, bottom}. */
 export function boxesOnCanvas(viewport, uids) {
   return uids.map((uid) => {
-    const a = annotation.state.getAnnotation(uid);
+    const a = getAnnotation(uid);
     const pts = a.data.handles.points.map((p) => viewport.worldToCanvas(p));
     const xs = pts.map((p) => p[0]);
     const ys = pts.map((p) => p[1]);
