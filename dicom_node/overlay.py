@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import get_args
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dicom_node.findings import Box
+from dicom_node.findings import Box, Decision
 from dicom_node.overlay_style import (
     HEATMAP_HIGH,
     HEATMAP_LOW,
@@ -93,6 +94,8 @@ def render_overlay(
         raise ValueError("empty display image")
     if heatmap is not None and heatmap.shape != display.shape:
         raise ValueError(f"heatmap shape {heatmap.shape} != display shape {display.shape}")
+    if decision not in get_args(Decision):
+        raise ValueError(f"unknown decision {decision!r}")
     style = box_style(decision)
     if not draws_overlay(decision) or style is None:
         heatmap, boxes = None, ()

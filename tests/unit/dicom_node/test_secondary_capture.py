@@ -150,6 +150,8 @@ def test_overlay_clips_boxes_and_rejects_bad_input() -> None:
         render_overlay(display, np.zeros((10, 10), np.float32), [], [], decision="present")
     with pytest.raises(ValueError, match="uint8"):
         render_overlay(display.astype(np.uint16), None, [], [], decision="present")
+    with pytest.raises(ValueError, match="unknown decision"):  # not silently drawn as absent
+        render_overlay(display, None, [Box(1, 1, 9, 9)], [], decision="PRESENT")
 
 
 # --- Secondary Capture ------------------------------------------------------------------------

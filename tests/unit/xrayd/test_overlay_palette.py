@@ -81,8 +81,9 @@ def capture(decision: str, tmp_path: Path | None = None) -> np.ndarray:
     return pixels[pixels.shape[0] - ROWS :]
 
 
-def top_edge(image: np.ndarray) -> np.ndarray:
-    return image[60, 50:150]
+def banner(decision: str) -> np.ndarray:
+    rgb = render_overlay(display(), heat(), [BOX], ["AI"], decision=decision)
+    return rgb[: rgb.shape[0] - ROWS]
 
 
 def is_colour(pixels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
@@ -122,6 +123,27 @@ def test_indeterminate_box_is_dashed_amber(tmp_path: Path) -> None:
 def test_absent_draws_no_box_and_no_tint(tmp_path: Path) -> None:
     image = capture("absent", tmp_path)  # the model's box and heatmap are passed: not drawn
     np.testing.assert_array_equal(image, np.repeat(display()[:, :, None], 3, axis=2))
+
+
+def test_banner_legend_samples_what_the_image_shows() -> None:
+    red = box_style("present").colour  # type: ignore[union-attr]
+    amber = box_style("indeterminate").colour  # type: ignore[union-attr]
+    samples = {
+        decision: {
+            "red": is_colour(banner(decision), red).any(),
+            "amber": is_colour(banner(decision), amber).any(),
+            "ramp": is_colour(banner(decision), HEATMAP_HIGH).any(),
+        }
+        for decision in ("present", "indeterminate", "absent")
+    }
+    assert samples == {
+        "present": {"red": True, "amber": False, "ramp": True},
+        "indeterminate": {"red": False, "amber": True, "ramp": True},
+        "absent": {"red": False, "amber": False, "ramp": False},  # "no box or tint" in words
+    }
+    # the legend lines make the banner taller than the result lines alone
+    bare = render_overlay(display(), None, [], ["AI"], decision="absent", legend=False)
+    assert banner("absent").shape[0] > bare.shape[0] - ROWS
 
 
 def test_heatmap_png_uses_the_ramp_and_matches_the_capture_tint(tmp_path: Path) -> None:
