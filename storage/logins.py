@@ -43,11 +43,13 @@ __all__ = [
     "LOGIN_LOCKED",
     "USER_FACTOR",
     "Attempt",
+    "LockState",
     "LoginLimits",
     "attempt_failed",
     "attempt_succeeded",
     "begin_attempt",
     "clear_failures",
+    "lock_states",
 ]
 
 LOGIN_LOCKED = audit.Action.LOGIN_LOCKED
@@ -171,6 +173,64 @@ def attempt_failed(sm: sessionmaker[Session], attempt: Attempt, limits: LoginLim
                 },
             )
     return started
+
+
+@dataclass(frozen=True)
+class LockState:
+    """A user name's counted failed logins within the window, and whether they lock it out:
+    ``locked_until`` is when the last of its locks ends (None: not locked from anywhere),
+    ``locked_addresses`` how many client addresses are refused for it now."""
+
+    failures: int
+    locked_until: datetime | None
+    locked_addresses: int
+
+
+def _lock_end(times: list[datetime], limit: int, window: timedelta) -> datetime | None:
+    """When ``times`` (ascending, inside the window) stop reaching ``limit``; None if they
+    do not reach it now: the count drops below the limit once the oldest that keep it there
+    have left the window."""
+    if len(times) < limit:
+        return None
+    return times[len(times) - limit] + window
+
+
+def lock_states(
+    sm: sessionmaker[Session], limits: LoginLimits, now: datetime | None = None
+) -> dict[str, LockState]:
+    """Every user name with counted failures in the window: how many, and the lock they make
+    (a name + address pair at ``max_failures``; the name over all addresses at
+    ``USER_FACTOR x max_failures``, which refuses the addresses that failed for it). Read
+    only; addresses locked by password spraying over many names are not any one user's."""
+    now = now or utcnow()
+    since = now - limits.window
+    with sm() as session:
+        rows = session.execute(
+            select(LoginFailure.user_name, LoginFailure.client, LoginFailure.at)
+            .where(LoginFailure.at >= since)
+            .order_by(LoginFailure.user_name, LoginFailure.at, LoginFailure.id)
+        ).all()
+    by_user: dict[str, dict[str, list[datetime]]] = {}
+    for user, client, at in rows:
+        if at.tzinfo is None:  # SQLite returns naive UTC
+            at = at.replace(tzinfo=now.tzinfo)
+        by_user.setdefault(user, {}).setdefault(client, []).append(at)
+    states: dict[str, LockState] = {}
+    m = limits.max_failures
+    for user, clients in by_user.items():
+        everywhere = sorted(at for times in clients.values() for at in times)
+        user_lock = _lock_end(everywhere, USER_FACTOR * m, limits.window)
+        ends: list[datetime] = []
+        locked = 0
+        for times in clients.values():
+            end = _lock_end(times, m, limits.window)
+            if user_lock is not None:  # every address that failed for the name is refused
+                end = max(end or user_lock, user_lock)
+            if end is not None:
+                ends.append(end)
+                locked += 1
+        states[user] = LockState(len(everywhere), max(ends, default=None), locked)
+    return states
 
 
 def clear_failures(sm: sessionmaker[Session], user_name: str, *, actor: str | None = None) -> int:

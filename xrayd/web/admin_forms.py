@@ -35,6 +35,7 @@ DONE = {
     "job_retried": "Job queued again.",
     "jobs_retried": "Dead jobs queued again.",
     "no_dead_jobs": "There were no dead jobs.",
+    "job_cancelled": "Job cancelled: it will not run.",
     "user_added": "User added.",
     "user_disabled": "User disabled (their sessions are ended).",
     "user_enabled": "User enabled.",

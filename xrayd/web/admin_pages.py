@@ -54,7 +54,7 @@ from xrayd.web.admin_support import (
 from xrayd.web.auth import Principal, admin, context
 from xrayd.web.render import render
 
-__all__ = ["CSV_MAX_ROWS", "DONE", "csv_cell", "router"]
+__all__ = ["CSV_MAX_ROWS", "DONE", "csv_cell", "index_with_error", "router"]
 
 LOGGER = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False, dependencies=[Depends(admin)])
@@ -114,6 +114,11 @@ def _index(
 @router.get("/admin")
 def admin_index(request: Request) -> Response:
     return _index(request)
+
+
+def index_with_error(request: Request, form_error: FormError) -> Response:
+    """The home page with a form FastAPI refused (:mod:`xrayd.web.admin_validation`)."""
+    return _index(request, form_error=form_error)
 
 
 def _actor(principal: Principal) -> Actor:
@@ -328,6 +333,13 @@ def jobs_retry_dead(request: Request, principal: Admin) -> Response:
 def job_retry(request: Request, job_id: int, principal: Admin) -> Response:
     admin_jobs.retry_jobs(context(request).sessions, _actor(principal), job_id)
     return _back("/admin/jobs", "job_retried")
+
+
+@router.post("/admin/jobs/{job_id}/cancel")
+def job_cancel(request: Request, job_id: int, principal: Admin) -> Response:
+    """Cancel a queued job (unknown 404; no longer queued, e.g. running: 409)."""
+    admin_jobs.cancel_job(context(request).sessions, _actor(principal), job_id)
+    return _back("/admin/jobs?state=cancelled", "job_cancelled")
 
 
 # -- models --------------------------------------------------------------------------------------

@@ -55,7 +55,19 @@ class BundleOut(BaseModel):
     sha256: str | None = Field(default=None, description="of the weights file")
     arch: str | None = None
     input_size: int | None = None
-    threshold: float | None = None
+    threshold: float | None = Field(
+        default=None, description="the binary cut (sensitivity and specificity are quoted at it)"
+    )
+    indeterminate_low: float | None = Field(
+        default=None, description="below this probability: absent"
+    )
+    indeterminate_high: float | None = Field(
+        default=None, description="at or above this probability: present; between: indeterminate"
+    )
+    per_body_part: dict[str, tuple[float, float, float]] = Field(
+        default_factory=dict,
+        description="body parts with their own operating point: (low, threshold, high)",
+    )
     training_manifest_sha256: str | None = None
     metrics: list[MetricOut] = Field(
         default_factory=list, description="from the bundle's report/report.json"

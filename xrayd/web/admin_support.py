@@ -189,7 +189,16 @@ def model_bundle(settings: Settings) -> BundleOut:
         out.input_size = meta.input_size
         out.trained_on = meta.training_data.get("dataset")
         out.licence = meta.training_data.get("licence")
-        out.threshold = meta.thresholds.default.threshold
+        point = meta.thresholds.default
+        out.threshold = point.threshold
+        out.indeterminate_low, out.indeterminate_high = (
+            point.indeterminate_low,
+            point.indeterminate_high,
+        )
+        out.per_body_part = {
+            part: (p.indeterminate_low, p.threshold, p.indeterminate_high)
+            for part, p in sorted(meta.thresholds.per_body_part.items())
+        }
         out.training_manifest_sha256 = meta.training_manifest_sha256 or None
         out.training_metrics = {k: v for k, v in meta.metrics.items()}
     try:

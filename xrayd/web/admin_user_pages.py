@@ -1,7 +1,8 @@
 """The admin users page: add, disable and enable users; set a user's password (twice, by the
 password policy; their sessions end and their API tokens are revoked, as everywhere); forget
-their counted failed logins (unlock); create an API token (shown once on the answering page,
-only its hash is kept) and revoke one.
+their counted failed logins (unlock, offered while they are locked out: the page shows each
+user's failed logins and until when they lock them out); create an API token (shown once on
+the answering page, only its hash is kept) and revoke one.
 
 Every change is one call of :mod:`xrayd.admin.users` as ``web:<admin>`` (its audit row, its
 rules and its errors are the CLI's and the REST API's). A refused form answers with this page
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from storage.errors import ConflictError, InvalidEntryError
+from storage.logins import LoginLimits, lock_states
 from storage.schema import Role
 from storage.users import MIN_PASSWORD, list_tokens, list_users
 from xrayd.admin import users as admin_users
@@ -29,7 +32,7 @@ from xrayd.web.admin_forms import FieldWords, FormError, back, flash, refusal
 from xrayd.web.auth import Principal, admin, context
 from xrayd.web.render import render
 
-__all__ = ["DEFAULT_TOKEN_DAYS", "add_routes"]
+__all__ = ["DEFAULT_TOKEN_DAYS", "add_routes", "page_with_error"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -67,13 +70,16 @@ def _page(
     form_error: FormError | None = None,
     new_token: NewToken | None = None,
 ) -> Response:
-    sm = context(request).sessions
+    ctx = context(request)
+    sm, web = ctx.sessions, ctx.settings.web
+    limits = LoginLimits(web.login_max_failures, timedelta(seconds=web.login_window_seconds))
     response = render(
         request,
         "admin/users.html",
         status_code=200 if form_error is None else form_error.status,
         section="users",
         users=list_users(sm),
+        locks=lock_states(sm, limits),
         tokens=list_tokens(sm),
         roles=[r.value for r in Role],
         min_password=MIN_PASSWORD,
@@ -89,6 +95,11 @@ def _page(
 
 def users_page(request: Request) -> Response:
     return _page(request)
+
+
+def page_with_error(request: Request, form_error: FormError) -> Response:
+    """The users page with a form FastAPI refused (:mod:`xrayd.web.admin_validation`)."""
+    return _page(request, form_error=form_error)
 
 
 def user_add(

@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
@@ -29,7 +30,17 @@ from storage.errors import (
     NotFoundError,
     StorageError,
 )
-from xrayd.web import admin_api, admin_pages, api, dashboards, ops, pages, wado, worklist_pages
+from xrayd.web import (
+    admin_api,
+    admin_pages,
+    admin_validation,
+    api,
+    dashboards,
+    ops,
+    pages,
+    wado,
+    worklist_pages,
+)
 from xrayd.web.auth import CsrfError, Forbidden, NotAuthenticated
 from xrayd.web.context import WebContext
 from xrayd.web.peers import HostAllowList, allowed_hosts
@@ -170,6 +181,10 @@ def _install_handlers(app: FastAPI) -> None:
         message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         if _is_api(request):
             return _json_error(422, message or "invalid request", errors=errors)
+        # an admin form: its page again with the message beside the form (issue 19)
+        refused = await run_in_threadpool(admin_validation.form_refusal, request, exc)
+        if refused is not None:
+            return refused
         return render(request, "error.html", status_code=422, message=message)
 
     @app.exception_handler(StarletteHTTPException)
