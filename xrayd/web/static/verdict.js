@@ -204,6 +204,7 @@
     const visible = show === undefined ? help.hidden : show;
     help.hidden = !visible;
     helpToggle.setAttribute("aria-expanded", String(visible));
+    if (visible) help.scrollIntoView({ block: "nearest" });
   }
 
   helpToggle.addEventListener("click", () => toggleHelp());
