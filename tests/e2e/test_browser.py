@@ -1,6 +1,7 @@
 """The radiologist's flow in a real browser (Debian's chromium, driven by Playwright) on a real
 node: a study arrives over DICOM and is analysed by the demo model, then a radiologist logs in,
-finds it on the worklist, looks at the radiograph (heatmap and box toggles, zoom), disagrees
+finds it on the worklist, looks at the radiograph in the viewport (heatmap and box toggles,
+zoom), disagrees
 with the AI and saves the correction; the override and its audit event end up in the
 database."""
 
@@ -137,30 +138,15 @@ def _receive_and_analyse(node: Node) -> str:
     return study_uid
 
 
-def _images_loaded(page: Any) -> None:
-    """Wait (Playwright polls; no sleeps) until every <img> on the page has decoded."""
+def _viewport_ready(page: Any) -> None:
+    """Wait (Playwright polls; no sleeps) until the cornerstone viewport drew every image."""
     page.wait_for_function(
-        "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+        "() => window.xraydViewer && (window.xraydViewer.ready || window.xraydViewer.failed)"
     )
-
-
-def _sizes(page: Any) -> dict[str, float]:
-    """Widths in CSS pixels of the first radiograph (natural and as drawn), of its heatmap
-    overlay, and the share of the radiograph's width that its first box covers."""
-    return dict(
-        page.evaluate(
-            """() => {
-                const stack = document.querySelector('.stack');
-                const img = stack.querySelector('img.radiograph');
-                const width = (el) => el.getBoundingClientRect().width;
-                return {
-                    natural: img.naturalWidth,
-                    radiograph: width(img),
-                    heatmap: width(stack.querySelector('img.heatmap')),
-                    box_share: width(stack.querySelector('.box')) / width(img),
-                };
-            }"""
-        )
+    assert page.evaluate("() => window.xraydViewer.failed") is None
+    page.wait_for_function(
+        "() => Array.from({length: window.xraydViewer.count}, (_, i) => i)"
+        ".every(i => window.xraydViewer.loaded(i))"
     )
 
 
@@ -193,57 +179,54 @@ def test_radiologist_reviews_a_study_in_the_browser(node: Node, web: WebServer, 
     expect(rows.first.locator("td.review-state")).to_contain_text("not reviewed")
     rows.first.locator("a").click()
 
-    # The study page: radiograph decoded, heatmap overlay toggled by the checkbox.
+    # The study page: the radiograph drawn by the viewport from the node's own DICOM object;
+    # the heatmap starts hidden and its checkbox shows it over the image.
     expect(page).to_have_url(f"{base}/studies/{study_id}", timeout=EXPECT_MS)
-    radiograph = page.locator("img.radiograph")
-    heatmap = page.locator("img.heatmap")
-    expect(radiograph).to_have_count(1)
-    expect(radiograph).to_be_visible()
-    _images_loaded(page)
-    assert page.evaluate("() => document.querySelector('img.radiograph').naturalWidth") > 0
-    expect(heatmap).to_be_visible()
-    page.locator("#show-heatmap").uncheck()
+    expect(page.locator(".vp-element canvas")).to_have_count(1)
+    _viewport_ready(page)
+    size = page.evaluate("() => window.xraydViewer.imageSize(0)")
+    assert size["columns"] > 0 and size["rows"] > 0, size
+    image = page.evaluate("() => window.xraydViewer.imageRect(0)")
+    heatmap = page.locator("img.vp-heatmap")
     expect(heatmap).to_be_hidden()
     page.locator("#show-heatmap").check()
     expect(heatmap).to_be_visible()
-    expect(page.locator("#review-state")).to_contain_text(f"assigned to {USER}")
+    drawn = heatmap.bounding_box()
+    assert drawn is not None and abs(drawn["x"] - image["left"]) < 2, (drawn, image)
+    page.locator("#show-heatmap").uncheck()
+    expect(heatmap).to_be_hidden()
+    expect(page.locator("#review-state")).to_contain_text("not reviewed")
 
     # The AI's boxes: drawn over the radiograph, hidden and shown by their own checkbox.
-    boxes = page.locator(".stack .box")
-    assert boxes.count() >= 1, "the demo model found no region to box on a fracture case"
-    expect(boxes.first).to_be_visible()
+    boxes = page.locator(".vp-element svg rect")
+    count = page.evaluate("() => window.xraydViewer.boxes(0).length")
+    assert count >= 1, "the demo model found no region to box on a fracture case"
+    expect(boxes).to_have_count(count)
     page.locator("#show-boxes").uncheck()
-    for n in range(boxes.count()):
-        expect(boxes.nth(n)).to_be_hidden()
-    expect(heatmap).to_be_visible()  # the other overlay stays
+    expect(boxes).to_have_count(0)
     page.locator("#show-boxes").check()
-    expect(boxes.first).to_be_visible()
+    expect(boxes).to_have_count(count)
 
-    # Zoom: + and - step the radiograph's size, the overlays follow it; "fit" restores it.
-    level = page.locator("#zoom-level")
-    expect(level).to_have_text("fit")
-    fit = _sizes(page)
-    page.locator("#zoom-in").click()
-    expect(level).to_have_text("150 %")
-    zoomed = _sizes(page)
-    assert zoomed["radiograph"] == round(fit["natural"] * 1.5), (fit, zoomed)
-    assert zoomed["heatmap"] == zoomed["radiograph"], zoomed
-    assert abs(zoomed["box_share"] - fit["box_share"]) < 0.01, (fit, zoomed)  # box follows
-    page.locator("#zoom-out").click()
-    page.locator("#zoom-out").click()
-    expect(level).to_have_text("75 %")
-    assert _sizes(page)["radiograph"] == round(fit["natural"] * 0.75)
-    page.locator("#zoom-reset").click()
-    expect(level).to_have_text("fit")
-    assert _sizes(page) == fit
+    # Zoom: the named buttons step the view's zoom, the boxes follow it; Reset restores it.
+    before = page.evaluate("() => window.xraydViewer.boxes(0)[0]")
+    page.get_by_role("button", name="Zoom in").click()
+    page.wait_for_function("() => window.xraydViewer.zoom(0) > 1.2")
+    after = page.evaluate("() => window.xraydViewer.boxes(0)[0]")
+    assert after["right"] - after["left"] > (before["right"] - before["left"]) * 1.2
+    page.get_by_role("button", name="Zoom out").click()
+    page.get_by_role("button", name="Zoom out").click()
+    page.wait_for_function("() => window.xraydViewer.zoom(0) < 0.9")
+    page.get_by_role("button", name="Reset view").click()
+    page.wait_for_function("() => Math.abs(window.xraydViewer.zoom(0) - 1) < 1e-6")
+    assert page.evaluate("() => window.xraydViewer.imageRect(0)") == image
 
     # Disagree with the AI and correct it.
     form = page.locator("#review-form")
-    form.locator("input[name=verdict][value=disagree]").check()
-    form.locator("select[name=fracture]").select_option("absent")
-    form.locator("select[name=count]").select_option("0")
+    page.locator("#disagree").click()
+    form.locator("input[name=fracture][value=absent]").check()
+    form.locator("input[name=count][value='0']").check()
     form.locator("select[name=body_part]").select_option("wrist")
-    form.locator("select[name=hardware]").select_option("no")
+    form.locator("input[name=hardware][value=no]").check()
     form.locator("textarea[name=comment]").fill("Nutrient canal, not a fracture line.")
     page.locator("#save-review").click()
 
@@ -255,8 +238,7 @@ def test_radiologist_reviews_a_study_in_the_browser(node: Node, web: WebServer, 
     expect(page.locator("ul.history")).to_contain_text("Nutrient canal, not a fracture line.")
 
     # The screenshot artifact of the study page after the review.
-    _images_loaded(page)
-    expect(heatmap).to_be_visible()
+    _viewport_ready(page)
     shot = _artifacts_dir() / "study-page.png"
     shot.unlink(missing_ok=True)
     page.screenshot(path=str(shot), full_page=True)
@@ -265,7 +247,7 @@ def test_radiologist_reviews_a_study_in_the_browser(node: Node, web: WebServer, 
     assert 20_000 < len(data) < 30_000_000, f"implausible screenshot size: {len(data)} bytes"
 
     # Back on the worklist, filtered to reviewed studies.
-    page.goto(f"{base}/worklist?reviewed=yes")
+    page.goto(f"{base}/worklist?view=all&reviewed=yes")  # (default: needs my attention)
     row = page.locator(f"table.worklist tr[data-study-id='{study_id}']")
     expect(row).to_have_count(1)
     expect(row.locator("td.review-state")).to_contain_text(f"reviewed by {USER}")

@@ -280,7 +280,7 @@ window.xraydViewer = {
   /** The image's rectangle on the page (CSS pixels, client coordinates). */
   imageRect(i = 0) {
     const v = viewOf(i);
-    const r = v.element.getBoundingClientRect();
+    const r = v.viewport.canvas.getBoundingClientRect(); // inside the border
     const corners = [
       [0, 0],
       [v.columns, v.rows],
@@ -295,7 +295,7 @@ window.xraydViewer = {
   /** The AI boxes' rectangles on the page (client coordinates). */
   boxes(i = 0) {
     const v = viewOf(i);
-    const r = v.element.getBoundingClientRect();
+    const r = v.viewport.canvas.getBoundingClientRect(); // inside the border
     return boxesOnCanvas(v.viewport, v.boxUids).map((b) => ({
       left: r.left + b.left,
       top: r.top + b.top,
