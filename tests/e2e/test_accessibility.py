@@ -284,3 +284,74 @@ def test_chart_text_is_at_least_12_css_pixels(
         for chart in charts:
             assert chart["role"] == "img" and chart["name"] == "title" and chart["label"], chart
             assert chart["smallest"] >= 12, (width, chart)
+
+
+#: WCAG 2.2 1.4.11 (non-text contrast) and 2.4.7/2.4.13 (focus visible), which axe does not check:
+#: every visible control's border against what is around it, and the focus ring of each control
+#: reached with Tab
+CONTROLS_JS = """() => {
+    const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => [r, g, b].map(v => v / 255)
+        .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4)
+        .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+    const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+                              return (x + 0.05) / (y + 0.05); };
+    const around = (el) => { for (let e = el.parentElement; e; e = e.parentElement) {
+        const c = rgb(getComputedStyle(e).backgroundColor);
+        if (c.length === 3 || c[3] > 0) return c; } return [255, 255, 255]; };
+    const controls = Array.from(document.querySelectorAll('button, select, textarea, '
+        + 'input:not([type=hidden]):not([type=checkbox]):not([type=radio])'));
+    return controls.filter(el => el.getClientRects().length > 0).map(el => {
+        const s = getComputedStyle(el);
+        const border = parseFloat(s.borderTopWidth) > 0 && s.borderTopStyle !== 'none'
+            ? ratio(rgb(s.borderTopColor), around(el)) : 0;
+        const fill = ratio(rgb(s.backgroundColor), around(el));
+        return {control: el.outerHTML.slice(0, 120), boundary: Math.max(border, fill)};
+    });
+}"""
+FOCUS_JS = """() => {
+    const el = document.activeElement;
+    if (!el || el === document.body) return null;
+    const s = getComputedStyle(el);
+    return {control: el.outerHTML.slice(0, 120), style: s.outlineStyle,
+            width: parseFloat(s.outlineWidth), shadow: s.boxShadow};
+}"""
+FOCUS_PAGES = [
+    ("anonymous", "/login"),
+    ("rad", "/worklist?view=all"),
+    ("rad", "/studies/{present}"),
+    ("rad", "/dashboards"),
+    ("admin", "/admin"),
+    ("admin", "/admin/users"),
+    ("admin", "/admin/jobs?state=all"),
+]
+
+
+@pytest.mark.parametrize(("who", "path"), FOCUS_PAGES, ids=[p[1] for p in FOCUS_PAGES])
+def test_controls_have_a_visible_boundary_and_focus_ring(
+    site: Site, browser: Any, logins: dict[str, Any], who: str, path: str
+) -> None:
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900}, storage_state=logins[who]
+    )
+    context.set_default_timeout(EXPECT_MS)
+    try:
+        page = context.new_page()
+        page.goto(site.base + path.format(**site.studies))
+        faint = [c for c in page.evaluate(CONTROLS_JS) if c["boundary"] < 3]
+        unringed: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for _ in range(60):  # Tab through the page (at most 60 stops)
+            page.keyboard.press("Tab")
+            focused = page.evaluate(FOCUS_JS)
+            if focused is None or focused["control"] in seen:
+                break
+            seen.add(focused["control"])
+            ring = focused["style"] != "none" and focused["width"] >= 2
+            if not ring and focused["shadow"] in ("none", ""):
+                unringed.append(focused)
+    finally:
+        context.close()
+    assert not faint, f"controls with a boundary under 3:1 on {path}: {faint}"
+    assert seen, f"nothing on {path} takes the focus"
+    assert not unringed, f"controls without a visible focus ring on {path}: {unringed}"
