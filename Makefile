@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test ohif axe lint typecheck bench-receive bench-infer bench-e2e bench-attacks train-fracatlas evaluate-fracatlas fuzz clean
+.PHONY: demo test ohif axe viewer lint typecheck bench-receive bench-infer bench-e2e bench-attacks train-fracatlas evaluate-fracatlas fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ ohif:
 # its sha512 checked against tests/axe.py's pin), axe.min.js unpacked into .cache/axe/<version>/.
 axe:
 	$(PYTHON) tests/axe.py fetch
+
+# The study page's viewport (web-viewer/: cornerstone3D, pinned in package-lock.json), built into
+# xrayd/web/static/viewer/. The bundle is committed (make demo needs no npm): rebuild it after
+# changing web-viewer/ and commit the result; tests/unit/test_viewer_bundle.py checks they match.
+viewer:
+	cd web-viewer && npm ci --ignore-scripts --no-audit --no-fund && npm run build
 
 # With npm, the OHIF viewer first; without it (or offline) its test skips, and fails in CI.
 NPM := $(shell command -v npm 2>/dev/null)
