@@ -182,3 +182,16 @@ def test_new_studies_appear_without_a_reload(site: Site, page: Any) -> None:
     expect(row.get_by_role("button", name=re.compile(r"^Release"))).to_be_visible()
     claimed = [e for e in list_audit(site.storage.sessions) if e.action == "study.claimed"]
     assert [(e.actor, e.object_id) for e in claimed] == [(USER, str(first))]
+
+    # Away from the keyboard longer than the session's idle time: polling stops (so an open
+    # worklist does not keep the session alive), says so, and resumes on the next key press.
+    live = page.locator("#worklist-live")
+    live.evaluate("(el) => { el.dataset.idleMs = '1'; el.dataset.pollMs = '250'; }")
+    status = page.locator("#live-status")
+    expect(status).to_contain_text("Live updates paused")
+    third = site.seed(0.1, patient_name="Poe^Edgar")
+    live.evaluate("(el) => { el.dataset.idleMs = '600000'; }")
+    expect(page.locator(f'tr[data-study-id="{third}"]')).to_have_count(0)  # still paused
+    page.keyboard.press("Shift")
+    expect(page.locator(f'tr[data-study-id="{third}"]')).to_have_count(1)
+    expect(status).to_have_text("1 new study")
