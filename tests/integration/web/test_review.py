@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from html import unescape
@@ -70,7 +71,8 @@ def test_study_page_shows_findings_images_and_heatmap_and_is_audited(web: Web) -
     assert "Doe^Jane" in text and "PAT-SECRET-42" in text  # patient shown on the page only
     assert "xrayd-phantom 1.0.0" in text and "hardware yes" in text
     images = re.findall(r'src="(/studies/\d+/images/\d+\.png)"', text)
-    heatmaps = re.findall(r'src="(/studies/\d+/heatmaps/\d+\.png)"', text)
+    # the viewport (templates/_viewport.html) gets the heatmap and boxes as data attributes
+    heatmaps = re.findall(r'data-heatmap-url="(/studies/\d+/heatmaps/\d+\.png)"', text)
     assert len(images) == 2 and len(heatmaps) == 2
     png = Image.open(io.BytesIO(web.client.get(images[0]).content))
     assert png.size == (160, 200) and png.mode == "L"
@@ -80,7 +82,8 @@ def test_study_page_shows_findings_images_and_heatmap_and_is_audited(web: Web) -
     assert overlay.mode == "RGBA"
     alpha = overlay.getchannel("A")
     assert alpha.getextrema()[0] == 0 and alpha.getextrema()[1] > 100  # hot box, clear elsewhere
-    assert len(re.findall(r'class="box"', text)) == 2  # one box per image
+    boxes = [json.loads(unescape(b)) for b in re.findall(r"data-boxes='([^']*)'", text)]
+    assert [len(b) for b in boxes] == [1, 1]  # one box per image
     assert web.client.get(f"/studies/{study}/images/999.png").status_code == 404
     assert web.client.get("/studies/999").status_code == 404
     viewed = [e for e in list_audit(web.sessions) if e.action == "study.viewed"]
