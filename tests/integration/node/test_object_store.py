@@ -274,8 +274,13 @@ def viewer_and_verified_sr(node: Node, study_id: int, monkeypatch: pytest.Monkey
     assert page.status_code == 200
     assert PATIENT_ID in page.text  # read from the stored header
     images = re.findall(r'src="(/studies/\d+/images/\d+\.png)"', page.text)
-    heatmaps = re.findall(r'src="(/studies/\d+/heatmaps/\d+\.png)"', page.text)
-    assert images and heatmaps
+    # the viewport's heatmap and DICOM object (xrayd.web.wado) come from the object store too
+    heatmaps = re.findall(r'data-heatmap-url="(/studies/\d+/heatmaps/\d+\.png)"', page.text)
+    dicoms = re.findall(r'data-dicom-url="(/studies/\d+/instances/\d+\.dcm)"', page.text)
+    assert images and heatmaps and len(dicoms) == len(images)
+    for url in dicoms:
+        answer = client.get(url)
+        assert answer.status_code == 200 and answer.content[128:132] == b"DICM", url
     for url in images + heatmaps:
         answer = client.get(url)
         assert answer.status_code == 200, url
