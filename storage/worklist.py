@@ -290,12 +290,13 @@ def _load_items(session: Session, page: Any) -> tuple[WorklistItem, ...]:
 
 
 def _first_instance_keys(session: Session, study_ids: list[int]) -> dict[int, str]:
-    """Per study, the byte store key of its first stored instance."""
+    """Per study, the byte store key of its first stored instance whose file is still kept
+    (none for a study whose files retention purged: its page row names the study instead)."""
     if not study_ids:
         return {}
     first = (
         select(func.min(Instance.id))
-        .where(Instance.study_id.in_(study_ids))
+        .where(Instance.study_id.in_(study_ids), Instance.purged_at.is_(None))
         .group_by(Instance.study_id)
         .scalar_subquery()
     )

@@ -9,10 +9,12 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
 from storage.audit import list_audit
 from storage.claims import claim
 from storage.reviews import ReviewLabel, create_override
+from storage.schema import Instance
 from xrayd.web.worklist_pages import waiting
 
 from web_helpers import Web, seed_study
@@ -124,6 +126,15 @@ def test_patient_columns_come_from_the_headers_and_are_never_logged(
     shown = web.client.get("/worklist").text
     assert f">Study {lost}</a>" in shown and "MRN-LOST-7" not in shown
     assert any(getattr(r, "study_id", None) == lost for r in caplog.records)
+    # purged by retention (the row stays, its files go): named by its id, nothing to warn about
+    purged = _seed(web, "present", 2.5)
+    with web.sessions.begin() as session:
+        session.execute(
+            update(Instance).where(Instance.study_id == purged).values(purged_at=_ago(0))
+        )
+    (web.ctx.spool.absolute(f"instances/{purged}/0.dcm")).unlink()
+    assert f">Study {purged}</a>" in web.client.get("/worklist").text
+    assert not any(getattr(r, "study_id", None) == purged for r in caplog.records)
     for record in caplog.records:
         text = f"{record.getMessage()} {record.__dict__}"
         for secret in ("Doe", "Jane", "PAT-SECRET-42", "Roe^Richard", "MRN-LOST-7", "ACC1"):
