@@ -29,6 +29,7 @@ from storage.users import add_user
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer
 
+from bombs import pixel_bomb
 from dicom_factory import make_radiograph, save
 from helpers import make_settings, need
 
@@ -341,3 +342,28 @@ def test_two_views_sit_side_by_side_on_a_wide_screen(site: Site, browser: Any) -
         assert _within(image, window), image
         assert len(p.js(f"() => window.xraydViewer.boxes({i})")) == 1
     assert p.errors == []
+
+
+def test_an_image_the_node_refuses_says_so_in_its_place(site: Site, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    study = seed_study(site.storage.sessions, site.storage.spool, decision="present")
+    path = site.storage.spool.absolute(f"instances/{study}/0.dcm")
+    old = dcmread(path)
+    bomb = pixel_bomb(
+        65535,
+        65535,
+        study_uid=str(old.StudyInstanceUID),
+        series_uid=str(old.SeriesInstanceUID),
+        sop_uid=str(old.SOPInstanceUID),
+    )
+    save(bomb, path)
+    p = Page(browser, site, 1440, 900)
+    page = p.page
+    page.goto(f"{site.base}/studies/{study}")
+    page.wait_for_function("() => window.xraydViewer && window.xraydViewer.ready")
+    expect(page.locator("figure.vp .vp-error")).to_be_visible()
+    expect(page.locator("figure.vp .vp-error")).to_contain_text("cannot be shown")
+    assert not p.js("() => window.xraydViewer.loaded(0)")
+    # the refused object is the only error: an HTTP 422 for the DICOM, nothing thrown
+    assert [e for e in p.errors if "status of 422" not in e] == [], p.errors

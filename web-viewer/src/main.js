@@ -309,6 +309,16 @@ function imageToWorld(v, col, row) {
   return csUtilities.imageToWorldCoords(v.imageId, [col, row]);
 }
 
+// A refused image (HTTP 422: too large, unreadable) rejects the loader's request promise a
+// second time inside cornerstone, with the XMLHttpRequest as the reason; the figure already
+// says the image cannot be shown, so that rejection is handled here rather than thrown.
+window.addEventListener("unhandledrejection", (event) => {
+  if (event.reason instanceof XMLHttpRequest) {
+    event.preventDefault();
+    console.warn(`xrayd viewport: an image request was refused (HTTP ${event.reason.status})`);
+  }
+});
+
 start().catch((err) => {
   state.failed = String(err && err.message ? err.message : err);
   console.warn("xrayd viewport could not start:", state.failed);
