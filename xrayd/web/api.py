@@ -158,7 +158,15 @@ def openapi(request: Request, _: Annotated[Principal, Depends(authenticated)]) -
 @router.get("/studies", response_model=StudyPage, summary="Analysed studies (worklist order)")
 def studies(
     request: Request,
-    _: Annotated[Principal, Depends(authenticated)],
+    principal: Annotated[Principal, Depends(authenticated)],
+    needs_attention: Annotated[
+        bool,
+        Query(
+            description="only what needs the caller's attention (flagged, not reviewed, "
+            "unclaimed or claimed by the caller), oldest first; otherwise not reviewed first, "
+            "flagged first, newest first"
+        ),
+    ] = False,
     decision: Literal["present", "absent", "indeterminate"] | None = None,
     body_part: Annotated[str | None, Query(max_length=32)] = None,
     reviewed: bool | None = None,
@@ -171,7 +179,16 @@ def studies(
     require_time_zone("until", until)
     result = worklist(
         context(request).sessions,
-        WorklistFilter(decision, body_part, reviewed, since, until, limit, offset),
+        WorklistFilter(
+            decision,
+            body_part,
+            reviewed,
+            since,
+            until,
+            limit,
+            offset,
+            attention_of=principal.name if needs_attention else None,
+        ),
     )
     return StudyPage(
         items=[_study(i) for i in result.items],

@@ -74,6 +74,9 @@ def test_default_view_is_what_needs_my_attention_oldest_first(web: Web) -> None:
     assert "6 studies in this view" in everything.text and "not reviewed 5" in everything.text
     api = web.client.get("/api/v1/studies", params={"limit": 10}).json()
     assert [s["id"] for s in api["items"]] == _rows(everything.text)  # the API's order too
+    mine_api = web.client.get("/api/v1/studies", params={"needs_attention": "true"}).json()
+    assert [s["id"] for s in mine_api["items"]] == [mine, unclaimed_old, unclaimed_new]
+    assert mine_api["total"] == 3 and mine_api["items"][0]["assigned_to"] == "rad"
 
     # the filters apply in either view
     assert _rows(web.client.get("/worklist", params={"body_part": "ankle"}).text) == [unclaimed_new]
