@@ -155,7 +155,9 @@ def test_new_studies_appear_without_a_reload(site: Site, page: Any) -> None:
     before = _navigations(page)
     claim_first = row.get_by_role("button", name=re.compile(r"^Claim"))
     claim_first.focus()
-    page.locator("#worklist-live").evaluate("(el) => { el.dataset.pollMs = '250'; }")
+    # while nothing changes, the poll is answered 304 (no rows sent)
+    with page.expect_response(lambda r: "/worklist/rows" in r.url and r.status == 304):
+        page.locator("#worklist-live").evaluate("(el) => { el.dataset.pollMs = '250'; }")
 
     second = site.seed(0.5, decision="indeterminate", probability=0.85, patient_name="Roe^Ann")
     new_row = page.locator(f'tr[data-study-id="{second}"]')
