@@ -40,6 +40,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXPECT_MS = 30_000  # generous for a 2-core runner; waits return as soon as they hold
 ROWS, COLS = 1024, 820
 BOX = [300.0, 200.0, 420.0, 340.0]  # top, left, bottom, right (image pixels)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _screenshot(page: Any, name: str) -> None:
+    """Kept as a CI artifact (test-artifacts/ui/, or under XRAYD_TEST_ARTIFACTS)."""
+    root = Path(os.environ.get("XRAYD_TEST_ARTIFACTS") or REPO / "test-artifacts")
+    (root / "ui").mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(root / "ui" / f"viewport-{name}.png"))
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,7 @@ def test_the_viewport_fits_windows_zooms_at_the_pointer_and_toggles(
     fitted = (image["bottom"] - image["top"], image["right"] - image["left"])
     assert abs(fitted[0] - (element["height"] - 4)) < 3 or abs(fitted[1] - element["width"]) < 5
     assert p.js("() => document.documentElement.scrollHeight") <= 900
+    _screenshot(page, "present-1440x900")
 
     # The AI box: drawn (locked annotation) in the "present" style, where the model put it.
     assert _drawn_boxes(page) == 1
@@ -334,6 +343,7 @@ def test_two_views_sit_side_by_side_on_a_wide_screen(site: Site, browser: Any) -
     )
     assert len(rects) == 2
     assert abs(rects[0]["top"] - rects[1]["top"]) < 1 and rects[1]["left"] > rects[0]["right"]
+    _screenshot(p.page, "two-views-1920x1080")
     used = rects[1]["right"] - rects[0]["left"]
     assert used > 0.6 * 1920, rects  # the views use the width beside the verdict panel
     window = {"left": 0, "top": 0, "right": 1920, "bottom": 1080}
