@@ -445,7 +445,7 @@ class LoginFailure(Base):
 
 
 class ReviewAssignment(Base):
-    """Who is reviewing a study (set when a radiologist opens an unreviewed, unassigned one)."""
+    """Who is reviewing a study (set when a radiologist claims it; released or reviewed ends it)."""
 
     __tablename__ = "review_assignments"
 
