@@ -24,6 +24,16 @@ import { AIBoxTool, addBoxes, attachHeatmap, boxesOnCanvas, rerender, setBoxesVi
 import { presetRange } from "./presets.js";
 
 const ENGINE = "xrayd";
+
+/** cornerstone's ZoomTool, twice its step per wheel notch (about 9 % instead of 4.5 %): the
+ * point under the pointer stays where it is (zoomToCenter false, the default). */
+class WheelZoomTool extends ZoomTool {
+  static toolName = "XraydWheelZoom";
+  mouseWheelCallback(evt) {
+    this._zoom(evt);
+    this._zoom(evt);
+  }
+}
 const GROUP = "xrayd-tools";
 const { MouseBindings, KeyboardBindings } = ToolEnums;
 
@@ -187,7 +197,7 @@ async function start() {
   initTools();
   addTool(WindowLevelTool);
   addTool(PanTool);
-  addTool(ZoomTool);
+  addTool(WheelZoomTool);
   addTool(AIBoxTool);
   const engine = new RenderingEngine(ENGINE);
   state.views = figures.map((figure, index) => {
@@ -205,7 +215,7 @@ async function start() {
     })),
   );
   const group = ToolGroupManager.createToolGroup(GROUP);
-  for (const t of [WindowLevelTool, PanTool, ZoomTool, AIBoxTool]) group.addTool(t.toolName);
+  for (const t of [WindowLevelTool, PanTool, WheelZoomTool, AIBoxTool]) group.addTool(t.toolName);
   group.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
   group.setToolActive(PanTool.toolName, {
     bindings: [
@@ -214,7 +224,7 @@ async function start() {
       { mouseButton: MouseBindings.Primary, modifierKey: KeyboardBindings.Shift },
     ],
   });
-  group.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+  group.setToolActive(WheelZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
   group.setToolEnabled(AIBoxTool.toolName);
   for (const v of state.views) {
     v.viewport = engine.getViewport(`vp-${v.index}`);
