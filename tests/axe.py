@@ -12,15 +12,13 @@ project's virtual environment exists.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from npm_pack import pack
 
 PACKAGE = "axe-core"
 VERSION = "4.14.1"
@@ -45,39 +43,15 @@ def script_path(cache: Path = CACHE) -> Path | None:
     return None
 
 
-def sri_sha512(path: Path) -> str:
-    digest = hashlib.sha512()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return "sha512-" + base64.b64encode(digest.digest()).decode()
-
-
 def fetch(cache: Path = CACHE, npm: str | None = None) -> Path:
     """Download (``npm pack``), check and unpack the pinned ``axe.min.js``; idempotent."""
     done = script_path(cache)
     if done is not None:
         return done
-    npm = npm or shutil.which("npm")
-    if npm is None:
-        raise RuntimeError("npm is not installed (apt-get install npm): cannot fetch axe-core")
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix="fetch-") as tmp:
         work = Path(tmp)
-        out = subprocess.run(
-            [npm, "pack", f"{PACKAGE}@{VERSION}", "--json", "--pack-destination", str(work)],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=work,
-        )
-        [packed] = json.loads(out.stdout)
-        tarball = work / packed["filename"]
-        actual = sri_sha512(tarball)
-        if actual != INTEGRITY:
-            raise RuntimeError(
-                f"{tarball.name}: integrity {actual} is not the pinned {INTEGRITY}; not unpacked"
-            )
+        tarball = pack(PACKAGE, VERSION, INTEGRITY, work, npm)
         with tarfile.open(tarball, "r:gz") as tar:
             for name in FILES:
                 member = tar.getmember(f"package/{name}")

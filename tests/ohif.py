@@ -12,13 +12,10 @@ project's virtual environment exists.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import http.client
 import json
 import mimetypes
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -27,6 +24,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from npm_pack import pack
 
 PACKAGE = "@ohif/app"
 VERSION = "3.13.2"
@@ -73,39 +72,15 @@ def dist_dir(cache: Path = CACHE) -> Path | None:
     return None
 
 
-def sri_sha512(path: Path) -> str:
-    digest = hashlib.sha512()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return "sha512-" + base64.b64encode(digest.digest()).decode()
-
-
 def fetch(cache: Path = CACHE, npm: str | None = None) -> Path:
     """Download (``npm pack``), check and unpack the pinned package's ``dist/``; idempotent."""
     done = dist_dir(cache)
     if done is not None:
         return done
-    npm = npm or shutil.which("npm")
-    if npm is None:
-        raise RuntimeError("npm is not installed (apt-get install npm): cannot fetch OHIF")
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix="fetch-") as tmp:
         work = Path(tmp)
-        out = subprocess.run(
-            [npm, "pack", f"{PACKAGE}@{VERSION}", "--json", "--pack-destination", str(work)],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=work,
-        )
-        [packed] = json.loads(out.stdout)
-        tarball = work / packed["filename"]
-        actual = sri_sha512(tarball)
-        if actual != INTEGRITY:
-            raise RuntimeError(
-                f"{tarball.name}: integrity {actual} is not the pinned {INTEGRITY}; not unpacked"
-            )
+        tarball = pack(PACKAGE, VERSION, INTEGRITY, work, npm)
         unpacked = work / "unpacked"
         with tarfile.open(tarball, "r:gz") as tar:
             members = [_checked(m) for m in tar.getmembers() if m.name.startswith("package/dist/")]
