@@ -36,7 +36,7 @@ def pack(package: str, version: str, integrity: str, work: Path, npm: str | None
         cwd=work,
     )
     [packed] = json.loads(out.stdout)
-    tarball = work / packed["filename"]
+    tarball: Path = work / str(packed["filename"])
     actual = sri_sha512(tarball)
     if actual != integrity:
         raise RuntimeError(
