@@ -28,6 +28,8 @@ def algorithm_of(model: LoadedModel) -> Algorithm:
     }
     for part, p in sorted(meta.thresholds.per_body_part.items()):
         parameters[f"threshold_{part}"] = f"{p.threshold:.4f}"
+        parameters[f"indeterminate_low_{part}"] = f"{p.indeterminate_low:.4f}"
+        parameters[f"indeterminate_high_{part}"] = f"{p.indeterminate_high:.4f}"
     return Algorithm(meta.name, meta.version, model.info.sha256, parameters)
 
 
