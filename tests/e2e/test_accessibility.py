@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import wait_for_viewport
 from integration.web.web_helpers import seed_study
 
 from storage import users
@@ -241,6 +242,7 @@ def test_page_has_no_serious_accessibility_violation(
             page = context.new_page()
             response = page.goto(url)
             assert response is not None and response.status == status, (url, response)
+            wait_for_viewport(page)  # a study page is scanned with its images drawn
             page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
             results = _scan(page, axe_source)
             stem = f"{name}-{width}x{height}"
@@ -338,6 +340,7 @@ def test_controls_have_a_visible_boundary_and_focus_ring(
     try:
         page = context.new_page()
         page.goto(site.base + path.format(**site.studies))
+        wait_for_viewport(page)  # the viewport's own controls and focus stops are there
         faint = [c for c in page.evaluate(CONTROLS_JS) if c["boundary"] < 3]
         unringed: list[dict[str, Any]] = []
         seen: set[str] = set()
