@@ -305,6 +305,7 @@ def test_the_night_shift_flow_by_keyboard(
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="after a drag or wheel on the image, the image's element has the focus and "
     "cornerstone's keyDownListener (@cornerstonejs/tools) calls preventDefault() on every key; "
     "web-viewer/src/main.js and static/verdict.js ignore defaultPrevented keys, and Tab "
@@ -336,11 +337,10 @@ def test_keys_act_right_after_the_mouse_was_on_the_image(site: Site, browser: An
         page.wait_for_function(
             "(lo) => window.xraydViewer.voi(0).upper !== lo", arg=original["upper"]
         )
-        page.keyboard.press("r")  # reset, at once
-        page.wait_for_function(
-            "(hi) => window.xraydViewer.voi(0).upper === hi", arg=original["upper"], timeout=5000
-        )
+        # Both keys act in their keydown handlers, which have run when press() returns.
+        page.keyboard.press("r")
+        assert page.evaluate("() => window.xraydViewer.voi(0)") == original, "R did not reset"
         page.keyboard.press("d")
-        expect(page.locator("#correction")).to_have_attribute("open", "", timeout=5000)
+        assert page.evaluate("() => document.getElementById('correction').open"), "D: nothing"
     finally:
         context.close()
