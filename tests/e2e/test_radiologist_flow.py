@@ -185,11 +185,7 @@ def test_the_night_shift_flow_by_keyboard(
         assert abs(zx - bx) < 2 and abs(zy - by) < 2, ((bx, by), zoomed)
         assert zoomed["right"] - zoomed["left"] > (box["right"] - box["left"]) * 1.1
         screenshot("2-study-zoomed")
-        # The image now has the focus, and cornerstone's key listener on it cancels every
-        # key (test_keys_act_right_after_the_mouse_was_on_the_image): one click beside the
-        # image gives the keys back. Counted; remove when that test passes.
-        page.locator("h1").click()
-        clicks["image"] += 1
+        # keys act right after the mouse was on the image (no click elsewhere first)
         keys.press("r", "image")
         page.wait_for_function(
             "([lo, hi]) => { const v = window.xraydViewer.voi(0);"
@@ -293,8 +289,7 @@ def test_the_night_shift_flow_by_keyboard(
             "wheel_notches": notches,
             "keys": counts["image"],
             "clicks": clicks["image"],
-            "note": "R resets; the click beside the image is needed before any key acts "
-            "after the mouse was on the image (cornerstone cancels keys on the focused image)",
+            "note": "R resets, pressed right after the wheel (the image does not keep the keys)",
         },
         "screenshots": shots,
     }
@@ -303,15 +298,6 @@ def test_the_night_shift_flow_by_keyboard(
     assert errors == [], errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="after a drag or wheel on the image, the image's element has the focus and "
-    "cornerstone's keyDownListener (@cornerstonejs/tools) calls preventDefault() on every key; "
-    "web-viewer/src/main.js and static/verdict.js ignore defaultPrevented keys, and Tab "
-    "cannot leave the image (Shift+Tab can). Fix in web-viewer/src/main.js, then drop this mark "
-    "and the click beside the image in the flow above.",
-)
 def test_keys_act_right_after_the_mouse_was_on_the_image(site: Site, browser: Any) -> None:
     from playwright.sync_api import expect
 
@@ -321,6 +307,7 @@ def test_keys_act_right_after_the_mouse_was_on_the_image(site: Site, browser: An
     page = context.new_page()
     try:
         page.goto(f"{site.base}/login")
+        expect(page.locator("form.login input[name=username]")).to_be_focused()
         page.keyboard.type(USER)
         page.keyboard.press("Tab")
         page.keyboard.type(PASSWORD)
@@ -342,5 +329,11 @@ def test_keys_act_right_after_the_mouse_was_on_the_image(site: Site, browser: An
         assert page.evaluate("() => window.xraydViewer.voi(0)") == original, "R did not reset"
         page.keyboard.press("d")
         assert page.evaluate("() => document.getElementById('correction').open"), "D: nothing"
+        # and Tab leaves the image (no keyboard trap)
+        page.mouse.click(x, y)
+        page.keyboard.press("Tab")
+        assert not page.evaluate("() => !!document.activeElement.closest('figure.vp')"), (
+            "Tab stayed on the image"
+        )
     finally:
         context.close()

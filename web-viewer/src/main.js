@@ -204,6 +204,12 @@ async function start() {
     const element = figure.querySelector(".vp-element");
     element.addEventListener("contextmenu", (e) => e.preventDefault()); // right-drag pans
     element.addEventListener("pointerdown", () => setActive(index));
+    // cornerstone makes its element focusable (tabindex -1) and its key listener there cancels
+    // every key (preventDefault): a click on the image would then swallow the page's keys (A, D,
+    // N, R, ...) and Tab (a keyboard trap). The figure takes the focus instead; mouse tools
+    // read Shift from the mouse event, so Shift+drag pan needs no key listener.
+    figure.tabIndex = -1;
+    element.addEventListener("focus", () => figure.focus({ preventScroll: true }));
     return { figure, element, index, imageId: imageIdOf(figure), boxUids: [], heatmap: null };
   });
   engine.setViewports(
