@@ -91,11 +91,19 @@ def test_no_patient_identifiers_in_the_web_logs(
         page = client.get(f"/studies/{study}")
         assert page.status_code == 200
         assert PATIENT_ID in page.text  # the page shows the patient: the log must not
-        images = re.findall(r'src="(/studies/\d+/(?:images|heatmaps)/\d+\.png)"', page.text)
+        # what the viewport loads (DICOM, heatmap) and the no-script fallback (PNG)
+        images = re.findall(
+            r'(?:src|data-heatmap-url)="(/studies/\d+/(?:images|heatmaps)/\d+\.png)"', page.text
+        )
         assert len(images) == 4
         for url in images:
             png = client.get(url)
             assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        dicoms = re.findall(r'data-dicom-url="(/studies/\d+/instances/\d+\.dcm)"', page.text)
+        assert len(dicoms) == 2
+        for url in dicoms:
+            dcm = client.get(url)
+            assert dcm.status_code == 200 and dcm.headers["content-type"] == "application/dicom"
         windowed = client.get(images[0], params={"wc": 1000, "ww": 200})
         assert windowed.status_code == 200
 
