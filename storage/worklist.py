@@ -69,6 +69,8 @@ class WorklistItem:
     #: the byte store key of the study's first stored instance (whose header the page reads
     #: for patient, accession and exam; none of these is in the database); None if unknown
     first_instance_key: str | None = None
+    #: the newest review's reading: "present" or "absent" (None: not reviewed)
+    radiologist_fracture: str | None = None
 
     @property
     def reviewed(self) -> bool:
@@ -134,7 +136,16 @@ def item_of(
         reviewed_at=override.created_at if override is not None else None,
         agree=override.agree if override is not None else None,
         first_instance_key=first_instance_key,
+        radiologist_fracture=_radiologist_fracture(override),
     )
+
+
+def _radiologist_fracture(override: Override | None) -> str | None:
+    if override is None:
+        return None
+    label = override.radiologist_label or {}
+    fracture = label.get("fracture")
+    return str(fracture) if fracture in ("present", "absent") else None
 
 
 def _decision() -> Any:

@@ -12,6 +12,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from xrayd.web.formats import dicom_date, person_name
+
 __all__ = ["LOGIN_CSRF_COOKIE", "login_page", "render", "safe_next", "templates"]
 
 LOGIN_CSRF_COOKIE = "xrayd_login_csrf"
@@ -31,6 +33,8 @@ def templates() -> Jinja2Templates:
     made = Jinja2Templates(directory=Path(__file__).parent / "templates")
     made.env.filters["when"] = _when
     made.env.filters["pct"] = _pct
+    made.env.filters["dicom_date"] = dicom_date
+    made.env.filters["person_name"] = person_name
     return made
 
 

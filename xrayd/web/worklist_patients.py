@@ -22,6 +22,7 @@ from storage.bytestore import ByteStore, ByteStoreError
 from storage.worklist import WorklistItem
 from xrayd.runtime.limits import image_limits
 from xrayd.web.auth import context
+from xrayd.web.formats import person_name
 
 __all__ = ["HeaderCache", "PatientColumns", "patient_columns"]
 
@@ -44,16 +45,6 @@ class PatientColumns:
     @property
     def empty(self) -> bool:
         return not (self.name or self.patient_id or self.accession or self.exam)
-
-
-def person_name(value: str) -> str:
-    """A DICOM PN (``Family^Given^Middle^Prefix^Suffix``) as people write it."""
-    parts = [p.strip() for p in value.split("=")[0].split("^")]
-    family = parts[0] if parts else ""
-    rest = " ".join(p for p in parts[1:4] if p)
-    if family and rest:
-        return f"{family}, {rest}"
-    return family or rest
 
 
 class HeaderCache:

@@ -68,7 +68,7 @@ def test_study_page_shows_findings_images_and_heatmap_and_is_audited(web: Web) -
     page = web.client.get(f"/studies/{study}")
     assert page.status_code == 200
     text = page.text
-    assert "Doe^Jane" in text and "PAT-SECRET-42" in text  # patient shown on the page only
+    assert "Doe, Jane" in text and "PAT-SECRET-42" in text  # patient shown on the page only
     assert "xrayd-phantom 1.0.0" in text and "hardware yes" in text
     images = re.findall(r'src="(/studies/\d+/images/\d+\.png)"', text)
     # the viewport (templates/_viewport.html) gets the heatmap and boxes as data attributes

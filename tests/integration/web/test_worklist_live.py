@@ -270,3 +270,29 @@ def test_waiting_times_read_like_a_clock() -> None:
     assert waiting(now - timedelta(hours=3, minutes=5), now) == "3 h 05 min"
     assert waiting(now - timedelta(days=2, hours=4), now) == "2 d 4 h"
     assert waiting(now + timedelta(minutes=5), now) == "0 min"  # a clock ahead: never negative
+
+
+def test_a_reviewed_row_and_the_study_page_lead_with_the_radiologists_reading(web: Web) -> None:
+    overruled = _seed(web, "present", 2, patient_name="Doe^Jane^Q", patient_id="PAT-7")
+    agreed = _seed(web, "present", 1)
+    create_override(web.sessions, overruled, "rad", agree=False, label=ABSENT, comment=None)
+    create_override(web.sessions, agreed, "rad", agree=True, label=None, comment=None)
+    web.login("rad")
+    page = web.client.get("/worklist", params={"view": "all"}).text
+    rows = dict(
+        zip(
+            _rows(page),
+            re.findall(r'<td class="ai">(.*?)</td>', page, flags=re.S),
+            strict=True,
+        )
+    )
+    # the radiologist's reading leads (its colour), the AI's answer follows in plain text
+    assert rows[overruled].startswith('<span class="badge absent"')
+    assert "radiologist: absent" in rows[overruled] and "AI said present" in rows[overruled]
+    assert rows[agreed].startswith('<span class="badge present"')
+    assert "radiologist: present" in rows[agreed]
+    # the study page writes the name and date as people do, the arrival as a local-time <time>
+    study = web.client.get(f"/studies/{overruled}").text
+    assert "Doe, Jane Q · PAT-7" in study and "Doe^Jane" not in study
+    assert re.search(r"\d{4}-\d{2}-\d{2}</dd>", study), "study date not as YYYY-MM-DD"
+    assert re.search(r'<time datetime="[0-9T:-]+Z" data-local>', study)

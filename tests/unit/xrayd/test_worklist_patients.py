@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from xrayd.web.worklist_patients import HeaderCache, PatientColumns, person_name
+from xrayd.web.formats import dicom_date, person_name
+from xrayd.web.worklist_patients import HeaderCache, PatientColumns
 
 
 def _columns(n: int) -> PatientColumns:
@@ -48,3 +49,9 @@ def test_the_cache_stays_bounded_under_concurrent_use() -> None:
     for t in threads:
         t.join()
     assert len(cache) == 50
+
+
+def test_dicom_dates_read_as_iso_dates() -> None:
+    assert dicom_date("20261123") == "2026-11-23"
+    assert dicom_date("2026-11-23") == "2026-11-23"  # already readable: unchanged
+    assert dicom_date("") == "" and dicom_date(None) == ""

@@ -29,20 +29,9 @@
     return days + " d " + hours + " h";
   }
 
-  const localFormat = new Intl.DateTimeFormat(undefined, {
-    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-    timeZoneName: "short",
-  });
-
-  // <time datetime="...Z" data-local>: the server's text (UTC) becomes local time; the UTC
-  // time stays in the tooltip.
+  // <time datetime="...Z" data-local>: local time (static/localtime.js, loaded by every page)
   function localise(root) {
-    root.querySelectorAll("time[data-local]").forEach((el) => {
-      const when = new Date(el.getAttribute("datetime"));
-      if (Number.isNaN(when.getTime())) return;
-      if (!el.title) el.title = el.textContent.trim();
-      el.textContent = localFormat.format(when);
-    });
+    window.xraydLocalTime.localise(root);
     refreshWaiting(root);
   }
 
