@@ -139,10 +139,8 @@ def test_the_night_shift_flow_by_keyboard(
         expect(page.locator(ROW.format(absent))).to_have_count(0)
         screenshot("1-worklist")
 
-        # 2. The worklist binds no N: Tab to the first (oldest) flagged study, Enter opens it.
-        #    A review needs no claim, so none is made.
-        keys.tab_to(OPEN_ROW.format(present), "open first study")
-        keys.press("Enter", "open first study")
+        # 2. N opens the first (oldest) flagged study. A review needs no claim: none is made.
+        keys.press("n", "open first study")
         expect(page).to_have_url(f"{site.base}/studies/{present}")
         wait_for_viewport(page)
         assert page.evaluate("() => window.xraydViewer.failed") is None
@@ -197,15 +195,15 @@ def test_the_night_shift_flow_by_keyboard(
         assert all(abs(reset[k] - image[k]) < 1 for k in image), (reset, image)
         screenshot("3-study-reset")
 
-        # 4. D, absent (count 0 follows), Tab to "Save and next", Enter: the indeterminate study.
+        # 4. D, absent (count 0 follows), Shift+Enter saves and opens the next: the indeterminate
+        #    study.
         keys.press("d", "correct")
         expect(page.locator("#correction")).to_have_attribute("open", "")
         expect(page.locator('input[name="fracture"][value="present"]')).to_be_focused()
         keys.press("ArrowDown", "correct")
         expect(page.locator('input[name="fracture"][value="absent"]')).to_be_checked()
         expect(page.locator('input[name="count"][value="0"]')).to_be_checked()
-        keys.tab_to("#save-next", "correct")
-        keys.press("Enter", "correct")
+        keys.press("Shift+Enter", "correct")
         expect(page).to_have_url(f"{site.base}/studies/{unsure}")
         [saved], _ = list_overrides(site.storage.sessions, study_id=present)
         assert saved.agree is False and saved.radiologist_label["fracture"] == "absent"
@@ -278,7 +276,7 @@ def test_the_night_shift_flow_by_keyboard(
             "keys": counts["correct"],
             "clicks": clicks["correct"],
             "sequence": keys.sequence["correct"],
-            "note": "D, ArrowDown (absent; count 0 follows), Tab to 'Save and next', Enter",
+            "note": "D, ArrowDown (absent; count 0 follows), Shift+Enter (save and next)",
         },
         "navigation_keys": {
             step: counts[step]

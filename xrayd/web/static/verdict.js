@@ -14,6 +14,7 @@
   if (!form) return;
   const agree = document.getElementById("agree");
   const save = document.getElementById("save-review");
+  const saveNext = document.getElementById("save-next");
   const correction = document.getElementById("correction");
   const summary = document.getElementById("review-errors");
   const status = document.getElementById("review-status");
@@ -159,12 +160,12 @@
     form.requestSubmit(agree);
   }
 
-  function saveCorrection() {
+  function saveCorrection(andNext) {
     if (!correction.open) {
       say("Nothing to save yet: Agree (A), or Disagree (D) and correct the label.");
       return;
     }
-    form.requestSubmit(save);
+    form.requestSubmit(andNext && saveNext ? saveNext : save);
   }
 
   function openCorrection() {
@@ -223,7 +224,7 @@
       if (activates(target) || (target.matches && target.matches("textarea"))) return;
       if (target !== document.body && !form.contains(target)) return;
       event.preventDefault();
-      saveCorrection();
+      saveCorrection(event.shiftKey);  // Shift+Enter: save and go to the next study
       return;
     }
     if (event.ctrlKey || typing(target)) return;
