@@ -65,13 +65,12 @@ def artifacts() -> Path:
 
 
 def collect_errors(page: Any) -> list[str]:
-    """Uncaught script errors and console errors of ``page`` from now on. A missing
-    favicon is not the page's error (the request is the browser's own)."""
+    """Uncaught script errors and console errors of ``page`` from now on."""
     errors: list[str] = []
 
     def console(message: Any) -> None:
         url = str((message.location or {}).get("url", ""))
-        if message.type == "error" and "favicon.ico" not in url + message.text:
+        if message.type == "error":
             errors.append(f"console: {message.text} ({url})")
 
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import wait_for_viewport
+from browser_helpers import chromium, wait_for_viewport
 from integration.web.web_helpers import seed_study
 
 from storage import users
@@ -41,7 +40,6 @@ from helpers import make_settings, need
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXPECT_MS = 30_000  # generous for a 2-core runner; waits return as soon as they hold
 PASSWORDS = {"admin": "admin-password-123", "rad": "radiologist-pw-456"}
 SIZES = ((1440, 900), (1920, 1080))
@@ -149,21 +147,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright Python package is not installed (pip install -e '.[dev]')")
-        raise
-    need(
-        Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK),
-        f"chromium not found at {CHROMIUM} (apt-get install chromium)",
-    )
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")

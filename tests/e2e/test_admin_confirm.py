@@ -3,13 +3,12 @@ confirmation dialog; dismissed, nothing is sent; accepted, the destination is re
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import chromium
 
 from storage.opened import Storage, open_storage
 from storage.peers import DestinationRow, add_destination, list_destinations
@@ -17,10 +16,9 @@ from storage.users import add_user
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer
 
-from helpers import make_settings, need
+from helpers import make_settings
 
 ADMIN, PASSWORD = "it_admin", "correct-horse-battery"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXPECT_MS = 30_000  # generous for a 2-core runner; expect() returns as soon as it holds
 
 
@@ -43,23 +41,10 @@ def served(tmp_path: Path) -> Iterator[tuple[Storage, str]]:
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright Python package is not installed (pip install -e '.[dev]')")
-        raise
-    need(
-        Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK),
-        f"chromium not found at {CHROMIUM} (apt-get install chromium)",
-    )
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            context = browser.new_context(viewport={"width": 1440, "height": 900})
-            context.set_default_timeout(EXPECT_MS)
-            yield context.new_page()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        context.set_default_timeout(EXPECT_MS)
+        yield context.new_page()
 
 
 def test_removing_a_destination_asks_first(served: tuple[Storage, str], page: Any) -> None:

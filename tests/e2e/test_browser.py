@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import chromium
 from pydicom.uid import generate_uid
 
 from models.synthetic import generate_case, to_dicom
@@ -30,14 +30,13 @@ from xrayd.web.server import WebServer
 from xrayd.workers.analysis import CompletionTimer, Worker
 from xrayd.workers.base import Wakeup
 
-from helpers import make_settings, need
+from helpers import make_settings
 from node_helpers import store_and_wait_for_release
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 USER = "dr_ray"
 PASSWORD = "correct-horse-battery"  # 12+ characters
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EXPECT_MS = 30_000  # generous for a 2-core runner; expect() returns as soon as it holds
@@ -90,27 +89,13 @@ def web(node: Node) -> Iterator[WebServer]:
 @pytest.fixture
 def page() -> Iterator[Any]:
     """A fresh Chromium page; browser and Playwright are closed even when the test fails."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright Python package is not installed (pip install -e '.[dev]')")
-        raise
-    need(
-        Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK),
-        f"chromium not found at {CHROMIUM} (apt-get install chromium)",
-    )
-    with sync_playwright() as p:
-        # --no-sandbox: Chromium's sandbox refuses to start as root (containers, CI runners).
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(EXPECT_MS)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.set_default_timeout(EXPECT_MS)
-            try:
-                yield context.new_page()
-            finally:
-                context.close()
+            yield context.new_page()
         finally:
-            browser.close()
+            context.close()
 
 
 def _receive_and_analyse(node: Node) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import chromium
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -41,7 +42,6 @@ from orthanc import Orthanc, running_orthanc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 EXPECT_MS = 30_000  # generous for a 2-core runner; every wait returns as soon as it holds
 ROWS, COLS = 320, 256  # not square: a swapped row/column shows
@@ -267,22 +267,8 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright Python package is not installed (pip install -e '.[dev]')")
-        raise
-    need(
-        Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK),
-        f"chromium not found at {CHROMIUM} (apt-get install chromium)",
-    )
-    with sync_playwright() as p:
-        # --no-sandbox: Chromium's sandbox refuses to start as root (containers, CI runners).
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 class Console:

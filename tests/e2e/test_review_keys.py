@@ -6,15 +6,13 @@ there. Each step waits on what the page shows (Playwright ``expect``), never on 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import chromium
 from integration.web.web_helpers import seed_study
 
 from storage import users
@@ -24,12 +22,11 @@ from storage.users import add_user
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer
 
-from helpers import make_settings, need
+from helpers import make_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 USER, PASSWORD = "rad", "radiologist-pw-456"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXPECT_MS = 30_000  # generous for a 2-core runner; expect() returns as soon as it holds
 
 
@@ -67,21 +64,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright Python package is not installed (pip install -e '.[dev]')")
-        raise
-    need(
-        Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK),
-        f"chromium not found at {CHROMIUM} (apt-get install chromium)",
-    )
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @dataclass

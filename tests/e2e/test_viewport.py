@@ -11,13 +11,13 @@ every wait is on that state or the DOM (Playwright polls), never a sleep.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import chromium
 from integration.web.web_helpers import seed_study
 from pydicom import dcmread
 from sqlalchemy import select
@@ -31,12 +31,11 @@ from xrayd.web.server import WebServer
 
 from bombs import pixel_bomb
 from dicom_factory import make_radiograph, save
-from helpers import make_settings, need
+from helpers import make_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 USER, PASSWORD = "rad", "radiologist-pw-456"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXPECT_MS = 30_000  # generous for a 2-core runner; waits return as soon as they hold
 ROWS, COLS = 1024, 820
 BOX = [300.0, 200.0, 420.0, 340.0]  # top, left, bottom, right (image pixels)
@@ -101,26 +100,12 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright Python package is not installed (pip install -e '.[dev]')")
-        raise
-    need(
-        Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK),
-        f"chromium not found at {CHROMIUM} (apt-get install chromium)",
-    )
-    with sync_playwright() as p:
-        # --no-sandbox: Chromium's sandbox refuses to start as root (containers, CI runners).
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 class Page:
-    """A logged-in page that records console errors (a missing favicon is not the viewer's)."""
+    """A logged-in page that records console errors."""
 
     def __init__(self, browser: Any, site: Site, width: int, height: int) -> None:
         context = browser.new_context(viewport={"width": width, "height": height})
@@ -137,7 +122,7 @@ class Page:
         self.page.wait_for_url(f"{site.base}/worklist")
 
     def _console(self, message: Any) -> None:
-        if message.type == "error" and "favicon.ico" not in str(message.location.get("url")):
+        if message.type == "error":
             self.errors.append(f"console: {message.text} at {message.location}")
 
     def open(self, study: int) -> Any:

@@ -6,9 +6,7 @@ what the page shows (Playwright ``expect``), never on time."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import chromium
 from integration.web.web_helpers import seed_study
 
 from storage import users
@@ -25,12 +24,11 @@ from storage.users import add_user
 from xrayd.web.context import WebContext
 from xrayd.web.server import WebServer
 
-from helpers import make_settings, need
+from helpers import make_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 USER, PASSWORD = "rad", "radiologist-pw-456"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXPECT_MS = 30_000  # generous for a 2-core runner; expect() returns as soon as it holds
 TIME_ZONE = "Pacific/Auckland"  # far from UTC, so a local time cannot pass for the UTC one
 
@@ -71,39 +69,26 @@ def site(tmp_path: Path) -> Iterator[Site]:
 @pytest.fixture
 def page() -> Iterator[Any]:
     """A Chromium page at 1440x900 in a time zone far from UTC; script errors fail the test."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright Python package is not installed (pip install -e '.[dev]')")
-        raise
-    need(
-        Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK),
-        f"chromium not found at {CHROMIUM} (apt-get install chromium)",
-    )
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            context = browser.new_context(
-                viewport={"width": 1440, "height": 900}, timezone_id=TIME_ZONE
-            )
-            context.set_default_timeout(EXPECT_MS)
-            tab = context.new_page()
-            errors: list[str] = []
-            tab.on("pageerror", lambda exc: errors.append(str(exc)))
-            tab.on("console", lambda m: _console_error(m, errors))  # CSP refusals, failed loads
-            tab.on(
-                "response",
-                lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None,
-            )
-            yield tab
-            assert errors == [], errors
-        finally:
-            browser.close()
+    with chromium() as browser:
+        context = browser.new_context(
+            viewport={"width": 1440, "height": 900}, timezone_id=TIME_ZONE
+        )
+        context.set_default_timeout(EXPECT_MS)
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        tab.on("console", lambda m: _console_error(m, errors))  # CSP refusals, failed loads
+        tab.on(
+            "response",
+            lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+        )
+        yield tab
+        assert errors == [], errors
 
 
 def _console_error(message: Any, errors: list[str]) -> None:
     url = str((message.location or {}).get("url", ""))
-    if message.type == "error" and not url.endswith("/favicon.ico"):  # (xrayd serves none)
+    if message.type == "error":
         errors.append(f"{message.text} ({url})")
 
 
