@@ -110,3 +110,34 @@ class Keys:
             ):
                 return n
         raise AssertionError(f"{limit} Tabs did not reach {selector} on {self.page.url}")
+
+
+@contextmanager
+def served_web(data_dir: Path, users_to_add: dict[str, tuple[str, str]]) -> Iterator[Any]:
+    """xrayd's web UI on a fresh SQLite database under ``data_dir`` with ``users_to_add``
+    (name: (role, password)), served on a free loopback port: yields ``(base_url, storage)``.
+    Password hashes are cheap here (the production cost is not what these tests check)."""
+    import pytest
+
+    from storage import users
+    from storage.opened import open_storage
+    from xrayd.web.context import WebContext
+    from xrayd.web.server import WebServer
+
+    from helpers import make_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(users, "SCRYPT_LOG2_N", 10)
+        settings = make_settings(data_dir, "", web={"host": "127.0.0.1", "port": 0})
+        storage = open_storage(settings, create_if_empty=True, require_current=True)
+        for name, (role, password) in users_to_add.items():
+            users.add_user(storage.sessions, name, role, password)
+        server = WebServer(
+            WebContext(settings=settings, sessions=storage.sessions, spool=storage.spool)
+        )
+        server.start()
+        try:
+            yield f"http://127.0.0.1:{server.port}", storage
+        finally:
+            server.stop(timeout=10)
+            storage.close()

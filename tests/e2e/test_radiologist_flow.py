@@ -28,19 +28,14 @@ from browser_helpers import (
     artifacts,
     chromium,
     collect_errors,
+    served_web,
     wait_for_viewport,
 )
 from integration.web.web_helpers import seed_study
 from test_viewport import _large_images
 
-from storage import users
-from storage.opened import Storage, open_storage
+from storage.opened import Storage
 from storage.reviews import list_overrides
-from storage.users import add_user
-from xrayd.web.context import WebContext
-from xrayd.web.server import WebServer
-
-from helpers import make_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -69,20 +64,8 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(users, "SCRYPT_LOG2_N", 10)  # cheap hashes: the production cost is not tested
-        settings = make_settings(tmp_path / "data", "", web={"host": "127.0.0.1", "port": 0})
-        storage = open_storage(settings, create_if_empty=True, require_current=True)
-        add_user(storage.sessions, USER, "radiologist", PASSWORD)
-        server = WebServer(
-            WebContext(settings=settings, sessions=storage.sessions, spool=storage.spool)
-        )
-        server.start()
-        try:
-            yield Site(f"http://127.0.0.1:{server.port}", storage)
-        finally:
-            server.stop(timeout=10)
-            storage.close()
+    with served_web(tmp_path / "data", {USER: ("radiologist", PASSWORD)}) as (base, storage):
+        yield Site(base, storage)
 
 
 @pytest.fixture(scope="module")

@@ -17,21 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import chromium
+from browser_helpers import chromium, served_web
 from integration.web.web_helpers import seed_study
 from pydicom import dcmread
 from sqlalchemy import select
 
 from dicom_node.overlay_style import LEGEND, box_style
-from storage.opened import Storage, open_storage
+from storage.opened import Storage
 from storage.schema import Result
-from storage.users import add_user
-from xrayd.web.context import WebContext
-from xrayd.web.server import WebServer
 
 from bombs import pixel_bomb
 from dicom_factory import make_radiograph, save
-from helpers import make_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -84,18 +80,8 @@ def _large_images(storage: Storage, study: int, images: int = 1) -> None:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    settings = make_settings(tmp_path / "data", "", web={"host": "127.0.0.1", "port": 0})
-    storage = open_storage(settings, create_if_empty=True, require_current=True)
-    add_user(storage.sessions, USER, "radiologist", PASSWORD)
-    server = WebServer(
-        WebContext(settings=settings, sessions=storage.sessions, spool=storage.spool)
-    )
-    server.start()
-    try:
-        yield Site(f"http://127.0.0.1:{server.port}", storage)
-    finally:
-        server.stop(timeout=10)
-        storage.close()
+    with served_web(tmp_path / "data", {USER: ("radiologist", PASSWORD)}) as (base, storage):
+        yield Site(base, storage)
 
 
 @pytest.fixture
