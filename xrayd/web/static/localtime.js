@@ -1,5 +1,6 @@
 // Times in the browser's own time zone: every <time datetime="...Z" data-local> shows local
-// time; the server's UTC text stays in its tooltip. No inline scripts (Content-Security-Policy).
+// time; the server's UTC text stays in its tooltip. Loaded by the study and worklist pages
+// only (the others stay script-free). No inline scripts (Content-Security-Policy).
 (function () {
   "use strict";
   const format = new Intl.DateTimeFormat(undefined, {
